@@ -1,0 +1,7 @@
+"""``python -m maskloss``: the same as the ``maskloss`` command."""
+
+import sys
+
+from maskloss.cli import main
+
+sys.exit(main())

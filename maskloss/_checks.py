@@ -1,0 +1,198 @@
+r"""Input validation: every public function sends its arguments through here first.
+
+Each check names the argument it rejects and shows the bad value or shapes, so a
+user never meets a bare NumPy traceback. Checks that look at values (labels,
+probabilities, weights) look only at *valid* steps: whatever lies under the mask
+is garbage by definition and is allowed to be anything, NaN included.
+
+Nothing here writes into a caller's array; arrays are only read or copied.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss._types import BoolArray, FloatArray
+
+__all__ = [
+    "as_numeric",
+    "check_class_weight",
+    "check_feature_pair",
+    "check_label_smoothing",
+    "check_labels",
+    "check_mask",
+    "check_reduction",
+    "check_sample_weight",
+    "first_bad_position",
+]
+
+_NUMERIC_KINDS = "biuf"
+
+
+def _describe(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def as_numeric(x: npt.ArrayLike, name: str, *, min_ndim: int = 0) -> np.ndarray[Any, Any]:
+    """Return ``x`` as an ndarray of a real numeric dtype, without copying when possible.
+
+    The dtype is kept (not promoted yet) so that very large inputs can be promoted to
+    float64 chunk by chunk; booleans, integers, float16/32/64 and extension floats
+    that cast safely to float64 (such as ``ml_dtypes.bfloat16``) are accepted.
+    """
+    if x is None:
+        raise TypeError(f"{name} must be an array of numbers, got None")
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:  # ragged nested lists and the like
+        raise TypeError(f"{name} must be an array of numbers; could not convert {_describe(x)}: {exc}") from None
+    if arr.dtype.kind not in _NUMERIC_KINDS and not np.can_cast(arr.dtype, np.float64, "safe"):
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype} ({_describe(x)})")
+    if arr.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {arr.shape}")
+    return arr
+
+
+def first_bad_position(bad: BoolArray, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Index (in ``shape``) of the first True entry of the flat ``bad`` selection."""
+    flat = int(np.flatnonzero(bad.ravel())[0])
+    return tuple(int(i) for i in np.unravel_index(flat, shape))
+
+
+def check_mask(mask: npt.ArrayLike | None, shape: tuple[int, ...], *, name: str = "mask") -> BoolArray:
+    """Validate a mask (True = valid) of exactly ``shape`` and return it as a bool array.
+
+    ``None`` means every step is valid. Masks may be bool or numeric holding only 0 and 1.
+    """
+    if mask is None:
+        return np.ones(shape, dtype=bool)
+    arr = as_numeric(mask, name)
+    if arr.shape != tuple(shape):
+        raise ValueError(
+            f"{name} must have shape {tuple(shape)} (the steps of the batch), got {arr.shape}"
+        )
+    if arr.dtype == bool:
+        return arr
+    ok = (arr == 0) | (arr == 1)
+    if not np.all(ok):
+        pos = first_bad_position(~ok, arr.shape)
+        raise ValueError(
+            f"{name} must hold only 0/1 or True/False (True = valid step); found {arr[pos]!r} at "
+            f"index {pos}. If your mask marks padding with True (torch key_padding_mask, "
+            f"numpy.ma), pass its negation."
+        )
+    return arr.astype(bool)
+
+
+def check_feature_pair(
+    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, *, true_name: str = "y_true", pred_name: str = "y_pred"
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Validate targets and predictions that share one shape ``(..., features)``."""
+    t = as_numeric(y_true, true_name, min_ndim=1)
+    p = as_numeric(y_pred, pred_name, min_ndim=1)
+    if t.shape != p.shape:
+        raise ValueError(
+            f"{true_name} and {pred_name} must have the same shape (batch, ..., features); "
+            f"got {true_name} {t.shape} and {pred_name} {p.shape}"
+        )
+    return t, p
+
+
+REDUCTION_NAMES = ("none", "sum", "token_mean", "sequence_mean", "batch_mean", "element_mean")
+
+
+def check_reduction(reduction: object, *, allowed: Sequence[str] = REDUCTION_NAMES) -> str:
+    """Return ``reduction`` if it names a known reduction, else raise listing the valid ones."""
+    if not isinstance(reduction, str) or reduction not in allowed:
+        raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}; got {reduction!r}")
+    return reduction
+
+
+def check_label_smoothing(label_smoothing: object) -> float:
+    """``label_smoothing`` must be a real number in ``[0, 1]``."""
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+        raise TypeError(f"label_smoothing must be a real number in [0, 1], got {label_smoothing!r}")
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return eps
+
+
+def check_sample_weight(sample_weight: npt.ArrayLike | None, valid: BoolArray) -> FloatArray:
+    """Broadcast ``sample_weight`` to the steps of the batch, as float64, 0 at masked steps.
+
+    Accepted shapes: a scalar, the mask's shape, or a prefix of it such as ``(B,)`` (one
+    weight per sequence, as Keras takes it); trailing axes are broadcast. Weights must be
+    finite and non-negative at valid steps; masked steps may hold anything.
+    """
+    shape = valid.shape
+    if sample_weight is None:
+        return valid.astype(np.float64)
+    w = as_numeric(sample_weight, "sample_weight")
+    if w.ndim > len(shape) or any(ws not in (1, s) for ws, s in zip(w.shape, shape)):
+        raise ValueError(
+            f"sample_weight must have shape {shape}, a prefix of it such as {shape[:1]}, or be a "
+            f"scalar; got shape {w.shape}"
+        )
+    w = w.reshape(w.shape + (1,) * (len(shape) - w.ndim))
+    full = np.broadcast_to(w, shape)
+    with np.errstate(invalid="ignore"):
+        bad = valid & ~(np.isfinite(full) & (full >= 0))
+    if np.any(bad):
+        pos = first_bad_position(bad, shape)
+        raise ValueError(
+            f"sample_weight must be finite and >= 0 at valid steps; found {full[pos]!r} at step {pos}"
+        )
+    return np.where(valid, full, 0.0).astype(np.float64)
+
+
+def check_class_weight(class_weight: npt.ArrayLike | None, num_classes: int) -> FloatArray | None:
+    """``class_weight`` must be ``None`` or a finite, non-negative vector of length C."""
+    if class_weight is None:
+        return None
+    cw = as_numeric(class_weight, "class_weight")
+    if cw.shape != (num_classes,):
+        raise ValueError(
+            f"class_weight must have shape ({num_classes},), one weight per class; got {cw.shape}"
+        )
+    cw64 = cw.astype(np.float64)
+    bad = ~(np.isfinite(cw64) & (cw64 >= 0))
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"class_weight must be finite and >= 0; found {cw64[i]!r} at class {i}")
+    return cw64
+
+
+def check_labels(
+    labels: np.ndarray[Any, Any], valid: BoolArray, num_classes: int, *, name: str = "y_true"
+) -> npt.NDArray[np.intp]:
+    """Integer class labels in ``[0, C)`` at valid steps, returned as intp (0 at masked steps).
+
+    Float labels are accepted when integral at valid steps (Keras often passes float labels).
+    """
+    if labels.dtype == bool:
+        raise TypeError(f"{name} must hold integer class labels, got dtype bool")
+    if labels.dtype.kind == "f" or labels.dtype.kind not in "iu":
+        lab = labels.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = valid & ~(np.isfinite(lab) & (lab == np.round(lab)))
+        if np.any(bad):
+            pos = first_bad_position(bad, labels.shape)
+            raise ValueError(f"{name} must hold integer class labels; found {labels[pos]!r} at step {pos}")
+        safe = np.where(valid, lab, 0.0)
+    else:
+        safe = np.where(valid, labels, 0)
+    bad = valid & ((safe < 0) | (safe >= num_classes))
+    if np.any(bad):
+        pos = first_bad_position(bad, labels.shape)
+        raise ValueError(
+            f"{name} holds label {labels[pos]!r} at valid step {pos}, outside [0, {num_classes}) "
+            f"for {num_classes} classes; mask it or pass ignore_index"
+        )
+    return safe.astype(np.intp)

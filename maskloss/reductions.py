@@ -1,0 +1,219 @@
+r"""Every averaging convention, defined once, from a masked (numerator, denominator) pair.
+
+A loss produces, for every step ``(b, t)``, a numerator term :math:`n_{bt}` (the
+weighted per-step loss, exactly 0 at masked steps) and a denominator term
+:math:`d_{bt}` (the step's weight, 0 at masked steps). With a plain mask and no
+weights :math:`n = m\,\ell` and :math:`d = m`; with weights
+:math:`n = a\,\ell`, :math:`d = a`, where :math:`a = m \cdot w \cdot cw_{y}` (class
+weights of the label enter only for integer labels, as in torch).
+
+The terms are summed per sequence into :class:`MaskedTotals`
+(:math:`N_b = \sum_t n_{bt}`, :math:`D_b = \sum_t d_{bt}`, :math:`S_b` = steps of
+sequence ``b``, padding included), and every reduction is a function of those:
+
+=================  ===========================================  ==========================
+reduction          value                                        framework
+=================  ===========================================  ==========================
+``"none"``         :math:`n_{bt}` (shape of the mask)           torch/Keras ``"none"``
+``"sum"``          :math:`\sum_b N_b`                           ``"sum"`` everywhere
+``"token_mean"``   :math:`\sum_b N_b / \sum_b D_b`              Keras 2 legacy & 3, torch
+``"sequence_mean"``:math:`\frac1K\sum_{b: D_b>0} N_b/D_b`       AllenNLP ``average="batch"``
+``"batch_mean"``   :math:`\sum_b N_b / B`                       per-sequence sums, averaged
+``"element_mean"`` :math:`\sum_b N_b / \sum_b S_b`              tf.keras TF 2.0-2.10
+=================  ===========================================  ==========================
+
+(:math:`K` is the number of sequences with :math:`D_b > 0`.) A zero denominator gives
+NaN (0/0 is undefined, as in torch), silently; ``"sum"`` of nothing is 0.
+
+Because :class:`MaskedTotals` keeps per-sequence sums, totals of micro-batches
+concatenate into the totals of the full batch, and every reduction of the merged
+totals is *exactly* the full-batch loss (the fix for the "mean of micro-batch means"
+bug of gradient accumulation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
+from maskloss._types import FloatArray
+
+__all__ = ["REDUCTIONS", "SCALAR_REDUCTIONS", "MaskedTotals", "reduce", "reduce_terms"]
+
+#: Names accepted by ``reduction=``, in the order of the table above.
+REDUCTIONS: tuple[str, ...] = ("none", "sum", "token_mean", "sequence_mean", "batch_mean", "element_mean")
+#: The reductions that return a scalar (all but ``"none"``).
+SCALAR_REDUCTIONS: tuple[str, ...] = REDUCTIONS[1:]
+
+
+@dataclass(frozen=True)
+class MaskedTotals:
+    r"""Per-sequence sums of the numerator and denominator terms of a masked loss.
+
+    Attributes
+    ----------
+    numerator : ndarray, shape (B,)
+        :math:`N_b = \sum_t n_{bt}`.
+    denominator : ndarray, shape (B,)
+        :math:`D_b = \sum_t d_{bt}`.
+    steps : ndarray, shape (B,)
+        :math:`S_b`, the number of steps of sequence ``b``, padding included.
+
+    Examples
+    --------
+    Two micro-batches merge into the full batch exactly (the gradient-accumulation fix):
+
+    >>> import numpy as np
+    >>> from maskloss.reductions import MaskedTotals
+    >>> a = MaskedTotals.from_terms(np.array([[1.0, 2.0, 0.0]]), np.array([[1.0, 1.0, 0.0]]))
+    >>> b = MaskedTotals.from_terms(np.array([[6.0, 0.0, 0.0]]), np.array([[1.0, 0.0, 0.0]]))
+    >>> (a.value("token_mean") + b.value("token_mean")) / 2   # mean of means: wrong
+    np.float64(3.75)
+    >>> MaskedTotals.concat([a, b]).value("token_mean")       # (1 + 2 + 6) / 3
+    np.float64(3.0)
+    """
+
+    numerator: FloatArray
+    denominator: FloatArray
+    steps: FloatArray
+
+    @classmethod
+    def from_terms(cls, numerator_terms: FloatArray, denominator_terms: FloatArray) -> MaskedTotals:
+        """Sum ``(B, ...)`` per-step terms (already 0 at masked steps) per sequence."""
+        n = np.asarray(numerator_terms, dtype=np.float64)
+        d = np.asarray(denominator_terms, dtype=np.float64)
+        batch = n.shape[0] if n.ndim else 1
+        n2 = n.reshape(batch, -1)
+        d2 = d.reshape(batch, -1)
+        steps = np.full(batch, float(n2.shape[1]))
+        return cls(n2.sum(axis=1), d2.sum(axis=1), steps)
+
+    @classmethod
+    def concat(cls, parts: list[MaskedTotals]) -> MaskedTotals:
+        """Totals of the batch made of the sequences of all ``parts``."""
+        if not parts:
+            empty = np.zeros(0)
+            return cls(empty, empty, empty)
+        return cls(
+            np.concatenate([p.numerator for p in parts]),
+            np.concatenate([p.denominator for p in parts]),
+            np.concatenate([p.steps for p in parts]),
+        )
+
+    def value(self, reduction: str) -> np.float64:
+        """The scalar loss under ``reduction`` (any of :data:`SCALAR_REDUCTIONS`)."""
+        check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
+        if reduction == "sum":
+            return np.float64(self.numerator.sum())
+        if reduction == "sequence_mean":
+            nonempty = self.denominator > 0
+            count = int(nonempty.sum())
+            if count == 0:
+                return np.float64(np.nan)
+            return np.float64(np.sum(self.numerator[nonempty] / self.denominator[nonempty]) / count)
+        return _ratio(self.numerator.sum(), self._denominator(reduction))
+
+    def sequence_scale(self, reduction: str) -> FloatArray:
+        r"""The derivative of the scalar loss with respect to each :math:`N_b`, shape (B,).
+
+        Every scalar reduction is linear in the numerator terms, with a coefficient
+        :math:`c_b` that depends only on the denominators, so the gradient of the loss
+        with respect to a step's numerator term is :math:`c_b`. Where the loss is NaN
+        (zero denominator) the coefficients are 0, the gradient torch reports there.
+        """
+        check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
+        batch = self.numerator.shape[0]
+        if reduction == "sum":
+            return np.ones(batch)
+        if reduction == "sequence_mean":
+            nonempty = self.denominator > 0
+            count = int(nonempty.sum())
+            safe = np.where(nonempty, self.denominator, 1.0)
+            return np.where(nonempty, 1.0 / (safe * max(count, 1)), 0.0)
+        den = self._denominator(reduction)
+        return np.full(batch, 1.0 / den if den != 0 else 0.0)
+
+    def _denominator(self, reduction: str) -> float:
+        if reduction == "token_mean":
+            return float(self.denominator.sum())
+        if reduction == "batch_mean":
+            return float(self.numerator.shape[0])
+        if reduction == "element_mean":
+            return float(self.steps.sum())
+        raise AssertionError(reduction)  # pragma: no cover - value() handles the others
+
+
+def _ratio(numerator: float, denominator: float) -> np.float64:
+    if denominator == 0:
+        return np.float64(np.nan)
+    return np.float64(numerator / denominator)
+
+
+def reduce_terms(
+    numerator_terms: FloatArray, denominator_terms: FloatArray, reduction: str
+) -> np.float64 | FloatArray:
+    """Apply ``reduction`` to per-step terms that are already 0 at masked steps."""
+    check_reduction(reduction)
+    if reduction == "none":
+        return np.asarray(numerator_terms, dtype=np.float64)
+    return MaskedTotals.from_terms(numerator_terms, denominator_terms).value(reduction)
+
+
+def reduce(
+    values: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    reduction: str = "token_mean",
+    weight: npt.ArrayLike | None = None,
+) -> Any:
+    r"""Reduce per-step losses to one number, ignoring masked steps.
+
+    With :math:`a = m \cdot w` (mask times weight, :math:`w = 1` by default):
+
+    .. math:: \text{token\_mean} = \frac{\sum_{bt} a_{bt}\,\ell_{bt}}{\sum_{bt} a_{bt}}
+
+    and the other reductions as in the table of :mod:`maskloss.reductions`. Values at
+    masked steps are never read: NaN, inf or any garbage there has no effect.
+
+    Parameters
+    ----------
+    values : array_like, shape (B, T)
+        Per-step losses.
+    mask : array_like of bool, shape (B, T), optional
+        True at valid steps; all valid when omitted.
+    reduction : str, default "token_mean"
+        One of :data:`REDUCTIONS`.
+    weight : array_like, optional
+        Per-step weight, shape (B, T), (B,) or a scalar; finite and >= 0 at valid steps.
+
+    Returns
+    -------
+    numpy.float64, or ndarray of shape (B, T) for ``"none"``
+
+    Examples
+    --------
+    The seed's numbers: three sequences of 3, 5 and 1 valid steps.
+
+    >>> import numpy as np, maskloss
+    >>> losses = np.array([[1., 1., 1., np.nan, np.nan],
+    ...                    [2., 2., 2., 2., 2.],
+    ...                    [6., 0., 0., 0., 0.]])
+    >>> mask = maskloss.mask_from_lengths([3, 5, 1], 5)
+    >>> float(maskloss.reduce(losses, mask))                      # (3 + 10 + 6) / 9
+    2.111111111111111
+    >>> float(maskloss.reduce(losses, mask, reduction="sequence_mean"))  # (1 + 2 + 6) / 3
+    3.0
+    >>> float(maskloss.reduce(losses, mask, reduction="element_mean"))   # 19 / 15
+    1.2666666666666666
+    """
+    vals = as_numeric(values, "values", min_ndim=1)
+    valid = check_mask(mask, vals.shape)
+    check_reduction(reduction)
+    w = check_sample_weight(weight, valid)
+    with np.errstate(invalid="ignore", over="ignore"):
+        numerator = np.where(valid, w * np.where(valid, vals, 0).astype(np.float64), 0.0)
+    return reduce_terms(numerator, w, reduction)
