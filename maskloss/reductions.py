@@ -86,9 +86,11 @@ class MaskedTotals:
         """Sum ``(B, ...)`` per-step terms (already 0 at masked steps) per sequence."""
         n = np.asarray(numerator_terms, dtype=np.float64)
         d = np.asarray(denominator_terms, dtype=np.float64)
-        batch = n.shape[0] if n.ndim else 1
-        n2 = n.reshape(batch, -1)
-        d2 = d.reshape(batch, -1)
+        if n.ndim == 0:
+            n, d = n.reshape(1), d.reshape(1)
+        batch, per_sequence = n.shape[0], int(np.prod(n.shape[1:]))
+        n2 = n.reshape(batch, per_sequence)
+        d2 = d.reshape(batch, per_sequence)
         steps = np.full(batch, float(n2.shape[1]))
         return cls(n2.sum(axis=1), d2.sum(axis=1), steps)
 

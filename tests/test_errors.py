@@ -1,0 +1,176 @@
+"""Bad input gets a ValueError/TypeError that names the argument and shows the bad value or shapes."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import maskloss
+
+Y = np.zeros((2, 3, 4))
+P = np.full((2, 3, 4), 0.25)
+LABELS = np.zeros((2, 3), dtype=int)
+
+
+def raises(exc, *fragments):
+    """pytest.raises whose message must contain every fragment (escaped)."""
+    return pytest.raises(exc, match="(?s)" + "".join(f"(?=.*{re.escape(f)})" for f in fragments))
+
+
+@pytest.mark.parametrize(
+    "fn", [maskloss.mae, maskloss.mse, maskloss.binary_crossentropy, maskloss.categorical_crossentropy]
+)
+def test_mismatched_shapes(fn):
+    with raises(ValueError, "y_true", "y_pred", "(2, 3, 4)", "(2, 3, 5)"):
+        fn(Y, np.zeros((2, 3, 5)))
+
+
+def test_sparse_shapes():
+    with raises(ValueError, "y_pred", "(2, 3)", "(2, 4, 4)"):
+        maskloss.sparse_categorical_crossentropy(LABELS, np.zeros((2, 4, 4)))
+
+
+def test_mask_of_the_wrong_shape():
+    with raises(ValueError, "mask", "(2, 3)", "(3, 2)"):
+        maskloss.mae(Y, P, np.ones((3, 2), bool))
+    with raises(ValueError, "mask", "(2, 3)", "(2, 3, 4)"):
+        maskloss.mae(Y, P, np.ones((2, 3, 4), bool))
+
+
+def test_mask_with_values_other_than_0_and_1():
+    mask = np.ones((2, 3))
+    mask[1, 2] = 2.0
+    with raises(ValueError, "mask", "2.0", "(1, 2)"):
+        maskloss.mae(Y, P, mask)
+
+
+def test_unknown_reduction_lists_the_valid_ones():
+    with raises(ValueError, "reduction", "'mean'", "'token_mean'", "'element_mean'"):
+        maskloss.mae(Y, P, reduction="mean")
+    with raises(ValueError, "reduction"):
+        maskloss.reduce(np.zeros((2, 3)), reduction=None)
+
+
+def test_label_outside_the_classes_at_a_valid_step():
+    labels = LABELS.copy()
+    labels[1, 1] = 4
+    with raises(ValueError, "y_true", "4", "(1, 1)", "[0, 4)"):
+        maskloss.sparse_categorical_crossentropy(labels, P)
+    labels[1, 1] = -100
+    with raises(ValueError, "y_true", "-100", "ignore_index"):
+        maskloss.sparse_categorical_crossentropy(labels, P)
+
+
+def test_non_integer_labels():
+    with raises(ValueError, "y_true", "0.5"):
+        maskloss.sparse_categorical_crossentropy(np.full((2, 3), 0.5), P)
+    with raises(TypeError, "y_true", "bool"):
+        maskloss.sparse_categorical_crossentropy(np.zeros((2, 3), bool), P)
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.5, np.nan])
+def test_probabilities_outside_0_1_at_a_valid_step(bad):
+    p = P.copy()
+    p[0, 2, 1] = bad
+    for fn in (maskloss.binary_crossentropy, maskloss.categorical_crossentropy):
+        with raises(ValueError, "y_pred", "probabilities", "(0, 2)", "from_logits"):
+            fn(Y, p)
+    with raises(ValueError, "y_pred", "(0, 2)"):
+        maskloss.sparse_categorical_crossentropy(LABELS, p)
+
+
+def test_bad_probabilities_under_the_mask_are_fine():
+    p = P.copy()
+    p[0, 2] = [-5, 7, np.nan, np.inf]
+    mask = np.ones((2, 3), bool)
+    mask[0, 2] = False
+    assert np.isfinite(maskloss.categorical_crossentropy(np.eye(4)[LABELS], p, mask))
+
+
+@pytest.mark.parametrize(
+    ("weight", "fragments"),
+    [
+        (np.ones(3), ("sample_weight", "(3,)", "(2, 3)")),
+        (np.ones((2, 4)), ("sample_weight", "(2, 4)")),
+        (np.ones((2, 3, 1, 1)), ("sample_weight", "(2, 3, 1, 1)")),
+        (np.array([1.0, -1.0]), ("sample_weight", ">= 0", "-1.0")),
+        (np.array([1.0, np.nan]), ("sample_weight", "nan")),
+    ],
+)
+def test_bad_sample_weights(weight, fragments):
+    with raises(ValueError, *fragments):
+        maskloss.mae(Y, P, sample_weight=weight)
+
+
+@pytest.mark.parametrize(
+    ("weight", "fragments"),
+    [
+        (np.ones(3), ("class_weight", "(4,)", "(3,)")),
+        (np.array([1.0, 1.0, -2.0, 1.0]), ("class_weight", "-2.0", "class 2")),
+        (np.array([1.0, np.inf, 1.0, 1.0]), ("class_weight", "inf")),
+    ],
+)
+def test_bad_class_weights(weight, fragments):
+    with raises(ValueError, *fragments):
+        maskloss.sparse_categorical_crossentropy(LABELS, P, class_weight=weight)
+    with raises(ValueError, *fragments):
+        maskloss.categorical_crossentropy(Y, P, class_weight=weight)
+
+
+@pytest.mark.parametrize("fn", [maskloss.mae, maskloss.categorical_crossentropy])
+@pytest.mark.parametrize("bad", [["a", "b"], {"x": 1}, None, np.array([1 + 2j])])
+def test_non_numeric_arrays(fn, bad):
+    with raises(TypeError, "y_pred"):
+        fn(np.zeros((1, 1, 2)), bad)
+
+
+def test_ragged_lists_are_a_type_error():
+    with raises(TypeError, "y_true"):
+        maskloss.mae([[[1.0], [1.0, 2.0]]], [[[1.0], [1.0]]])
+
+
+@pytest.mark.parametrize(("eps", "exc"), [(-0.1, ValueError), (1.5, ValueError), ("0.1", TypeError), (True, TypeError)])
+def test_label_smoothing_outside_0_1(eps, exc):
+    for call in (
+        lambda: maskloss.categorical_crossentropy(Y, P, label_smoothing=eps),
+        lambda: maskloss.sparse_categorical_crossentropy(LABELS, P, label_smoothing=eps),
+        lambda: maskloss.binary_crossentropy(Y, P, label_smoothing=eps),
+    ):
+        with raises(exc, "label_smoothing", repr(eps)):
+            call()
+
+
+def test_flags_and_ids_must_have_the_right_type():
+    with raises(TypeError, "from_logits", "'yes'"):
+        maskloss.categorical_crossentropy(Y, P, from_logits="yes")
+    with raises(TypeError, "ignore_index", "1.5"):
+        maskloss.sparse_categorical_crossentropy(LABELS, P, ignore_index=1.5)
+    with raises(ValueError, "y_pred", "last axis has size 0"):
+        maskloss.categorical_crossentropy(np.zeros((1, 1, 0)), np.zeros((1, 1, 0)))
+
+
+def test_mask_builders_reject_nonsense():
+    with raises(ValueError, "lengths", "1-D"):
+        maskloss.mask_from_lengths([[1, 2]])
+    with raises(ValueError, "lengths", ">= 0"):
+        maskloss.mask_from_lengths([1, -2])
+    with raises(TypeError, "lengths", "whole numbers"):
+        maskloss.mask_from_lengths([1.5])
+    with raises(ValueError, "maxlen=2", "lengths"):
+        maskloss.mask_from_lengths([3], 2)
+    with raises(TypeError, "maxlen"):
+        maskloss.mask_from_lengths([1], 2.0)
+    with raises(ValueError, "side", "'up'"):
+        maskloss.mask_from_lengths([1], 2, side="up")
+    with raises(ValueError, "sentinel", "(3,)", "(2,)"):
+        maskloss.mask_from_sentinel(np.zeros((1, 2, 3)), [0, 1])
+    with raises(TypeError, "pad_id"):
+        maskloss.mask_from_ids([[1, 2]], "0")
+    with raises(TypeError, "value"):
+        maskloss.mask_from_padding(np.zeros((1, 2, 3)), value="0")
+    with raises(ValueError, "mask", "2-D"):
+        maskloss.lengths_from_mask([1, 0])
+    with raises(ValueError, "x", "(1, 2)", "(2, 2)"):
+        maskloss.repad(np.zeros((2, 2)), [[1, 0]])
