@@ -135,7 +135,7 @@ def check_sample_weight(sample_weight: npt.ArrayLike | None, valid: BoolArray) -
     if sample_weight is None:
         return valid.astype(np.float64)
     w = as_numeric(sample_weight, "sample_weight")
-    if w.ndim > len(shape) or any(ws not in (1, s) for ws, s in zip(w.shape, shape)):
+    if w.ndim > len(shape) or any(ws not in (1, s) for ws, s in zip(w.shape, shape, strict=False)):
         raise ValueError(
             f"sample_weight must have shape {shape}, a prefix of it such as {shape[:1]}, or be a "
             f"scalar; got shape {w.shape}"

@@ -13,7 +13,9 @@ import maskloss
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``maskloss`` console script."""
-    parser = argparse.ArgumentParser(prog="maskloss", description="The ground truth for masked sequence losses.")
+    parser = argparse.ArgumentParser(
+        prog="maskloss", description="The ground truth for masked sequence losses."
+    )
     parser.add_argument("--version", action="version", version=f"maskloss {maskloss.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="walk through the seed example: mask, per-step losses, every reduction")
@@ -22,5 +24,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         from maskloss.demo import demo
 
         return demo()
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover
-    return 2  # pragma: no cover
+    raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover - argparse rejects it

@@ -69,7 +69,7 @@ def mask_from_padding(x: npt.ArrayLike, value: float = 0.0) -> BoolArray:
     arr = as_numeric(x, "x", min_ndim=1)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"value must be a real number, got {value!r}")
-    return np.any(arr != value, axis=-1)
+    return np.asarray(np.any(arr != value, axis=-1), dtype=bool)
 
 
 def mask_from_lengths(
@@ -167,7 +167,7 @@ def mask_from_sentinel(y_true: npt.ArrayLike, sentinel: npt.ArrayLike) -> BoolAr
         raise ValueError(
             f"sentinel must have shape {arr.shape[-1:]} (one entry per class of y_true), got {s.shape}"
         )
-    return np.any(arr != s, axis=-1)
+    return np.asarray(np.any(arr != s, axis=-1), dtype=bool)
 
 
 def lengths_from_mask(mask: npt.ArrayLike) -> IntArray:

@@ -110,14 +110,15 @@ class MaskedTotals:
         """The scalar loss under ``reduction`` (any of :data:`SCALAR_REDUCTIONS`)."""
         check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
         if reduction == "sum":
-            return np.float64(self.numerator.sum())
+            return np.float64(float(self.numerator.sum()))
         if reduction == "sequence_mean":
             nonempty = self.denominator > 0
             count = int(nonempty.sum())
             if count == 0:
                 return np.float64(np.nan)
-            return np.float64(np.sum(self.numerator[nonempty] / self.denominator[nonempty]) / count)
-        return _ratio(self.numerator.sum(), self._denominator(reduction))
+            per_sequence = self.numerator[nonempty] / self.denominator[nonempty]
+            return np.float64(float(np.sum(per_sequence)) / count)
+        return _ratio(float(self.numerator.sum()), self._denominator(reduction))
 
     def sequence_scale(self, reduction: str) -> FloatArray:
         r"""The derivative of the scalar loss with respect to each :math:`N_b`, shape (B,).
@@ -150,9 +151,7 @@ class MaskedTotals:
 
 
 def _ratio(numerator: float, denominator: float) -> np.float64:
-    if denominator == 0:
-        return np.float64(np.nan)
-    return np.float64(numerator / denominator)
+    return np.float64(np.nan if denominator == 0 else numerator / denominator)
 
 
 def reduce_terms(

@@ -56,7 +56,9 @@ def reductions_from_pairs(mask: np.ndarray, pairs: dict[tuple[int, int], tuple[f
     }
 
 
-def regression(kind: str, y_true: np.ndarray, y_pred: np.ndarray, mask: np.ndarray, sample_weight: Any = None) -> dict[str, Any]:
+def regression(
+    kind: str, y_true: np.ndarray, y_pred: np.ndarray, mask: np.ndarray, sample_weight: Any = None
+) -> dict[str, Any]:
     pairs = {}
     for b, t in _steps(mask):
         feats = y_true.shape[-1]

@@ -145,7 +145,7 @@ def test_inputs_are_never_modified_and_read_only_inputs_work(case):
         a.flags.writeable = False
     for reduction in maskloss.REDUCTIONS:
         case.run(reduction)
-    for a, c in zip(arrays, copies):
+    for a, c in zip(arrays, copies, strict=True):
         np.testing.assert_array_equal(a, c)
 
 
