@@ -121,7 +121,7 @@ def for_causal_lm_loss(
             f"hold {flat_targets.shape[0]} targets (logits {x.shape}, labels {targets.shape})"
         )
     if num_items_in_batch is None:
-        mean: np.float64 = cross_entropy(flat_logits, flat_targets, ignore_index=ignore_index, reduction="mean")
+        mean: np.float64 = cross_entropy(flat_logits, flat_targets, ignore_index=ignore_index)
         return mean
     count = as_numeric(num_items_in_batch, "num_items_in_batch")
     if count.ndim != 0 or count.dtype == bool:
