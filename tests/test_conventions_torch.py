@@ -87,8 +87,12 @@ def elementwise_batches(draw, lo: float, hi: float):
 
 def _check_all(actual_fn, expected, rtol, atol):
     for reduction in REDUCTIONS:
-        assert_matches(actual_fn(reduction), expected[reduction] if isinstance(expected, dict) else
-                       expected(reduction), rtol=rtol, atol=atol)
+        assert_matches(
+            actual_fn(reduction),
+            expected[reduction] if isinstance(expected, dict) else expected(reduction),
+            rtol=rtol,
+            atol=atol,
+        )
 
 
 # --- against the loop oracles ---------------------------------------------------------
@@ -98,20 +102,26 @@ def _check_all(actual_fn, expected, rtol, atol):
 def test_cross_entropy_index_targets_match_the_oracle(case):
     x, y, w, eps = case
     expected = oracle.torch_cross_entropy(x, y, w, label_smoothing=eps)
-    _check_all(lambda r: tc.cross_entropy(x, y, weight=w, reduction=r, label_smoothing=eps), expected, 1e-11, 1e-12)
+    _check_all(
+        lambda r: tc.cross_entropy(x, y, weight=w, reduction=r, label_smoothing=eps), expected, 1e-11, 1e-12
+    )
 
 
 @given(probability_batches())
 def test_cross_entropy_probability_targets_match_the_oracle(case):
     x, q, w, eps = case
     expected = oracle.torch_cross_entropy(x, q, w, label_smoothing=eps)
-    _check_all(lambda r: tc.cross_entropy(x, q, weight=w, reduction=r, label_smoothing=eps), expected, 1e-11, 1e-12)
+    _check_all(
+        lambda r: tc.cross_entropy(x, q, weight=w, reduction=r, label_smoothing=eps), expected, 1e-11, 1e-12
+    )
 
 
 @given(index_batches())
 def test_nll_loss_matches_the_oracle(case):
     x, y, w, _ = case
-    _check_all(lambda r: tc.nll_loss(x, y, weight=w, reduction=r), oracle.torch_nll_loss(x, y, w), 1e-11, 1e-12)
+    _check_all(
+        lambda r: tc.nll_loss(x, y, weight=w, reduction=r), oracle.torch_nll_loss(x, y, w), 1e-11, 1e-12
+    )
 
 
 @given(elementwise_batches(0.0, 1.0))
@@ -126,8 +136,12 @@ def test_binary_cross_entropy_with_logits_matches_the_oracle(case, with_pos_weig
     x, y, w = case
     pw = np.linspace(0.5, 3.0, x.shape[-1]) if with_pos_weight else None
     expected = oracle.torch_bce_with_logits(x, y, w, pw)
-    _check_all(lambda r: tc.binary_cross_entropy_with_logits(x, y, weight=w, reduction=r, pos_weight=pw),
-               expected, 1e-11, 1e-12)
+    _check_all(
+        lambda r: tc.binary_cross_entropy_with_logits(x, y, weight=w, reduction=r, pos_weight=pw),
+        expected,
+        1e-11,
+        1e-12,
+    )
 
 
 @pytest.mark.parametrize("kind", ["l1", "mse"])
@@ -136,7 +150,9 @@ def test_regression_matches_the_oracle(kind, case, weighted):
     x, y, _ = case
     w = np.abs(y) if weighted else None
     fn = tc.l1_loss if kind == "l1" else tc.mse_loss
-    _check_all(lambda r: fn(x, y, reduction=r, weight=w), oracle.torch_regression(kind, x, y, w), 1e-11, 1e-12)
+    _check_all(
+        lambda r: fn(x, y, reduction=r, weight=w), oracle.torch_regression(kind, x, y, w), 1e-11, 1e-12
+    )
 
 
 # --- against torch -------------------------------------------------------------------
@@ -148,8 +164,9 @@ def test_cross_entropy_index_targets_match_torch(torch, case):
     x, y, w, eps = case
     F = torch.nn.functional
     for r in REDUCTIONS:
-        expected = F.cross_entropy(_t(torch, x), _t(torch, y), weight=_t(torch, w), reduction=r,
-                                   label_smoothing=eps).numpy()
+        expected = F.cross_entropy(
+            _t(torch, x), _t(torch, y), weight=_t(torch, w), reduction=r, label_smoothing=eps
+        ).numpy()
         assert_matches(tc.cross_entropy(x, y, weight=w, reduction=r, label_smoothing=eps), expected)
 
 
@@ -159,8 +176,9 @@ def test_cross_entropy_probability_targets_match_torch(torch, case):
     x, q, w, eps = case
     F = torch.nn.functional
     for r in REDUCTIONS:
-        expected = F.cross_entropy(_t(torch, x), _t(torch, q), weight=_t(torch, w), reduction=r,
-                                   label_smoothing=eps).numpy()
+        expected = F.cross_entropy(
+            _t(torch, x), _t(torch, q), weight=_t(torch, w), reduction=r, label_smoothing=eps
+        ).numpy()
         assert_matches(tc.cross_entropy(x, q, weight=w, reduction=r, label_smoothing=eps), expected)
 
 
@@ -178,8 +196,9 @@ def test_nll_loss_matches_torch(torch, case):
 def test_binary_cross_entropy_matches_torch(torch, case):
     x, y, w = case
     for r in REDUCTIONS:
-        expected = torch.nn.functional.binary_cross_entropy(_t(torch, x), _t(torch, y), weight=_t(torch, w),
-                                                            reduction=r)
+        expected = torch.nn.functional.binary_cross_entropy(
+            _t(torch, x), _t(torch, y), weight=_t(torch, w), reduction=r
+        )
         assert_matches(tc.binary_cross_entropy(x, y, weight=w, reduction=r), expected.numpy())
 
 
@@ -190,9 +209,11 @@ def test_binary_cross_entropy_with_logits_matches_torch(torch, case, with_pos_we
     pw = np.linspace(0.5, 3.0, x.shape[-1]) if with_pos_weight else None
     for r in REDUCTIONS:
         expected = torch.nn.functional.binary_cross_entropy_with_logits(
-            _t(torch, x), _t(torch, y), weight=_t(torch, w), reduction=r, pos_weight=_t(torch, pw))
-        assert_matches(tc.binary_cross_entropy_with_logits(x, y, weight=w, reduction=r, pos_weight=pw),
-                       expected.numpy())
+            _t(torch, x), _t(torch, y), weight=_t(torch, w), reduction=r, pos_weight=_t(torch, pw)
+        )
+        assert_matches(
+            tc.binary_cross_entropy_with_logits(x, y, weight=w, reduction=r, pos_weight=pw), expected.numpy()
+        )
 
 
 @FRAMEWORK
@@ -214,10 +235,16 @@ def test_core_sparse_crossentropy_token_mean_is_torch_cross_entropy_mean(torch, 
     x, y, w, eps = case
     if x.ndim < 2:
         return
-    expected = torch.nn.functional.cross_entropy(_t(torch, x), _t(torch, y), weight=_t(torch, w),
-                                                 label_smoothing=eps).numpy()
+    expected = torch.nn.functional.cross_entropy(
+        _t(torch, x), _t(torch, y), weight=_t(torch, w), label_smoothing=eps
+    ).numpy()
     core = maskloss.sparse_categorical_crossentropy(
-        y, np.moveaxis(x, 1, -1), from_logits=True, ignore_index=-100, class_weight=w, label_smoothing=eps,
+        y,
+        np.moveaxis(x, 1, -1),
+        from_logits=True,
+        ignore_index=-100,
+        class_weight=w,
+        label_smoothing=eps,
         reduction="token_mean",
     )
     assert_matches(core, expected)
@@ -231,8 +258,11 @@ def test_all_ignored_mean_is_nan_and_sum_is_zero(torch):
     y = np.array([-100, -100])
     F = torch.nn.functional
     assert np.isnan(tc.cross_entropy(x, y)) and np.isnan(F.cross_entropy(_t(torch, x), _t(torch, y)).item())
-    assert tc.cross_entropy(x, y, reduction="sum") == 0.0 == F.cross_entropy(
-        _t(torch, x), _t(torch, y), reduction="sum").item()
+    assert (
+        tc.cross_entropy(x, y, reduction="sum")
+        == 0.0
+        == F.cross_entropy(_t(torch, x), _t(torch, y), reduction="sum").item()
+    )
     assert np.isnan(tc.cross_entropy(x, y, label_smoothing=0.2))
     assert np.isnan(tc.nll_loss(x, y))
 
@@ -257,7 +287,9 @@ def test_binary_cross_entropy_clamps_the_log_at_minus_100(torch):
 
 def test_binary_cross_entropy_mean_ignores_the_weights_in_the_denominator():
     # mean of w * l over the 2 elements, not sum(w l) / sum(w): (2 ln 2 + 0 ln 2) / 2
-    assert tc.binary_cross_entropy([0.5, 0.5], [1.0, 1.0], weight=[2.0, 0.0]) == pytest.approx(np.log(2), 1e-15)
+    assert tc.binary_cross_entropy([0.5, 0.5], [1.0, 1.0], weight=[2.0, 0.0]) == pytest.approx(
+        np.log(2), 1e-15
+    )
 
 
 def test_a_zero_weight_does_not_hide_nan_but_ignore_index_does(torch):
@@ -265,11 +297,16 @@ def test_a_zero_weight_does_not_hide_nan_but_ignore_index_does(torch):
     F = torch.nn.functional
     bce = tc.binary_cross_entropy_with_logits(x, np.ones_like(x), weight=np.array([[0.0, 1.0], [1.0, 1.0]]))
     assert np.isnan(bce)
-    assert np.isnan(F.binary_cross_entropy_with_logits(_t(torch, x), _t(torch, np.ones_like(x)),
-                                                       weight=_t(torch, np.array([[0.0, 1.0], [1.0, 1.0]]))).item())
+    assert np.isnan(
+        F.binary_cross_entropy_with_logits(
+            _t(torch, x), _t(torch, np.ones_like(x)), weight=_t(torch, np.array([[0.0, 1.0], [1.0, 1.0]]))
+        ).item()
+    )
     y = np.array([-100, 1])
     assert np.isfinite(tc.cross_entropy(x, y))
-    assert tc.cross_entropy(x, y) == pytest.approx(F.cross_entropy(_t(torch, x), _t(torch, y)).item(), rel=1e-14)
+    assert tc.cross_entropy(x, y) == pytest.approx(
+        F.cross_entropy(_t(torch, x), _t(torch, y)).item(), rel=1e-14
+    )
 
 
 def test_probability_targets_give_nan_for_a_minus_inf_logit_with_zero_target(torch):
@@ -285,8 +322,9 @@ def test_documented_deviation_zero_class_weight_on_a_minus_inf_logit(torch):
     y = np.array([0])
     w = np.array([1.0, 0.0, 1.0])
     ours = tc.cross_entropy(x, y, weight=w, label_smoothing=0.1)
-    theirs = torch.nn.functional.cross_entropy(_t(torch, x), _t(torch, y), weight=_t(torch, w),
-                                               label_smoothing=0.1).item()
+    theirs = torch.nn.functional.cross_entropy(
+        _t(torch, x), _t(torch, y), weight=_t(torch, w), label_smoothing=0.1
+    ).item()
     assert np.isfinite(ours) and np.isnan(theirs)
 
 
@@ -316,17 +354,28 @@ def test_l1_loss_broadcasts_with_a_warning_like_torch():
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: tc.cross_entropy([[0.0, 1.0]], [0], reduction="avg"), ValueError, "reduction must be one of"),
+        (
+            lambda: tc.cross_entropy([[0.0, 1.0]], [0], reduction="avg"),
+            ValueError,
+            "reduction must be one of",
+        ),
         (lambda: tc.cross_entropy([[0.0, 1.0]], [0, 1]), ValueError, r"target must have shape \(1,\)"),
         (lambda: tc.cross_entropy([[0.0, 1.0]], [0.0]), TypeError, "must hold integers"),
         (lambda: tc.cross_entropy([[0.0, 1.0]], [2]), ValueError, "outside"),
         (lambda: tc.cross_entropy([[0.0, 1.0]], [[0.5, 0.5]], ignore_index=0), ValueError, "ignore_index"),
-        (lambda: tc.cross_entropy([[0.0, 1.0]], [0], weight=[1.0]), ValueError, "class_weight must have shape"),
+        (
+            lambda: tc.cross_entropy([[0.0, 1.0]], [0], weight=[1.0]),
+            ValueError,
+            "class_weight must have shape",
+        ),
         (lambda: tc.cross_entropy([[0.0, 1.0]], [0], label_smoothing=1.5), ValueError, "label_smoothing"),
         (lambda: tc.binary_cross_entropy([1.5], [1.0]), ValueError, "input should be between 0 and 1"),
         (lambda: tc.binary_cross_entropy([0.5], [[1.0]]), ValueError, "target must have the input's shape"),
-        (lambda: tc.binary_cross_entropy_with_logits([0.5, 1.0], [1.0, 0.0], pos_weight=[1.0, 2.0, 3.0]),
-         ValueError, "pos_weight"),
+        (
+            lambda: tc.binary_cross_entropy_with_logits([0.5, 1.0], [1.0, 0.0], pos_weight=[1.0, 2.0, 3.0]),
+            ValueError,
+            "pos_weight",
+        ),
         (lambda: tc.mse_loss([1.0, 2.0], [1.0, 2.0], weight=[1.0]), ValueError, "weight must have"),
     ],
 )
