@@ -41,7 +41,9 @@ def _class_row(x: np.ndarray, pos: tuple[int, ...]) -> list[float]:
     return [float(x[(pos[0], c, *pos[1:])]) for c in range(x.shape[1])]
 
 
-def _torch_reductions(shape: tuple[int, ...], terms: dict[tuple[int, ...], float], den: float) -> dict[str, Any]:
+def _torch_reductions(
+    shape: tuple[int, ...], terms: dict[tuple[int, ...], float], den: float
+) -> dict[str, Any]:
     none = np.zeros(shape)
     total = 0.0
     for pos, v in terms.items():
@@ -66,7 +68,9 @@ def torch_cross_entropy(x, target, weight=None, ignore_index=-100, label_smoothi
             row = _class_row(x, pos)
             lse = _lse(row)
             q = _class_row(target, pos)
-            terms[pos] = -sum(cw[c] * (q[c] * (1 - eps) + eps / classes) * (row[c] - lse) for c in range(classes))
+            terms[pos] = -sum(
+                cw[c] * (q[c] * (1 - eps) + eps / classes) * (row[c] - lse) for c in range(classes)
+            )
             den += 1.0
             continue
         y = int(target[pos])
@@ -120,7 +124,11 @@ def torch_bce_with_logits(x, y, weight=None, pos_weight=None) -> dict[str, Any]:
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     w = np.ones(x.shape) if weight is None else np.broadcast_to(np.asarray(weight, dtype=float), x.shape)
-    pw = np.ones(x.shape) if pos_weight is None else np.broadcast_to(np.asarray(pos_weight, dtype=float), x.shape)
+    pw = (
+        np.ones(x.shape)
+        if pos_weight is None
+        else np.broadcast_to(np.asarray(pos_weight, dtype=float), x.shape)
+    )
     terms = {}
     for pos in _positions(x.shape):
         z, t = float(x[pos]), float(y[pos])
