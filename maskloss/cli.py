@@ -1,6 +1,7 @@
-"""The ``maskloss`` command line: ``maskloss demo`` and friends.
+"""The ``maskloss`` command line: ``maskloss demo``, ``maskloss conformance``.
 
-Each subcommand lives in its own module; this file only parses arguments.
+Each subcommand lives in its own module; this file only parses arguments and imports
+nothing heavy (no framework) before a subcommand runs.
 """
 
 from __future__ import annotations
@@ -11,17 +12,55 @@ from collections.abc import Sequence
 import maskloss
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``maskloss`` console script."""
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from maskloss.conformance import DEFAULT_CASES
+
     parser = argparse.ArgumentParser(
         prog="maskloss", description="The ground truth for masked sequence losses."
     )
     parser.add_argument("--version", action="version", version=f"maskloss {maskloss.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="walk through the seed example: mask, per-step losses, every reduction")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from maskloss.demo import demo
+    conf = sub.add_parser(
+        "conformance",
+        help="compare every convention in maskloss.conventions with the installed frameworks",
+        description=(
+            "Run each framework convention of maskloss.conventions against the real framework on "
+            "random padded batches and print the largest errors. Frameworks that are not installed "
+            "are listed as such. Exit code 0 only when every installed framework agrees."
+        ),
+    )
+    conf.add_argument("--cases", type=_positive_int, default=DEFAULT_CASES, metavar="N",
+                      help=f"random batches per convention (default {DEFAULT_CASES})")
+    conf.add_argument("--seed", type=int, default=0, metavar="S",
+                      help="seed of numpy.random.default_rng (default 0)")
+    conf.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
+    return parser
 
-        return demo()
-    raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover - argparse rejects it
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``maskloss`` console script."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "conformance":
+        from maskloss import conformance
+
+        runs = conformance.run_all(seed=args.seed, n_cases=args.cases)
+        if args.json:
+            print(conformance.to_json(runs, seed=args.seed, n_cases=args.cases))
+        else:
+            print(conformance.format_table(runs, seed=args.seed, n_cases=args.cases))
+        return conformance.exit_code(runs)
+    from maskloss.demo import demo
+
+    return demo()

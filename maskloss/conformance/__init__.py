@@ -1,0 +1,302 @@
+r"""``maskloss conformance``: every convention of :mod:`maskloss.conventions` against the real framework.
+
+The protocol
+------------
+Each framework has a module ``maskloss/conformance/<name>.py`` (``name`` in
+:data:`FRAMEWORK_MODULES`) exposing
+
+``FRAMEWORK: str``
+    The display name, e.g. ``"torch"``.
+``version() -> str | None``
+    Imports the framework lazily and returns its version string (for example
+    ``"2.13.0+cpu"``); ``None`` when it cannot be imported.
+``run(rng: numpy.random.Generator, n_cases: int) -> list[ConformanceResult]``
+    One :class:`~maskloss.conformance._result.ConformanceResult` per convention
+    (function or mode) compared: ``n_cases`` random padded batches drawn with ``rng``
+    (NumPy only: no hypothesis, so the command needs no test extras), each computed by
+    :mod:`maskloss.conventions` and by the framework (in float64 where the framework
+    supports it), recording the largest absolute and relative error and whether every
+    compared number is within the tolerance.
+
+The tolerance rule (:class:`Tally`): a pair (maskloss ``a``, framework ``b``) agrees when
+both are NaN, or both are the same infinity, or
+:math:`|a - b| \le \text{tol} \cdot \max(1, |b|)`: relative for large values, absolute
+near 0. Each module states its ``tol`` in the result's ``note`` (about ``1e-12`` for
+frameworks that compute in float64, float32 rounding for those that cannot).
+
+:func:`run_all` imports each conformance module with :mod:`importlib` only when it runs,
+so ``maskloss conformance`` needs no framework to start: a module missing from this
+checkout or a framework that is not installed shows as ``not installed``; a crash in a
+framework becomes a failing row carrying the error text. Every framework gets a fresh
+``numpy.random.default_rng(seed)``, so its cases do not depend on which others ran.
+
+Examples
+--------
+>>> from maskloss.conformance import Tally
+>>> t = Tally(tolerance=1e-12)
+>>> t.compare([1.0, float("nan")], [1.0 + 1e-15, float("nan")])
+>>> t.passed, t.max_abs_error > 0
+(True, True)
+>>> t.compare(2.0, float("nan"))      # NaN on one side only never agrees
+>>> t.passed
+False
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss.conformance._result import ConformanceResult
+
+__all__ = [
+    "DEFAULT_CASES",
+    "FRAMEWORK_MODULES",
+    "NOT_INSTALLABLE",
+    "ConformanceResult",
+    "FrameworkRun",
+    "Tally",
+    "exit_code",
+    "format_table",
+    "random_mask",
+    "run_all",
+    "to_json",
+]
+
+#: Conformance modules, in table order; each may be missing or its framework absent.
+FRAMEWORK_MODULES: tuple[str, ...] = ("torch", "optax", "keras3", "tf_keras", "hf")
+#: Frameworks whose conventions are checked against golden numbers in the tests instead.
+NOT_INSTALLABLE: tuple[str, ...] = ("keras2", "tfa", "allennlp", "fairseq", "t5x")
+#: Random batches per convention when ``--cases`` is not given.
+DEFAULT_CASES = 50
+
+NOT_INSTALLED = "not installed"
+NOT_INSTALLABLE_STATUS = "not installable here: golden numbers in the tests"
+
+
+class Tally:
+    """Running maximum of the errors between maskloss and a framework, under one tolerance.
+
+    Parameters
+    ----------
+    tolerance : float
+        A pair agrees when both are NaN, both are the same infinity, or
+        ``|ours - theirs| <= tolerance * max(1, |theirs|)``.
+    """
+
+    def __init__(self, tolerance: float) -> None:
+        self.tolerance = float(tolerance)
+        self.max_abs_error = 0.0
+        self.max_rel_error = 0.0
+        self.passed = True
+        self.compared = 0
+        self.first_failure = ""
+
+    def compare(self, ours: npt.ArrayLike, theirs: npt.ArrayLike, what: str = "") -> None:
+        """Compare two numbers or arrays of one shape and update the maxima."""
+        a = np.asarray(ours, dtype=np.float64)
+        b = np.asarray(theirs, dtype=np.float64)
+        if a.shape != b.shape:
+            self._fail(f"{what}: shape {a.shape} (maskloss) vs {b.shape} (framework)")
+            self.max_abs_error = self.max_rel_error = float("inf")
+            return
+        self.compared += a.size
+        same = (np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b))
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            diff = np.where(same, 0.0, np.abs(a - b))
+            diff = np.where(np.isnan(diff), np.inf, diff)
+            rel = np.where(diff == 0, 0.0, diff / np.abs(b))
+            rel = np.where(np.isnan(rel), np.inf, rel)
+            bad = diff > self.tolerance * np.maximum(1.0, np.abs(np.where(np.isfinite(b), b, 0.0)))
+        if diff.size:
+            self.max_abs_error = max(self.max_abs_error, float(np.max(diff)))
+            self.max_rel_error = max(self.max_rel_error, float(np.max(rel)))
+        if np.any(bad):
+            i = int(np.flatnonzero(bad.ravel())[0])
+            self._fail(f"{what}: maskloss {a.ravel()[i]!r} vs framework {b.ravel()[i]!r}")
+
+    def _fail(self, text: str) -> None:
+        if self.passed:
+            self.first_failure = text
+        self.passed = False
+
+    def result(
+        self, framework: str, version: str, convention: str, cases: int, note: str = ""
+    ) -> ConformanceResult:
+        """The :class:`ConformanceResult` of everything compared so far."""
+        parts = [note] if note else []
+        if not self.passed:
+            parts.append(f"first disagreement: {self.first_failure}")
+        if self.compared == 0:
+            parts.append("nothing compared")
+        return ConformanceResult(
+            framework=framework,
+            version=version,
+            convention=convention,
+            cases=cases,
+            max_abs_error=self.max_abs_error,
+            max_rel_error=self.max_rel_error,
+            tolerance=self.tolerance,
+            passed=self.passed and self.compared > 0,
+            note="; ".join(parts),
+        )
+
+
+@dataclass(frozen=True)
+class FrameworkRun:
+    """The outcome of one framework: its status and the results of its conventions.
+
+    ``status`` is ``"ok"`` (every result passed), ``"FAIL"`` (some did not, or the run
+    crashed: then ``detail`` holds the error), ``"not installed"`` or
+    ``"not installable here: golden numbers in the tests"``.
+    """
+
+    name: str
+    framework: str
+    version: str | None
+    status: str
+    results: tuple[ConformanceResult, ...] = field(default_factory=tuple)
+    detail: str = ""
+
+    @property
+    def installed(self) -> bool:
+        return self.status in ("ok", "FAIL")
+
+    @property
+    def passed(self) -> bool:
+        """True unless the framework is installed and disagrees (or crashed)."""
+        return self.status != "FAIL"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "framework": self.framework,
+            "version": self.version,
+            "status": self.status,
+            "detail": self.detail,
+            "results": [r.as_dict() for r in self.results],
+        }
+
+
+def random_mask(rng: np.random.Generator, batch: int, steps: int) -> npt.NDArray[np.bool_]:
+    """A ``(batch, steps)`` mask (True = valid): right, left or arbitrary padding; rows may be empty."""
+    style = rng.integers(3)
+    if style == 2:
+        return np.asarray(rng.random((batch, steps)) < 0.7)
+    lengths = rng.integers(0, steps + 1, size=batch)
+    t = np.arange(steps)
+    if style == 0:
+        return np.asarray(t[None, :] < lengths[:, None])
+    return np.asarray(t[None, :] >= steps - lengths[:, None])
+
+
+def _crash_row(framework: str, version: str, exc: BaseException) -> ConformanceResult:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    nan = float("nan")
+    return ConformanceResult(framework, version, "(run crashed)", 0, nan, nan, nan, False, text)
+
+
+def _crashed(name: str, framework: str, version: str | None, exc: BaseException) -> FrameworkRun:
+    row = _crash_row(framework, version or "?", exc)
+    return FrameworkRun(name, framework, version, "FAIL", (row,), detail=row.note)
+
+
+def run_one(name: str, seed: int = 0, n_cases: int = DEFAULT_CASES) -> FrameworkRun:
+    """Run the conformance module ``maskloss.conformance.<name>``, catching what can go wrong."""
+    module_name = f"{__name__}.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return FrameworkRun(name, name, None, NOT_INSTALLED, detail="no conformance module here")
+        return _crashed(name, name, None, exc)
+    framework = str(getattr(module, "FRAMEWORK", name))
+    try:
+        version = module.version()
+    except Exception as exc:  # a framework that is installed but broken
+        return _crashed(name, framework, None, exc)
+    if version is None:
+        return FrameworkRun(name, framework, None, NOT_INSTALLED)
+    try:
+        results = tuple(module.run(np.random.default_rng(seed), n_cases))
+    except Exception as exc:
+        return _crashed(name, framework, version, exc)
+    ok = bool(results) and all(r.passed for r in results)
+    return FrameworkRun(name, framework, version, "ok" if ok else "FAIL", results,
+                        detail="" if results else "the module compared nothing")
+
+
+def run_all(seed: int = 0, n_cases: int = DEFAULT_CASES) -> list[FrameworkRun]:
+    """Run every module of :data:`FRAMEWORK_MODULES`, then list :data:`NOT_INSTALLABLE`.
+
+    Returns one :class:`FrameworkRun` per framework, in table order.
+    """
+    if isinstance(n_cases, bool) or not isinstance(n_cases, int) or n_cases < 1:
+        raise ValueError(f"n_cases must be a positive int, got {n_cases!r}")
+    runs = [run_one(name, seed, n_cases) for name in FRAMEWORK_MODULES]
+    runs += [FrameworkRun(name, name, None, NOT_INSTALLABLE_STATUS) for name in NOT_INSTALLABLE]
+    return runs
+
+
+def exit_code(runs: list[FrameworkRun]) -> int:
+    """0 when every installed framework agrees, else 1."""
+    return 0 if all(r.passed for r in runs) else 1
+
+
+def _num(x: float) -> str:
+    return "-" if x != x else f"{x:.1e}"
+
+
+def format_table(runs: list[FrameworkRun], *, seed: int, n_cases: int) -> str:
+    """The plain-text table that ``maskloss conformance`` prints."""
+    header = ("framework", "convention", "cases", "max abs err", "max rel err", "tol", "result")
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
+    for run in runs:
+        label = f"{run.framework} {run.version}" if run.version else run.framework
+        if not run.results:
+            status = f"{run.status} ({run.detail})" if run.detail else run.status
+            rows.append((label, status, "", "", "", "", "" if run.passed else "FAIL"))
+            continue
+        for r in run.results:
+            verdict = "pass" if r.passed else "FAIL"
+            rows.append((label, r.convention, str(r.cases), _num(r.max_abs_error), _num(r.max_rel_error),
+                         _num(r.tolerance), verdict))
+            if not r.passed and r.note:
+                notes.append(f"{label} / {r.convention}: {r.note}")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [f"maskloss conformance: seed {seed}, {n_cases} random padded batches per convention", ""]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    agree = exit_code(runs) == 0
+    lines.append("")
+    lines.append("every installed framework agrees" if agree else "DISAGREEMENT: see the FAIL rows")
+    lines.extend(notes)
+    return "\n".join(lines)
+
+
+def to_json(runs: list[FrameworkRun], *, seed: int, n_cases: int) -> str:
+    """The ``--json`` output: seed, cases, overall verdict and every framework's results."""
+
+    def clean(x: Any) -> Any:  # JSON has no NaN/inf: write them as strings
+        if isinstance(x, float) and not np.isfinite(x):
+            return str(x)
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    payload = {
+        "seed": seed,
+        "cases": n_cases,
+        "ok": exit_code(runs) == 0,
+        "frameworks": [r.as_dict() for r in runs],
+    }
+    return json.dumps(clean(payload), indent=2)

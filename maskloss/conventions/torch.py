@@ -1,0 +1,436 @@
+r"""PyTorch's ``torch.nn.functional`` losses, as NumPy truth in float64.
+
+Reproduces ``torch/nn/functional.py`` and the ATen kernels behind it
+(``aten/src/ATen/native/LossNLL.cpp``, ``Loss.cpp``) of **torch 2.1 - 2.13** (checked
+against torch 2.13.0 CPU by ``maskloss conformance`` and the tests). Names, argument
+names, defaults and shapes are torch's: the class axis is axis 1, ``input`` is
+``(N, C)`` or ``(N, C, d1, ...)`` (or unbatched ``(C,)``), index targets are
+``(N,)`` / ``(N, d1, ...)`` (or ``()``), and ``reduction`` is ``"none"``, ``"mean"`` or
+``"sum"``. Inputs are NumPy arrays or array-likes, outputs float64 (a
+``numpy.float64`` scalar, or an array for ``"none"``). The deprecated
+``size_average``/``reduce`` arguments are not mirrored.
+
+The quirks, stated plainly:
+
+* ``cross_entropy`` / ``nll_loss`` with index targets: ``"mean"`` is
+  :math:`\sum_i cw_{y_i}\ell_i / \sum_{i \text{ valid}} cw_{y_i}`: class weights enter the
+  numerator **and** the denominator. Steps whose target is ``ignore_index`` (default
+  -100) are never read (NaN logits there do not reach the value). When every step is
+  ignored (or every valid weight is 0), ``"mean"`` is **NaN** (0/0), ``"sum"`` is 0.
+* Label smoothing spreads :math:`\varepsilon/C` over all classes (including the target)
+  and keeps the same denominator :math:`\sum cw_y`:
+  :math:`\ell = (1-\varepsilon)cw_y(-\log p_y) + \frac{\varepsilon}{C}\sum_c cw_c(-\log p_c)`.
+* Probability targets (``target`` shaped like ``input``): ``"mean"`` divides by the
+  number of positions :math:`N \cdot d_1 \cdots`, **not** by the weights;
+  ``ignore_index >= 0`` raises (torch: "not supported for floating point target");
+  the per-class product is taken as is, so a class with target 0 and logit
+  :math:`-\infty` gives NaN (:math:`0 \cdot -\infty`), as in torch.
+* ``binary_cross_entropy`` clamps each log at -100 (so one element costs at most 100,
+  and :math:`0 \log 0` is 0); it uses ``log1p(-x)`` for :math:`\log(1-x)`; ``input`` and
+  ``target`` must lie in [0, 1]. Its ``weight`` multiplies the elements and ``"mean"``
+  still divides by the number of elements (**not** a weighted mean).
+* ``l1_loss`` / ``mse_loss`` with ``weight``: ``"mean"`` is the weighted mean
+  :math:`\sum w e / \sum w` (torch >= 2.6 argument); without it, the mean over elements.
+  ``input`` and ``target`` of different shapes are broadcast with a ``UserWarning``.
+* Every ``weight`` *multiplies*: a weight of 0 does not hide a NaN (``nan * 0 = nan``);
+  only ``ignore_index`` selects.
+
+Known deviation, for non-finite logits only: with index targets the core's
+:math:`0 \cdot \log 0 = 0` rule is used, so a class weight of 0 on a class whose logit is
+:math:`-\infty` (with label smoothing), or ``label_smoothing=1`` with a target logit of
+:math:`-\infty`, gives a finite value where torch gives NaN. Class weights must be finite
+and >= 0 here (torch accepts any).
+
+Examples
+--------
+The numbers below are what torch 2.13.0 prints for the same tensors (float64).
+
+>>> import numpy as np
+>>> from maskloss.conventions import torch as tc
+>>> logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [np.nan, 0.0, 0.0]])
+>>> target = np.array([0, 1, -100])                     # the last step is padding
+>>> round(float(tc.cross_entropy(logits, target)), 6)   # mean over the 2 valid steps
+0.395495
+>>> w = np.array([1.0, 3.0, 1.0])
+>>> round(float(tc.cross_entropy(logits, target, weight=w)), 6)   # divided by 1 + 3
+0.47347
+>>> float(tc.cross_entropy(logits, np.array([-100, -100, -100])))   # nothing valid: NaN
+nan
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss import pointwise
+from maskloss._checks import as_numeric, check_class_weight, check_label_smoothing, check_labels
+from maskloss._rows import as_rows
+from maskloss._types import FloatArray
+from maskloss.losses import per_step, sparse_categorical_crossentropy
+from maskloss.reductions import reduce_terms
+
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "l1_loss",
+    "mse_loss",
+    "nll_loss",
+]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _check_reduction(reduction: object) -> str:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'none', 'mean', 'sum' (torch's names); got {reduction!r}")
+    return reduction
+
+
+def _check_ignore_index(ignore_index: object) -> int:
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    return int(ignore_index)
+
+
+def _reduce(terms: FloatArray, denominators: FloatArray | None, reduction: str) -> Any:
+    """torch's ``"none"``/``"sum"``/``"mean"`` of per-position terms, via the core reductions.
+
+    ``denominators`` given: ``"mean"`` is ``sum(terms) / sum(denominators)`` (token mean);
+    ``None``: ``"mean"`` divides by the number of positions (element mean). Empty or
+    all-zero denominators give NaN, as torch's 0/0.
+    """
+    if reduction == "none":
+        return np.asarray(terms, dtype=np.float64)
+    flat = np.asarray(terms, dtype=np.float64).reshape(1, -1)
+    if denominators is None:
+        return reduce_terms(flat, np.ones_like(flat), "element_mean" if reduction == "mean" else "sum")
+    den = np.asarray(denominators, dtype=np.float64).reshape(1, -1)
+    return reduce_terms(flat, den, "token_mean" if reduction == "mean" else "sum")
+
+
+def _class_last(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """torch's ``(N, C, d1, ...)`` (or unbatched ``(C,)``) as ``(N, d1, ..., C)``."""
+    return x if x.ndim == 1 else np.moveaxis(x, 1, -1)
+
+
+def _index_target(x: np.ndarray[Any, Any], target: npt.ArrayLike, input_name: str) -> np.ndarray[Any, Any]:
+    t = as_numeric(target, "target")
+    expected = x.shape[:1] + x.shape[2:] if x.ndim >= 2 else ()
+    if t.shape != expected:
+        raise ValueError(
+            f"target must have shape {expected} ({input_name} {x.shape} without its class axis 1) "
+            f"for class-index targets, or {x.shape} for class probabilities; got {t.shape}"
+        )
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"class-index target must hold integers (torch: Long), got dtype {t.dtype}")
+    return t
+
+
+def _input(input: npt.ArrayLike) -> np.ndarray[Any, Any]:
+    x = as_numeric(input, "input", min_ndim=1)
+    if x.shape[0 if x.ndim == 1 else 1] == 0:
+        raise ValueError(f"input has no classes: its class axis has size 0 (shape {x.shape})")
+    return x
+
+
+def cross_entropy(
+    input: npt.ArrayLike,
+    target: npt.ArrayLike,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Any:
+    r"""``torch.nn.functional.cross_entropy``: log-softmax over axis 1, then NLL.
+
+    Index targets (``target`` of shape ``(N, d1, ...)``), with :math:`v_i` = target is
+    not ``ignore_index``:
+
+    .. math::
+        \ell_i = (1-\varepsilon)\,cw_{y_i}(-\log p_{i,y_i})
+                 + \frac{\varepsilon}{C}\sum_c cw_c(-\log p_{ic}), \qquad
+        \text{mean} = \frac{\sum_{i: v_i} \ell_i}{\sum_{i: v_i} cw_{y_i}}
+
+    Probability targets (``target`` shaped like ``input``), :math:`q' = q(1-\varepsilon)
+    + \varepsilon/C`:
+
+    .. math::
+        \ell_i = -\sum_c cw_c\, q'_{ic} \log p_{ic}, \qquad
+        \text{mean} = \frac{1}{N d_1 \cdots}\sum_i \ell_i
+
+    This is the core :func:`maskloss.sparse_categorical_crossentropy` with the class axis
+    moved last (``reduction="token_mean"`` is torch's ``"mean"``).
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C), (N, C, d1, ...) or (C,)
+        Logits.
+    target : array_like
+        Class indices of shape ``(N, d1, ...)`` (or ``()``), integer dtype, in ``[0, C)``
+        or ``ignore_index``; or class probabilities of the shape of ``input``.
+    weight : array_like, shape (C,), optional
+        Class weights (finite, >= 0).
+    ignore_index : int, default -100
+        Target value whose steps are skipped (index targets only).
+    reduction : {"mean", "sum", "none"}
+    label_smoothing : float in [0, 1], default 0.0
+
+    Returns
+    -------
+    numpy.float64, or for ``"none"`` an array of the target's (index) or the input's
+    shape without axis 1 (probabilities); 0 at ignored steps.
+
+    Examples
+    --------
+    A padded batch ``(N=2, C=3, T=2)`` whose second sequence has one valid step:
+
+    >>> import numpy as np
+    >>> from maskloss.conventions.torch import cross_entropy
+    >>> logits = np.zeros((2, 3, 2)); logits[0, 0, 0] = np.log(2.0)
+    >>> labels = np.array([[0, 2], [1, -100]])
+    >>> cross_entropy(logits, labels, reduction="none").round(6)
+    array([[0.693147, 1.098612],
+           [1.098612, 0.      ]])
+    >>> round(float(cross_entropy(logits, labels, label_smoothing=0.3)), 6)
+    1.009667
+    """
+    x = _input(input)
+    red = _check_reduction(reduction)
+    eps = check_label_smoothing(label_smoothing)
+    ignore = _check_ignore_index(ignore_index)
+    classes = int(x.shape[0 if x.ndim == 1 else 1])
+    logits = _class_last(x)
+    t_arr = as_numeric(target, "target")
+    if t_arr.shape == x.shape:
+        if t_arr.dtype.kind != "f":
+            raise TypeError(f"probability target must be floating point, got dtype {t_arr.dtype}")
+        if ignore >= 0:
+            raise ValueError(
+                f"ignore_index is not supported for probability targets; got ignore_index={ignore}"
+            )
+        cw = check_class_weight(weight, classes)
+        q = pointwise.smooth_categorical_targets(_class_last(t_arr).astype(np.float64), eps)
+        coef = q if cw is None else q * cw
+        with np.errstate(invalid="ignore"):  # 0 * -inf = nan, as in torch
+            terms = -np.sum(pointwise.log_softmax(logits.astype(np.float64)) * coef, axis=-1)
+        return _reduce(terms, None, red)
+    t = _index_target(x, t_arr, "input")
+    out = sparse_categorical_crossentropy(
+        t.reshape(1, -1),
+        logits.reshape(1, -1, classes),
+        from_logits=True,
+        ignore_index=ignore,
+        label_smoothing=eps,
+        class_weight=weight,
+        reduction={"none": "none", "sum": "sum", "mean": "token_mean"}[red],
+    )
+    return out.reshape(t.shape) if red == "none" else out
+
+
+def nll_loss(
+    input: npt.ArrayLike,
+    target: npt.ArrayLike,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Any:
+    r"""``torch.nn.functional.nll_loss``: pick ``-input[i, y_i]``, weighted by class.
+
+    .. math::
+        \ell_i = -cw_{y_i}\, x_{i,y_i}, \qquad
+        \text{mean} = \frac{\sum_{i: v_i} \ell_i}{\sum_{i: v_i} cw_{y_i}}
+
+    ``input`` is taken as given (log-probabilities, not checked); steps whose target is
+    ``ignore_index`` are never read. All ignored: ``"mean"`` is NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.torch import nll_loss
+    >>> log_p = np.log([[0.5, 0.5], [0.25, 0.75], [np.nan, np.nan]])
+    >>> round(float(nll_loss(log_p, [0, 1, -100])), 6)    # (ln 2 + ln 4/3) / 2
+    0.490415
+    """
+    x = _input(input)
+    red = _check_reduction(reduction)
+    ignore = _check_ignore_index(ignore_index)
+    classes = int(x.shape[0 if x.ndim == 1 else 1])
+    t = _index_target(x, target, "input")
+    cw = check_class_weight(weight, classes)
+    valid = np.asarray(t != ignore)
+    labels = check_labels(t, valid, classes, name="target")
+    losses = per_step(
+        lambda rows, lab, x_rows: pointwise.sparse_cross_entropy(lab, x_rows.astype(np.float64), cw, 0.0),
+        valid,
+        labels.reshape(-1),
+        as_rows(_class_last(x)),
+    )
+    denominators = np.where(valid, 1.0 if cw is None else cw[labels], 0.0)
+    return _reduce(losses, denominators, red)
+
+
+def _same_shape(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], what: str) -> None:
+    if x.shape != y.shape:
+        raise ValueError(
+            f"{what}: target must have the input's shape; got target {y.shape} and input {x.shape}"
+        )
+
+
+def _broadcast_weight(
+    weight: npt.ArrayLike | None, shape: tuple[int, ...], name: str = "weight"
+) -> FloatArray | None:
+    if weight is None:
+        return None
+    w = as_numeric(weight, name).astype(np.float64)
+    try:
+        return np.broadcast_to(w, shape)
+    except ValueError:
+        raise ValueError(f"{name} of shape {w.shape} does not broadcast to the input's {shape}") from None
+
+
+def binary_cross_entropy(
+    input: npt.ArrayLike,
+    target: npt.ArrayLike,
+    weight: npt.ArrayLike | None = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""``torch.nn.functional.binary_cross_entropy`` on probabilities, elementwise.
+
+    .. math::
+        \ell = -w\Big(y \max(\log x, -100) + (1-y)\max(\operatorname{log1p}(-x), -100)\Big),
+        \qquad \text{mean} = \frac{1}{\#\text{elements}}\sum \ell
+
+    ``input`` and ``target`` must have one shape and lie in [0, 1] (torch raises
+    otherwise); ``weight`` broadcasts to it. The -100 clamp makes ``x = 0, y = 1`` cost
+    100, not infinity.
+
+    Examples
+    --------
+    >>> from maskloss.conventions.torch import binary_cross_entropy
+    >>> binary_cross_entropy([0.0, 0.5, 1.0], [1.0, 1.0, 1.0], reduction="none").round(6)
+    array([100.      ,   0.693147,  -0.      ])
+    """
+    red = _check_reduction(reduction)
+    x = as_numeric(input, "input").astype(np.float64)
+    y = as_numeric(target, "target").astype(np.float64)
+    _same_shape(x, y, "binary_cross_entropy")
+    for name, arr in (("input", x), ("target", y)):
+        bad = ~((arr >= 0.0) & (arr <= 1.0))
+        if np.any(bad):
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"all elements of {name} should be between 0 and 1; found {arr[pos]!r} at {pos}")
+    w = _broadcast_weight(weight, x.shape)
+    with np.errstate(divide="ignore"):
+        log_x = np.maximum(np.log(x), -100.0)
+        log_1mx = np.maximum(np.log1p(-x), -100.0)
+    terms = (y - 1.0) * log_1mx - y * log_x
+    return _reduce(terms if w is None else terms * w, None, red)
+
+
+def _elementwise(fn: Any, a: FloatArray, b: FloatArray) -> FloatArray:
+    """Apply a core per-row loss (mean over the last axis) to single elements."""
+    out: FloatArray = fn(a[..., None], b[..., None])
+    return out
+
+
+def binary_cross_entropy_with_logits(
+    input: npt.ArrayLike,
+    target: npt.ArrayLike,
+    weight: npt.ArrayLike | None = None,
+    reduction: str = "mean",
+    pos_weight: npt.ArrayLike | None = None,
+) -> Any:
+    r"""``torch.nn.functional.binary_cross_entropy_with_logits``, elementwise.
+
+    .. math::
+        \ell = w\Big((1-y)\,x + \big(1 + (p_w - 1)\,y\big)\operatorname{softplus}(-x)\Big),
+        \qquad \text{mean} = \frac{1}{\#\text{elements}}\sum \ell
+
+    (the stable logit form of the core, plus the ``pos_weight`` term). ``target`` must
+    have the input's shape; ``weight`` and ``pos_weight`` broadcast to it (``pos_weight``
+    is usually one entry per class, the last axis). ``target`` is not range-checked.
+
+    Examples
+    --------
+    >>> from maskloss.conventions.torch import binary_cross_entropy_with_logits as bce
+    >>> round(float(bce([0.0, 0.0], [1.0, 0.0], pos_weight=[3.0, 3.0])), 6)   # (3 ln 2 + ln 2) / 2
+    1.386294
+    """
+    red = _check_reduction(reduction)
+    x = as_numeric(input, "input").astype(np.float64)
+    y = as_numeric(target, "target").astype(np.float64)
+    _same_shape(x, y, "binary_cross_entropy_with_logits")
+    terms = _elementwise(pointwise.binary_cross_entropy_with_logits, y, x)
+    pw = _broadcast_weight(pos_weight, x.shape, "pos_weight")
+    if pw is not None:
+        softplus_neg = _elementwise(pointwise.binary_cross_entropy_with_logits, np.ones_like(x), x)
+        terms = terms + (pw - 1.0) * y * softplus_neg
+    w = _broadcast_weight(weight, x.shape)
+    return _reduce(terms if w is None else terms * w, None, red)
+
+
+def _regression(
+    fn: Any, input: npt.ArrayLike, target: npt.ArrayLike, reduction: str, weight: npt.ArrayLike | None
+) -> Any:
+    red = _check_reduction(reduction)
+    x = as_numeric(input, "input").astype(np.float64)
+    y = as_numeric(target, "target").astype(np.float64)
+    if x.shape != y.shape:
+        warnings.warn(
+            f"Using a target size ({y.shape}) that is different to the input size ({x.shape}). "
+            "This will likely lead to incorrect results due to broadcasting (torch broadcasts them too).",
+            UserWarning,
+            stacklevel=3,
+        )
+    try:
+        bx, by = np.broadcast_arrays(x, y)
+    except ValueError:
+        raise ValueError(f"input {x.shape} and target {y.shape} do not broadcast") from None
+    errors = _elementwise(fn, by, bx)
+    if weight is None:
+        return _reduce(errors, None, red)
+    w = as_numeric(weight, "weight").astype(np.float64)
+    if w.shape != x.shape:
+        raise ValueError(f"weight must have the input's shape {x.shape} (torch: same size); got {w.shape}")
+    weighted = errors * w
+    return _reduce(weighted, w, red)
+
+
+def l1_loss(
+    input: npt.ArrayLike, target: npt.ArrayLike, reduction: str = "mean", weight: npt.ArrayLike | None = None
+) -> Any:
+    r"""``torch.nn.functional.l1_loss``: :math:`\ell = w\,|x - y|` elementwise.
+
+    ``"mean"``: over all elements without ``weight``; the weighted mean
+    :math:`\sum w|x-y| / \sum w` with it (NaN when the weights sum to 0).
+
+    Examples
+    --------
+    >>> from maskloss.conventions.torch import l1_loss
+    >>> float(l1_loss([1.0, 2.0, 4.0], [0.0, 0.0, 0.0]))
+    2.3333333333333335
+    >>> float(l1_loss([1.0, 2.0, 4.0], [0.0, 0.0, 0.0], weight=[1.0, 1.0, 0.0]))   # (1 + 2) / 2
+    1.5
+    """
+    return _regression(pointwise.absolute_error, input, target, reduction, weight)
+
+
+def mse_loss(
+    input: npt.ArrayLike, target: npt.ArrayLike, reduction: str = "mean", weight: npt.ArrayLike | None = None
+) -> Any:
+    r"""``torch.nn.functional.mse_loss``: :math:`\ell = w\,(x - y)^2` elementwise.
+
+    Reductions as in :func:`l1_loss`.
+
+    Examples
+    --------
+    >>> from maskloss.conventions.torch import mse_loss
+    >>> float(mse_loss([1.0, 2.0], [0.0, 0.0], reduction="sum"))
+    5.0
+    """
+    return _regression(pointwise.squared_error, input, target, reduction, weight)

@@ -1,0 +1,216 @@
+"""``maskloss conformance``: the runner protocol, the table, ``--json``, exit codes, lazy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maskloss import conformance
+from maskloss.cli import main
+from maskloss.conformance import ConformanceResult, Tally
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMEWORKS = ("torch", "jax", "optax", "keras", "tensorflow", "tf_keras", "transformers")
+
+
+# --- the tolerance rule ----------------------------------------------------------------
+
+
+def test_tally_rule_is_mixed_absolute_and_relative():
+    t = Tally(1e-12)
+    t.compare(1e6, 1e6 + 1e-7)  # relative 1e-13: agrees
+    t.compare(0.0, 5e-13)  # absolute 5e-13 near 0: agrees
+    t.compare([np.nan, np.inf], [np.nan, np.inf])  # NaN with NaN, inf with inf
+    assert t.passed and t.compared == 4
+    assert t.max_abs_error == pytest.approx(1e-7, rel=1e-3)
+    t.compare(1.0, 1.0 + 1e-11)
+    assert not t.passed and "1.00000000001" in t.first_failure
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [(1.0, np.nan), (np.nan, 1.0), (np.inf, -np.inf), (np.inf, 1e308), ([1.0], [1.0, 1.0])],
+)
+def test_tally_never_lets_nan_inf_or_shape_mismatch_pass(ours, theirs):
+    t = Tally(1e-12)
+    t.compare(ours, theirs, "x")
+    result = t.result("fw", "1.0", "conv", 1)
+    assert not result.passed and result.max_abs_error == np.inf and "x" in result.note
+
+
+def test_nothing_compared_is_not_a_pass():
+    assert not Tally(1e-12).result("fw", "1.0", "conv", 0).passed
+
+
+# --- the runner with fake framework modules ----------------------------------------------
+
+
+def _fake(monkeypatch, name, *, version="9.9", results=None, crash=None):
+    module = types.ModuleType(f"maskloss.conformance.{name}")
+    module.FRAMEWORK = f"Fake{name}"
+    module.version = lambda: version
+
+    def run(rng, n_cases):
+        assert isinstance(rng, np.random.Generator)
+        if crash is not None:
+            raise crash
+        return results(n_cases)
+
+    module.run = run
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+
+
+def _row(passed, n_cases=3):
+    return [
+        ConformanceResult("fake", "9.9", "loss", n_cases, 1e-16 if passed else 0.5, 1e-16, 1e-12, passed, "")
+    ]
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    _fake(monkeypatch, "good", results=lambda n: _row(True, n))
+    _fake(monkeypatch, "bad", results=lambda n: _row(False, n))
+    _fake(monkeypatch, "crashing", crash=RuntimeError("segfault-ish: kernel exploded"))
+    _fake(monkeypatch, "absent", version=None, results=lambda n: pytest.fail("run() of a missing framework"))
+    _fake(monkeypatch, "silent", results=lambda n: [])
+    return monkeypatch
+
+
+def test_statuses_of_every_kind(fakes):
+    runs = {
+        r.name: r
+        for r in (
+            conformance.run_one(n, 0, 3)
+            for n in ("good", "bad", "crashing", "absent", "silent", "no_such_module")
+        )
+    }
+    assert runs["good"].status == "ok" and runs["good"].results[0].cases == 3
+    assert runs["bad"].status == "FAIL"
+    assert runs["crashing"].status == "FAIL" and "kernel exploded" in runs["crashing"].results[0].note
+    assert runs["absent"].status == "not installed" and runs["absent"].passed
+    assert runs["silent"].status == "FAIL"
+    assert runs["no_such_module"].status == "not installed" and not runs["no_such_module"].installed
+
+
+def test_a_module_that_fails_to_import_something_else_is_a_crash_not_absent(monkeypatch):
+    module = types.ModuleType("maskloss.conformance.broken")
+
+    def version():
+        raise ModuleNotFoundError("No module named 'something_inside'", name="something_inside")
+
+    module.version = version
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    run = conformance.run_one("broken")
+    assert run.status == "FAIL" and "something_inside" in run.detail
+
+
+@pytest.mark.parametrize(
+    ("modules", "code"), [(("good", "absent", "nope"), 0), (("good", "bad"), 1), (("good", "crashing"), 1)]
+)
+def test_exit_code_is_zero_only_when_every_installed_framework_agrees(fakes, capsys, modules, code):
+    fakes.setattr(conformance, "FRAMEWORK_MODULES", modules)
+    assert main(["conformance", "--cases", "2", "--seed", "7"]) == code
+    out = capsys.readouterr().out
+    assert "seed 7, 2 random padded batches" in out
+    assert "Fakegood 9.9" in out
+    for name in conformance.NOT_INSTALLABLE:
+        assert f"{name}  " in out or out.rstrip().endswith(name)
+    assert "not installable here: golden numbers in the tests" in out
+    if "crashing" in modules:
+        assert "FAIL" in out and "kernel exploded" in out
+
+
+def test_json_output(fakes, capsys):
+    fakes.setattr(conformance, "FRAMEWORK_MODULES", ("good", "bad", "absent"))
+    assert main(["conformance", "--json", "--cases", "4"]) == 1
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["ok"] is False and payload["cases"] == 4 and payload["seed"] == 0
+    by_name = {f["name"]: f for f in payload["frameworks"]}
+    assert by_name["good"]["results"][0]["passed"] is True
+    assert by_name["good"]["results"][0]["cases"] == 4
+    assert by_name["bad"]["status"] == "FAIL"
+    assert by_name["absent"]["status"] == "not installed" and by_name["absent"]["version"] is None
+    assert set(conformance.NOT_INSTALLABLE) <= set(by_name)
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "many"])
+def test_cases_must_be_a_positive_integer(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["conformance", "--cases", bad])
+    assert exc.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_the_protocol_lists():
+    assert conformance.FRAMEWORK_MODULES == ("torch", "optax", "keras3", "tf_keras", "hf")
+    assert conformance.NOT_INSTALLABLE == ("keras2", "tfa", "allennlp", "fairseq", "t5x")
+
+
+# --- no framework needed to start ----------------------------------------------------------
+
+_BLOCKER = textwrap.dedent(
+    f"""
+    import sys
+    BLOCKED = {FRAMEWORKS!r}
+    class Blocker:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)", name=name)
+            return None
+    sys.meta_path.insert(0, Blocker())
+    """
+)
+
+
+def test_runs_with_no_framework_installed():
+    """With every framework unimportable: all rows 'not installed', exit code 0."""
+    code = _BLOCKER + textwrap.dedent(
+        """
+        from maskloss.cli import main
+        rc = main(["conformance", "--cases", "1"])
+        assert not any(m.split(".")[0] in BLOCKED for m in sys.modules), "a framework was imported"
+        sys.exit(rc)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    for display in ("torch", "optax", "transformers"):
+        assert any(line.startswith(display + " ") and "not installed" in line for line in lines), display
+    assert proc.stdout.count("not installed") >= len(conformance.FRAMEWORK_MODULES)
+    assert "every installed framework agrees" in proc.stdout
+
+
+def test_importing_the_package_the_cli_and_conventions_imports_no_framework():
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import maskloss, maskloss.cli, maskloss.conformance
+        import maskloss.conventions.torch, maskloss.conventions.optax, maskloss.conventions.hf
+        import maskloss.conformance.torch, maskloss.conformance.optax, maskloss.conformance.hf
+        heavy = {(*FRAMEWORKS, "hypothesis", "pytest")!r}
+        print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+# --- the real frameworks, a few cases each ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "module"), [("torch", "torch"), ("optax", "optax"), ("hf", "transformers")])
+def test_real_framework_agrees(name, module):
+    pytest.importorskip(module)
+    run = conformance.run_one(name, seed=1, n_cases=3)
+    assert run.status == "ok", run.results
+    assert run.version and all(r.cases == 3 and r.passed for r in run.results)
+    assert len(run.results) >= 3
