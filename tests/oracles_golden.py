@@ -81,13 +81,17 @@ def tfa_sequence_loss(logits, targets, weights, avg_t=True, avg_b=True, sum_t=Fa
     if avg_t:  # over time, one value per sequence
         return [_div_no_nan(sum(ce[b]), sum(w[b])) for b in range(batch)]
     if avg_b:  # over the batch, one value per step
-        return [_div_no_nan(sum(ce[b][t] for b in range(batch)), sum(w[b][t] for b in range(batch)))
-                for t in range(steps)]
+        return [
+            _div_no_nan(sum(ce[b][t] for b in range(batch)), sum(w[b][t] for b in range(batch)))
+            for t in range(steps)
+        ]
     if sum_t:
         return [_div_no_nan(sum(ce[b]), sum(1 for x in w[b] if x != 0)) for b in range(batch)]
     if sum_b:
-        return [_div_no_nan(sum(ce[b][t] for b in range(batch)), sum(1 for b in range(batch) if w[b][t] != 0))
-                for t in range(steps)]
+        return [
+            _div_no_nan(sum(ce[b][t] for b in range(batch)), sum(1 for b in range(batch) if w[b][t] != 0))
+            for t in range(steps)
+        ]
     return ce
 
 
@@ -95,8 +99,9 @@ def tfa_sequence_loss(logits, targets, weights, avg_t=True, avg_b=True, sum_t=Fa
 # allenai/allennlp allennlp/nn/util.py, sequence_cross_entropy_with_logits
 
 
-def allennlp_sequence_ce(logits, targets, weights, average="batch", label_smoothing=None, gamma=None,
-                         alpha=None, tiny=1e-13) -> Any:
+def allennlp_sequence_ce(
+    logits, targets, weights, average="batch", label_smoothing=None, gamma=None, alpha=None, tiny=1e-13
+) -> Any:
     batch, steps = weights.shape
     classes = logits.shape[-1]
     if alpha is None:
@@ -234,16 +239,28 @@ GARBAGE_LOGITS = (np.nan, np.inf, -np.inf, 1e300)
 
 
 @st.composite
-def padded_batches(draw: Any, *, min_classes: int = 2, max_classes: int = 5, fractional: bool = True,
-                   garbage: bool = True, label_range: int | None = None) -> dict[str, Any]:
+def padded_batches(
+    draw: Any,
+    *,
+    min_classes: int = 2,
+    max_classes: int = 5,
+    fractional: bool = True,
+    garbage: bool = True,
+    label_range: int | None = None,
+    shape: tuple[int, int, int] | None = None,
+) -> dict[str, Any]:
     """A (B, T, C) batch with step weights; logits and targets at zero-weight steps are junk.
 
     Weights are 0/1 (right/left padded or arbitrary, rows may be empty) or fractional in
     (0, 3] at valid steps. ``label_range`` limits valid targets to ``[0, label_range)``.
+    A fixed ``shape`` keeps jit-compiling frameworks (jax) from recompiling per example.
     """
-    batch = draw(st.integers(1, 4))
-    steps = draw(st.integers(1, 5))
-    classes = draw(st.integers(min_classes, max_classes))
+    if shape is None:
+        batch = draw(st.integers(1, 4))
+        steps = draw(st.integers(1, 5))
+        classes = draw(st.integers(min_classes, max_classes))
+    else:
+        batch, steps, classes = shape
     floats = st.floats(-8, 8, allow_nan=False, allow_infinity=False, allow_subnormal=False)
     size = batch * steps * classes
     logits = np.array(draw(st.lists(floats, min_size=size, max_size=size)))

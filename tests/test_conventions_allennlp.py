@@ -24,12 +24,26 @@ SMOOTHING = st.sampled_from([None, 0.0, 0.1, 0.3])
 GAMMA = st.sampled_from([None, 0.0, 0.5, 2.0])
 
 
-@given(case=padded_batches(), average=st.sampled_from(AVERAGES), eps=SMOOTHING, gamma=GAMMA,
-       alpha=st.one_of(st.none(), st.lists(st.floats(0.0, 2.0), min_size=5, max_size=5)))
+@given(
+    case=padded_batches(),
+    average=st.sampled_from(AVERAGES),
+    eps=SMOOTHING,
+    gamma=GAMMA,
+    alpha=st.one_of(st.none(), st.lists(st.floats(0.0, 2.0), min_size=5, max_size=5)),
+)
 def test_matches_the_loop_oracle(case, average, eps, gamma, alpha):
-    out = sce(case["logits"], case["targets"], case["weights"], average=average, label_smoothing=eps,
-              gamma=gamma, alpha=alpha)
-    expected = allennlp_sequence_ce(case["logits"], case["targets"], case["weights"], average, eps, gamma, alpha)
+    out = sce(
+        case["logits"],
+        case["targets"],
+        case["weights"],
+        average=average,
+        label_smoothing=eps,
+        gamma=gamma,
+        alpha=alpha,
+    )
+    expected = allennlp_sequence_ce(
+        case["logits"], case["targets"], case["weights"], average, eps, gamma, alpha
+    )
     np.testing.assert_allclose(out, expected, rtol=1e-11, atol=1e-12)
     assert np.asarray(out).dtype == np.float64
     assert np.shape(out) == ((case["weights"].shape[0],) if average is None else ())
@@ -58,13 +72,17 @@ TINY = 1e-13
 def test_hand_derived_averages():
     logits, targets, weights = _hand_batch()
     # "batch": per-sequence means (A+B)/(2+τ) and C/(1+τ), summed, over (2 sequences + τ).
-    assert sce(logits, targets, weights) == pytest.approx(((A + B) / (2 + TINY) + C / (1 + TINY)) / (2 + TINY),
-                                                          rel=1e-15)
+    assert sce(logits, targets, weights) == pytest.approx(
+        ((A + B) / (2 + TINY) + C / (1 + TINY)) / (2 + TINY), rel=1e-15
+    )
     # "token": (A + B + C) / (3 + τ).
-    assert sce(logits, targets, weights, average="token") == pytest.approx((A + B + C) / (3 + TINY), rel=1e-15)
+    assert sce(logits, targets, weights, average="token") == pytest.approx(
+        (A + B + C) / (3 + TINY), rel=1e-15
+    )
     # None: the per-sequence vector.
-    np.testing.assert_allclose(sce(logits, targets, weights, average=None),
-                               [(A + B) / (2 + TINY), C / (1 + TINY)], rtol=1e-15)
+    np.testing.assert_allclose(
+        sce(logits, targets, weights, average=None), [(A + B) / (2 + TINY), C / (1 + TINY)], rtol=1e-15
+    )
 
 
 def test_batch_average_is_a_mean_of_sequence_means_and_skips_empty_sequences():
@@ -103,8 +121,9 @@ def test_the_epsilon_follows_the_input_dtype():
     # One step, equal logits: loss ln 2; tiny = 1e-4 for float16 (tiny_value_of_dtype).
     logits16 = np.zeros((1, 1, 2), dtype=np.float16)
     assert sce(logits16, [[0]], [[1.0]]) == pytest.approx(A / (1 + 1e-4) / (1 + 1e-4), rel=1e-12)
-    assert sce(logits16.astype(np.float32), [[0]], [[1.0]]) == pytest.approx(A / (1 + TINY) / (1 + TINY),
-                                                                            rel=1e-15)
+    assert sce(logits16.astype(np.float32), [[0]], [[1.0]]) == pytest.approx(
+        A / (1 + TINY) / (1 + TINY), rel=1e-15
+    )
     assert tiny_value_of_dtype(np.float16) == 1e-4 and tiny_value_of_dtype(np.float32) == 1e-13
 
 
@@ -157,7 +176,9 @@ def _allennlp_body_in_torch(torch, logits, targets, weights, average, label_smoo
             alpha_factor = torch.tensor([1.0 - float(alpha), float(alpha)], dtype=weights.dtype)
         else:
             alpha_factor = torch.tensor(alpha, dtype=weights.dtype)
-        weights = weights * torch.gather(alpha_factor, dim=0, index=targets_flat.view(-1)).view(*targets.size())
+        weights = weights * torch.gather(alpha_factor, dim=0, index=targets_flat.view(-1)).view(
+            *targets.size()
+        )
     if label_smoothing is not None and label_smoothing > 0.0:
         smoothing_value = label_smoothing / logits.size(-1)
         one_hot = torch.zeros_like(log_probs_flat).scatter_(-1, targets_flat, 1.0 - label_smoothing)
@@ -176,16 +197,34 @@ def _allennlp_body_in_torch(torch, logits, targets, weights, average, label_smoo
 
 @pytest.mark.framework("torch")
 @settings(max_examples=40)
-@given(case=padded_batches(garbage=False), average=st.sampled_from(AVERAGES), eps=SMOOTHING, gamma=GAMMA,
-       alpha=st.one_of(st.none(), st.lists(st.floats(0.0, 2.0), min_size=5, max_size=5)))
+@given(
+    case=padded_batches(garbage=False),
+    average=st.sampled_from(AVERAGES),
+    eps=SMOOTHING,
+    gamma=GAMMA,
+    alpha=st.one_of(st.none(), st.lists(st.floats(0.0, 2.0), min_size=5, max_size=5)),
+)
 def test_allennlp_body_in_torch_agrees(case, average, eps, gamma, alpha):
     torch = pytest.importorskip("torch")
     expected = _allennlp_body_in_torch(
-        torch, torch.from_numpy(case["logits"]), torch.from_numpy(case["targets"]),
-        torch.from_numpy(case["weights"]), average, eps, gamma, alpha,
+        torch,
+        torch.from_numpy(case["logits"]),
+        torch.from_numpy(case["targets"]),
+        torch.from_numpy(case["weights"]),
+        average,
+        eps,
+        gamma,
+        alpha,
     ).numpy()
-    out = sce(case["logits"], case["targets"], case["weights"], average=average, label_smoothing=eps,
-              gamma=gamma, alpha=alpha)
+    out = sce(
+        case["logits"],
+        case["targets"],
+        case["weights"],
+        average=average,
+        label_smoothing=eps,
+        gamma=gamma,
+        alpha=alpha,
+    )
     np.testing.assert_allclose(out, expected, rtol=1e-11, atol=1e-12)
 
 
@@ -195,10 +234,16 @@ def test_allennlp_body_in_torch_agrees(case, average, eps, gamma, alpha):
 def test_token_average_is_torch_cross_entropy_weighted_by_step(case, eps):
     torch = pytest.importorskip("torch")
     # torch's own label_smoothing (eps/C) per step, weighted and divided by Σw (+ τ).
-    ce = torch.nn.functional.cross_entropy(
-        torch.from_numpy(case["logits"]).reshape(-1, case["classes"]),
-        torch.from_numpy(case["targets"]).reshape(-1), reduction="none", label_smoothing=eps,
-    ).numpy().reshape(case["weights"].shape)
+    ce = (
+        torch.nn.functional.cross_entropy(
+            torch.from_numpy(case["logits"]).reshape(-1, case["classes"]),
+            torch.from_numpy(case["targets"]).reshape(-1),
+            reduction="none",
+            label_smoothing=eps,
+        )
+        .numpy()
+        .reshape(case["weights"].shape)
+    )
     expected = (ce * case["weights"]).sum() / (case["weights"].sum() + TINY)
     out = sce(case["logits"], case["targets"], case["weights"], average="token", label_smoothing=eps)
     assert out == pytest.approx(expected, rel=1e-12, abs=1e-12)

@@ -29,15 +29,22 @@ def _padded(case):
     return np.where(case["valid"], case["targets"], PAD)
 
 
-@given(case=padded_batches(fractional=False), eps=EPS, version=st.sampled_from(sorted(VERSIONS)),
-       ignore=st.booleans(), reduce=st.booleans())
+@given(
+    case=padded_batches(fractional=False),
+    eps=EPS,
+    version=st.sampled_from(sorted(VERSIONS)),
+    ignore=st.booleans(),
+    reduce=st.booleans(),
+)
 def test_matches_the_loop_oracle(case, eps, version, ignore, reduce):
     target = _padded(case) if ignore else np.where(case["valid"], case["targets"], 0)
     lprobs = case["logits"] if ignore else np.where(case["valid"][..., None], case["logits"], -1.0)
-    loss, nll = label_smoothed_nll_loss(lprobs, target, eps, ignore_index=PAD if ignore else None,
-                                        reduce=reduce, version=version)
-    total, total_nll, per_loss, per_nll = fairseq_label_smoothed(lprobs, target, eps, PAD if ignore else None,
-                                                                 VERSIONS[version])
+    loss, nll = label_smoothed_nll_loss(
+        lprobs, target, eps, ignore_index=PAD if ignore else None, reduce=reduce, version=version
+    )
+    total, total_nll, per_loss, per_nll = fairseq_label_smoothed(
+        lprobs, target, eps, PAD if ignore else None, VERSIONS[version]
+    )
     if reduce:
         assert loss == pytest.approx(total, rel=1e-12, abs=1e-12)
         assert nll == pytest.approx(total_nll, rel=1e-12, abs=1e-12)
@@ -90,8 +97,17 @@ def test_zero_epsilon_with_a_banned_token_is_nan_as_in_fairseq():
     assert loss == math.inf
 
 
-@pytest.mark.parametrize(("version", "new"), [("0.9.0", False), ("0.10.2", False), ("v0.10.0", False),
-                                              ("0.12.0", True), ("0.12.3", True), ("1.0.0a0", True)])
+@pytest.mark.parametrize(
+    ("version", "new"),
+    [
+        ("0.9.0", False),
+        ("0.10.2", False),
+        ("v0.10.0", False),
+        ("0.12.0", True),
+        ("0.12.3", True),
+        ("1.0.0a0", True),
+    ],
+)
 def test_version_selects_the_rule(version, new):
     # V = 3, eps = 0.3, gold p = 1/2 -> nll = L, smooth 5L; new: 0.55 L + 0.15 * 5L, old: 0.7 L + 0.1 * 5L.
     loss, _ = label_smoothed_nll_loss(LP[:1], [0], 0.3, version=version)
@@ -162,16 +178,23 @@ def _fairseq_body_in_torch(lprobs, target, epsilon, ignore_index, reduce, new_ru
 
 @pytest.mark.framework("torch")
 @settings(max_examples=40)
-@given(case=padded_batches(fractional=False, garbage=False), eps=EPS, version=st.sampled_from(sorted(VERSIONS)),
-       ignore=st.booleans(), reduce=st.booleans())
+@given(
+    case=padded_batches(fractional=False, garbage=False),
+    eps=EPS,
+    version=st.sampled_from(sorted(VERSIONS)),
+    ignore=st.booleans(),
+    reduce=st.booleans(),
+)
 def test_fairseq_body_in_torch_agrees(case, eps, version, ignore, reduce):
     torch = pytest.importorskip("torch")
     lprobs = torch.log_softmax(torch.from_numpy(case["logits"]), dim=-1)
     target = _padded(case) if ignore else case["targets"]
-    loss_t, nll_t = _fairseq_body_in_torch(lprobs, torch.from_numpy(target), eps, PAD if ignore else None, reduce,
-                                           VERSIONS[version])
-    loss, nll = label_smoothed_nll_loss(lprobs.numpy(), target, eps, ignore_index=PAD if ignore else None,
-                                        reduce=reduce, version=version)
+    loss_t, nll_t = _fairseq_body_in_torch(
+        lprobs, torch.from_numpy(target), eps, PAD if ignore else None, reduce, VERSIONS[version]
+    )
+    loss, nll = label_smoothed_nll_loss(
+        lprobs.numpy(), target, eps, ignore_index=PAD if ignore else None, reduce=reduce, version=version
+    )
     assert np.shape(loss) == tuple(loss_t.shape)
     np.testing.assert_allclose(loss, loss_t.numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(nll, nll_t.numpy(), rtol=1e-12, atol=1e-12)
@@ -189,13 +212,19 @@ def test_both_rules_are_torch_label_smoothing(case, eps):
     lprobs = torch.log_softmax(logits, dim=-1).numpy()
 
     def torch_sum(smoothing):
-        return float(torch.nn.functional.cross_entropy(logits, target, ignore_index=PAD, reduction="sum",
-                                                       label_smoothing=smoothing))
+        return float(
+            torch.nn.functional.cross_entropy(
+                logits, target, ignore_index=PAD, reduction="sum", label_smoothing=smoothing
+            )
+        )
 
     old, _ = label_smoothed_nll_loss(lprobs, target_np.reshape(-1), eps, ignore_index=PAD, version="0.10.2")
     assert old == pytest.approx(torch_sum(eps), rel=1e-10, abs=1e-10)  # eps/V: torch's own rule
     new, nll = label_smoothed_nll_loss(lprobs, target_np.reshape(-1), eps, ignore_index=PAD)
-    assert new == pytest.approx(torch_sum(eps * vocab / (vocab - 1)), rel=1e-10, abs=1e-10)  # eps' = eps V/(V-1)
-    expected_nll = float(torch.nn.functional.nll_loss(torch.from_numpy(lprobs), target, ignore_index=PAD,
-                                                      reduction="sum"))
+    assert new == pytest.approx(
+        torch_sum(eps * vocab / (vocab - 1)), rel=1e-10, abs=1e-10
+    )  # eps' = eps V/(V-1)
+    expected_nll = float(
+        torch.nn.functional.nll_loss(torch.from_numpy(lprobs), target, ignore_index=PAD, reduction="sum")
+    )
     assert nll == pytest.approx(expected_nll, rel=1e-12, abs=1e-12)

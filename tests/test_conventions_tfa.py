@@ -39,7 +39,9 @@ NAMES = ("average_across_timesteps", "average_across_batch", "sum_over_timesteps
 
 
 def _call(case, flags):
-    return tfa.sequence_loss(case["logits"], case["targets"], case["weights"], **dict(zip(NAMES, flags, strict=True)))
+    return tfa.sequence_loss(
+        case["logits"], case["targets"], case["weights"], **dict(zip(NAMES, flags, strict=True))
+    )
 
 
 @given(case=padded_batches(), flags=st.sampled_from(LEGAL))
@@ -55,7 +57,9 @@ def test_one_hot_targets_equal_index_targets(case):
     one_hot = np.eye(case["classes"])[case["targets"]]
     for flags in LEGAL:
         np.testing.assert_allclose(
-            tfa.sequence_loss(case["logits"], one_hot, case["weights"], **dict(zip(NAMES, flags, strict=True))),
+            tfa.sequence_loss(
+                case["logits"], one_hot, case["weights"], **dict(zip(NAMES, flags, strict=True))
+            ),
             _call(case, flags),
             rtol=1e-12,
             atol=1e-12,
@@ -122,8 +126,12 @@ def test_conflicting_flags_raise_like_tfa(flags):
 @pytest.mark.parametrize("flags", LEGAL)
 def test_all_zero_weights_give_zero_not_nan(flags):
     # divide_no_nan: 0 / 0 = 0 for every reduction; the logits are all NaN and never read.
-    out = tfa.sequence_loss(np.full((2, 3, 4), np.nan), np.full((2, 3), -1), np.zeros((2, 3)),
-                            **dict(zip(NAMES, flags, strict=True)))
+    out = tfa.sequence_loss(
+        np.full((2, 3, 4), np.nan),
+        np.full((2, 3), -1),
+        np.zeros((2, 3)),
+        **dict(zip(NAMES, flags, strict=True)),
+    )
     assert np.all(np.asarray(out) == 0.0)
 
 
