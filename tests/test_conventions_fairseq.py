@@ -228,3 +228,10 @@ def test_both_rules_are_torch_label_smoothing(case, eps):
         torch.nn.functional.nll_loss(torch.from_numpy(lprobs), target, ignore_index=PAD, reduction="sum")
     )
     assert nll == pytest.approx(expected_nll, rel=1e-12, abs=1e-12)
+
+
+def test_inputs_are_not_modified():
+    lprobs, target = LP.copy(), np.array([0, 1])
+    label_smoothed_nll_loss(lprobs, target, 0.1, ignore_index=1, reduce=False)
+    np.testing.assert_array_equal(lprobs, LP)
+    np.testing.assert_array_equal(target, [0, 1])

@@ -282,3 +282,12 @@ def test_per_token_loss_is_optax_cross_entropy(case, eps):
     loss, _, weight_sum = compute_weighted_cross_entropy(logits, targets, weights, label_smoothing=eps)
     assert loss == pytest.approx(expected, rel=1e-12, abs=1e-12)
     assert weight_sum == pytest.approx(weights.sum(), rel=1e-15)
+
+
+def test_normalising_factor_inputs_are_not_modified():
+    tokens = np.array([[5, 6, 0], [7, 0, 0]])
+    weights = np.array([[1.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+    batch = {"decoder_target_tokens": tokens.copy(), "decoder_loss_weights": weights.copy()}
+    get_loss_normalizing_factor_and_weights("AVERAGE_PER_SEQUENCE", batch)
+    np.testing.assert_array_equal(batch["decoder_target_tokens"], tokens)
+    np.testing.assert_array_equal(batch["decoder_loss_weights"], weights)
