@@ -8,6 +8,7 @@ holes, all valid, all masked, one leading masked step.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -126,13 +127,26 @@ RNN_CONFIGS = [
 ]
 
 
-def make_rnn(kind, units=3, seed=0, **kw):
+FLAGS = ("return_sequences", "return_state", "go_backwards", "zero_output_for_mask")
+
+
+@functools.cache
+def _built_rnn(kind, units=3, seed=0):
     base = kind.split("-")[0]
-    if kind == "GRU-reset_before":
-        kw["reset_after"] = False
+    kw = {"reset_after": False} if kind == "GRU-reset_before" else {}
     k = randomise(KERAS_RNN[base](units, **kw), X, seed=seed, mask=MASK)
     ref = REF_RNN[base](units, **kw)
     ref.set_weights(k.get_weights())
+    return k, ref
+
+
+def make_rnn(kind, units=3, seed=0, **flags):
+    """A Keras RNN with random weights and its reference twin, reused across tests (building
+    Keras layers under jax is slow); the flags are read at call time, so they are set here."""
+    k, ref = _built_rnn(kind, units, seed)
+    for name in FLAGS:
+        setattr(k, name, flags.get(name, False))
+        setattr(ref, name, flags.get(name, False))
     return k, ref
 
 
@@ -184,13 +198,8 @@ def test_rnn_initial_state_and_no_mask_match_keras(kind):
     gb=st.booleans(),
 )
 def test_lstm_matches_keras_on_arbitrary_masks(mask, rs, gb):
-    k, ref = LSTM_PAIR
-    k.return_sequences = ref.return_sequences = rs
-    k.go_backwards = ref.go_backwards = gb
+    k, ref = make_rnn("LSTM", seed=3, return_sequences=rs, go_backwards=gb)
     np.testing.assert_allclose(ref(X, mask=mask), np.asarray(k(X, mask=mask)), atol=ATOL)
-
-
-LSTM_PAIR = make_rnn("LSTM", seed=3)
 
 
 def test_use_bias_false_and_hard_sigmoid_match_keras():
@@ -246,12 +255,26 @@ def test_keras3_ignores_the_mask_inside_the_rnn_when_initial_state_is_passed():
 
 
 # --- Bidirectional ------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
-@pytest.mark.parametrize("rs", [True, False])
-@pytest.mark.parametrize("merge", ["concat", "sum", "ave", "mul", None])
-def test_bidirectional_matches_keras(kind, rs, merge):
-    k = keras.layers.Bidirectional(KERAS_RNN[kind](3, return_sequences=rs, return_state=True), merge_mode=merge)
+@functools.cache
+def _built_bidirectional(kind, rs):
+    k = keras.layers.Bidirectional(KERAS_RNN[kind](3, return_sequences=rs, return_state=True))
     randomise(k, X, seed=7, mask=MASK)
+    return k
+
+
+BI_CONFIGS = [
+    (kind, rs, merge)
+    for kind in ("LSTM", "GRU")
+    for rs in (True, False)
+    for merge in (("concat", "sum", "ave", "mul", None) if kind == "LSTM" else ("concat", None))
+]
+
+
+@pytest.mark.parametrize(("kind", "rs", "merge"), BI_CONFIGS)
+def test_bidirectional_matches_keras(kind, rs, merge):
+    k = _built_bidirectional(kind, rs)
+    k.merge_mode = merge  # read at call time
+    k.return_state = True
     ref = ml.Bidirectional(REF_RNN[kind](3, return_sequences=rs, return_state=True), merge_mode=merge)
     ref.set_weights(k.get_weights())
     theirs = as_list(k(X, mask=MASK))
@@ -300,8 +323,8 @@ SEED_X = np.array(
         "bi",  # Masking -> Bidirectional(GRU(2, return_sequences=True), merge sum) -> Dense(3)
     ],
 )
-@pytest.mark.parametrize("loss", ["mae", "mse"])
-def test_sequential_evaluate_matches_keras_model_evaluate(spec, loss):
+def test_sequential_evaluate_matches_keras_model_evaluate(spec):
+    loss = "mse" if spec == "dense" else "mae"
     pairs = {
         "seed": [(keras.layers.LSTM(3, return_sequences=True), ml.LSTM(3, return_sequences=True))],
         "dense": [
