@@ -291,7 +291,8 @@ def test_bidirectional_matches_keras(kind, rs, merge):
 
 
 def test_bidirectional_initial_state_matches_keras():
-    k = randomise(keras.layers.Bidirectional(keras.layers.LSTM(2, return_sequences=True)), X, seed=9, mask=MASK)
+    k = keras.layers.Bidirectional(keras.layers.LSTM(2, return_sequences=True))
+    randomise(k, X, seed=9, mask=MASK)
     ref = ml.Bidirectional(ml.LSTM(2, return_sequences=True))
     ref.set_weights(k.get_weights())
     init = [np.full((6, 2), v, np.float32) for v in (0.1, -0.2, 0.3, 0.4)]
@@ -368,7 +369,8 @@ def test_embedding_model_mask_reaches_the_loss_like_keras():
     rnn = keras.layers.SimpleRNN(3, return_sequences=True)
     model = keras.Model(inp, rnn(emb(inp)))
     randomise(emb, ids, seed=2)
-    rnn.set_weights([np.random.default_rng(4).normal(size=w.shape).astype(np.float32) for w in rnn.get_weights()])
+    rng = np.random.default_rng(4)
+    rnn.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in rnn.get_weights()])
     ours = ml.Sequential([ml.Embedding(5, 2, mask_zero=True), ml.SimpleRNN(3, return_sequences=True)])
     ours.layers[0].set_weights(emb.get_weights())
     ours.layers[1].set_weights(rnn.get_weights())
