@@ -13,10 +13,15 @@ import numpy.typing as npt
 
 from maskloss.layers.sequential import Sequential
 
-__all__ = ["describe"]
+__all__ = ["describe", "draw_mask"]
 
 
-def _rows(mask: Any) -> str:
+def draw_mask(mask: Any) -> str:
+    """A ``(B, T)`` mask as one word per sequence, ``#`` valid, ``.`` masked; ``none`` for None.
+
+    >>> draw_mask([[False, True, True], [True, True, False]])
+    '.## ##.'
+    """
     if mask is None:
         return "none"
     return " ".join("".join("#" if v else "." for v in row) for row in np.asarray(mask, dtype=bool))
@@ -53,7 +58,7 @@ def describe(model: Sequential, x: npt.ArrayLike) -> str:
     shape_width = max(len(s) for s in shapes) + 2
     lines = [f"{'input ' + str(np.shape(x)):<{width}}mask none"]
     for name, shape, r in zip(names, shapes, records, strict=True):
-        lines.append(f"{name:<{width}}{shape:<{shape_width}}mask {_rows(r.mask)}")
+        lines.append(f"{name:<{width}}{shape:<{shape_width}}mask {draw_mask(r.mask)}")
     last = records[-1]
     if last.mask is None:
         count = int(np.prod(np.shape(last.output)[:-1]))
