@@ -226,6 +226,23 @@ def test_keras3_zero_output_for_mask_leaks_into_return_sequences_false():
     np.testing.assert_allclose(ours[ends_valid], theirs[ends_valid], atol=ATOL)
 
 
+def test_keras3_unroll_emits_zero_at_leading_masked_steps():
+    """Keras 3's two code paths differ at a leading masked step: the scan path (default, and the
+    reference) emits h0, ``unroll=True`` emits 0. Later masked steps agree (the last output)."""
+    k, ref = make_rnn("GRU", return_sequences=True)
+    h0 = [np.full((6, 3), 0.25, dtype=np.float32)]
+    k.unroll = True
+    try:
+        theirs = np.asarray(k(X, mask=MASK, initial_state=h0), dtype=np.float64)
+    finally:
+        k.unroll = False
+    ours = ref(X, mask=MASK, initial_state=h0)
+    np.testing.assert_array_equal(theirs[1, :2], 0.0)  # unroll: zeros, not h0
+    np.testing.assert_array_equal(ours[1, :2], 0.25)  # reference / scan path: h0
+    np.testing.assert_allclose(theirs[MASK], ours[MASK], atol=ATOL)  # valid steps agree
+    np.testing.assert_allclose(theirs[0, 3:], ours[0, 3:], atol=ATOL)  # trailing masked steps agree
+
+
 def test_keras3_ignores_the_mask_inside_the_rnn_when_initial_state_is_passed():
     """Documented: an RNN skips masked steps. Keras 3.15 fills ``mask=`` from the input only when
     the call has one tensor argument; with ``initial_state`` there are several, so in a model
