@@ -307,14 +307,18 @@ def test_bidirectional_matches_keras(kind, rs, merge):
     assert same_mask(ref.compute_mask(X, MASK), k.compute_mask(X, MASK))
 
 
-def test_bidirectional_initial_state_matches_keras():
-    k = keras.layers.Bidirectional(keras.layers.LSTM(2, return_sequences=True))
-    randomise(k, X, seed=9, mask=MASK)
-    ref = ml.Bidirectional(ml.LSTM(2, return_sequences=True))
+@pytest.mark.parametrize("rs", [True, False])
+def test_bidirectional_initial_state_matches_keras(rs):
+    k = _built_bidirectional("LSTM", rs)
+    k.merge_mode, k.return_state = "concat", True  # the halves were built with return_state
+    ref = ml.Bidirectional(ml.LSTM(3, return_sequences=rs, return_state=True))
     ref.set_weights(k.get_weights())
-    init = [np.full((6, 2), v, np.float32) for v in (0.1, -0.2, 0.3, 0.4)]
-    theirs = np.asarray(k(X, mask=MASK, initial_state=init), dtype=np.float64)
-    np.testing.assert_allclose(ref(X, mask=MASK, initial_state=init), theirs, atol=ATOL)
+    init = [np.full((6, 3), v, np.float32) for v in (0.1, -0.2, 0.3, 0.4)]  # forward h, c, backward h, c
+    theirs = as_list(k(X, mask=MASK, initial_state=init))
+    ours = ref(X, mask=MASK, initial_state=init)
+    assert len(ours) == len(theirs) == 5
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, atol=ATOL)
 
 
 # --- whole models: mask propagation and evaluate ----------------------------------------------
