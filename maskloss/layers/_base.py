@@ -34,6 +34,7 @@ __all__ = ["ACTIVATIONS", "Layer", "Mask", "activation", "as_sequences", "glorot
 Mask = Any
 
 
+
 def _sigmoid(x: FloatArray) -> FloatArray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # exact, and overflow-free for large |x|
 
@@ -87,8 +88,13 @@ def as_sequences(x: npt.ArrayLike, name: str = "x") -> FloatArray:
     return np.array(arr, dtype=np.float64)
 
 
-def input_mask(mask: npt.ArrayLike | None, x: np.ndarray[Any, Any]) -> BoolArray | None:
-    """Validate an incoming ``(B, T)`` mask against the steps of ``x``; None stays None."""
+def input_mask(mask: Mask, x: np.ndarray[Any, Any]) -> BoolArray | None:
+    """Validate an incoming ``(B, T)`` mask against the steps of ``x``; None stays None.
+
+    A list of masks (from a multi-output layer) contributes its first, as in Keras's ``RNN``.
+    """
+    if isinstance(mask, list):
+        mask = mask[0]
     if mask is None:
         return None
     return check_mask(mask, tuple(x.shape[:2]))

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss._checks import as_numeric
-from maskloss._types import FloatArray
+from maskloss._types import BoolArray, FloatArray
 from maskloss.layers._base import Layer, Mask, _check_count, as_sequences, glorot, input_mask
 from maskloss.layers._base import activation as get_activation
 from maskloss.layers._scan import masked_scan
@@ -128,7 +128,7 @@ class _Recurrent(Layer):
     ) -> Any:
         """Run the layer: the output, or ``[output, *states]`` with ``return_state``."""
         arr = as_sequences(x)
-        valid = input_mask(mask[0] if isinstance(mask, list) else mask, arr)
+        valid = input_mask(mask, arr)
         self.build(arr.shape[2])
         states = self._initial_state(initial_state, arr.shape[0])
         with np.errstate(invalid="ignore", over="ignore"):  # garbage at masked steps stays there
@@ -146,8 +146,7 @@ class _Recurrent(Layer):
 
     def compute_mask(self, x: npt.ArrayLike, mask: Mask = None) -> Mask:
         """The input mask if ``return_sequences`` else None; ``[that, None, ...]`` with ``return_state``."""
-        first = mask[0] if isinstance(mask, list) else mask
-        out = input_mask(first, as_sequences(x)) if (first is not None and self.return_sequences) else None
+        out = sequence_mask(x, mask, self.return_sequences)
         return [out] + [None] * self.n_states if self.return_state else out
 
     def __repr__(self) -> str:
@@ -158,6 +157,13 @@ class _Recurrent(Layer):
         ]
         return f"{type(self).__name__}({', '.join([str(self.units), *flags])})"
 
+
+
+def sequence_mask(x: npt.ArrayLike, mask: Mask, return_sequences: bool) -> BoolArray | None:
+    """The output mask of a recurrent layer: the input mask with ``return_sequences``, else None."""
+    if not return_sequences or mask is None:
+        return None
+    return input_mask(mask, as_sequences(x))
 
 
 class SimpleRNN(_Recurrent):

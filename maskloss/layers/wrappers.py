@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from maskloss._types import FloatArray
 from maskloss.layers._base import Layer, Mask, as_sequences, input_mask
-from maskloss.layers.recurrent import _Recurrent
+from maskloss.layers.recurrent import _Recurrent, sequence_mask
 
 __all__ = ["Bidirectional"]
 
@@ -85,7 +85,7 @@ class Bidirectional(Layer):
     ) -> Any:
         """The merged output (a pair with ``merge_mode=None``), then the states with ``return_state``."""
         arr = as_sequences(x)
-        valid = input_mask(mask[0] if isinstance(mask, list) else mask, arr)
+        valid = input_mask(mask, arr)
         n = self.forward_layer.n_states
         if initial_state is not None and len(initial_state) != 2 * n:
             raise ValueError(
@@ -108,8 +108,7 @@ class Bidirectional(Layer):
         return (merged if isinstance(merged, list) else [merged]) + states
 
     def compute_mask(self, x: npt.ArrayLike, mask: Mask = None) -> Mask:
-        first = mask[0] if isinstance(mask, list) else mask
-        out = input_mask(first, as_sequences(x)) if (first is not None and self.return_sequences) else None
+        out = sequence_mask(x, mask, self.return_sequences)
         outputs: list[Any] = [out, out] if self.merge_mode is None else [out]
         if self.return_state:
             return outputs + [None] * (2 * self.forward_layer.n_states)
