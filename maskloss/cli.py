@@ -30,7 +30,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"maskloss {maskloss.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="walk through the seed example: mask, per-step losses, every reduction")
+    demo_parser = sub.add_parser(
+        "demo", help="walk through the seed example: mask, per-step losses, every reduction"
+    )
+    demo_parser.add_argument(
+        "--keras",
+        action="store_true",
+        help="also replay the seed model in real Keras 3 (KERAS_BACKEND=jax), side by side",
+    )
     conf = sub.add_parser(
         "conformance",
         help="compare every convention in maskloss.conventions with the installed frameworks",
@@ -63,4 +70,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return conformance.exit_code(runs)
     from maskloss.demo import demo
 
-    return demo()
+    return demo(keras=args.keras)
