@@ -1,0 +1,1 @@
+"""Conformance runners (placeholder: part A provides this package file)."""

@@ -1,0 +1,1 @@
+"""Framework conventions (placeholder: part A provides this package file)."""
