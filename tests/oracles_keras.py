@@ -12,9 +12,13 @@ Weights are passed to the reducers as ``None``, a Python float, or a 2-D array o
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from hypothesis import strategies as st
+
+from tests.cases import masks
 
 EPS = 1e-7
 
@@ -173,3 +177,126 @@ def keras23_objective(scores: Any, mask: Any, weights: Any) -> float:
                 wt = 1.0 if w is None else float(w[b] if w.ndim == 1 else w[b, t])
                 total += float(scores[b][t]) * wt
     return total / (batch * steps)
+
+
+# --------------------------------------------------------------- cases for the Keras tests
+
+KINDS = ("mae", "mse", "binary", "categorical", "sparse")
+
+
+@dataclass(frozen=True)
+class KerasCase:
+    """One loss call: arrays, the Keras mask (or None), the weight and the options."""
+
+    kind: str
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    mask: np.ndarray | None
+    sample_weight: Any
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps_mask(self) -> np.ndarray:
+        """The mask the oracle uses: Keras mask and ``ignore_class``."""
+        valid = np.ones(self.y_pred.shape[:-1], bool) if self.mask is None else self.mask
+        if "ignore_class" in self.options:
+            valid = valid & (self.y_true != self.options["ignore_class"])
+        return valid
+
+    def oracle_losses(self, flavour: str) -> list[list[float]]:
+        """Per-step losses by loops, at the valid steps only (0.0 elsewhere)."""
+        batch, steps = self.y_pred.shape[:2]
+        valid = self.steps_mask
+        opts = {k: v for k, v in self.options.items() if k != "ignore_class"}
+        return [[step_loss(self.kind, flavour, self.y_true[b, t], self.y_pred[b, t], **opts)
+                 if valid[b, t] else 0.0 for t in range(steps)] for b in range(batch)]
+
+    @property
+    def oracle_mask(self) -> Any:
+        """The Keras mask after ``ignore_class`` (None when neither is present)."""
+        return None if (self.mask is None and "ignore_class" not in self.options) else self.steps_mask
+
+
+def oracle_weight(sample_weight: Any, batch: int) -> Any:
+    """The oracle's weight format: ``(B,)`` becomes ``(B, 1)``."""
+    if sample_weight is None or np.ndim(sample_weight) != 1:
+        return sample_weight
+    return np.asarray(sample_weight).reshape(batch, 1)
+
+
+@st.composite
+def keras_cases(
+    draw: Any,
+    *,
+    shapes: tuple[tuple[int, int], ...] | None = None,
+    widths: dict[str, tuple[int, ...]] | None = None,
+    weight_kinds: tuple[str, ...] = ("none", "scalar", "column", "full"),
+    garbage: tuple[float, ...] = (np.nan, np.inf, 1e300, -7.5),
+    label_garbage: tuple[int, ...] = (10**6, -7),
+    weight_garbage: tuple[float, ...] = (np.nan, -1.0, 5.0),
+    kinds: tuple[str, ...] = KINDS,
+) -> KerasCase:
+    """A random padded batch for one Keras loss; masked steps hold ``garbage``.
+
+    ``shapes``/``widths`` restrict the shapes (the framework tests use a few fixed ones,
+    because jax compiles every op once per shape).
+    """
+    kind = draw(st.sampled_from(kinds))
+    if shapes is None:
+        batch, steps = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    else:
+        batch, steps = draw(st.sampled_from(shapes))
+    default_widths = {"categorical": (2, 3, 5), "sparse": (2, 3, 5)}
+    width = draw(st.sampled_from((widths or default_widths).get(kind, (1, 2, 3))))
+    mask = draw(masks(batch, steps))
+    use_mask = draw(st.booleans()) if draw(st.integers(0, 4)) == 0 else True
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (batch, steps, width)
+    options: dict[str, Any] = {}
+    if kind in ("mae", "mse"):
+        y_true, y_pred = rng.normal(size=shape), rng.normal(size=shape)
+    else:
+        from_logits = draw(st.booleans())
+        options["from_logits"] = from_logits
+        logits = rng.normal(size=shape) * draw(st.sampled_from([1.0, 5.0, 40.0]))
+        if kind == "binary":
+            y_true = rng.random(shape) if draw(st.booleans()) else rng.integers(0, 2, shape).astype(float)
+            y_pred = logits if from_logits else 1.0 / (1.0 + np.exp(-logits))
+            options["label_smoothing"] = draw(st.sampled_from([0.0, 0.1, 0.3]))
+        else:
+            if from_logits:
+                y_pred = logits
+            else:  # unnormalised probabilities, sometimes exact zeros
+                y_pred = np.exp(logits - logits.max(axis=-1, keepdims=True)) * rng.uniform(0.5, 2.0)
+                y_pred[rng.random(shape) < 0.15] = 0.0
+                y_pred[..., 0] += 1e-3
+            labels = rng.integers(0, width, size=(batch, steps))
+            if kind == "sparse":
+                if draw(st.booleans()):
+                    options["ignore_class"] = -1
+                    labels = np.where(rng.random((batch, steps)) < 0.3, -1, labels)
+                y_true = labels
+            else:
+                y_true = np.eye(width)[labels]
+                if draw(st.booleans()):
+                    y_true = rng.random(shape)
+                options["label_smoothing"] = draw(st.sampled_from([0.0, 0.1, 0.3]))
+    weight_kind = draw(st.sampled_from(weight_kinds))
+    weight: Any = {
+        "none": None,
+        "scalar": float(rng.uniform(0.1, 3.0)),
+        "column": rng.uniform(0.0, 3.0, size=(batch, 1)),
+        "vector": rng.uniform(0.0, 3.0, size=(batch,)),
+        "full": rng.uniform(0.0, 3.0, size=(batch, steps)),
+    }[weight_kind]
+    if use_mask and garbage:
+        junk = draw(st.sampled_from(garbage))
+        y_pred = np.where(mask[..., None], y_pred, junk)
+        if kind == "sparse":
+            keep = mask | (y_true == -1)
+            y_true = np.where(keep, y_true, draw(st.sampled_from((0, *label_garbage))))
+        else:
+            y_true = np.where(mask[..., None], y_true, junk)
+        if weight_kind == "full":
+            weight = np.where(mask, weight, draw(st.sampled_from((1.0, *weight_garbage))))
+    return KerasCase(kind, y_true, y_pred, mask if use_mask else None, weight, options)
