@@ -322,3 +322,15 @@ def test_torch_backend_uses_the_same_clipping_path() -> None:
         # 1e-6: the torch backend rounds through float32 somewhere even with floatx float64
         # (measured 4e-9 relative); the clipping path pinned here changes values by O(1).
         assert got[name] == pytest.approx(float(expected), rel=1e-6), name
+
+
+def test_conformance_runner_protocol() -> None:
+    from maskloss.conformance import keras3 as runner
+
+    assert runner.FRAMEWORK == "keras3 (jax backend)"
+    assert runner.version() == keras.__version__
+    results = runner.run(np.random.default_rng(0), 2)
+    assert len(results) == len(runner.LOSSES) * len(runner.REDUCTIONS)
+    failed = [r for r in results if not r.passed]
+    assert not failed, failed
+    assert keras.config.floatx() == "float64"  # the module fixture's setting is restored

@@ -205,3 +205,15 @@ def test_model_all_masked_evaluates_to_nan() -> None:
     model.compile(loss="mse")
     x = np.zeros((2, 4, 2))
     assert math.isnan(model.evaluate(x, np.ones((2, 4, 3)), batch_size=2, verbose=0))
+
+
+def test_conformance_runner_protocol() -> None:
+    from maskloss.conformance import tf_keras as runner
+
+    assert runner.FRAMEWORK == "tf_keras"
+    assert runner.version() == tfk.__version__
+    results = runner.run(np.random.default_rng(0), 3)
+    assert len(results) == 5 * len(runner.REDUCTIONS)
+    failed = [r for r in results if not r.passed]
+    assert not failed, failed
+    assert all(r.max_rel_error <= runner.TOLERANCE for r in results)
