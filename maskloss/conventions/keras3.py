@@ -246,15 +246,18 @@ def _finish(
     return _reduce(losses, keras_mask, weight, "sum_over_batch_size" if red == "mean" else red)
 
 
-def _mask(mask: npt.ArrayLike | None, steps: tuple[int, ...]) -> BoolArray | None:
+def optional_mask(mask: npt.ArrayLike | None, steps: tuple[int, ...]) -> BoolArray | None:
+    """The Keras mask as a bool array, or None when the output carries none."""
     return None if mask is None else check_mask(mask, steps)
 
 
-def _valid(keras_mask: BoolArray | None, steps: tuple[int, ...]) -> BoolArray:
+def valid_steps(keras_mask: BoolArray | None, steps: tuple[int, ...]) -> BoolArray:
+    """The steps a loss is computed at: the mask, or every step without one."""
     return np.ones(steps, dtype=bool) if keras_mask is None else keras_mask
 
 
-def _check_flag(value: object, name: str) -> bool:
+def check_flag(value: object, name: str) -> bool:
+    """``from_logits`` and friends must be real booleans."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
@@ -272,9 +275,9 @@ def _regression(
     reduction: object,
 ) -> Any:
     t, p = dense_pair(y_true, y_pred)
-    keras_mask = _mask(mask, p.shape[:-1])
+    keras_mask = optional_mask(mask, p.shape[:-1])
     check_keras_reduction(reduction, REDUCTIONS)
-    losses = step_losses(step, _valid(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _finish(losses, keras_mask, sample_weight, reduction)
 
 
@@ -380,10 +383,10 @@ def categorical_crossentropy(
     >>> round(float(keras3.categorical_crossentropy([[0, 0, 1]], z, from_logits=True)), 3)
     60.0
     """
-    logits = _check_flag(from_logits, "from_logits")
+    logits = check_flag(from_logits, "from_logits")
     eps = check_label_smoothing(label_smoothing)
     t, p = dense_pair(y_true, y_pred, axis)
-    keras_mask = _mask(mask, p.shape[:-1])
+    keras_mask = optional_mask(mask, p.shape[:-1])
     check_keras_reduction(reduction, REDUCTIONS)
 
     def step(t_rows: FloatArray, p_rows: FloatArray) -> FloatArray:
@@ -391,7 +394,7 @@ def categorical_crossentropy(
         log_p = pointwise.log_softmax(p_rows) if logits else renormalised_log(p_rows, EPSILON)
         return pointwise.cross_entropy(target, log_p)
 
-    losses = step_losses(step, _valid(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _finish(losses, keras_mask, sample_weight, reduction)
 
 
@@ -434,11 +437,11 @@ def sparse_categorical_crossentropy(
     >>> round(float(keras3.sparse_categorical_crossentropy([[0, 1, -1]], p, ignore_class=-1)), 6)
     0.490415
     """
-    logits = _check_flag(from_logits, "from_logits")
+    logits = check_flag(from_logits, "from_logits")
     labels, p = sparse_pair(y_true, y_pred, axis)
-    keras_mask = ignore_mask(labels, _mask(mask, labels.shape), ignore_class)
+    keras_mask = ignore_mask(labels, optional_mask(mask, labels.shape), ignore_class)
     check_keras_reduction(reduction, REDUCTIONS)
-    valid = _valid(keras_mask, labels.shape)
+    valid = valid_steps(keras_mask, labels.shape)
     safe = check_labels(labels, valid, p.shape[-1])
 
     def step(lab: Any, p_rows: FloatArray) -> FloatArray:
@@ -475,10 +478,10 @@ def binary_crossentropy(
     >>> round(float(keras3.binary_crossentropy([[1.0]], [[0.0]])), 3)   # -log(1e-7)
     16.118
     """
-    logits = _check_flag(from_logits, "from_logits")
+    logits = check_flag(from_logits, "from_logits")
     eps = check_label_smoothing(label_smoothing)
     t, p = dense_pair(y_true, y_pred, axis)
-    keras_mask = _mask(mask, p.shape[:-1])
+    keras_mask = optional_mask(mask, p.shape[:-1])
     check_keras_reduction(reduction, REDUCTIONS)
 
     def step(t_rows: FloatArray, p_rows: FloatArray) -> FloatArray:
@@ -487,5 +490,5 @@ def binary_crossentropy(
             return pointwise.binary_cross_entropy_with_logits(target, p_rows)
         return pointwise.binary_cross_entropy(target, np.clip(p_rows, EPSILON, 1.0 - EPSILON))
 
-    losses = step_losses(step, _valid(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _finish(losses, keras_mask, sample_weight, reduction)

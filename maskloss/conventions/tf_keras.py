@@ -46,19 +46,22 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import check_label_smoothing, check_labels, check_mask, check_sample_weight
+from maskloss._checks import check_label_smoothing, check_labels, check_sample_weight
 from maskloss._rows import as_rows
 from maskloss._types import BoolArray, FloatArray
 from maskloss.conventions.keras3 import (
     EPSILON,
     align_weight,
+    check_flag,
     check_keras_reduction,
     clipped_log,
     dense_pair,
     ignore_mask,
+    optional_mask,
     renormalised_log,
     sparse_pair,
     step_losses,
+    valid_steps,
 )
 from maskloss.reductions import MaskedTotals
 
@@ -129,20 +132,6 @@ def _reduce(
     return totals.value("token_mean")  # NaN when every step is masked, as tf_keras
 
 
-def _mask(mask: npt.ArrayLike | None, steps: tuple[int, ...]) -> BoolArray | None:
-    return None if mask is None else check_mask(mask, steps)
-
-
-def _valid(keras_mask: BoolArray | None, steps: tuple[int, ...]) -> BoolArray:
-    return np.ones(steps, dtype=bool) if keras_mask is None else keras_mask
-
-
-def _flag(value: object, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
 def _regression(
     step: Callable[[FloatArray, FloatArray], FloatArray],
     y_true: npt.ArrayLike,
@@ -153,9 +142,9 @@ def _regression(
     version: object,
 ) -> Any:
     t, p = dense_pair(y_true, y_pred)
-    keras_mask = _mask(mask, p.shape[:-1])
+    keras_mask = optional_mask(mask, p.shape[:-1])
     check_keras_reduction(reduction, REDUCTIONS)
-    losses = step_losses(step, _valid(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _reduce(losses, keras_mask, sample_weight, reduction, version)
 
 
@@ -254,10 +243,10 @@ def categorical_crossentropy(
     >>> round(float(tf_keras.categorical_crossentropy([[0, 0, 1]], z, from_logits=True)), 3)
     60.0
     """
-    logits = _flag(from_logits, "from_logits")
+    logits = check_flag(from_logits, "from_logits")
     eps = check_label_smoothing(label_smoothing)
     t, p = dense_pair(y_true, y_pred, axis)
-    keras_mask = _mask(mask, p.shape[:-1])
+    keras_mask = optional_mask(mask, p.shape[:-1])
     check_keras_reduction(reduction, REDUCTIONS)
 
     def step(t_rows: FloatArray, p_rows: FloatArray) -> FloatArray:
@@ -265,7 +254,7 @@ def categorical_crossentropy(
         log_p = pointwise.log_softmax(p_rows) if logits else renormalised_log(p_rows, EPSILON)
         return pointwise.cross_entropy(target, log_p)
 
-    losses = step_losses(step, _valid(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _reduce(losses, keras_mask, sample_weight, reduction, version)
 
 
@@ -303,11 +292,11 @@ def sparse_categorical_crossentropy(
     >>> round(float(keras3.sparse_categorical_crossentropy([0], p)), 4)     # -log(1e-7)
     16.1181
     """
-    logits = _flag(from_logits, "from_logits")
+    logits = check_flag(from_logits, "from_logits")
     labels, p = sparse_pair(y_true, y_pred, axis)
-    keras_mask = ignore_mask(labels, _mask(mask, labels.shape), ignore_class)
+    keras_mask = ignore_mask(labels, optional_mask(mask, labels.shape), ignore_class)
     check_keras_reduction(reduction, REDUCTIONS)
-    valid = _valid(keras_mask, labels.shape)
+    valid = valid_steps(keras_mask, labels.shape)
     safe = check_labels(labels, valid, p.shape[-1])
 
     def step(lab: Any, p_rows: FloatArray) -> FloatArray:
@@ -345,10 +334,10 @@ def binary_crossentropy(
     >>> round(float(tf_keras.binary_crossentropy([[1.0]], [[0.0]])), 4)   # -log(2e-7)
     15.4249
     """
-    logits = _flag(from_logits, "from_logits")
+    logits = check_flag(from_logits, "from_logits")
     eps = check_label_smoothing(label_smoothing)
     t, p = dense_pair(y_true, y_pred, axis)
-    keras_mask = _mask(mask, p.shape[:-1])
+    keras_mask = optional_mask(mask, p.shape[:-1])
     check_keras_reduction(reduction, REDUCTIONS)
 
     def step(t_rows: FloatArray, p_rows: FloatArray) -> FloatArray:
@@ -361,5 +350,5 @@ def binary_crossentropy(
         per_step: FloatArray = np.mean(terms, axis=-1)
         return per_step
 
-    losses = step_losses(step, _valid(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _reduce(losses, keras_mask, sample_weight, reduction, version)
