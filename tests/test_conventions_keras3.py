@@ -50,7 +50,7 @@ REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight", "sum", "
 FRAMEWORK_REDUCTIONS = ("sum_over_batch_size", "mean_with_sample_weight", "sum", "none")
 # A few fixed shapes: jax compiles every op once per new shape.
 FRAMEWORK_CASES = keras_cases(
-    shapes=((3, 4),),
+    shapes=((3, 4), (1, 1), (2, 5)),
     widths={"mae": (2,), "mse": (1,), "binary": (2,), "categorical": (4,), "sparse": (4,)},
     garbage=(-7.5, 1e3),
     label_garbage=(),
@@ -163,6 +163,10 @@ def test_one_weight_per_sequence_must_be_b_by_1_in_keras3_too() -> None:
         keras.losses.MeanSquaredError()(y, y, sample_weight=np.ones(3))
     with pytest.raises(ValueError):
         keras3.mean_squared_error(y, y, sample_weight=np.ones(3))
+    # ... except when there is a single step: Keras then expands (B,) to (B, 1).
+    rng = np.random.default_rng(4)
+    case = KerasCase("mse", rng.normal(size=(3, 1, 2)), rng.normal(size=(3, 1, 2)), None, rng.random(3))
+    close(ours(case, "sum_over_batch_size"), real(case, "sum_over_batch_size"), 1e-6)
 
 
 def test_mean_with_sample_weight_divides_by_the_weights_as_given() -> None:
