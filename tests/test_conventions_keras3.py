@@ -217,8 +217,11 @@ def test_model_evaluate_matches_convention_on_predict(kind: str) -> None:
     x[0, 3:] = 0.0   # right padding
     x[2, :4] = 0.0   # left padding
     mask = maskloss.mask_from_padding(x, 0.0)
+    options = {}
     if kind == "sparse":
         y = rng.integers(0, width, size=(batch, steps))
+        y[1, 1:3] = -1  # ignored steps inside a valid sequence
+        options = {"ignore_class": -1}
     elif kind == "categorical":
         y = np.eye(width)[rng.integers(0, width, size=(batch, steps))]
     else:
@@ -227,10 +230,10 @@ def test_model_evaluate_matches_convention_on_predict(kind: str) -> None:
     y_pred = np.asarray(model.predict(x, verbose=0))
     # One compile per case keeps the file fast (each evaluate traces and compiles).
     reduction = "mean_with_sample_weight" if kind in ("mse", "sparse") else "sum_over_batch_size"
-    model.compile(loss=getattr(keras.losses, CLASSES[kind])(reduction=reduction))
+    model.compile(loss=getattr(keras.losses, CLASSES[kind])(reduction=reduction, **options))
     for weight in (None, rng.uniform(0.5, 2.0, size=(batch, 1))):
         got = model.evaluate(x, y, sample_weight=weight, batch_size=batch, verbose=0)
-        expected = FUNCTIONS[kind](y, y_pred, mask=mask, sample_weight=weight, reduction=reduction)
+        expected = FUNCTIONS[kind](y, y_pred, mask=mask, sample_weight=weight, reduction=reduction, **options)
         assert got == pytest.approx(float(expected), rel=tolerance(kind), abs=tolerance(kind))
 
 

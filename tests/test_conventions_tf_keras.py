@@ -168,19 +168,22 @@ def test_model_evaluate_uses_the_logits_of_a_softmax_output(kind: str) -> None:
     x[0, 3:] = 0.0
     x[2, :4] = 0.0
     mask = maskloss.mask_from_padding(x, 0.0)
+    options = {}
     if kind == "sparse":
         y = rng.integers(0, width, size=(batch, steps))
+        y[1, 1:3] = -1  # ignored steps inside a valid sequence
+        options = {"ignore_class": -1}
     elif kind == "categorical":
         y = np.eye(width)[rng.integers(0, width, size=(batch, steps))]
     else:
         y = rng.random((batch, steps, width))
     model, logits_model = _models(kind, steps, features, width)
-    model.compile(loss=getattr(tfk.losses, CLASSES[kind])())
+    model.compile(loss=getattr(tfk.losses, CLASSES[kind])(**options))
     logits = logits_model.predict(x, verbose=0)
     from_logits = {} if ACTIVATIONS[kind] is None else {"from_logits": True}
     for weight in (None, rng.uniform(0.5, 2.0, size=batch)):
         got = model.evaluate(x, y, sample_weight=weight, batch_size=batch, verbose=0)
-        expected = FUNCTIONS[kind](y, logits, mask=mask, sample_weight=weight, **from_logits)
+        expected = FUNCTIONS[kind](y, logits, mask=mask, sample_weight=weight, **from_logits, **options)
         assert got == pytest.approx(float(expected), rel=TOL, abs=TOL)
 
 
