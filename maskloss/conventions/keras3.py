@@ -1,0 +1,494 @@
+r"""Keras 3 (jax and torch backends): the masked loss exactly as ``keras.losses`` computes it.
+
+Each function mirrors the Keras 3 loss of the same name (same positional arguments and
+defaults) and reduces like the matching ``keras.losses.*`` class: ``mask`` is what the
+model's output mask carries (``y_pred._keras_mask``, e.g. from ``Masking`` or
+``Embedding(mask_zero=True)``), ``sample_weight`` what ``fit``/``evaluate`` pass.
+
+How Keras 3 combines them (``keras/src/losses/loss.py``: ``apply_mask``,
+``reduce_weighted_values``), with :math:`a = m\,w` (:math:`m = 1` everywhere when there
+is no mask, :math:`w = 1` when there are no weights):
+
+=============================  ==============================================  ==========
+reduction                      value                                           all masked
+=============================  ==============================================  ==========
+``"sum_over_batch_size"``      :math:`\sum a\ell / \sum m` (``"mean"`` alias)  0
+``"mean_with_sample_weight"``  :math:`\sum a\ell / \sum a` with a mask;        0
+                               without one :math:`\sum a\ell / \sum w_\text{given}`
+``"sum"``                      :math:`\sum a\ell`                              0
+``"none"`` / ``None``          :math:`a\ell` per step                          zeros
+=============================  ==============================================  ==========
+
+Quirks reproduced (each pinned by a test against the installed Keras 3.15):
+
+* Zero denominators give 0, never NaN (``divide_no_nan``).
+* ``mean_with_sample_weight`` without a mask divides by the sum of the weight array *as
+  given*: a ``(B, 1)`` weight divides by :math:`\sum_b w_b`, not :math:`T\sum_b w_b`,
+  and a scalar weight ``w`` gives :math:`\sum\ell` (not the mean). With a mask the weight
+  is first broadcast to the steps, so the divisor is :math:`\sum_{bt} m\,w`. So
+  ``mask=None`` and an all-True mask differ here.
+* ``sample_weight`` is aligned to the *right* (NumPy broadcasting): a ``(B,)`` weight
+  on ``(B, T)`` steps is an error (or, when ``B == T``, silently a per-time-step weight);
+  pass ``(B, 1)`` for one weight per sequence.
+* Probabilities are renormalised by their row sum, then clipped to
+  :math:`[\epsilon, 1-\epsilon]` (:math:`\epsilon = 10^{-7}`), for categorical and sparse
+  cross-entropy; binary cross-entropy clips without renormalising. An all-zero row of
+  probabilities gives NaN.
+* ``ignore_class`` steps join the mask (they are dropped from numerator and denominator).
+
+Deliberate differences: garbage (NaN, inf) at masked steps never reaches the result here,
+while Keras multiplies it by a zero weight (``NaN * 0 = NaN``); labels out of
+``[0, C)`` at valid steps raise ``ValueError`` (the jax backend silently scores them 0).
+On jax, ``keras.ops.mean`` computes in float32 even for float64 input, so Keras's MAE,
+MSE and binary cross-entropy carry float32 rounding on the feature mean; everything here
+is float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss import pointwise
+from maskloss._checks import (
+    as_numeric,
+    check_feature_pair,
+    check_label_smoothing,
+    check_labels,
+    check_mask,
+    check_sample_weight,
+)
+from maskloss._rows import as_rows, to_float64
+from maskloss._types import BoolArray, FloatArray
+from maskloss.losses import per_step
+from maskloss.reductions import MaskedTotals
+
+__all__ = [
+    "EPSILON",
+    "REDUCTIONS",
+    "binary_crossentropy",
+    "categorical_crossentropy",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "sparse_categorical_crossentropy",
+]
+
+#: ``keras.config.epsilon()`` default: the probability clip.
+EPSILON = 1e-7
+#: Reductions Keras 3 accepts (``None`` too, meaning ``"none"``).
+REDUCTIONS: tuple[str, ...] = ("sum_over_batch_size", "mean", "mean_with_sample_weight", "sum", "none")
+
+
+# ----------------------------------------------------------------- shared Keras pieces
+# (tf_keras reuses these: its argument handling is the same, only the rules differ.)
+
+
+def check_keras_reduction(reduction: object, allowed: tuple[str, ...]) -> str:
+    """Return the canonical name of a Keras reduction (``None`` -> ``"none"``)."""
+    if reduction is None:
+        return "none"
+    if not isinstance(reduction, str) or reduction not in allowed:
+        names = ", ".join(map(repr, allowed))
+        raise ValueError(f"reduction must be one of {names} or None; got {reduction!r}")
+    return reduction
+
+
+def check_axis(axis: object, ndim: int, name: str = "y_pred") -> int:
+    """A class/feature axis of an ``ndim``-dimensional array, as a non-negative int."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"axis must be an int, got {axis!r}")
+    if not -ndim <= int(axis) < ndim:
+        raise ValueError(f"axis {axis} is out of range for {name} with {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def dense_pair(
+    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, axis: object = -1
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Targets and predictions of one shape, with the class/feature ``axis`` moved last."""
+    t, p = check_feature_pair(y_true, y_pred)
+    ax = check_axis(axis, p.ndim)
+    if p.shape[ax] == 0:
+        raise ValueError(f"y_pred has no features/classes: axis {ax} has size 0 (shape {p.shape})")
+    return np.moveaxis(t, ax, -1), np.moveaxis(p, ax, -1)
+
+
+def sparse_pair(
+    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, axis: object = -1
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Integer labels ``(...)`` and predictions ``(..., C)`` (class ``axis`` moved last).
+
+    Labels with a trailing axis of 1 (``(B, T, 1)``) are squeezed, as Keras does.
+    """
+    labels = as_numeric(y_true, "y_true")
+    p = as_numeric(y_pred, "y_pred", min_ndim=1)
+    ax = check_axis(axis, p.ndim)
+    if labels.ndim == p.ndim and labels.shape[ax] == 1:
+        labels = np.squeeze(labels, axis=ax)
+    p = np.moveaxis(p, ax, -1)
+    if labels.shape != p.shape[:-1] or p.shape[-1] == 0:
+        raise ValueError(
+            f"y_pred must have the shape of y_true plus a class axis (axis={axis}); got y_true "
+            f"{np.shape(y_true)} and y_pred {np.shape(y_pred)}"
+        )
+    return labels, p
+
+
+def align_weight(
+    sample_weight: npt.ArrayLike | None, steps: tuple[int, ...], *, expand_one_less: bool
+) -> np.ndarray[Any, Any] | None:
+    """``sample_weight`` reshaped the way Keras lines it up with per-step losses.
+
+    A weight with one trailing axis of 1 too many is squeezed. A weight of one dimension
+    less is given a trailing axis of 1: always in tf_keras (``expand_one_less``,
+    ``squeeze_or_expand_dimensions``), only when the last step axis is 1 in Keras 3
+    (``squeeze_or_expand_to_same_rank``). The result must then broadcast to ``steps``
+    aligned to the right; it is returned with ``len(steps)`` dimensions, not broadcast.
+    """
+    if sample_weight is None:
+        return None
+    w = as_numeric(sample_weight, "sample_weight")
+    rank = len(steps)
+    if w.ndim == rank + 1 and w.shape[-1] == 1:
+        w = w[..., 0]
+    elif w.ndim == rank - 1 and w.ndim > 0 and (expand_one_less or steps[-1] == 1):
+        w = w[..., None]
+    try:
+        fits = w.ndim <= rank and np.broadcast_shapes(w.shape, steps) == tuple(steps)
+    except ValueError:
+        fits = False
+    if not fits:
+        hint = "" if expand_one_less else (
+            " Keras 3 aligns weights to the right: pass shape (B, 1) for one weight per sequence."
+        )
+        raise ValueError(
+            f"sample_weight of shape {np.shape(sample_weight)} does not broadcast to the steps of the "
+            f"batch {tuple(steps)}.{hint}"
+        )
+    aligned: np.ndarray[Any, Any] = w.reshape((1,) * (rank - w.ndim) + w.shape)
+    return aligned
+
+
+def clipped_log(p: FloatArray, epsilon: float) -> FloatArray:
+    r""":math:`\log \operatorname{clip}(p, \epsilon, 1-\epsilon)` (NaN stays NaN)."""
+    with np.errstate(invalid="ignore"):
+        return np.log(np.clip(p, epsilon, 1.0 - epsilon))
+
+
+def renormalised_log(p: FloatArray, epsilon: float) -> FloatArray:
+    r""":math:`\log\operatorname{clip}(p / \sum_c p_c, \epsilon, 1-\epsilon)`: Keras's categorical rule."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return clipped_log(p / np.sum(p, axis=-1, keepdims=True), epsilon)
+
+
+StepFn = Callable[..., FloatArray]
+
+
+def step_losses(
+    step: StepFn, valid: BoolArray, *arrays: np.ndarray[Any, Any]
+) -> FloatArray:
+    """Per-step losses on the valid steps only, 0 elsewhere.
+
+    ``arrays`` are ``(steps, width)`` rows (promoted to float64 chunk by chunk) or
+    ``(steps,)`` integer labels (passed as they are).
+    """
+
+    def rows_step(rows: Any, *chunks: Any) -> FloatArray:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            return step(*(to_float64(c) if c.ndim == 2 else c for c in chunks))
+
+    return per_step(rows_step, valid, *arrays)
+
+
+# ------------------------------------------------------------------ Keras 3 reduction
+
+
+def _reduce(
+    losses: FloatArray,
+    keras_mask: BoolArray | None,
+    weight: np.ndarray[Any, Any] | None,
+    reduction: str,
+) -> Any:
+    """Keras 3 ``reduce_weighted_values`` on per-step ``losses`` (0 where masked)."""
+    shape = losses.shape
+    valid = np.ones(shape, dtype=bool) if keras_mask is None else keras_mask
+    w = check_sample_weight(weight, valid)  # m * w broadcast to the steps, float64
+    with np.errstate(invalid="ignore", over="ignore"):
+        numerator = np.where(valid, losses * w, 0.0)
+    if reduction == "none":
+        return numerator
+    if reduction == "mean_with_sample_weight":
+        if keras_mask is not None or weight is None:
+            denominator = w
+        else:  # each given weight counts once, however many steps it broadcasts to
+            denominator = w * (weight.size / max(losses.size, 1))
+    else:
+        denominator = valid.astype(np.float64)
+    totals = MaskedTotals.from_terms(numerator, denominator)
+    if reduction == "sum":
+        return totals.value("sum")
+    if not np.any(totals.denominator):  # divide_no_nan
+        return np.float64(0.0)
+    return totals.value("token_mean")
+
+
+def _finish(
+    losses: FloatArray,
+    keras_mask: BoolArray | None,
+    sample_weight: npt.ArrayLike | None,
+    reduction: object,
+) -> Any:
+    red = check_keras_reduction(reduction, REDUCTIONS)
+    weight = align_weight(sample_weight, losses.shape, expand_one_less=False)
+    return _reduce(losses, keras_mask, weight, "sum_over_batch_size" if red == "mean" else red)
+
+
+def optional_mask(mask: npt.ArrayLike | None, steps: tuple[int, ...]) -> BoolArray | None:
+    """The Keras mask as a bool array, or None when the output carries none."""
+    return None if mask is None else check_mask(mask, steps)
+
+
+def valid_steps(keras_mask: BoolArray | None, steps: tuple[int, ...]) -> BoolArray:
+    """The steps a loss is computed at: the mask, or every step without one."""
+    return np.ones(steps, dtype=bool) if keras_mask is None else keras_mask
+
+
+def check_flag(value: object, name: str) -> bool:
+    """``from_logits`` and friends must be real booleans."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+# ---------------------------------------------------------------------- public losses
+
+
+def _regression(
+    step: Callable[[FloatArray, FloatArray], FloatArray],
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    mask: npt.ArrayLike | None,
+    sample_weight: npt.ArrayLike | None,
+    reduction: object,
+) -> Any:
+    t, p = dense_pair(y_true, y_pred)
+    keras_mask = optional_mask(mask, p.shape[:-1])
+    check_keras_reduction(reduction, REDUCTIONS)
+    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    return _finish(losses, keras_mask, sample_weight, reduction)
+
+
+def mean_absolute_error(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    *,
+    mask: npt.ArrayLike | None = None,
+    sample_weight: npt.ArrayLike | None = None,
+    reduction: str | None = "sum_over_batch_size",
+) -> Any:
+    r"""``keras.losses.MeanAbsoluteError`` on a masked batch.
+
+    .. math::
+        \ell_{bt} = \frac1F\sum_f |y_{btf} - \hat y_{btf}|, \qquad
+        \text{sum\_over\_batch\_size} = \frac{\sum_{bt} m\,w\,\ell}{\sum_{bt} m}
+
+    Parameters
+    ----------
+    y_true, y_pred : array_like, shape (B, T, F)
+    mask : array_like of bool, shape (B, T), optional
+        The model output's Keras mask (True = valid); ``None`` when it carries none.
+    sample_weight : array_like, optional
+        Scalar, ``(B, T)``, ``(B, 1)`` or anything broadcasting to the steps from the right.
+    reduction : {"sum_over_batch_size", "mean", "mean_with_sample_weight", "sum", "none", None}
+
+    Returns
+    -------
+    numpy.float64, or the per-step weighted losses for ``"none"``/``None``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions import keras3
+    >>> y_true = np.zeros((1, 3, 1)); y_pred = np.array([[[1.0], [3.0], [50.0]]])
+    >>> float(keras3.mean_absolute_error(y_true, y_pred, mask=[[True, True, False]]))
+    2.0
+    >>> float(keras3.mean_absolute_error(y_true, y_pred, mask=[[False, False, False]]))  # all masked
+    0.0
+    """
+    return _regression(pointwise.absolute_error, y_true, y_pred, mask, sample_weight, reduction)
+
+
+def mean_squared_error(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    *,
+    mask: npt.ArrayLike | None = None,
+    sample_weight: npt.ArrayLike | None = None,
+    reduction: str | None = "sum_over_batch_size",
+) -> Any:
+    r"""``keras.losses.MeanSquaredError``: :math:`\ell_{bt} = \frac1F\sum_f (y - \hat y)^2`.
+
+    Arguments and reductions as in :func:`mean_absolute_error`.
+
+    Examples
+    --------
+    ``mean_with_sample_weight`` with a ``(B, 1)`` weight and no mask divides by
+    :math:`\sum_b w_b`, not by the number of weighted steps:
+
+    >>> import numpy as np
+    >>> from maskloss.conventions import keras3
+    >>> y_true = np.zeros((2, 2, 1)); y_pred = np.ones((2, 2, 1))
+    >>> float(keras3.mean_squared_error(y_true, y_pred, sample_weight=[[1.0], [1.0]],
+    ...                                 reduction="mean_with_sample_weight"))   # 4 / 2
+    2.0
+    >>> float(keras3.mean_squared_error(y_true, y_pred, sample_weight=[[1.0], [1.0]],
+    ...                                 mask=np.ones((2, 2), bool), reduction="mean_with_sample_weight"))
+    1.0
+    """
+    return _regression(pointwise.squared_error, y_true, y_pred, mask, sample_weight, reduction)
+
+
+def categorical_crossentropy(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+    *,
+    mask: npt.ArrayLike | None = None,
+    sample_weight: npt.ArrayLike | None = None,
+    reduction: str | None = "sum_over_batch_size",
+) -> Any:
+    r"""``keras.losses.CategoricalCrossentropy`` (jax/torch backends) on a masked batch.
+
+    .. math::
+        y' = y(1-\varepsilon_s) + \varepsilon_s / C, \qquad
+        p' = \operatorname{clip}\Big(\frac{p}{\sum_c p_c}, \epsilon, 1-\epsilon\Big), \qquad
+        \ell = -\sum_c y'_c \log p'_c
+
+    With ``from_logits=True``, :math:`\log p'` is the log-softmax of the logits (no clip).
+
+    Examples
+    --------
+    The clip caps a confident mistake: logits ``[30, 0, -30]``, true class 3.
+
+    >>> import numpy as np
+    >>> from maskloss.conventions import keras3
+    >>> z = np.array([[30.0, 0.0, -30.0]]); p = np.exp(z) / np.exp(z).sum()
+    >>> round(float(keras3.categorical_crossentropy([[0, 0, 1]], p)), 3)          # -log(1e-7)
+    16.118
+    >>> round(float(keras3.categorical_crossentropy([[0, 0, 1]], z, from_logits=True)), 3)
+    60.0
+    """
+    logits = check_flag(from_logits, "from_logits")
+    eps = check_label_smoothing(label_smoothing)
+    t, p = dense_pair(y_true, y_pred, axis)
+    keras_mask = optional_mask(mask, p.shape[:-1])
+    check_keras_reduction(reduction, REDUCTIONS)
+
+    def step(t_rows: FloatArray, p_rows: FloatArray) -> FloatArray:
+        target = pointwise.smooth_categorical_targets(t_rows, eps)
+        log_p = pointwise.log_softmax(p_rows) if logits else renormalised_log(p_rows, EPSILON)
+        return pointwise.cross_entropy(target, log_p)
+
+    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    return _finish(losses, keras_mask, sample_weight, reduction)
+
+
+def ignore_mask(
+    labels: np.ndarray[Any, Any], keras_mask: BoolArray | None, ignore_class: object
+) -> BoolArray | None:
+    """The Keras mask after ``ignore_class``: steps whose label equals it are masked."""
+    if ignore_class is None:
+        return keras_mask
+    if isinstance(ignore_class, bool) or not isinstance(ignore_class, (int, np.integer)):
+        raise TypeError(f"ignore_class must be an int or None, got {ignore_class!r}")
+    kept = np.asarray(labels != ignore_class)
+    return kept if keras_mask is None else keras_mask & kept
+
+
+def sparse_categorical_crossentropy(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    from_logits: bool = False,
+    ignore_class: int | None = None,
+    axis: int = -1,
+    *,
+    mask: npt.ArrayLike | None = None,
+    sample_weight: npt.ArrayLike | None = None,
+    reduction: str | None = "sum_over_batch_size",
+) -> Any:
+    r"""``keras.losses.SparseCategoricalCrossentropy`` (jax/torch backends).
+
+    .. math::
+        \ell = -\log \operatorname{clip}\Big(\frac{p_y}{\sum_c p_c}, \epsilon, 1-\epsilon\Big)
+
+    (``from_logits=True``: :math:`-\log\operatorname{softmax}(z)_y`). Steps whose label
+    equals ``ignore_class`` are masked: they leave both the sum and the count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions import keras3
+    >>> p = np.array([[[0.5, 0.5], [0.25, 0.75], [0.9, 0.1]]])
+    >>> round(float(keras3.sparse_categorical_crossentropy([[0, 1, -1]], p, ignore_class=-1)), 6)
+    0.490415
+    """
+    logits = check_flag(from_logits, "from_logits")
+    labels, p = sparse_pair(y_true, y_pred, axis)
+    keras_mask = ignore_mask(labels, optional_mask(mask, labels.shape), ignore_class)
+    check_keras_reduction(reduction, REDUCTIONS)
+    valid = valid_steps(keras_mask, labels.shape)
+    safe = check_labels(labels, valid, p.shape[-1])
+
+    def step(lab: Any, p_rows: FloatArray) -> FloatArray:
+        log_p = pointwise.log_softmax(p_rows) if logits else renormalised_log(p_rows, EPSILON)
+        return pointwise.sparse_cross_entropy(lab, log_p, None, 0.0)
+
+    losses = step_losses(step, valid, safe.reshape(-1), as_rows(p))
+    return _finish(losses, keras_mask, sample_weight, reduction)
+
+
+def binary_crossentropy(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+    *,
+    mask: npt.ArrayLike | None = None,
+    sample_weight: npt.ArrayLike | None = None,
+    reduction: str | None = "sum_over_batch_size",
+) -> Any:
+    r"""``keras.losses.BinaryCrossentropy`` (jax/torch backends), mean over ``axis``.
+
+    .. math::
+        y' = y(1-\varepsilon_s) + \varepsilon_s/2, \qquad
+        p' = \operatorname{clip}(p, \epsilon, 1-\epsilon), \qquad
+        \ell = -\frac1F\sum_f y'\log p' + (1-y')\log(1-p')
+
+    (``from_logits=True``: the stable logit form, no clip.)
+
+    Examples
+    --------
+    >>> from maskloss.conventions import keras3
+    >>> round(float(keras3.binary_crossentropy([[1.0]], [[0.0]])), 3)   # -log(1e-7)
+    16.118
+    """
+    logits = check_flag(from_logits, "from_logits")
+    eps = check_label_smoothing(label_smoothing)
+    t, p = dense_pair(y_true, y_pred, axis)
+    keras_mask = optional_mask(mask, p.shape[:-1])
+    check_keras_reduction(reduction, REDUCTIONS)
+
+    def step(t_rows: FloatArray, p_rows: FloatArray) -> FloatArray:
+        target = pointwise.smooth_binary_targets(t_rows, eps)
+        if logits:
+            return pointwise.binary_cross_entropy_with_logits(target, p_rows)
+        return pointwise.binary_cross_entropy(target, np.clip(p_rows, EPSILON, 1.0 - EPSILON))
+
+    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    return _finish(losses, keras_mask, sample_weight, reduction)
