@@ -396,13 +396,20 @@ def categorical_crossentropy(
     ).value()
 
 
-def _log_probabilities(pred: FloatArray, logits: bool, rows: Any, steps_shape: tuple[int, ...]) -> FloatArray:
-    """``log_softmax`` of logits, or the log of (checked) probabilities as given."""
+def _log_probabilities(
+    pred: FloatArray, logits: bool, rows: Any, steps_shape: tuple[int, ...], grad: bool
+) -> tuple[FloatArray, FloatArray | None]:
+    """``log p``: ``log_softmax`` of logits, or the log of (checked) probabilities as given.
+
+    With logits and ``grad``, also the softmax, from the same exponential.
+    """
     if logits:
-        return pointwise.log_softmax(pred)
+        if grad:
+            return pointwise.log_softmax_and_softmax(pred)
+        return pointwise.log_softmax(pred), None
     check_probabilities(pred, rows, steps_shape, "y_pred")
     with np.errstate(divide="ignore"):
-        return np.log(pred)
+        return np.log(pred), None
 
 
 def _categorical_pipeline(
@@ -429,11 +436,11 @@ def _categorical_pipeline(
     def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
         target = pointwise.smooth_categorical_targets(to_float64(t_rows), eps)
         pred = to_float64(p_rows)
-        log_p = _log_probabilities(pred, logits, rows, steps_shape)
+        log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)
         loss = pointwise.cross_entropy(target, log_p, cw)
         if not grad:
             return loss
-        return loss, pointwise.cross_entropy_grad(target, pred, cw, log_p, from_logits=logits)
+        return loss, pointwise.cross_entropy_grad(target, pred, cw, softmax, from_logits=logits)
 
     return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
 
@@ -528,11 +535,11 @@ def _sparse_pipeline(
 
     def step(rows: Any, lab: Any, p_rows: Any, grad: bool = False) -> Any:
         pred = to_float64(p_rows)
-        log_p = _log_probabilities(pred, logits, rows, steps_shape)
+        log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)
         loss = pointwise.sparse_cross_entropy(lab, log_p, cw, eps)
         if not grad:
             return loss
-        return loss, pointwise.sparse_cross_entropy_grad(lab, pred, cw, eps, log_p, from_logits=logits)
+        return loss, pointwise.sparse_cross_entropy_grad(lab, pred, cw, eps, softmax, from_logits=logits)
 
     step_weight = None if cw is None else cw[safe_labels]
     arrays = (safe_labels.reshape(-1), as_rows(p))

@@ -34,6 +34,7 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_grad",
     "log_softmax",
+    "log_softmax_and_softmax",
     "negative_log_weighted",
     "negative_log_weighted_grad",
     "sigmoid",
@@ -141,10 +142,27 @@ def binary_cross_entropy_with_logits_grad(y_true: FloatArray, logits: FloatArray
     return _float64((sigmoid(logits) - y_true) / logits.shape[-1])
 
 
+def _shifted_exp(logits: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``s = x - max x``, ``exp(s)`` and its row sums (the parts of a stable softmax)."""
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return shifted, exp, np.sum(exp, axis=-1, keepdims=True)
+
+
 def log_softmax(logits: FloatArray) -> FloatArray:
     r""":math:`x_c - \max_k x_k - \log\sum_k e^{x_k - \max_k x_k}`, stable for any finite row."""
-    shifted = logits - np.max(logits, axis=-1, keepdims=True)
-    return _float64(shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True)))
+    shifted, _, total = _shifted_exp(logits)
+    return _float64(shifted - np.log(total))
+
+
+def log_softmax_and_softmax(logits: FloatArray) -> tuple[FloatArray, FloatArray]:
+    r""":func:`log_softmax` and the softmax, :math:`e^{x_c - \max x}/\sum_k e^{x_k - \max x}`.
+
+    Both from one exponential of the row (the gradient's softmax costs no second ``exp``).
+    """
+    shifted, exp, total = _shifted_exp(logits)
+    exp /= total
+    return _float64(shifted - np.log(total)), exp
 
 
 def cross_entropy(
@@ -162,7 +180,7 @@ def cross_entropy_grad(
     targets: FloatArray,
     pred: FloatArray,
     class_weight: FloatArray | None = None,
-    log_p: FloatArray | None = None,
+    softmax: FloatArray | None = None,
     *,
     from_logits: bool,
 ) -> FloatArray:
@@ -171,14 +189,15 @@ def cross_entropy_grad(
     With coefficients :math:`k_c = cw_c\, q_c` (the loss is :math:`-\sum_c k_c \log p_c`):
     for probabilities (``from_logits=False``) :math:`\partial\ell/\partial p_c = -k_c/p_c`
     (0 where :math:`k_c = 0`); for logits, with :math:`\log p = \operatorname{log\_softmax}(x)`
-    (pass it as ``log_p`` when already computed),
+    (pass :math:`\operatorname{softmax}(x)` as ``softmax`` when already computed),
 
     .. math:: \partial\ell/\partial x_c = \operatorname{softmax}(x)_c \sum_k k_k - k_c.
     """
     coef = _coefficients(targets, class_weight)
     if not from_logits:
         return negative_log_weighted_grad(coef, pred)
-    softmax = np.exp(log_softmax(pred) if log_p is None else log_p)
+    if softmax is None:
+        softmax = log_softmax_and_softmax(pred)[1]
     return _float64(softmax * np.sum(coef, axis=-1, keepdims=True) - coef)
 
 
@@ -223,7 +242,7 @@ def sparse_cross_entropy_grad(
     pred: FloatArray,
     class_weight: FloatArray | None,
     label_smoothing: float,
-    log_p: FloatArray | None = None,
+    softmax: FloatArray | None = None,
     *,
     from_logits: bool,
 ) -> FloatArray:
@@ -241,9 +260,10 @@ def sparse_cross_entropy_grad(
     cw = np.ones(num_classes) if class_weight is None else class_weight
     cw_y = cw[labels]
     total = (1.0 - label_smoothing) * cw_y + label_smoothing / num_classes * float(np.sum(cw))
-    grad = np.exp(log_softmax(pred) if log_p is None else log_p)
-    grad *= total[:, None]
+    if softmax is None:
+        softmax = log_softmax_and_softmax(pred)[1]
+    grad = softmax * total[:, None]
     if label_smoothing:
         grad -= label_smoothing / num_classes * cw
     grad[np.arange(labels.shape[0]), labels] -= (1.0 - label_smoothing) * cw_y
-    return grad
+    return _float64(grad)

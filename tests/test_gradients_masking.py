@@ -78,14 +78,14 @@ def test_torch_leaks_nan_from_an_ignored_row_but_we_do_not():
 
 def _pad_time(case: Case, extra: int, junk: float) -> Case:
     """Append ``extra`` masked steps holding ``junk`` to every sequence (weights and labels too)."""
-    batch, steps = case.mask.shape
+    batch, _steps = case.mask.shape
     mask = np.concatenate([case.mask, np.zeros((batch, extra), dtype=bool)], axis=1)
-    pad_pred = np.full((batch, extra) + case.y_pred.shape[2:], junk)
+    pad_pred = np.full((batch, extra, *case.y_pred.shape[2:]), junk)
     y_pred = np.concatenate([case.y_pred, pad_pred], axis=1)
     if case.kind == "sparse":
         y_true = np.concatenate([case.y_true, np.full((batch, extra), 10**6)], axis=1)
     else:
-        y_true = np.concatenate([case.y_true, np.full((batch, extra) + case.y_true.shape[2:], junk)], axis=1)
+        y_true = np.concatenate([case.y_true, np.full((batch, extra, *case.y_true.shape[2:]), junk)], axis=1)
     options = dict(case.options)
     w = options.get("sample_weight")
     if w is not None and w.ndim == 2:
@@ -149,7 +149,8 @@ def test_float32_input_float64_gradient_and_inputs_untouched():
     labels = rng.integers(0, 5, size=(3, 4))
     mask = maskloss.mask_from_lengths([4, 2, 0], 4)
     before = logits.copy(), labels.copy(), mask.copy()
-    value, grad = value_and_grad(maskloss.sparse_categorical_crossentropy)(labels, logits, mask, from_logits=True)
+    sparse = value_and_grad(maskloss.sparse_categorical_crossentropy)
+    value, grad = sparse(labels, logits, mask, from_logits=True)
     assert isinstance(value, np.float64) and grad.dtype == np.float64 and grad.shape == logits.shape
     for a, b in zip(before, (logits, labels, mask), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -80,7 +80,8 @@ def torch_per_step(case: Case, x):
     else:  # nll_loss on log-probabilities, plus torch's eps/C smoothing term written out
         log_p = torch.log(x).reshape(-1, width)
         loss = (1 - eps) * F.nll_loss(log_p, labels, weight=cw, ignore_index=-100, reduction="none")
-        loss = loss + torch.where(torch.as_tensor(keep.reshape(-1)), -(eps / width) * (cw_all * log_p).sum(-1), 0.0)
+        spread = -(eps / width) * (cw_all * log_p).sum(-1)
+        loss = loss + torch.where(torch.as_tensor(keep.reshape(-1)), spread, 0.0)
     step_weight = cw_all[torch.as_tensor(np.where(keep, case.y_true, 0))]
     return loss.reshape(batch, steps), step_weight
 
