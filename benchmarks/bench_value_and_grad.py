@@ -1,10 +1,13 @@
 """Time value_and_grad against the forward pass alone: sparse CE on LM-sized logits.
 
 Default: (16, 512, 32000) float32 logits (1 GiB), 30% of labels ignored (-100),
-``from_logits=True``, ``reduction="token_mean"``. Reports the best of ``--repeat`` runs
-of each, their ratio, and (with ``--memory``) the peak of memory allocated during one
-call of each, measured with tracemalloc (NumPy reports its buffers to it); the
-float64 gradient itself is ``B*T*C*8`` bytes.
+``from_logits=True``, ``reduction="token_mean"``. Reports, for the best of ``--repeat``
+interleaved runs, wall and process CPU time of each and their ratio, with the 1-minute
+load average (a shared machine skews wall times, CPU times much less), and the time to
+allocate and write a fresh float64 array of the gradient's shape (a floor for any
+function that returns the gradient). With ``--memory``, also the peak memory allocated
+during one call of each, measured with tracemalloc (NumPy reports its buffers to it);
+the float64 gradient alone is ``B*T*C*8`` bytes.
 
 Run from the repository root::
 
@@ -31,13 +34,21 @@ import maskloss
 from maskloss.gradients import value_and_grad
 
 
-def best_time(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
+def best_times(fns: list[Callable[[], Any]], repeat: int) -> list[tuple[float, float]]:
+    """Best (wall, CPU) seconds of each function over ``repeat`` interleaved runs.
+
+    Interleaving spreads load from other processes on a shared machine over all of them;
+    process CPU time (user + system, this process only; NumPy is single-threaded here)
+    is far less sensitive to that load than wall time.
+    """
+    best = [(float("inf"), float("inf"))] * len(fns)
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for i, fn in enumerate(fns):
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[i] = (min(best[i][0], wall), min(best[i][1], cpu))
+    return best
 
 
 def peak_bytes(fn: Callable[[], Any]) -> int:
@@ -72,15 +83,24 @@ def main() -> None:
 
     value, _ = both()
     assert value == forward()
-    t_forward = best_time(forward, args.repeat)
-    t_both = best_time(both, args.repeat)
+    def floor() -> Any:
+        """Allocate and write a float64 array of y_pred's shape: what returning any gradient costs."""
+        out = np.zeros(logits.shape)
+        out[...] = 1.0
+        return out
+
+    load_before = os.getloadavg()[0]
+    t_forward, t_both, t_floor = best_times([forward, both, floor], args.repeat)
+    load_after = os.getloadavg()[0]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}, "
-          f"python {platform.python_version()}")
+          f"python {platform.python_version()}, load average {load_before:.1f} -> {load_after:.1f}")
     print(f"logits {logits.shape} {logits.dtype} ({logits.nbytes / 2**30:.2f} GiB), "
           f"{(labels == -100).mean():.1%} ignored, best of {args.repeat}")
-    print(f"forward         {t_forward:8.3f} s")
-    print(f"value_and_grad  {t_both:8.3f} s")
-    print(f"ratio           {t_both / t_forward:8.2f}")
+    print("                    wall s    CPU s")
+    print(f"forward         {t_forward[0]:9.3f} {t_forward[1]:8.3f}")
+    print(f"value_and_grad  {t_both[0]:9.3f} {t_both[1]:8.3f}")
+    print(f"ratio           {t_both[0] / t_forward[0]:9.2f} {t_both[1] / t_forward[1]:8.2f}")
+    print(f"floor: write a new float64 array of y_pred's shape {t_floor[0]:9.3f} {t_floor[1]:8.3f}")
     if args.memory:
         m_forward, m_both = peak_bytes(forward), peak_bytes(both)
         grad_bytes = logits.size * 8

@@ -152,7 +152,8 @@ def _shifted_exp(logits: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray
 def log_softmax(logits: FloatArray) -> FloatArray:
     r""":math:`x_c - \max_k x_k - \log\sum_k e^{x_k - \max_k x_k}`, stable for any finite row."""
     shifted, _, total = _shifted_exp(logits)
-    return _float64(shifted - np.log(total))
+    shifted -= np.log(total)  # a temporary of ours: reuse it for the result
+    return shifted
 
 
 def log_softmax_and_softmax(logits: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -162,7 +163,8 @@ def log_softmax_and_softmax(logits: FloatArray) -> tuple[FloatArray, FloatArray]
     """
     shifted, exp, total = _shifted_exp(logits)
     exp /= total
-    return _float64(shifted - np.log(total)), exp
+    shifted -= np.log(total)
+    return shifted, exp
 
 
 def cross_entropy(
