@@ -15,8 +15,11 @@ import numpy as np
 
 from maskloss._types import BoolArray, FloatArray, IntArray
 
-#: Elements (rows x classes) promoted to float64 at once, per array: 8 MiB each.
-CHUNK_ELEMENTS = 1 << 20
+#: Elements (rows x classes) promoted to float64 at once, per array: 2 MiB each. Chunks of
+#: 1 << 20 (8 MiB temporaries, which NumPy madvises as huge pages and glibc hands back to
+#: the OS between chunks) measured ~1.5-2x slower for the forward pass and the gradient
+#: (benchmarks/README.md); smaller chunks only add Python overhead per chunk.
+CHUNK_ELEMENTS = 1 << 18
 
 
 def valid_rows(valid: BoolArray) -> IntArray:

@@ -9,11 +9,17 @@ mask's shape that is exactly 0 at masked steps.
 
 Masked steps are excluded by selection, never by multiplication: NaN, inf, huge
 values or out-of-range labels under the mask never change a result and never raise.
+
+Each loss is one :class:`Pipeline` (validation, valid-step selection, per-row math,
+reduction) built by its ``_<loss>_pipeline`` function: the public loss evaluates its
+value, and :func:`maskloss.gradients.value_and_grad` evaluates the same pipeline with
+the per-row derivatives switched on, so value and gradient cannot drift apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,17 +38,22 @@ from maskloss._checks import (
 )
 from maskloss._rows import as_rows, check_probabilities, row_chunks, to_float64, valid_rows
 from maskloss._types import BoolArray, FloatArray
-from maskloss.reductions import reduce_terms
+from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, reduce_terms
 
 __all__ = [
+    "Pipeline",
     "binary_crossentropy",
     "categorical_crossentropy",
     "mae",
     "mse",
+    "per_step",
+    "pipeline_of",
     "sparse_categorical_crossentropy",
 ]
 
-StepFn = Callable[..., FloatArray]
+#: A per-row step ``step(rows, *row_chunks, grad=False)``: the per-step losses ``(n,)`` of
+#: the chunk, or with ``grad=True`` the pair (losses, d losses / d prediction rows ``(n, C)``).
+StepFn = Callable[..., Any]
 
 
 def _check_flag(value: object, name: str) -> bool:
@@ -63,40 +74,149 @@ def per_step(step: StepFn, valid: BoolArray, *arrays: np.ndarray[Any, Any]) -> F
 
     ``arrays`` are ``(steps, width)`` or ``(steps,)`` views aligned with ``valid.ravel()``.
     """
+    return _per_step(step, valid, arrays, None)[0]
+
+
+def _per_step(
+    step: StepFn, valid: BoolArray, arrays: tuple[np.ndarray[Any, Any], ...], grad_scale: FloatArray | None
+) -> tuple[FloatArray, FloatArray | None]:
+    """The chunk loop of :func:`per_step`, optionally also scattering gradient rows.
+
+    With ``grad_scale`` (one factor per step, aligned with ``valid.ravel()``) the step is
+    called with ``grad=True`` and its derivative rows, times their factor, are written
+    into a zeros array of ``(steps, C)`` rows, ``C`` the width of the last array (the
+    predictions). Masked rows are never computed, so they stay exactly 0.
+    """
     out = np.zeros(valid.size)
     width = max((a.shape[-1] for a in arrays if a.ndim == 2), default=1)
+    grad = None if grad_scale is None else np.zeros((valid.size, arrays[-1].shape[-1]))
     for rows in row_chunks(valid_rows(valid), width):
-        out[rows] = step(rows, *(a[rows] for a in arrays))
-    return out.reshape(valid.shape)
+        chunks = (a[rows] for a in arrays)
+        if grad is None or grad_scale is None:
+            out[rows] = step(rows, *chunks)
+        else:
+            out[rows], dpred = step(rows, *chunks, grad=True)
+            dpred *= grad_scale[rows, None]
+            grad[rows] = dpred
+    return out.reshape(valid.shape), grad
 
 
-def _finish(
-    losses: FloatArray,
-    valid: BoolArray,
-    weight: FloatArray,
-    reduction: str,
-    step_weight: FloatArray | None = None,
-) -> Any:
-    """Turn per-step losses into numerator/denominator terms and reduce them."""
-    denominator = weight if step_weight is None else weight * step_weight
-    return reduce_terms(weight * losses, np.where(valid, denominator, 0.0), reduction)
+def _with_grad(grad: bool, loss: FloatArray, derivative: Callable[..., FloatArray], *args: Any) -> Any:
+    """``loss``, or ``(loss, derivative(*args))`` when the gradient is asked for."""
+    return (loss, derivative(*args)) if grad else loss
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    r"""A validated loss call: everything but the per-row math is decided here, once.
+
+    Attributes
+    ----------
+    step : StepFn
+        Per-row loss (and its derivative, when asked) on chunks of valid rows.
+    arrays : tuple of ndarray
+        Row views aligned with ``valid.ravel()``; the last one holds the predictions.
+    valid : ndarray of bool
+        Steps that count (the mask, and for integer labels ``!= ignore_index``).
+    weight : ndarray
+        Sample weight of each step, 0 at masked steps.
+    reduction : str
+    pred_shape : tuple of int
+        Shape of ``y_pred``, hence of the gradient.
+    step_weight : ndarray, optional
+        Extra per-step weight of the denominator only (torch's :math:`cw_y`).
+    """
+
+    step: StepFn
+    arrays: tuple[np.ndarray[Any, Any], ...]
+    valid: BoolArray
+    weight: FloatArray
+    reduction: str
+    pred_shape: tuple[int, ...]
+    step_weight: FloatArray | None = None
+
+    def _denominator_terms(self) -> FloatArray:
+        denominator = self.weight if self.step_weight is None else self.weight * self.step_weight
+        return np.where(self.valid, denominator, 0.0)
+
+    def _reduce(self, losses: FloatArray) -> Any:
+        """Numerator terms :math:`w\\,\\ell`, denominator terms :math:`w\\,cw_y`, reduced."""
+        return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction)
+
+    def value(self) -> Any:
+        """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
+        return self._reduce(per_step(self.step, self.valid, *self.arrays))
+
+    def value_and_grad(self) -> tuple[np.float64, FloatArray]:
+        r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).
+
+        The value is :math:`\sum_b c_b N_b` with :math:`N_b = \sum_t w_{bt}\ell_{bt}` and
+        :math:`c_b` from :meth:`MaskedTotals.sequence_scale`, which depends on the
+        denominators only; so the gradient row of a valid step is
+        :math:`c_b\, w_{bt}\, \partial\ell_{bt}/\partial\hat y_{bt}`, computed in the same
+        chunk pass as the losses. Masked rows are exactly 0.
+        """
+        if self.reduction not in SCALAR_REDUCTIONS:
+            raise ValueError(
+                f"value_and_grad needs a scalar loss, but reduction={self.reduction!r} returns one value "
+                f"per step; pick a scalar reduction: one of {', '.join(map(repr, SCALAR_REDUCTIONS))}"
+            )
+        denominators = self._denominator_terms()
+        # c_b depends only on the denominators (sequence_scale's contract), so it is known
+        # before the per-step losses are; zeros stand in for the numerators here.
+        totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
+        scale = totals.sequence_scale(self.reduction)
+        batch = self.valid.shape[0] if self.valid.ndim else 1
+        grad_scale = (self.weight.reshape(batch, -1) * scale[:, None]).reshape(-1)
+        losses, grad = _per_step(self.step, self.valid, self.arrays, grad_scale)
+        assert grad is not None
+        return np.float64(self._reduce(losses)), grad.reshape(self.pred_shape)
 
 
 def _regression(
-    step: Callable[[FloatArray, FloatArray], FloatArray],
+    loss: Callable[[FloatArray, FloatArray], FloatArray],
+    derivative: Callable[[FloatArray, FloatArray], FloatArray],
     y_true: npt.ArrayLike,
     y_pred: npt.ArrayLike,
     mask: npt.ArrayLike | None,
     reduction: str,
     sample_weight: npt.ArrayLike | None,
-) -> Any:
+) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
     _check_features(p)
     valid = check_mask(mask, p.shape[:-1])
     check_reduction(reduction)
     weight = check_sample_weight(sample_weight, valid)
-    losses = per_step(lambda rows, a, b: step(to_float64(a), to_float64(b)), valid, as_rows(t), as_rows(p))
-    return _finish(losses, valid, weight, reduction)
+
+    def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
+        target, pred = to_float64(t_rows), to_float64(p_rows)
+        return _with_grad(grad, loss(target, pred), derivative, target, pred)
+
+    return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
+
+
+def _mae_pipeline(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    reduction: str = "token_mean",
+    sample_weight: npt.ArrayLike | None = None,
+) -> Pipeline:
+    loss, derivative = pointwise.absolute_error, pointwise.absolute_error_grad
+    return _regression(loss, derivative, y_true, y_pred, mask, reduction, sample_weight)
+
+
+def _mse_pipeline(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    reduction: str = "token_mean",
+    sample_weight: npt.ArrayLike | None = None,
+) -> Pipeline:
+    loss, derivative = pointwise.squared_error, pointwise.squared_error_grad
+    return _regression(loss, derivative, y_true, y_pred, mask, reduction, sample_weight)
 
 
 def mae(
@@ -145,7 +265,7 @@ def mae(
     >>> float(maskloss.mae(y_true, y_pred))   # the unmasked mean counts the padding
     0.65
     """
-    return _regression(pointwise.absolute_error, y_true, y_pred, mask, reduction, sample_weight)
+    return _mae_pipeline(y_true, y_pred, mask, reduction=reduction, sample_weight=sample_weight).value()
 
 
 def mse(
@@ -166,7 +286,7 @@ def mse(
     >>> float(maskloss.mse([[[1.0], [2.0]]], [[[0.0], [99.0]]], [[True, False]]))
     1.0
     """
-    return _regression(pointwise.squared_error, y_true, y_pred, mask, reduction, sample_weight)
+    return _mse_pipeline(y_true, y_pred, mask, reduction=reduction, sample_weight=sample_weight).value()
 
 
 def binary_crossentropy(
@@ -196,6 +316,22 @@ def binary_crossentropy(
     >>> round(float(maskloss.binary_crossentropy([[[1.0]]], [[[0.0]]], from_logits=True)), 6)  # log 2
     0.693147
     """
+    return _binary_pipeline(
+        y_true, y_pred, mask, from_logits=from_logits, label_smoothing=label_smoothing,
+        reduction=reduction, sample_weight=sample_weight,
+    ).value()
+
+
+def _binary_pipeline(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    reduction: str = "token_mean",
+    sample_weight: npt.ArrayLike | None = None,
+) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
     _check_features(p)
     logits = _check_flag(from_logits, "from_logits")
@@ -205,15 +341,17 @@ def binary_crossentropy(
     weight = check_sample_weight(sample_weight, valid)
     steps_shape = valid.shape
 
-    def step(rows: Any, t_rows: Any, p_rows: Any) -> FloatArray:
+    def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
         target = pointwise.smooth_binary_targets(to_float64(t_rows), eps)
         pred = to_float64(p_rows)
         if logits:
-            return pointwise.binary_cross_entropy_with_logits(target, pred)
+            loss = pointwise.binary_cross_entropy_with_logits(target, pred)
+            return _with_grad(grad, loss, pointwise.binary_cross_entropy_with_logits_grad, target, pred)
         check_probabilities(pred, rows, steps_shape, "y_pred")
-        return pointwise.binary_cross_entropy(target, pred)
+        loss = pointwise.binary_cross_entropy(target, pred)
+        return _with_grad(grad, loss, pointwise.binary_cross_entropy_grad, target, pred)
 
-    return _finish(per_step(step, valid, as_rows(t), as_rows(p)), valid, weight, reduction)
+    return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
 
 
 def categorical_crossentropy(
@@ -252,6 +390,39 @@ def categorical_crossentropy(
     >>> round(float(maskloss.categorical_crossentropy(y_true, y_pred, mask)), 6)  # (ln 2 + ln 4/3) / 2
     0.490415
     """
+    return _categorical_pipeline(
+        y_true, y_pred, mask, from_logits=from_logits, label_smoothing=label_smoothing,
+        class_weight=class_weight, reduction=reduction, sample_weight=sample_weight,
+    ).value()
+
+
+def _log_probabilities(
+    pred: FloatArray, logits: bool, rows: Any, steps_shape: tuple[int, ...], grad: bool
+) -> tuple[FloatArray, FloatArray | None]:
+    """``log p``: ``log_softmax`` of logits, or the log of (checked) probabilities as given.
+
+    With logits and ``grad``, also the softmax, from the same exponential.
+    """
+    if logits:
+        if grad:
+            return pointwise.log_softmax_and_softmax(pred)
+        return pointwise.log_softmax(pred), None
+    check_probabilities(pred, rows, steps_shape, "y_pred")
+    with np.errstate(divide="ignore"):
+        return np.log(pred), None
+
+
+def _categorical_pipeline(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    class_weight: npt.ArrayLike | None = None,
+    reduction: str = "token_mean",
+    sample_weight: npt.ArrayLike | None = None,
+) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
     num_classes = _check_features(p)
     logits = _check_flag(from_logits, "from_logits")
@@ -262,16 +433,16 @@ def categorical_crossentropy(
     weight = check_sample_weight(sample_weight, valid)
     steps_shape = valid.shape
 
-    def step(rows: Any, t_rows: Any, p_rows: Any) -> FloatArray:
+    def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
         target = pointwise.smooth_categorical_targets(to_float64(t_rows), eps)
         pred = to_float64(p_rows)
-        if logits:
-            return pointwise.cross_entropy(target, pointwise.log_softmax(pred), cw)
-        check_probabilities(pred, rows, steps_shape, "y_pred")
-        with np.errstate(divide="ignore"):
-            return pointwise.cross_entropy(target, np.log(pred), cw)
+        log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)
+        loss = pointwise.cross_entropy(target, log_p, cw)
+        if not grad:
+            return loss
+        return loss, pointwise.cross_entropy_grad(target, pred, cw, softmax, from_logits=logits)
 
-    return _finish(per_step(step, valid, as_rows(t), as_rows(p)), valid, weight, reduction)
+    return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
 
 
 def sparse_categorical_crossentropy(
@@ -322,11 +493,31 @@ def sparse_categorical_crossentropy(
     ...     labels, logits, from_logits=True, ignore_index=-100)), 6)   # (ln 2 + ln 4/3) / 2
     0.490415
     """
+    return _sparse_pipeline(
+        y_true, y_pred, mask, from_logits=from_logits, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, class_weight=class_weight, reduction=reduction,
+        sample_weight=sample_weight,
+    ).value()
+
+
+def _sparse_pipeline(
+    y_true: npt.ArrayLike,
+    y_pred: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    from_logits: bool = False,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    class_weight: npt.ArrayLike | None = None,
+    reduction: str = "token_mean",
+    sample_weight: npt.ArrayLike | None = None,
+) -> Pipeline:
     labels = as_numeric(y_true, "y_true")
     p = as_numeric(y_pred, "y_pred", min_ndim=1)
     if p.shape[:-1] != labels.shape:
         raise ValueError(
-            f"y_pred must have shape y_true.shape + (classes,); got y_true {labels.shape} and y_pred {p.shape}"
+            f"y_pred must have shape y_true.shape + (classes,); "
+            f"got y_true {labels.shape} and y_pred {p.shape}"
         )
     num_classes = _check_features(p)
     logits = _check_flag(from_logits, "from_logits")
@@ -342,16 +533,28 @@ def sparse_categorical_crossentropy(
     safe_labels = check_labels(labels, valid, num_classes)
     steps_shape = valid.shape
 
-    def step(rows: Any, lab: Any, p_rows: Any) -> FloatArray:
+    def step(rows: Any, lab: Any, p_rows: Any, grad: bool = False) -> Any:
         pred = to_float64(p_rows)
-        if logits:
-            log_p = pointwise.log_softmax(pred)
-        else:
-            check_probabilities(pred, rows, steps_shape, "y_pred")
-            with np.errstate(divide="ignore"):
-                log_p = np.log(pred)
-        return pointwise.sparse_cross_entropy(lab, log_p, cw, eps)
+        log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)
+        loss = pointwise.sparse_cross_entropy(lab, log_p, cw, eps)
+        if not grad:
+            return loss
+        return loss, pointwise.sparse_cross_entropy_grad(lab, pred, cw, eps, softmax, from_logits=logits)
 
-    losses = per_step(step, valid, safe_labels.reshape(-1), as_rows(p))
     step_weight = None if cw is None else cw[safe_labels]
-    return _finish(losses, valid, weight, reduction, step_weight)
+    arrays = (safe_labels.reshape(-1), as_rows(p))
+    return Pipeline(step, arrays, valid, weight, reduction, p.shape, step_weight)
+
+
+_PIPELINES: dict[Callable[..., Any], Callable[..., Pipeline]] = {
+    mae: _mae_pipeline,
+    mse: _mse_pipeline,
+    binary_crossentropy: _binary_pipeline,
+    categorical_crossentropy: _categorical_pipeline,
+    sparse_categorical_crossentropy: _sparse_pipeline,
+}
+
+
+def pipeline_of(fn: Callable[..., Any]) -> Callable[..., Pipeline] | None:
+    """The pipeline builder of the public loss ``fn`` (same parameters), or None if ``fn`` is not one."""
+    return _PIPELINES.get(fn)

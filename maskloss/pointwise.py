@@ -8,9 +8,17 @@ nothing here ever sees padding.
 Conventions used throughout: :math:`0 \cdot \log 0 = 0` (a target with no mass on a
 class ignores that class, as ``scipy.special.xlogy`` does); a class or target with
 positive mass on a probability of 0 costs :math:`+\infty`, honestly.
+
+Beside each loss sits its derivative with respect to the prediction rows (the
+``*_grad`` functions, same ``(n, C)`` shape as the predictions), in closed form; the
+derivations are in ``docs/gradients.md``. A term with zero coefficient
+(:math:`0 \cdot \log p`) has derivative 0 even at :math:`p = 0`; a term with positive
+coefficient at :math:`p = 0` has the honest infinite derivative.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -18,32 +26,70 @@ from maskloss._types import FloatArray, IntArray
 
 __all__ = [
     "absolute_error",
+    "absolute_error_grad",
     "binary_cross_entropy",
+    "binary_cross_entropy_grad",
     "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
     "cross_entropy",
+    "cross_entropy_grad",
     "log_softmax",
+    "log_softmax_and_softmax",
     "negative_log_weighted",
+    "negative_log_weighted_grad",
+    "sigmoid",
     "smooth_binary_targets",
     "smooth_categorical_targets",
     "sparse_cross_entropy",
+    "sparse_cross_entropy_grad",
+    "sparse_target_coefficients",
     "squared_error",
+    "squared_error_grad",
 ]
+
+
+def _float64(x: Any) -> FloatArray:
+    """``x`` typed as a float64 array (a no-op on the float64 arrays computed here)."""
+    return np.asarray(x, dtype=np.float64)
 
 
 def absolute_error(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
     r""":math:`\frac1F \sum_f |y_f - \hat y_f|` (Keras ``mae``, mean over the last axis)."""
-    return np.mean(np.abs(y_true - y_pred), axis=-1)
+    return _float64(np.mean(np.abs(y_true - y_pred), axis=-1))
+
+
+def absolute_error_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
+    r""":math:`\partial/\partial \hat y_f = \operatorname{sign}(\hat y_f - y_f)/F`.
+
+    At zero error the subgradient :math:`\operatorname{sign}(0) = 0` is used, as torch's
+    ``l1_loss`` backward does.
+    """
+    return _float64(np.sign(y_pred - y_true) / y_pred.shape[-1])
 
 
 def squared_error(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
     r""":math:`\frac1F \sum_f (y_f - \hat y_f)^2` (Keras ``mse``, mean over the last axis)."""
-    return np.mean(np.square(y_true - y_pred), axis=-1)
+    return _float64(np.mean(np.square(y_true - y_pred), axis=-1))
+
+
+def squared_error_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
+    r""":math:`\partial/\partial \hat y_f = 2(\hat y_f - y_f)/F`."""
+    return _float64(2.0 * (y_pred - y_true) / y_pred.shape[-1])
 
 
 def negative_log_weighted(coef: FloatArray, log_p: FloatArray) -> FloatArray:
     r""":math:`-c \log p` elementwise, with :math:`0 \cdot \log 0 = 0` (no NaN from ``0·inf``)."""
     with np.errstate(invalid="ignore"):
         return np.where(coef == 0, 0.0, -coef * log_p)
+
+
+def negative_log_weighted_grad(coef: FloatArray, p: FloatArray) -> FloatArray:
+    r""":math:`\partial(-c \log p)/\partial p = -c/p`, and 0 where :math:`c = 0` (even at :math:`p = 0`).
+
+    A positive ``c`` at :math:`p = 0` gives :math:`-\infty`, the honest derivative.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(coef == 0, 0.0, -coef / p)
 
 
 def _log(p: FloatArray) -> FloatArray:
@@ -60,31 +106,101 @@ def smooth_categorical_targets(y_true: FloatArray, label_smoothing: float) -> Fl
     r""":math:`y(1-\varepsilon) + \varepsilon/C` (Keras and torch categorical smoothing)."""
     if not label_smoothing:
         return y_true
-    return y_true * (1.0 - label_smoothing) + label_smoothing / y_true.shape[-1]
+    return _float64(y_true * (1.0 - label_smoothing) + label_smoothing / y_true.shape[-1])
 
 
 def binary_cross_entropy(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
     r""":math:`-\frac1F\sum_f \big(y_f \log p_f + (1-y_f)\log(1-p_f)\big)`, probabilities as given."""
-    terms = negative_log_weighted(y_true, _log(y_pred)) + negative_log_weighted(1.0 - y_true, _log(1.0 - y_pred))
-    return np.mean(terms, axis=-1)
+    terms = negative_log_weighted(y_true, _log(y_pred))
+    terms += negative_log_weighted(1.0 - y_true, _log(1.0 - y_pred))
+    return _float64(np.mean(terms, axis=-1))
+
+
+def binary_cross_entropy_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
+    r""":math:`\partial/\partial p_f = \big(-y_f/p_f + (1-y_f)/(1-p_f)\big)/F`.
+
+    Each term is 0 where its coefficient (:math:`y_f` or :math:`1-y_f`) is 0.
+    """
+    dp = negative_log_weighted_grad(y_true, y_pred) - negative_log_weighted_grad(1.0 - y_true, 1.0 - y_pred)
+    return _float64(dp / y_pred.shape[-1])
 
 
 def binary_cross_entropy_with_logits(y_true: FloatArray, logits: FloatArray) -> FloatArray:
     r"""Stable logit form :math:`\frac1F\sum_f \max(x_f,0) - x_f y_f + \log(1+e^{-|x_f|})`."""
     terms = np.maximum(logits, 0.0) - logits * y_true + np.log1p(np.exp(-np.abs(logits)))
-    return np.mean(terms, axis=-1)
+    return _float64(np.mean(terms, axis=-1))
+
+
+def sigmoid(x: FloatArray) -> FloatArray:
+    r""":math:`1/(1+e^{-x})`, evaluated without overflow for any float ``x``."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+def binary_cross_entropy_with_logits_grad(y_true: FloatArray, logits: FloatArray) -> FloatArray:
+    r""":math:`\partial/\partial x_f = (\sigma(x_f) - y_f)/F`."""
+    return _float64((sigmoid(logits) - y_true) / logits.shape[-1])
+
+
+def _shifted_exp(logits: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``s = x - max x``, ``exp(s)`` and its row sums (the parts of a stable softmax)."""
+    shifted = logits - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return shifted, exp, np.sum(exp, axis=-1, keepdims=True)
 
 
 def log_softmax(logits: FloatArray) -> FloatArray:
     r""":math:`x_c - \max_k x_k - \log\sum_k e^{x_k - \max_k x_k}`, stable for any finite row."""
-    shifted = logits - np.max(logits, axis=-1, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+    shifted, _, total = _shifted_exp(logits)
+    shifted -= np.log(total)  # a temporary of ours: reuse it for the result
+    return shifted
 
 
-def cross_entropy(targets: FloatArray, log_p: FloatArray, class_weight: FloatArray | None = None) -> FloatArray:
+def log_softmax_and_softmax(logits: FloatArray) -> tuple[FloatArray, FloatArray]:
+    r""":func:`log_softmax` and the softmax, :math:`e^{x_c - \max x}/\sum_k e^{x_k - \max x}`.
+
+    Both from one exponential of the row (the gradient's softmax costs no second ``exp``).
+    """
+    shifted, exp, total = _shifted_exp(logits)
+    exp /= total
+    shifted -= np.log(total)
+    return shifted, exp
+
+
+def cross_entropy(
+    targets: FloatArray, log_p: FloatArray, class_weight: FloatArray | None = None
+) -> FloatArray:
     r""":math:`-\sum_c cw_c\, q_c \log p_c` for dense (possibly soft, unnormalised) targets ``q``."""
-    coef = targets if class_weight is None else targets * class_weight
-    return np.sum(negative_log_weighted(coef, log_p), axis=-1)
+    return _float64(np.sum(negative_log_weighted(_coefficients(targets, class_weight), log_p), axis=-1))
+
+
+def _coefficients(targets: FloatArray, class_weight: FloatArray | None) -> FloatArray:
+    return targets if class_weight is None else targets * class_weight
+
+
+def cross_entropy_grad(
+    targets: FloatArray,
+    pred: FloatArray,
+    class_weight: FloatArray | None = None,
+    softmax: FloatArray | None = None,
+    *,
+    from_logits: bool,
+) -> FloatArray:
+    r"""Derivative of :func:`cross_entropy` with respect to the prediction rows.
+
+    With coefficients :math:`k_c = cw_c\, q_c` (the loss is :math:`-\sum_c k_c \log p_c`):
+    for probabilities (``from_logits=False``) :math:`\partial\ell/\partial p_c = -k_c/p_c`
+    (0 where :math:`k_c = 0`); for logits, with :math:`\log p = \operatorname{log\_softmax}(x)`
+    (pass :math:`\operatorname{softmax}(x)` as ``softmax`` when already computed),
+
+    .. math:: \partial\ell/\partial x_c = \operatorname{softmax}(x)_c \sum_k k_k - k_c.
+    """
+    coef = _coefficients(targets, class_weight)
+    if not from_logits:
+        return negative_log_weighted_grad(coef, pred)
+    if softmax is None:
+        softmax = log_softmax_and_softmax(pred)[1]
+    return _float64(softmax * np.sum(coef, axis=-1, keepdims=True) - coef)
 
 
 def sparse_cross_entropy(
@@ -106,3 +222,50 @@ def sparse_cross_entropy(
         spread = np.broadcast_to(label_smoothing / log_p.shape[-1] * cw, log_p.shape)
         loss = loss + np.sum(negative_log_weighted(spread, log_p), axis=-1)
     return loss
+
+
+def sparse_target_coefficients(
+    labels: IntArray, num_classes: int, class_weight: FloatArray | None, label_smoothing: float
+) -> FloatArray:
+    r"""The coefficients :math:`k_c` that write :func:`sparse_cross_entropy` as :math:`-\sum_c k_c \log p_c`.
+
+    .. math:: k_c = (1-\varepsilon)\, cw_y\, [c = y] + \frac{\varepsilon}{C} cw_c
+    """
+    rows = np.arange(labels.shape[0])
+    cw = np.ones(num_classes) if class_weight is None else class_weight
+    coef = np.empty((labels.shape[0], num_classes))
+    coef[:] = label_smoothing / num_classes * cw
+    coef[rows, labels] += (1.0 - label_smoothing) * cw[labels]
+    return coef
+
+
+def sparse_cross_entropy_grad(
+    labels: IntArray,
+    pred: FloatArray,
+    class_weight: FloatArray | None,
+    label_smoothing: float,
+    softmax: FloatArray | None = None,
+    *,
+    from_logits: bool,
+) -> FloatArray:
+    r"""Derivative of :func:`sparse_cross_entropy` with respect to the prediction rows.
+
+    :func:`cross_entropy_grad` with the coefficients of
+    :func:`sparse_target_coefficients`; with logits, :math:`\sum_k k_k = (1-\varepsilon)
+    cw_y + \frac{\varepsilon}{C}\sum_c cw_c`.
+    """
+    num_classes = pred.shape[-1]
+    if not from_logits:
+        coef = sparse_target_coefficients(labels, num_classes, class_weight, label_smoothing)
+        return cross_entropy_grad(coef, pred, from_logits=False)
+    # The same rule without building the (n, C) coefficients: softmax·Σk, minus k.
+    cw = np.ones(num_classes) if class_weight is None else class_weight
+    cw_y = cw[labels]
+    total = (1.0 - label_smoothing) * cw_y + label_smoothing / num_classes * float(np.sum(cw))
+    if softmax is None:
+        softmax = log_softmax_and_softmax(pred)[1]
+    grad = softmax * total[:, None]
+    if label_smoothing:
+        grad -= label_smoothing / num_classes * cw
+    grad[np.arange(labels.shape[0]), labels] -= (1.0 - label_smoothing) * cw_y
+    return _float64(grad)

@@ -1,0 +1,118 @@
+r"""Analytic gradients of the masked losses: :func:`value_and_grad`.
+
+``value_and_grad(fn)`` turns any public loss into a function with the same signature
+that returns ``(value, grad)``, where ``grad`` is the derivative of the scalar loss
+with respect to ``y_pred``, like ``jax.value_and_grad(fn, argnums=1)``. The gradient
+is in closed form (no finite differences), computed in the same chunked pass over the
+valid rows as the value, so it costs about one more forward pass.
+
+Per step the loss contributes :math:`c_b\, w_{bt}\, \ell_{bt}` to the scalar, where
+:math:`c_b` is the reduction's weight of sequence ``b``
+(:meth:`maskloss.MaskedTotals.sequence_scale`); hence
+
+.. math::
+    \frac{\partial L}{\partial \hat y_{bt}} = c_b\, w_{bt}\,
+    \frac{\partial \ell_{bt}}{\partial \hat y_{bt}} \quad\text{(valid steps)}, \qquad
+    \frac{\partial L}{\partial \hat y_{bt}} = 0 \quad\text{(masked steps)}.
+
+The per-step derivatives live beside the per-step losses in :mod:`maskloss.pointwise`;
+the derivations are in ``docs/gradients.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from maskloss._types import FloatArray
+from maskloss.losses import pipeline_of
+
+__all__ = ["value_and_grad"]
+
+
+def value_and_grad(fn: Callable[..., Any]) -> Callable[..., tuple[np.float64, FloatArray]]:
+    r"""Return a function computing the loss ``fn`` and its gradient with respect to ``y_pred``.
+
+    Familiar to JAX users: ``maskloss.value_and_grad(maskloss.mse)(y_true, y_pred, mask)``
+    is ``jax.value_and_grad(loss, argnums=1)(y_true, y_pred, mask)`` for the masked loss.
+
+    Parameters
+    ----------
+    fn : callable
+        One of the public losses: :func:`maskloss.mae`, :func:`maskloss.mse`,
+        :func:`maskloss.binary_crossentropy`, :func:`maskloss.categorical_crossentropy`,
+        :func:`maskloss.sparse_categorical_crossentropy`.
+
+    Returns
+    -------
+    callable
+        Same signature as ``fn``; returns ``(value, grad)``: ``value`` is exactly
+        ``fn(...)`` (a ``numpy.float64``) and ``grad`` is
+        :math:`\partial\,\text{value}/\partial\,\text{y\_pred}`, float64, with
+        ``y_pred``'s shape: with respect to the probabilities or to the logits,
+        whichever was passed (``from_logits``).
+
+    Notes
+    -----
+    - Every option of the loss is supported (sample and class weights, label smoothing,
+      ``ignore_index``, ``from_logits``) and every reduction but ``"none"``, which is
+      refused with a ValueError (a gradient needs a scalar loss).
+    - Masked (and ignored) steps get a gradient of exactly 0, whatever ``y_pred`` holds
+      there (NaN, inf, huge values): they are never computed, never multiplied by 0.
+    - Where the value is NaN because nothing counts (no valid step, or all weights 0),
+      the gradient is all zeros, as torch reports for ``cross_entropy`` over only
+      ignored targets.
+    - MAE at zero error uses the subgradient :math:`\operatorname{sign}(0) = 0`
+      (torch's ``l1_loss``).
+    - Probabilities at 0 give the honest :math:`-\infty` derivative only where the
+      target has positive mass (at valid steps); a class with zero target mass
+      (:math:`0\log 0`) contributes derivative 0 even at :math:`p = 0`.
+
+    Raises
+    ------
+    TypeError
+        If ``fn`` is not one of the public losses.
+
+    Examples
+    --------
+    Masked MSE over 1 valid step out of 2: the padded step gets exactly 0, even holding NaN.
+
+    >>> import numpy as np, maskloss
+    >>> from maskloss.gradients import value_and_grad
+    >>> y_true = np.array([[[1.0], [2.0]]])
+    >>> y_pred = np.array([[[0.0], [np.nan]]])
+    >>> value, grad = value_and_grad(maskloss.mse)(y_true, y_pred, [[True, False]])
+    >>> float(value), grad.ravel().tolist()        # d (y - 1)^2 / dy at 0 is -2
+    (1.0, [-2.0, 0.0])
+
+    Softmax cross-entropy from logits: the gradient is ``softmax - onehot``, over the
+    number of valid tokens:
+
+    >>> logits = np.zeros((1, 2, 2))
+    >>> value, grad = value_and_grad(maskloss.sparse_categorical_crossentropy)(
+    ...     [[0, -100]], logits, from_logits=True, ignore_index=-100)
+    >>> grad.tolist()
+    [[[-0.5, 0.5], [0.0, 0.0]]]
+    """
+    builder = pipeline_of(fn)
+    if builder is None:
+        raise TypeError(
+            "value_and_grad(fn): fn must be one of maskloss's losses (mae, mse, binary_crossentropy, "
+            f"categorical_crossentropy, sparse_categorical_crossentropy); got {fn!r}"
+        )
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> tuple[np.float64, FloatArray]:
+        bound = signature.bind(*args, **kwargs)
+        return builder(*bound.args, **bound.kwargs).value_and_grad()
+
+    wrapper.__doc__ = (
+        f"Value and gradient (with respect to y_pred) of maskloss.{fn.__name__}; "
+        f"see maskloss.value_and_grad.\n\n{fn.__doc__ or ''}"
+    )
+    return wrapper
