@@ -10,6 +10,7 @@ with the mask), and reduces with one of :data:`REDUCTIONS`, each defined once in
 ('none', 'sum', 'token_mean', 'sequence_mean', 'batch_mean', 'element_mean')
 """
 
+from maskloss.gradients import value_and_grad
 from maskloss.losses import (
     binary_crossentropy,
     categorical_crossentropy,
@@ -47,4 +48,5 @@ __all__ = [
     "reduce",
     "repad",
     "sparse_categorical_crossentropy",
+    "value_and_grad",
 ]
