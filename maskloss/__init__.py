@@ -10,6 +10,7 @@ with the mask), and reduces with one of :data:`REDUCTIONS`, each defined once in
 ('none', 'sum', 'token_mean', 'sequence_mean', 'batch_mean', 'element_mean')
 """
 
+from maskloss.accumulation import masked_totals
 from maskloss.gradients import value_and_grad
 from maskloss.losses import (
     binary_crossentropy,
@@ -43,6 +44,7 @@ __all__ = [
     "mask_from_lengths",
     "mask_from_padding",
     "mask_from_sentinel",
+    "masked_totals",
     "mse",
     "padding_side",
     "reduce",

@@ -21,15 +21,13 @@ the derivations are in ``docs/gradients.md``.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from maskloss._types import FloatArray
-from maskloss.losses import pipeline_of
+from maskloss.losses import Pipeline, pipeline_transform
 
 __all__ = ["value_and_grad"]
 
@@ -98,21 +96,4 @@ def value_and_grad(fn: Callable[..., Any]) -> Callable[..., tuple[np.float64, Fl
     >>> grad.tolist()
     [[[-0.5, 0.5], [0.0, 0.0]]]
     """
-    builder = pipeline_of(fn)
-    if builder is None:
-        raise TypeError(
-            "value_and_grad(fn): fn must be one of maskloss's losses (mae, mse, binary_crossentropy, "
-            f"categorical_crossentropy, sparse_categorical_crossentropy); got {fn!r}"
-        )
-    signature = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> tuple[np.float64, FloatArray]:
-        bound = signature.bind(*args, **kwargs)
-        return builder(*bound.args, **bound.kwargs).value_and_grad()
-
-    wrapper.__doc__ = (
-        f"Value and gradient (with respect to y_pred) of maskloss.{fn.__name__}; "
-        f"see maskloss.value_and_grad.\n\n{fn.__doc__ or ''}"
-    )
-    return wrapper
+    return pipeline_transform(fn, "value_and_grad", Pipeline.value_and_grad)

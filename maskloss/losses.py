@@ -18,9 +18,11 @@ the per-row derivatives switched on, so value and gradient cannot drift apart.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +50,7 @@ __all__ = [
     "mse",
     "per_step",
     "pipeline_of",
+    "pipeline_transform",
     "sparse_categorical_crossentropy",
 ]
 
@@ -147,6 +150,11 @@ class Pipeline:
         """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
         return self._reduce(per_step(self.step, self.valid, *self.arrays))
 
+    def totals(self) -> MaskedTotals:
+        """The per-sequence numerator and denominator sums behind every scalar reduction."""
+        losses = per_step(self.step, self.valid, *self.arrays)
+        return MaskedTotals.from_terms(self.weight * losses, self._denominator_terms())
+
     def value_and_grad(self) -> tuple[np.float64, FloatArray]:
         r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).
 
@@ -166,8 +174,9 @@ class Pipeline:
         # before the per-step losses are; zeros stand in for the numerators here.
         totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
         scale = totals.sequence_scale(self.reduction)
-        batch = self.valid.shape[0] if self.valid.ndim else 1
-        grad_scale = (self.weight.reshape(batch, -1) * scale[:, None]).reshape(-1)
+        # One factor per step: the sequence's c_b times the step's sample weight.
+        steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
+        grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
         losses, grad = _per_step(self.step, self.valid, self.arrays, grad_scale)
         assert grad is not None
         return np.float64(self._reduce(losses)), grad.reshape(self.pred_shape)
@@ -558,3 +567,28 @@ _PIPELINES: dict[Callable[..., Any], Callable[..., Pipeline]] = {
 def pipeline_of(fn: Callable[..., Any]) -> Callable[..., Pipeline] | None:
     """The pipeline builder of the public loss ``fn`` (same parameters), or None if ``fn`` is not one."""
     return _PIPELINES.get(fn)
+
+
+T = TypeVar("T")
+
+
+def pipeline_transform(fn: Callable[..., Any], name: str, run: Callable[[Pipeline], T]) -> Callable[..., T]:
+    """A function with ``fn``'s signature that builds ``fn``'s pipeline and returns ``run(pipeline)``.
+
+    The shared machinery of :func:`maskloss.value_and_grad` and :func:`maskloss.masked_totals`.
+    """
+    builder = pipeline_of(fn)
+    if builder is None:
+        raise TypeError(
+            f"{name}(fn): fn must be one of maskloss's losses (mae, mse, binary_crossentropy, "
+            f"categorical_crossentropy, sparse_categorical_crossentropy); got {fn!r}"
+        )
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        bound = signature.bind(*args, **kwargs)
+        return run(builder(*bound.args, **bound.kwargs))
+
+    wrapper.__doc__ = f"{name} of maskloss.{fn.__name__}; see maskloss.{name}.\n\n{fn.__doc__ or ''}"
+    return wrapper
