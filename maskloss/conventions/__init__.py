@@ -47,3 +47,7 @@ t5x
 hf
     transformers ``ForCausalLMLoss`` (label shift, ``num_items_in_batch``).
 """
+
+# Submodule names only: nothing is imported here (``from maskloss.conventions import *``
+# imports these modules, none of which imports its framework).
+__all__ = ["allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch"]
