@@ -9,7 +9,8 @@ float64 and reproduce the framework to float64 rounding. ``maskloss conformance`
 runs them against the installed frameworks.
 
 Importing this package (or any module in it) never imports a framework; import the
-module you need explicitly:
+module you need explicitly (``__all__`` lists the module names; a star import would bind
+names such as ``torch`` and ``optax`` to these modules, shadowing the frameworks):
 
 >>> from maskloss.conventions import torch as torch_conv
 >>> float(torch_conv.cross_entropy([[0.0, 0.0]], [1]))   # log 2
@@ -25,8 +26,9 @@ keras3
     Keras 3 losses: ``sum_over_batch_size`` / ``mean_with_sample_weight`` / ``sum``
     reductions, ``ignore_class``, probability clipping and renormalising.
 tf_keras
-    tf.keras (TF >= 2.11) and tf_keras 2.x: weights in the numerator only, NaN when all
-    masked, softmax-output detection on TensorFlow.
+    tf.keras and tf_keras 2.x: weights in the numerator only, NaN when all masked (TF >=
+    2.11; ``version="2.10"`` for the older mean over all steps), probability clipping as
+    TensorFlow does it.
 keras2
     Keras 2.0-2.2.5 ``weighted_masked_objective`` and Keras 2.3 / tf.keras 2.0-2.10
     (padding in the denominator).
@@ -47,3 +49,7 @@ t5x
 hf
     transformers ``ForCausalLMLoss`` (label shift, ``num_items_in_batch``).
 """
+
+# Submodule names only: nothing is imported here (``from maskloss.conventions import *``
+# imports these modules, none of which imports its framework).
+__all__ = ["allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch"]
