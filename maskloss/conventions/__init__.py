@@ -9,8 +9,8 @@ float64 and reproduce the framework to float64 rounding. ``maskloss conformance`
 runs them against the installed frameworks.
 
 Importing this package (or any module in it) never imports a framework; import the
-module you need explicitly (``__all__`` lists the module names; a star import would bind
-names such as ``torch`` and ``optax`` to these modules, shadowing the frameworks):
+module you need explicitly, under a name that does not shadow the framework (a star
+import binds nothing, on purpose: it would otherwise rebind ``torch`` or ``optax``):
 
 >>> from maskloss.conventions import torch as torch_conv
 >>> float(torch_conv.cross_entropy([[0.0, 0.0]], [1]))   # log 2
@@ -50,6 +50,7 @@ hf
     transformers ``ForCausalLMLoss`` (label shift, ``num_items_in_batch``).
 """
 
-# Submodule names only: nothing is imported here (``from maskloss.conventions import *``
-# imports these modules, none of which imports its framework).
-__all__ = ["allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch"]
+#: The convention modules, one per framework (import each explicitly; see above).
+MODULES: tuple[str, ...] = ("allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch")
+
+__all__: list[str] = []
