@@ -15,8 +15,9 @@ check_loss calls them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -231,7 +232,8 @@ class Entry:
 
 GALLERY: tuple[Entry, ...] = (
     Entry("1. mean over all steps, padding included", bug_mean_over_all_steps,
-          fixed_mean_over_valid_steps, SPARSE, {"from_logits": True}, properties=("agreement", "padding amount")),
+          fixed_mean_over_valid_steps, SPARSE, {"from_logits": True},
+          properties=("agreement", "padding amount")),
     Entry("2. (loss * mask).sum() / mask.sum() with NaN under the mask", bug_multiply_by_mask,
           fixed_select_with_where, SPARSE, {"from_logits": True}, properties=("padding content",)),
     Entry("3. mean of per-sequence means as a token mean", bug_mean_of_sequence_means,
@@ -283,7 +285,7 @@ def measure() -> list[tuple[str, int, str, float, float]]:  # pragma: no cover -
 
 
 if __name__ == "__main__":  # pragma: no cover
-    print("| bug | examples to first failure | property reported | CPU s to reject | CPU s to accept the fix |")
+    print("| bug | examples to first failure | property reported | CPU s to reject | CPU s to accept the fix |")  # noqa: E501
     print("|---|---|---|---|---|")
     for name, examples, prop, reject, accept in measure():
         print(f"| {name} | {examples} | {prop} | {reject:.1f} | {accept:.1f} |")

@@ -32,7 +32,8 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_import_maskloss_does_not_import_hypothesis():
-    out = _run("import sys, maskloss; print('hypothesis' in sys.modules, 'maskloss.strategies' in sys.modules)")
+    out = _run("import sys, maskloss; "
+               "print('hypothesis' in sys.modules, 'maskloss.strategies' in sys.modules)")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
 
@@ -145,8 +146,8 @@ def test_padded_batches_are_consistent(kind, adversarial, data):
     if kind == "dense":
         np.testing.assert_allclose(b.y_true[valid].sum(axis=-1), 1.0)
     if b.sample_weight is not None:
-        w = np.broadcast_to(b.sample_weight.reshape(b.sample_weight.shape + (1,) * (2 - b.sample_weight.ndim)),
-                            b.mask.shape)
+        w = b.sample_weight if b.sample_weight.ndim == 2 else b.sample_weight[:, None]
+        w = np.broadcast_to(w, b.mask.shape)
         assert ((w[valid] >= 0) & (w[valid] <= 3)).all()
     if not adversarial:
         assert np.isfinite(b.y_pred).all()
@@ -164,8 +165,12 @@ def test_every_batch_is_accepted_by_maskloss(kind, data):
     """The whole point: maskloss takes every drawn batch (junk and all) without raising."""
     logits = data.draw(__import__("hypothesis").strategies.booleans())
     b = data.draw(ms.padded_batches(kind, adversarial=True, weights=True, from_logits=logits))
-    fn = {"regression": maskloss.mse, "binary": maskloss.binary_crossentropy,
-          "dense": maskloss.categorical_crossentropy, "sparse": maskloss.sparse_categorical_crossentropy}[kind]
+    fn = {
+        "regression": maskloss.mse,
+        "binary": maskloss.binary_crossentropy,
+        "dense": maskloss.categorical_crossentropy,
+        "sparse": maskloss.sparse_categorical_crossentropy,
+    }[kind]
     extra = {} if kind == "regression" else {"from_logits": logits}
     out = fn(b.y_true, b.y_pred, b.mask, sample_weight=b.sample_weight, reduction="sum", **extra)
     assert np.isfinite(out) or not logits  # probabilities of exactly 0 may honestly cost inf
@@ -188,8 +193,9 @@ def test_dtypes(dtype, data):
 def test_round_to_bfloat16_matches_ml_dtypes():
     ml_dtypes = pytest.importorskip("ml_dtypes")
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.standard_normal(10_000) * 10.0 ** rng.integers(-30, 30, 10_000),
-                        [0.0, -0.0, np.inf, -np.inf, 3.4e38, -3.4e38, 1.00390625, 1.01171875]]).astype(np.float32)
+    specials = [0.0, -0.0, np.inf, -np.inf, 3.4e38, -3.4e38, 1.00390625, 1.01171875]
+    x = np.concatenate([rng.standard_normal(10_000) * 10.0 ** rng.integers(-30, 30, 10_000), specials])
+    x = x.astype(np.float32)
     expected = x.astype(ml_dtypes.bfloat16).astype(np.float32)
     np.testing.assert_array_equal(ms.round_to_bfloat16(x), expected)
     assert np.isnan(ms.round_to_bfloat16([np.nan])).all()
@@ -238,7 +244,8 @@ def test_padded_batches_shrink_to_the_simplest_batch():
 
 
 def test_weights_shrink_to_ones_and_junk_to_nan():
-    b = find(ms.padded_batches("regression", weights=True), lambda b: b.sample_weight is not None, settings=QUIET)
+    b = find(ms.padded_batches("regression", weights=True), lambda b: b.sample_weight is not None,
+             settings=QUIET)
     np.testing.assert_array_equal(b.sample_weight, [1.0])
     b = find(ms.padded_batches("regression", adversarial=True), lambda b: not b.mask.all(), settings=QUIET)
     assert np.isnan(b.y_pred[~b.mask]).all()
