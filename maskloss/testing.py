@@ -196,7 +196,7 @@ def assert_loss_close(
     >>> assert_loss_close(0.6931, 0.693147, dtype="float32")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    AssertionError: loss mismatch: actual 0.6931, expected 0.693147 (|diff| = 4.7e-05; allowed: rtol=1e-05, ...)
+    AssertionError: loss mismatch: actual 0.6931, expected 0.693147 (|diff| = 4.7e-05; allowed: ...)
     >>> assert_loss_close(0.70, 0.69, dtype="float16", reference_lowp=0.685)   # 0.01 <= 2 * 0.005 + 1e-3
     """
     name = _dtype_name(dtype)
