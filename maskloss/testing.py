@@ -698,6 +698,8 @@ def check_loss(
     weights: bool = False,
     max_batch: int = 4,
     max_steps: int = 6,
+    min_features: int | None = None,
+    max_features: int | None = None,
     kind: str | None = None,
     derandomize: bool = True,
     **options: Any,
@@ -767,6 +769,9 @@ def check_loss(
         Also generate ``sample_weight`` (``(B,)`` or ``(B, T)``) and pass it.
     max_batch, max_steps : int
         Size of the generated batches (small sizes find bugs as well and shrink fast).
+    min_features, max_features : int, optional
+        Bounds on the last axis (features, or classes: default 2 to 5); fix it when an
+        option depends on it, e.g. ``class_weight`` of length C.
     kind : str, optional
         The batch kind (see :func:`maskloss.strategies.padded_batches`) when ``like`` is
         not one of the five maskloss losses.
@@ -830,6 +835,8 @@ def check_loss(
     strategy = padded_batches(
         kind,
         max_batch=max_batch,
+        min_features=min_features,
+        max_features=max_features,
         max_steps=max_steps,
         padding=padding,
         from_logits=bool(options.get("from_logits", False)),

@@ -110,6 +110,21 @@ def test_properties_are_sound_for_every_reduction(reduction):
     check_loss(candidate, SPARSE, weights=True, max_examples=25, **options)
 
 
+@pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
+def test_class_weights_enter_the_micro_batch_weights(reduction):
+    """torch's rule: class weights of the labels are in the token_mean denominator, so the
+    micro-batches must be weighted by them too."""
+    options = {"from_logits": True, "class_weight": [0.5, 2.0, 3.0], "reduction": reduction}
+
+    def candidate(labels, logits, mask, sample_weight=None):
+        return SPARSE(labels, logits, mask, sample_weight=sample_weight, **options)
+
+    check_loss(candidate, SPARSE, weights=True, min_features=3, max_features=3, max_examples=25, **options)
+    with pytest.raises(LossCheckError):  # the same loss without class weights is told apart
+        check_loss(lambda *a: SPARSE(*a, from_logits=True, reduction=reduction), SPARSE,
+                   min_features=3, max_features=3, max_examples=25, **options)
+
+
 @pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean", "batch_mean", "element_mean", "sum"])
 def test_split_and_recombine_weights(reduction):
     """check_loss's own micro-batch weights, with a real maskloss loss so the split runs."""
