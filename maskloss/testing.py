@@ -436,12 +436,7 @@ class _Checker:
         if self.gradient and np.isnan(self.oracle_value(b)):
             # No valid step: the loss is undefined; accept torch's 0 gradient or a plain sum/count's NaN.
             actual = np.where(np.isnan(np.asarray(actual, dtype=np.float64)), 0.0, actual)
-        reference = None
-        if self.reference_lowp is not None and not self.gradient:
-            args, kwargs = self._args(b)
-            with np.errstate(all="ignore"):
-                reference = self.reference_lowp(*args, **kwargs)
-        cmp = _compare(actual, expected, self.dtype, self.rtol, self.atol, reference, self.factor)
+        cmp = _compare(actual, expected, self.dtype, self.rtol, self.atol, self.reference(b), self.factor)
         if not cmp.ok:
             detail = (
                 f"at index {cmp.index}: candidate {cmp.actual!r}, expected {cmp.expected!r}"
@@ -453,6 +448,13 @@ class _Checker:
             detail += f"\n  allowed: {cmp.bound}"
             raise _Failure(prop, b, actual, expected, detail)
         return actual
+
+    def reference(self, b: PaddedBatch) -> Any:
+        if self.reference_lowp is None or self.gradient:
+            return None
+        args, kwargs = self._args(b)
+        with np.errstate(all="ignore"):
+            return self.reference_lowp(*args, **kwargs)
 
     # ---- per-sequence denominators, to recombine micro-batches
     def denominators(self, b: PaddedBatch) -> npt.NDArray[np.float64]:
@@ -516,7 +518,7 @@ class _Checker:
                 pieces.append(np.asarray(c * value if c else 0.0))
         combined = np.concatenate(pieces) if self.reduction == "none" or self.gradient else sum(pieces)
         expected = self.expect(b)
-        cmp = _compare(combined, expected, self.dtype, self.rtol, self.atol)
+        cmp = _compare(combined, expected, self.dtype, self.rtol, self.atol, self.reference(b), self.factor)
         if not cmp.ok:
             detail = (
                 f"split into {parts[0].mask.shape[0]} + {parts[1].mask.shape[0]} sequences; "
