@@ -345,7 +345,7 @@ def test_float16_row_assumes_float32_accumulation():
 def test_reference_lowp_in_check_loss():
     """The relative rule: a float16 log-sum-exp is measurably worse than torch's own float16
     cross-entropy (which accumulates in float32); computing inside in float32 passes."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
 
     def fp16_throughout(labels, logits, mask):
         return _manual_ce(labels, logits, mask)
