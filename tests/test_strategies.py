@@ -38,6 +38,13 @@ def test_import_maskloss_does_not_import_hypothesis():
     assert out.stdout.split() == ["False", "False"]
 
 
+def test_import_maskloss_testing_imports_no_framework():
+    out = _run("import sys, maskloss.testing; "
+               "print([m for m in ('torch', 'jax', 'tensorflow', 'keras') if m in sys.modules])")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("module", ["maskloss.strategies", "maskloss.testing"])
 def test_missing_hypothesis_gives_a_clear_import_error(module):
     out = _run(_BLOCK_HYPOTHESIS + f"""
