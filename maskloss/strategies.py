@@ -173,9 +173,14 @@ def lengths(
 
     Examples
     --------
+    >>> import maskloss
+    >>> from hypothesis import given
     >>> from maskloss.strategies import lengths
-    >>> lengths(max_batch=3, min_length=2, max_length=4).example().dtype  # doctest: +SKIP
-    dtype('int64')
+    >>> @given(lengths(max_batch=3, min_length=1, max_length=4))
+    ... def test(lens):
+    ...     mask = maskloss.mask_from_lengths(lens, 4)
+    ...     assert mask.shape[0] <= 3 and mask[:, 0].all()
+    >>> test()
     >>> lengths(min_length=5, max_length=2)
     Traceback (most recent call last):
     ...
