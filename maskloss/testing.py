@@ -369,7 +369,7 @@ class _Failure(Exception):
 _PROPERTIES = {
     "agreement": "the candidate disagrees with the oracle",
     "padding content": (
-        "junk under the mask (NaN, +-inf, huge values, out-of-range labels) changed the result"
+        "junk under the mask (NaN, inf, huge values, out-of-range labels) changed the result"
     ),
     "padding amount": "appending fully padded steps changed the result",
     "left vs right padding": "moving the padding to the other side changed the result",
@@ -724,7 +724,7 @@ def check_loss(
     on the smallest failing batch is reported):
 
     1. **agreement**: the value matches ``like`` (padded steps hold ordinary values);
-    2. **padding content**: NaN, +-inf or the dtype's largest values at padded steps
+    2. **padding content**: NaN, +inf or minus the dtype's largest value at padded steps
        (and out-of-range labels, NaN/negative per-step weights) change nothing;
     3. **padding amount**: two more fully padded steps change nothing (but
        ``"element_mean"``'s denominator, as the oracle says);
@@ -808,7 +808,7 @@ def check_loss(
     Traceback (most recent call last):
     ...
     maskloss.testing.LossCheckError: check_loss: my_mse_times_mask is not maskloss.mse()
-    property broken: padding content: junk under the mask (NaN, +-inf, huge values, ...
+    property broken: padding content: junk under the mask (NaN, inf, huge values, ...
     ...
     """
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
