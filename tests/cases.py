@@ -14,6 +14,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import maskloss
+from maskloss import strategies
 from tests import oracles
 
 KINDS = ("mae", "mse", "binary", "categorical", "sparse")
@@ -46,7 +47,8 @@ class Case:
         opts = dict(self.options)
         if self.kind in ("mae", "mse"):
             return oracles.regression(self.kind, self.y_true, self.y_pred, self.mask, **opts)
-        fn = {"binary": oracles.binary, "categorical": oracles.categorical, "sparse": oracles.sparse}[self.kind]
+        fn = {"binary": oracles.binary, "categorical": oracles.categorical, "sparse": oracles.sparse}
+        fn = fn[self.kind]
         return fn(self.y_true, self.y_pred, self.mask, **opts)
 
     def with_arrays(self, **arrays: Any) -> Case:
@@ -62,18 +64,12 @@ def _array(draw: Any, shape: tuple[int, ...], lo: float, hi: float) -> np.ndarra
     return np.array(flat, dtype=np.float64).reshape(shape)
 
 
-@st.composite
-def masks(draw: Any, batch: int, steps: int, *, allow_empty_rows: bool = True) -> np.ndarray:
-    """Right-padded, left-padded or arbitrary masks; rows may be empty."""
-    style = draw(st.sampled_from(["right", "left", "arbitrary"]))
-    if style == "arbitrary":
-        flat = draw(st.lists(st.booleans(), min_size=batch * steps, max_size=batch * steps))
-        mask = np.array(flat, dtype=bool).reshape(batch, steps)
-    else:
-        lo = 0 if allow_empty_rows else min(1, steps)
-        lengths = draw(st.lists(st.integers(lo, steps), min_size=batch, max_size=batch))
-        mask = maskloss.mask_from_lengths(np.array(lengths, dtype=int), steps, side=style)
-    return mask
+def masks(batch: int, steps: int, *, allow_empty_rows: bool = True) -> st.SearchStrategy[np.ndarray]:
+    """Right-padded, left-padded or arbitrary ``(batch, steps)`` masks; rows may be empty.
+
+    The public :func:`maskloss.strategies.masks` (shrinks to right padding, no padded step).
+    """
+    return strategies.masks(shape=(batch, steps), allow_empty_rows=allow_empty_rows)
 
 
 def fill_garbage(draw: Any, arr: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -126,9 +122,9 @@ def cases(
         options["label_smoothing"] = draw(st.sampled_from([0.0, 0.1, 0.3]))
         if weights and draw(st.booleans()):
             options["class_weight"] = _array(draw, (width,), 0.0, 3.0)
-        labels = np.array(
-            draw(st.lists(st.integers(0, width - 1), min_size=batch * steps, max_size=batch * steps)), dtype=np.int64
-        ).reshape(batch, steps)
+        n = batch * steps
+        labels = np.array(draw(st.lists(st.integers(0, width - 1), min_size=n, max_size=n)), dtype=np.int64)
+        labels = labels.reshape(batch, steps)
         if kind == "sparse":
             if draw(st.booleans()):
                 options["ignore_index"] = -100
@@ -149,7 +145,8 @@ def cases(
         else:
             y_true = fill_garbage(draw, y_true, mask)
         if "sample_weight" in options and options["sample_weight"].ndim == 2:
-            options["sample_weight"] = np.where(mask, options["sample_weight"], draw(st.sampled_from([np.nan, -1.0])))
+            junk = draw(st.sampled_from([np.nan, -1.0]))
+            options["sample_weight"] = np.where(mask, options["sample_weight"], junk)
     return Case(kind, y_true, y_pred, mask, options)
 
 

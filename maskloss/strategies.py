@@ -1,0 +1,527 @@
+r"""Hypothesis strategies for padded batches: lengths, masks, and whole loss inputs.
+
+Use them to test your own masked loss against maskloss (or with
+:func:`maskloss.testing.check_loss`, which uses them for you). They follow the house
+style of :mod:`hypothesis.extra.numpy`: plural nouns, keyword-only ``min_*``/``max_*``
+bounds, arguments validated when the strategy is *built* (an ``InvalidArgument`` at
+call time, never at draw time), small default sizes, and shrinking towards the
+simplest batch.
+
+=====================  ===========================================================
+strategy               shrinks towards
+=====================  ===========================================================
+:func:`lengths`        ``min_batch`` sequences, each ``min_length`` long
+:func:`masks`          fewest sequences and steps, right padding, no padded step
+:func:`padded_batches` fewest sequences, steps and features/classes; right padding
+                       with no padded step; targets/labels 0 and predictions 0
+                       (uniform logits); no sample weight; NaN as the padding junk
+=====================  ===========================================================
+
+So a minimal counterexample has as little padding as it needs to fail, on the right,
+and no weights unless the weights matter. Masks are True at valid steps.
+
+This module needs hypothesis (``pip install "maskloss[test]"``); ``import maskloss``
+never imports it.
+
+Examples
+--------
+>>> from hypothesis import given
+>>> import maskloss
+>>> from maskloss.strategies import padded_batches
+>>> @given(padded_batches("sparse", from_logits=True, adversarial=True))
+... def test_padding_is_ignored(batch):
+...     loss = maskloss.sparse_categorical_crossentropy(
+...         batch.y_true, batch.y_pred, batch.mask, from_logits=True)
+...     assert loss >= 0 or (loss != loss and not batch.mask.any())
+>>> test_padding_is_ignored()
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+try:
+    from hypothesis import strategies as st
+    from hypothesis.errors import InvalidArgument
+    from hypothesis.extra import numpy as hnp
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        'maskloss.strategies needs hypothesis, which is not installed: pip install "maskloss[test]"'
+    ) from exc
+
+from maskloss._types import Side
+from maskloss.masks import mask_from_lengths
+
+__all__ = [
+    "BFLOAT16_MAX",
+    "KINDS",
+    "PADDINGS",
+    "PaddedBatch",
+    "lengths",
+    "masks",
+    "padded_batches",
+    "round_to_bfloat16",
+]
+
+#: The kinds of batch :func:`padded_batches` draws, one per family of maskloss losses.
+KINDS: tuple[str, ...] = ("regression", "binary", "dense", "sparse")
+#: Padding styles of :func:`masks`, simplest first (hypothesis shrinks towards the first).
+PADDINGS: tuple[str, ...] = ("right", "left", "arbitrary")
+
+_DTYPES = ("float64", "float32", "float16", "bfloat16")
+#: The largest finite bfloat16, (2 - 2**-7) * 2**127.
+BFLOAT16_MAX = 3.3895313892515355e38
+
+
+class PaddedBatch(NamedTuple):
+    """One generated batch: consistent loss inputs plus what was drawn to make them.
+
+    Attributes
+    ----------
+    y_true : ndarray
+        ``(B, T, F)`` float targets (regression, binary), ``(B, T, C)`` probability
+        targets (dense), or ``(B, T)`` int64 labels (sparse).
+    y_pred : ndarray, shape (B, T, F) or (B, T, C)
+        Predictions (logits or probabilities), in the requested dtype.
+    mask : ndarray of bool, shape (B, T)
+        True at valid steps.
+    lengths : ndarray of int64, shape (B,)
+        Valid steps per sequence (``mask.sum(axis=1)``).
+    sample_weight : ndarray or None
+        ``None``, ``(B,)`` or ``(B, T)`` non-negative weights.
+    kind : str
+        One of :data:`KINDS`.
+    padding : str
+        The padding style drawn, one of :data:`PADDINGS`.
+    """
+
+    y_true: np.ndarray[Any, Any]
+    y_pred: np.ndarray[Any, Any]
+    mask: npt.NDArray[np.bool_]
+    lengths: npt.NDArray[np.int64]
+    sample_weight: np.ndarray[Any, Any] | None
+    kind: str
+    padding: str
+
+
+# -- eager validation --------------------------------------------------------------------------
+
+
+def _check_int(value: object, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"{name}={value!r} must be an int")
+    if value < low:
+        raise InvalidArgument(f"{name}={value!r} must be >= {low}")
+    return int(value)
+
+
+def _check_interval(lo: object, hi: object, lo_name: str, hi_name: str, low: int) -> tuple[int, int]:
+    a = _check_int(lo, lo_name, low)
+    b = _check_int(hi, hi_name, low)
+    if a > b:
+        raise InvalidArgument(f"{lo_name}={a} must be <= {hi_name}={b}")
+    return a, b
+
+
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name}={value!r} must be True or False")
+    return value
+
+
+def _check_paddings(padding: object) -> tuple[str, ...]:
+    styles = (padding,) if isinstance(padding, str) else padding
+    if (
+        not isinstance(styles, Sequence)
+        or not styles
+        or any(not isinstance(s, str) or s not in PADDINGS for s in styles)
+    ):
+        raise InvalidArgument(
+            f"padding={padding!r} must be one of {PADDINGS} or a non-empty sequence of them"
+        )
+    # Keep the simplest-first order whatever order the caller gave, so shrinking is the same.
+    return tuple(s for s in PADDINGS if s in styles)
+
+
+def _check_dtype(dtype: Any) -> str:
+    name: object = dtype
+    if not isinstance(dtype, str):
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+    if name not in _DTYPES:
+        raise InvalidArgument(f"dtype={dtype!r} must be one of {_DTYPES} (bfloat16 is stored as float32)")
+    return str(name)
+
+
+# -- lengths and masks -------------------------------------------------------------------------
+
+
+def lengths(
+    *, min_batch: int = 1, max_batch: int = 4, min_length: int = 0, max_length: int = 6
+) -> st.SearchStrategy[npt.NDArray[np.int64]]:
+    r"""Sequence lengths: a 1-D int64 array of ``B`` values in ``[min_length, max_length]``.
+
+    ``B`` is drawn from ``[min_batch, max_batch]``. Shrinks towards ``min_batch``
+    sequences of ``min_length`` steps. Use with :func:`maskloss.mask_from_lengths`.
+
+    Examples
+    --------
+    >>> import maskloss
+    >>> from hypothesis import given
+    >>> from maskloss.strategies import lengths
+    >>> @given(lengths(max_batch=3, min_length=1, max_length=4))
+    ... def test(lens):
+    ...     mask = maskloss.mask_from_lengths(lens, 4)
+    ...     assert mask.shape[0] <= 3 and mask[:, 0].all()
+    >>> test()
+    >>> lengths(min_length=5, max_length=2)
+    Traceback (most recent call last):
+    ...
+    hypothesis.errors.InvalidArgument: min_length=5 must be <= max_length=2
+    """
+    b_lo, b_hi = _check_interval(min_batch, max_batch, "min_batch", "max_batch", 1)
+    l_lo, l_hi = _check_interval(min_length, max_length, "min_length", "max_length", 0)
+    return _lengths(st.integers(b_lo, b_hi), st.integers(l_lo, l_hi))
+
+
+@st.composite
+def _lengths(draw: Any, batches: Any, elements: Any) -> npt.NDArray[np.int64]:
+    return draw(hnp.arrays(np.int64, (draw(batches),), elements=elements))  # type: ignore[no-any-return]
+
+
+def masks(
+    *,
+    shape: tuple[int, int] | None = None,
+    min_batch: int = 1,
+    max_batch: int = 4,
+    min_steps: int = 1,
+    max_steps: int = 6,
+    padding: str | Sequence[str] = PADDINGS,
+    allow_empty_rows: bool = True,
+) -> st.SearchStrategy[npt.NDArray[np.bool_]]:
+    r"""Boolean ``(B, T)`` masks, True at valid steps.
+
+    Parameters
+    ----------
+    shape : (int, int), optional
+        A fixed ``(B, T)``; otherwise ``B`` in ``[min_batch, max_batch]`` and ``T`` in
+        ``[min_steps, max_steps]``.
+    padding : str or sequence of str, default ("right", "left", "arbitrary")
+        Styles to draw from: ``"right"`` (a valid prefix per row, ``tf.sequence_mask``),
+        ``"left"`` (a valid suffix, decoder-only generation) or ``"arbitrary"`` (any
+        pattern, holes included).
+    allow_empty_rows : bool, default True
+        Whether a sequence may have no valid step (so the whole batch may be masked).
+
+    Shrinks towards the fewest sequences and steps, right padding, and no padded step
+    at all: a counterexample keeps only the padding it needs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hypothesis import given
+    >>> from maskloss.strategies import masks
+    >>> @given(masks(padding="left", allow_empty_rows=False))
+    ... def test(m):
+    ...     assert m[:, -1].all()     # left padding: the last step is always valid
+    >>> test()
+    >>> masks(padding="middle")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hypothesis.errors.InvalidArgument: padding='middle' must be one of ('right', 'left', 'arbitrary') or...
+    """
+    styles = _check_paddings(padding)
+    empty_ok = _check_bool(allow_empty_rows, "allow_empty_rows")
+    shapes = _shapes(shape, min_batch, max_batch, min_steps, max_steps)
+    return _masks(shapes, st.sampled_from(styles), empty_ok)
+
+
+@st.composite
+def _masks(draw: Any, shapes: Any, styles: Any, empty_ok: bool) -> npt.NDArray[np.bool_]:
+    shape = draw(shapes)
+    return draw(_mask_of(shape, draw(styles), empty_ok))  # type: ignore[no-any-return]
+
+
+def _shapes(
+    shape: tuple[int, int] | None, min_batch: int, max_batch: int, min_steps: int, max_steps: int
+) -> st.SearchStrategy[tuple[int, int]]:
+    if shape is not None:
+        if not (isinstance(shape, tuple) and len(shape) == 2):
+            raise InvalidArgument(f"shape={shape!r} must be a (batch, steps) tuple")
+        b = _check_int(shape[0], "shape[0]", 1)
+        t = _check_int(shape[1], "shape[1]", 1)
+        return st.just((b, t))
+    b_lo, b_hi = _check_interval(min_batch, max_batch, "min_batch", "max_batch", 1)
+    t_lo, t_hi = _check_interval(min_steps, max_steps, "min_steps", "max_steps", 1)
+    return st.tuples(st.integers(b_lo, b_hi), st.integers(t_lo, t_hi))
+
+
+def _mask_of(shape: tuple[int, int], style: str, empty_ok: bool) -> st.SearchStrategy[npt.NDArray[np.bool_]]:
+    batch, steps = shape
+    if style == "arbitrary":
+        # Draw the *padding* pattern so that it shrinks to False: no padded step.
+        def from_padding(pad: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+            mask = ~pad
+            if not empty_ok:
+                mask[~mask.any(axis=1), 0] = True
+            return mask
+
+        return hnp.arrays(np.bool_, shape, elements=st.booleans()).map(from_padding)
+    # Contiguous padding: draw the number of padded steps per row (shrinks to 0).
+    most = steps if empty_ok else steps - 1
+    side: Side = "right" if style == "right" else "left"
+    return hnp.arrays(np.int64, (batch,), elements=st.integers(0, most)).map(
+        lambda pad: mask_from_lengths(steps - pad, steps, side=side)
+    )
+
+
+# -- whole batches -------------------------------------------------------------------------------
+
+
+def round_to_bfloat16(x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    r"""Round to the nearest bfloat16 value (ties to even), stored as float32.
+
+    bfloat16 keeps the top 16 bits of a float32; NumPy has no bfloat16 dtype, so
+    bfloat16 batches carry float32 arrays whose values are all bfloat16-representable.
+
+    Examples
+    --------
+    >>> from maskloss.strategies import round_to_bfloat16
+    >>> round_to_bfloat16([1.0, 1.00390625, 1.01171875, 3.0e38]).tolist()  # ties to even; max is 3.39e38
+    [1.0, 1.0, 1.015625, 3.00405527047391e+38]
+    """
+    a = np.array(x, dtype=np.float32)
+    bits = a.view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16).astype(np.uint32)
+    out = rounded.view(np.float32)
+    return np.where(np.isnan(a), a, out)
+
+
+_WIDTHS: dict[str, Literal[16, 32, 64]] = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 32}
+_STORAGE: dict[str, Any] = {
+    "float64": np.float64,
+    "float32": np.float32,
+    "float16": np.float16,
+    "bfloat16": np.float32,
+}
+
+
+def _float_width(dtype: str) -> Literal[16, 32, 64]:
+    return _WIDTHS[dtype]
+
+
+def _storage(dtype: str) -> Any:
+    return _STORAGE[dtype]
+
+
+def _huge(dtype: str) -> float:
+    # The largest finite value of the dtype: "huge but finite" junk at padded steps.
+    return BFLOAT16_MAX if dtype == "bfloat16" else float(np.finfo(_storage(dtype)).max)
+
+
+def _floats(
+    dtype: str, shape: tuple[int, ...], bound: float, low: float | None = None
+) -> st.SearchStrategy[np.ndarray[Any, Any]]:
+    width = _float_width(dtype)
+    elements = st.floats(
+        -bound if low is None else low,
+        bound,
+        allow_nan=False,
+        allow_infinity=False,
+        allow_subnormal=False,
+        width=width,
+    )
+    arr = hnp.arrays(_storage(dtype), shape, elements=elements)
+    return arr.map(round_to_bfloat16) if dtype == "bfloat16" else arr
+
+
+def _softmax(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    z = np.exp(x - x.max(axis=-1, keepdims=True))
+    return np.asarray(z / z.sum(axis=-1, keepdims=True))
+
+
+def _sigmoid(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def padded_batches(
+    kind: str = "regression",
+    *,
+    min_batch: int = 1,
+    max_batch: int = 4,
+    min_steps: int = 1,
+    max_steps: int = 6,
+    min_features: int | None = None,
+    max_features: int | None = None,
+    padding: str | Sequence[str] = PADDINGS,
+    allow_empty_rows: bool = True,
+    adversarial: bool = False,
+    from_logits: bool = True,
+    ignore_index: int | None = None,
+    weights: bool = False,
+    dtype: Any = "float64",
+    max_magnitude: float = 8.0,
+) -> st.SearchStrategy[PaddedBatch]:
+    r"""Whole loss inputs ``(y_true, y_pred, mask, lengths, ...)`` that agree with each other.
+
+    Parameters
+    ----------
+    kind : {"regression", "binary", "dense", "sparse"}
+        ``"regression"`` for :func:`maskloss.mae`/:func:`maskloss.mse` (targets and
+        predictions in ``[-max_magnitude, max_magnitude]``), ``"binary"`` for
+        :func:`maskloss.binary_crossentropy` (targets in ``[0, 1]``), ``"dense"`` for
+        :func:`maskloss.categorical_crossentropy` (one-hot or soft targets summing to
+        1) and ``"sparse"`` for :func:`maskloss.sparse_categorical_crossentropy` (int64
+        labels).
+    min_batch, max_batch, min_steps, max_steps : int
+        Bounds on ``B`` and ``T`` (both >= 1).
+    min_features, max_features : int, optional
+        Bounds on the last axis: features (default 1..3) or classes (default 2..5).
+    padding, allow_empty_rows
+        As in :func:`masks`.
+    adversarial : bool, default False
+        Fill the padded steps with junk a correct loss must never read: NaN, +-inf and the
+        dtype's largest finite values in ``y_pred`` (and in float targets), out-of-range
+        labels (``C``, ``-1``, ``10**6``; ``ignore_index`` when given), and NaN or
+        negative per-step weights. Without it, padded steps hold ordinary drawn values.
+    from_logits : bool, default True
+        Logits in ``[-max_magnitude, max_magnitude]``, or (False) their softmax
+        (sigmoid for ``"binary"``): probabilities.
+    ignore_index : int, optional
+        ``"sparse"`` only: the label written at every padded step (torch's
+        ``ignore_index``, HF's -100), so a loss that reads only the labels sees the same
+        padding as the mask.
+    weights : bool, default False
+        Sometimes draw a ``sample_weight`` of shape ``(B,)`` or ``(B, T)`` in ``[0, 3]``
+        (shrinks to no weight, then to weights of 1).
+    dtype : {"float64", "float32", "float16", "bfloat16"} or numpy dtype
+        dtype of ``y_pred`` and float targets; ``"bfloat16"`` gives float32 arrays holding
+        bfloat16 values (see :func:`round_to_bfloat16`). Probabilities are computed in
+        float64 and then rounded.
+
+    Returns
+    -------
+    SearchStrategy of :class:`PaddedBatch`
+
+    Shrinks towards one short, right-padded sequence with no padded step, the fewest
+    features or classes, zero targets/labels, zero predictions, no weight, and NaN as
+    the junk.
+
+    Examples
+    --------
+    >>> from hypothesis import given, settings
+    >>> import numpy as np
+    >>> from maskloss.strategies import padded_batches
+    >>> @settings(max_examples=20)
+    ... @given(padded_batches("sparse", ignore_index=-100, adversarial=True))
+    ... def test(batch):
+    ...     assert (batch.y_true[~batch.mask] == -100).all()
+    ...     assert np.array_equal(batch.lengths, batch.mask.sum(axis=1))
+    >>> test()
+    >>> padded_batches("ragged")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hypothesis.errors.InvalidArgument: kind='ragged' must be one of ('regression', 'binary', 'dense', ...)
+    """
+    if kind not in KINDS:
+        raise InvalidArgument(f"kind={kind!r} must be one of {KINDS}")
+    classes = kind in ("dense", "sparse")
+    f_lo = (2 if classes else 1) if min_features is None else min_features
+    f_hi = max(f_lo, 5 if classes else 3) if max_features is None else max_features
+    f_lo, f_hi = _check_interval(f_lo, f_hi, "min_features", "max_features", 2 if classes else 1)
+    shapes = _shapes(None, min_batch, max_batch, min_steps, max_steps)
+    styles = _check_paddings(padding)
+    empty_ok = _check_bool(allow_empty_rows, "allow_empty_rows")
+    adv = _check_bool(adversarial, "adversarial")
+    logits = _check_bool(from_logits, "from_logits")
+    weighted = _check_bool(weights, "weights")
+    if ignore_index is not None:
+        if kind != "sparse":
+            raise InvalidArgument(
+                f"ignore_index={ignore_index!r} applies only to kind='sparse', not {kind!r}"
+            )
+        _check_int(ignore_index, "ignore_index", -(2**62))
+    dt = _check_dtype(dtype)
+    if (
+        isinstance(max_magnitude, bool)
+        or not isinstance(max_magnitude, (int, float))
+        or not 0 < max_magnitude < 1e4
+        or not math.isfinite(max_magnitude)
+    ):
+        raise InvalidArgument(f"max_magnitude={max_magnitude!r} must be a number in (0, 1e4)")
+    spec = _Spec(kind, dt, adv, logits, ignore_index, weighted, float(max_magnitude), empty_ok)
+    return _batch(spec, shapes, st.integers(f_lo, f_hi), st.sampled_from(styles))
+
+
+class _Spec(NamedTuple):
+    kind: str
+    dtype: str
+    adversarial: bool
+    from_logits: bool
+    ignore_index: int | None
+    weighted: bool
+    magnitude: float
+    empty_ok: bool
+
+
+@st.composite
+def _batch(draw: Any, spec: _Spec, shapes: Any, widths: Any, styles: Any) -> PaddedBatch:
+    batch, steps = draw(shapes)
+    width = draw(widths)
+    style = draw(styles)
+    shape = (batch, steps, width)
+    mask = draw(_mask_of((batch, steps), style, spec.empty_ok))
+    cast = _storage(spec.dtype)
+    pred = draw(_floats("float64" if not spec.from_logits else spec.dtype, shape, spec.magnitude))
+    if not spec.from_logits:
+        probs = _softmax(pred) if spec.kind in ("dense", "sparse") else _sigmoid(pred)
+        pred = probs.astype(cast)
+        if spec.dtype == "bfloat16":
+            pred = round_to_bfloat16(pred)
+    y_true: np.ndarray[Any, Any]
+    if spec.kind == "regression":
+        y_true = draw(_floats(spec.dtype, shape, spec.magnitude))
+    elif spec.kind == "binary":
+        y_true = draw(_floats(spec.dtype, shape, 1.0, 0.0))
+    else:
+        labels = draw(hnp.arrays(np.int64, (batch, steps), elements=st.integers(0, width - 1)))
+        if spec.kind == "sparse":
+            y_true = labels
+        elif draw(st.booleans()):  # soft targets, rows summing to 1
+            y_true = _softmax(draw(_floats("float64", shape, 4.0))).astype(cast)
+        else:
+            y_true = np.eye(width, dtype=cast)[labels]
+    weight = None
+    if spec.weighted and draw(st.booleans()):
+        w_shape = (batch, steps) if draw(st.booleans()) else (batch,)
+        # 1 + delta, delta in [-1, 2]: shrinks to weights of exactly 1.
+        weight = 1.0 + draw(
+            hnp.arrays(np.float64, w_shape, elements=st.floats(-1.0, 2.0, allow_subnormal=False))
+        )
+    if spec.ignore_index is not None:
+        y_true = np.where(mask, y_true, spec.ignore_index)
+    if spec.adversarial:
+        y_pred_junk = draw(_junk(spec.dtype, shape))
+        pred = np.where(mask[..., None], pred, y_pred_junk).astype(pred.dtype)
+        if spec.kind == "sparse" and spec.ignore_index is None:
+            bad = draw(hnp.arrays(np.int64, (batch, steps), elements=st.sampled_from([width, -1, 10**6])))
+            y_true = np.where(mask, y_true, bad)
+        elif spec.kind != "sparse":
+            y_true = np.where(mask[..., None], y_true, draw(_junk(spec.dtype, shape))).astype(y_true.dtype)
+        if weight is not None and weight.ndim == 2:
+            weight = np.where(mask, weight, draw(st.sampled_from([np.nan, -1.0])))
+    lens = mask.sum(axis=1).astype(np.int64)
+    return PaddedBatch(y_true, pred, mask, lens, weight, spec.kind, style)
+
+
+def _junk(dtype: str, shape: tuple[int, ...]) -> st.SearchStrategy[np.ndarray[Any, Any]]:
+    huge = _huge(dtype)
+    values = [math.nan, math.inf, -math.inf, huge, -huge]
+    return hnp.arrays(_storage(dtype), shape, elements=st.sampled_from(values))
