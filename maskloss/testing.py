@@ -58,8 +58,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from maskloss import losses
+from maskloss.accumulation import masked_totals
 from maskloss.masks import repad
-from maskloss.reductions import reduce
 from maskloss.strategies import BFLOAT16_MAX, PADDINGS, PaddedBatch, padded_batches, round_to_bfloat16
 
 __all__ = [
@@ -459,15 +459,11 @@ class _Checker:
 
     # ---- per-sequence denominators, to recombine micro-batches
     def denominators(self, b: PaddedBatch) -> npt.NDArray[np.float64]:
-        valid = b.mask
-        if b.kind == "sparse" and self.ignore_index is not None:
-            valid = valid & (b.y_true != self.ignore_index)
-        steps = np.asarray(reduce(np.ones(valid.shape), valid, reduction="none", weight=b.sample_weight))
-        cw = self.options.get("class_weight")
-        if cw is not None and b.kind == "sparse":
-            labels = np.where(valid, b.y_true, 0)
-            steps = steps * np.asarray(cw, dtype=np.float64)[labels]
-        return np.asarray(steps.sum(axis=1), dtype=np.float64)
+        """Per-sequence denominators of ``like`` on ``b`` (its :class:`MaskedTotals`)."""
+        args, kwargs = self._args(b)
+        with np.errstate(all="ignore"):
+            totals = masked_totals(self.oracle)(*args, **kwargs, **self.options)
+        return totals.denominator
 
     def part_weight(self, part: PaddedBatch, whole: PaddedBatch) -> float:
         """c such that value(whole) = sum over parts of c * value(part)."""
