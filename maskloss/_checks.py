@@ -23,6 +23,7 @@ __all__ = [
     "as_numeric",
     "check_class_weight",
     "check_feature_pair",
+    "check_flag",
     "check_label_smoothing",
     "check_labels",
     "check_mask",
@@ -102,6 +103,13 @@ def check_feature_pair(
             f"got {true_name} {t.shape} and {pred_name} {p.shape}"
         )
     return t, p
+
+
+def check_flag(value: object, name: str) -> bool:
+    """``value`` must be a real boolean (``from_logits`` and friends); returns it as ``bool``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 REDUCTION_NAMES = ("none", "sum", "token_mean", "sequence_mean", "batch_mean", "element_mean")

@@ -32,6 +32,7 @@ from maskloss._checks import (
     as_numeric,
     check_class_weight,
     check_feature_pair,
+    check_flag,
     check_label_smoothing,
     check_labels,
     check_mask,
@@ -57,12 +58,6 @@ __all__ = [
 #: A per-row step ``step(rows, *row_chunks, grad=False)``: the per-step losses ``(n,)`` of
 #: the chunk, or with ``grad=True`` the pair (losses, d losses / d prediction rows ``(n, C)``).
 StepFn = Callable[..., Any]
-
-
-def _check_flag(value: object, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _check_features(y_pred: np.ndarray[Any, Any], name: str = "y_pred") -> int:
@@ -343,7 +338,7 @@ def _binary_pipeline(
 ) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
     _check_features(p)
-    logits = _check_flag(from_logits, "from_logits")
+    logits = check_flag(from_logits, "from_logits")
     eps = check_label_smoothing(label_smoothing)
     valid = check_mask(mask, p.shape[:-1])
     check_reduction(reduction)
@@ -434,7 +429,7 @@ def _categorical_pipeline(
 ) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
     num_classes = _check_features(p)
-    logits = _check_flag(from_logits, "from_logits")
+    logits = check_flag(from_logits, "from_logits")
     eps = check_label_smoothing(label_smoothing)
     cw = check_class_weight(class_weight, num_classes)
     valid = check_mask(mask, p.shape[:-1])
@@ -529,7 +524,7 @@ def _sparse_pipeline(
             f"got y_true {labels.shape} and y_pred {p.shape}"
         )
     num_classes = _check_features(p)
-    logits = _check_flag(from_logits, "from_logits")
+    logits = check_flag(from_logits, "from_logits")
     eps = check_label_smoothing(label_smoothing)
     cw = check_class_weight(class_weight, num_classes)
     valid = check_mask(mask, labels.shape)

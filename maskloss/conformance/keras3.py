@@ -122,7 +122,8 @@ def random_case(rng: np.random.Generator, loss: str, garbage: bool = True) -> di
             "sample_weight": random_weight(rng, batch, steps), "options": options}
 
 
-_CLASSES = {
+#: The Keras loss class of each loss function (the same names in Keras 3 and tf_keras).
+LOSS_CLASSES = {
     "mean_absolute_error": "MeanAbsoluteError",
     "mean_squared_error": "MeanSquaredError",
     "binary_crossentropy": "BinaryCrossentropy",
@@ -135,7 +136,7 @@ def keras_value(keras: Any, loss: str, reduction: str, case: dict[str, Any], use
     """The installed Keras 3 loss object called on ``case`` with the mask set on ``y_pred``."""
     from keras.src.backend import set_keras_mask
 
-    obj = getattr(keras.losses, _CLASSES[loss])(reduction=reduction, **case["options"])
+    obj = getattr(keras.losses, LOSS_CLASSES[loss])(reduction=reduction, **case["options"])
     y_pred = keras.ops.convert_to_tensor(case["y_pred"])
     if use_mask:
         set_keras_mask(y_pred, keras.ops.convert_to_tensor(case["mask"]))

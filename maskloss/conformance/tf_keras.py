@@ -14,21 +14,12 @@ from typing import Any
 import numpy as np
 
 from maskloss.conformance._result import ConformanceResult
-from maskloss.conformance.keras3 import LOSSES, random_case
+from maskloss.conformance.keras3 import LOSS_CLASSES, LOSSES, random_case
 from maskloss.conventions import tf_keras as convention
 
 FRAMEWORK = "tf_keras"
 TOLERANCE = 1e-12
 REDUCTIONS = ("sum_over_batch_size", "sum", "none")
-
-_CLASSES = {
-    "mean_absolute_error": "MeanAbsoluteError",
-    "mean_squared_error": "MeanSquaredError",
-    "binary_crossentropy": "BinaryCrossentropy",
-    "categorical_crossentropy": "CategoricalCrossentropy",
-    "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
-}
-
 
 def version() -> str | None:
     """The installed tf_keras version, or None when it cannot be imported."""
@@ -44,7 +35,7 @@ def tf_keras_value(loss: str, reduction: str, case: dict[str, Any], use_mask: bo
     import tensorflow as tf
     import tf_keras
 
-    obj = getattr(tf_keras.losses, _CLASSES[loss])(reduction=reduction, **case["options"])
+    obj = getattr(tf_keras.losses, LOSS_CLASSES[loss])(reduction=reduction, **case["options"])
     y_pred = tf.constant(case["y_pred"])
     if use_mask:
         y_pred._keras_mask = tf.constant(case["mask"])

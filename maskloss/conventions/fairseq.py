@@ -59,7 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric
+from maskloss._checks import as_numeric, check_flag
 from maskloss._types import FloatArray, IntArray
 from maskloss.conventions._golden_steps import check_fraction, check_scores, check_targets, per_valid_row
 
@@ -122,8 +122,7 @@ def label_smoothed_nll_loss(
     0.739357
     """
     new_rule = _new_rule(version)
-    if not isinstance(reduce, (bool, np.bool_)):
-        raise TypeError(f"reduce must be True or False, got {reduce!r}")
+    check_flag(reduce, "reduce")
     lp = check_scores(lprobs, "lprobs")
     vocab = lp.shape[-1]
     eps = check_fraction(epsilon, "epsilon")

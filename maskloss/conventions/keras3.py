@@ -56,6 +56,7 @@ from maskloss import pointwise
 from maskloss._checks import (
     as_numeric,
     check_feature_pair,
+    check_flag,
     check_label_smoothing,
     check_labels,
     check_mask,
@@ -254,13 +255,6 @@ def optional_mask(mask: npt.ArrayLike | None, steps: tuple[int, ...]) -> BoolArr
 def valid_steps(keras_mask: BoolArray | None, steps: tuple[int, ...]) -> BoolArray:
     """The steps a loss is computed at: the mask, or every step without one."""
     return np.ones(steps, dtype=bool) if keras_mask is None else keras_mask
-
-
-def check_flag(value: object, name: str) -> bool:
-    """``from_logits`` and friends must be real booleans."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 # ---------------------------------------------------------------------- public losses

@@ -46,13 +46,12 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import check_label_smoothing, check_labels, check_sample_weight
+from maskloss._checks import check_flag, check_label_smoothing, check_labels, check_sample_weight
 from maskloss._rows import as_rows
 from maskloss._types import BoolArray, FloatArray
 from maskloss.conventions.keras3 import (
     EPSILON,
     align_weight,
-    check_flag,
     check_keras_reduction,
     clipped_log,
     dense_pair,

@@ -60,7 +60,7 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric
+from maskloss._checks import as_numeric, check_flag
 from maskloss._types import FloatArray, IntArray
 from maskloss.conventions._golden_steps import (
     check_scores,
@@ -78,9 +78,7 @@ def _check_flags(avg_t: object, avg_b: object, sum_t: object, sum_b: object) -> 
     names = ("average_across_timesteps", "average_across_batch", "sum_over_timesteps", "sum_over_batch")
     flags = []
     for name, value in zip(names, (avg_t, avg_b, sum_t, sum_b), strict=True):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False, got {value!r}")
-        flags.append(bool(value))
+        flags.append(check_flag(value, name))
     a_t, a_b, s_t, s_b = flags
     for (x, nx), (y, ny), why in (
         ((a_t, names[0]), (s_t, names[2]), ""),

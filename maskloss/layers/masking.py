@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric, check_labels
+from maskloss._checks import as_numeric, check_flag, check_labels
 from maskloss._types import BoolArray, FloatArray
 from maskloss.layers._base import Layer, Mask, _check_count, as_sequences
 from maskloss.masks import mask_from_ids, mask_from_padding
@@ -80,9 +80,7 @@ class Embedding(Layer):
         super().__init__(seed=seed)
         self.vocabulary = _check_count(input_dim, "input_dim")
         self.output_dim = _check_count(output_dim, "output_dim")
-        if not isinstance(mask_zero, (bool, np.bool_)):
-            raise TypeError(f"mask_zero must be True or False, got {mask_zero!r}")
-        self.mask_zero = bool(mask_zero)
+        self.mask_zero = check_flag(mask_zero, "mask_zero")
 
     def weight_shapes(self, input_dim: int) -> list[tuple[int, ...]]:
         return [(self.vocabulary, self.output_dim)]

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric
+from maskloss._checks import as_numeric, check_flag
 from maskloss._types import BoolArray, FloatArray
 from maskloss.layers._base import Layer, Mask, _check_count, as_sequences, glorot, input_mask
 from maskloss.layers._base import activation as get_activation
@@ -66,8 +66,7 @@ class _Recurrent(Layer):
             ("go_backwards", go_backwards),
             ("zero_output_for_mask", zero_output_for_mask),
         ]:
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{name} must be True or False, got {value!r}")
+            check_flag(value, name)
         self.use_bias = bool(use_bias)
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
@@ -303,9 +302,7 @@ class GRU(_Recurrent):
             zero_output_for_mask,
             seed=seed,
         )
-        if not isinstance(reset_after, (bool, np.bool_)):
-            raise TypeError(f"reset_after must be True or False, got {reset_after!r}")
-        self.reset_after = bool(reset_after)
+        self.reset_after = check_flag(reset_after, "reset_after")
 
     def bias_shape(self) -> tuple[int, ...]:
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
