@@ -122,13 +122,13 @@ def check_reduction(reduction: object, *, allowed: Sequence[str] = REDUCTION_NAM
     return reduction
 
 
-def check_label_smoothing(label_smoothing: object) -> float:
-    """``label_smoothing`` must be a real number in ``[0, 1]``."""
+def check_label_smoothing(label_smoothing: object, name: str = "label_smoothing") -> float:
+    """A smoothing amount (``label_smoothing``, fairseq's ``epsilon``) must be a real number in ``[0, 1]``."""
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
-        raise TypeError(f"label_smoothing must be a real number in [0, 1], got {label_smoothing!r}")
+        raise TypeError(f"{name} must be a real number in [0, 1], got {label_smoothing!r}")
     eps = float(label_smoothing)
     if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        raise ValueError(f"{name} must be in [0, 1], got {label_smoothing!r}")
     return eps
 
 

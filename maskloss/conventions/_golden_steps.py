@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric, check_label_smoothing, check_labels, first_bad_position
+from maskloss._checks import as_numeric, check_labels, first_bad_position
 from maskloss._rows import as_rows, row_chunks, to_float64, valid_rows
 from maskloss._types import BoolArray, FloatArray, IntArray
 
 __all__ = [
-    "check_fraction",
     "check_scores",
     "check_step_weights",
     "check_targets",
@@ -65,14 +64,6 @@ def check_targets(
     if t.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)} (logits.shape[:-1]), got {t.shape}")
     return check_labels(t, valid, num_classes, name=name)
-
-
-def check_fraction(value: object, name: str) -> float:
-    """A real number in ``[0, 1]`` (label smoothing), with errors naming ``name``."""
-    try:
-        return check_label_smoothing(value)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(str(exc).replace("label_smoothing", name, 1)) from None
 
 
 def per_valid_row(

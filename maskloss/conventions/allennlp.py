@@ -65,10 +65,9 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric
+from maskloss._checks import as_numeric, check_label_smoothing
 from maskloss._types import FloatArray, IntArray
 from maskloss.conventions._golden_steps import (
-    check_fraction,
     check_scores,
     check_step_weights,
     check_targets,
@@ -175,7 +174,7 @@ def sequence_cross_entropy_with_logits(
     w = check_step_weights(weights, steps)
     valid = w != 0
     labels = check_targets(targets, steps, valid, num_classes)
-    eps = 0.0 if label_smoothing is None else check_fraction(label_smoothing, "label_smoothing")
+    eps = 0.0 if label_smoothing is None else check_label_smoothing(label_smoothing)
     if gamma is not None and not _is_real(gamma):
         raise TypeError(f"gamma must be a real number or None, got {gamma!r}")
     focal = float(gamma) if gamma else 0.0

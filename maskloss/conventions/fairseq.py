@@ -59,9 +59,9 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric, check_flag
+from maskloss._checks import as_numeric, check_flag, check_label_smoothing
 from maskloss._types import FloatArray, IntArray
-from maskloss.conventions._golden_steps import check_fraction, check_scores, check_targets, per_valid_row
+from maskloss.conventions._golden_steps import check_scores, check_targets, per_valid_row
 
 __all__ = ["label_smoothed_nll_loss", "sample_size", "update_loss"]
 
@@ -125,7 +125,7 @@ def label_smoothed_nll_loss(
     check_flag(reduce, "reduce")
     lp = check_scores(lprobs, "lprobs")
     vocab = lp.shape[-1]
-    eps = check_fraction(epsilon, "epsilon")
+    eps = check_label_smoothing(epsilon, "epsilon")
     if new_rule and vocab < 2:
         raise ValueError(f"the fairseq >= 0.12 rule divides epsilon by V - 1; lprobs has V = {vocab} class")
     t = as_numeric(target, "target")

@@ -58,10 +58,9 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric
+from maskloss._checks import as_numeric, check_label_smoothing
 from maskloss._types import FloatArray, IntArray
 from maskloss.conventions._golden_steps import (
-    check_fraction,
     check_scores,
     check_step_weights,
     check_targets,
@@ -144,7 +143,7 @@ def compute_weighted_cross_entropy(
     if vocab < 2:
         raise ValueError(f"logits need V >= 2 classes (T5X divides by V - 1), got shape {lg.shape}")
     steps = lg.shape[:-1]
-    eps = check_fraction(label_smoothing, "label_smoothing")
+    eps = check_label_smoothing(label_smoothing)
     z = float(as_numeric(z_loss, "z_loss"))
     if not np.isfinite(z):
         raise ValueError(f"z_loss must be finite, got {z_loss!r}")
