@@ -20,7 +20,7 @@ strategy               shrinks towards
 So a minimal counterexample has as little padding as it needs to fail, on the right,
 and no weights unless the weights matter. Masks are True at valid steps.
 
-This module needs hypothesis (``pip install "maskloss[test]"``); ``import maskloss``
+This module needs hypothesis (``pip install -e ".[test]"`` in a checkout); ``import maskloss``
 never imports it.
 
 Examples
@@ -51,7 +51,8 @@ try:
     from hypothesis.extra import numpy as hnp
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
-        'maskloss.strategies needs hypothesis, which is not installed: pip install "maskloss[test]"'
+        "maskloss.strategies needs hypothesis, which is not installed: pip install hypothesis "
+        '(or, in a checkout of maskloss, pip install -e ".[test]")'
     ) from exc
 
 from maskloss._types import Side

@@ -1,0 +1,303 @@
+r""":func:`check_loss`: a user's masked loss against the oracle on generated padded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hypothesis
+import numpy as np
+from hypothesis import HealthCheck, Verbosity, given, settings
+
+from maskloss import losses
+from maskloss.strategies import PADDINGS, PaddedBatch, padded_batches, round_to_bfloat16
+from maskloss.testing.batches import _all_masked_batch, _junk_variants, _single_token_batches
+from maskloss.testing.properties import _Checker, _error, _Failure
+from maskloss.testing.tolerances import _dtype_name
+
+__all__ = ["check_loss"]
+
+_KIND_OF: dict[Callable[..., Any], str] = {
+    losses.mae: "regression",
+    losses.mse: "regression",
+    losses.binary_crossentropy: "binary",
+    losses.categorical_crossentropy: "dense",
+    losses.sparse_categorical_crossentropy: "sparse",
+}
+
+_QUIET_CHECKS = [
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+    HealthCheck.filter_too_much,
+    HealthCheck.large_base_example,
+]
+
+
+def _oracle_grad(like: Callable[..., Any]) -> Callable[..., Any]:
+    try:
+        from maskloss.gradients import value_and_grad  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise ImportError(
+            "check_loss(grad=...) compares with maskloss.gradients.value_and_grad, which this version of "
+            "maskloss does not have; pass expected_grad= (a callable returning the true gradient) instead"
+        ) from exc
+    value_grad = value_and_grad(like)
+
+    def expected(*args: Any, **kwargs: Any) -> Any:
+        return value_grad(*args, **kwargs)[1]
+
+    return expected
+
+
+def check_loss(
+    candidate: Callable[..., Any],
+    like: Callable[..., Any],
+    *,
+    max_examples: int = 100,
+    grad: Callable[..., Any] | None = None,
+    expected_grad: Callable[..., Any] | None = None,
+    adapter: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    dtype: Any = "float64",
+    rtol: float | None = None,
+    atol: float | None = None,
+    reference_lowp: Callable[..., Any] | None = None,
+    factor: float = 2.0,
+    all_masked: float | None = None,
+    padding: str | Sequence[str] = PADDINGS,
+    weights: bool = False,
+    max_batch: int = 4,
+    max_steps: int = 6,
+    min_features: int | None = None,
+    max_features: int | None = None,
+    kind: str | None = None,
+    derandomize: bool = True,
+    seed: int | None = None,
+    **options: Any,
+) -> None:
+    r"""Check a masked loss against the maskloss oracle on generated padded batches.
+
+    ``candidate(y_true, y_pred, mask)`` is your loss with the call shape of the maskloss
+    loss ``like`` (``sample_weight=`` is passed too when ``weights=True``);
+    ``**options`` are ``like``'s keyword arguments that say what your loss computes
+    (``reduction``, ``from_logits``, ``ignore_index``, ``label_smoothing``,
+    ``class_weight``) and are passed to ``like`` only. ``mask`` is True at valid steps;
+    with ``ignore_index`` every padded label also holds that index, so a loss may use
+    either.
+
+    Properties checked on every generated batch, in this order (the first that fails
+    on the smallest failing batch is reported):
+
+    1. **agreement**: the value matches ``like`` (padded steps hold ordinary values);
+    2. **padding content**: NaN, +inf or minus the dtype's largest value at padded steps
+       (and out-of-range labels, NaN/negative per-step weights) change nothing;
+    3. **padding amount**: two more fully padded steps change nothing (but
+       ``"element_mean"``'s denominator, as the oracle says);
+    4. **left vs right padding**: the valid steps moved to the other side;
+    5. **batch order**: the sequences in reverse order;
+    6. **split and recombine**: the candidate on two micro-batches, recombined with
+       their counts (token counts for ``"token_mean"``, non-empty sequences for
+       ``"sequence_mean"``, sequences, steps, or plain sums), equals the full batch
+       (the gradient-accumulation rule).
+
+    All-masked batches are left out of the generated ones and checked afterwards, with
+    single-token batches: 7. **single-token batch**, 8. **all-masked batch** (NaN for
+    every mean, 0 for ``"sum"``, as in torch; ``all_masked=0.0`` states a convention
+    that returns 0, like Keras 3, AllenNLP or fairseq).
+
+    With ``grad`` (a callable with the candidate's call shape returning d loss / d
+    ``y_pred``, e.g. :func:`torch_grad`) every property is checked again for the
+    gradient, against ``maskloss.gradients.value_and_grad(like)`` or ``expected_grad``.
+
+    Parameters
+    ----------
+    candidate : callable
+        Your loss, NumPy in and out (or use ``adapter``).
+    like : callable
+        The maskloss loss it should equal, e.g. :func:`maskloss.sparse_categorical_crossentropy`.
+    max_examples : int, default 100
+        Generated batches (hypothesis examples) before declaring success.
+    grad, expected_grad : callable, optional
+        The candidate's gradient and (optionally) the true one.
+    adapter : callable, optional
+        Wraps ``candidate``, ``grad`` and ``reference_lowp`` so that framework code takes
+        NumPy, e.g. :func:`torch_adapter` or :func:`jax_adapter`.
+    dtype : {"float64", "float32", "float16", "bfloat16"}
+        The dtype of the generated ``y_pred`` (and float targets) and so the tolerance
+        row of :data:`TOLERANCES`; ``"bfloat16"`` batches are float32 arrays holding
+        bfloat16 values (``torch_adapter(fn, dtype=torch.bfloat16)`` casts them).
+    rtol, atol : float, optional
+        Override the tolerance table.
+    reference_lowp : callable, optional
+        A framework's own low-precision implementation with the candidate's call shape;
+        the value check becomes ``|actual - expected| <= factor * |reference - expected| + atol``.
+    all_masked : float, optional
+        The value the candidate's convention gives where the oracle gives NaN, that is
+        when no step is valid (default: keep the oracle's NaN).
+    padding : str or sequence of str
+        Padding styles to generate (right, left, arbitrary).
+    weights : bool, default False
+        Also generate ``sample_weight`` (``(B,)`` or ``(B, T)``) and pass it.
+    max_batch, max_steps : int
+        Size of the generated batches (small sizes find bugs as well and shrink fast).
+    min_features, max_features : int, optional
+        Bounds on the last axis (features, or classes: default 2 to 5); fix it when an
+        option depends on it, e.g. ``class_weight`` of length C.
+    kind : str, optional
+        The batch kind (see :func:`maskloss.strategies.padded_batches`) when ``like`` is
+        not one of the five maskloss losses.
+    derandomize : bool, default True
+        Use hypothesis's fixed example sequence so that a test is reproducible (the
+        sequence is derived from check_loss's own code, so it changes between maskloss
+        versions).
+    seed : int, optional
+        Another reproducible sequence (``hypothesis.seed``); overrides ``derandomize``.
+
+    Raises
+    ------
+    LossCheckError (an AssertionError)
+        Naming the property that broke, the candidate's and the oracle's numbers, and
+        the smallest failing batch.
+
+    Examples
+    --------
+    >>> import numpy as np, maskloss
+    >>> from maskloss.testing import check_loss
+    >>> def my_mse(y_true, y_pred, mask):           # select, then average over valid steps
+    ...     per_step = np.square(np.where(mask[..., None], y_true - y_pred, 0.0)).mean(-1)
+    ...     return per_step.sum() / mask.sum()
+    >>> check_loss(my_mse, maskloss.mse, max_examples=20)   # passes silently
+    >>> def my_mse_times_mask(y_true, y_pred, mask):  # multiply by the mask: nan * 0 = nan
+    ...     return (np.square(y_true - y_pred).mean(-1) * mask).sum() / mask.sum()
+    >>> check_loss(my_mse_times_mask, maskloss.mse, max_examples=20)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    maskloss.testing.LossCheckError: check_loss: my_mse_times_mask is not maskloss.mse()
+    property broken: padding content: junk under the mask (NaN, inf, huge values, ...
+    ...
+    """
+    if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+        raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
+    if not callable(candidate) or not callable(like):
+        raise TypeError(f"candidate and like must be callables, got {candidate!r} and {like!r}")
+    kind = _KIND_OF.get(like) if kind is None else kind
+    if kind is None:
+        raise ValueError(f"like={getattr(like, '__name__', like)!r} is not a maskloss loss; pass kind=")
+    dt = _dtype_name(dtype)
+    reduction = options.get("reduction", "token_mean")
+    if grad is not None and reduction == "none":
+        raise ValueError("grad= needs a scalar reduction, not reduction='none'")
+    ignore_index = options.get("ignore_index")
+    if all_masked is not None and not isinstance(all_masked, (int, float)):
+        raise TypeError(f"all_masked must be a float (or None for the oracle's value), got {all_masked!r}")
+    wrap = adapter if adapter is not None else (lambda f: f)
+    checker = _Checker(
+        candidate=wrap(candidate),
+        grad=None if grad is None else wrap(grad),
+        oracle=like,
+        oracle_grad=None if grad is None else (expected_grad or _oracle_grad(like)),
+        reference_lowp=None if reference_lowp is None else wrap(reference_lowp),
+        options=options,
+        reduction=reduction,
+        dtype=dt,
+        rtol=rtol,
+        atol=atol,
+        factor=factor,
+        all_masked=all_masked,
+        ignore_index=ignore_index,
+        splittable=like in _KIND_OF,
+    )
+    strategy = padded_batches(
+        kind,
+        max_batch=max_batch,
+        min_features=min_features,
+        max_features=max_features,
+        max_steps=max_steps,
+        padding=padding,
+        from_logits=bool(options.get("from_logits", False)),
+        ignore_index=ignore_index if kind == "sparse" else None,
+        weights=weights,
+        dtype=dt,
+    )
+    name = getattr(candidate, "__name__", repr(candidate))
+    like_call = (
+        f"maskloss.{getattr(like, '__name__', like)}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
+    )
+    count = [0, 0]  # examples run, examples run at the first failure
+
+    def one_batch(b: PaddedBatch) -> None:
+        count[0] += 1
+        try:
+            # Junk, NaN and inf are the point here: numpy's warnings about them are noise.
+            with np.errstate(all="ignore"):
+                if reduction != "none" and np.isnan(checker.oracle_value(b)):
+                    return  # no valid step: all-masked batches are checked on their own, afterwards
+                for gradient in (False, True) if grad is not None else (False,):
+                    checker.gradient = gradient
+                    checker.properties(b)
+        except _Failure:
+            if not count[1]:
+                count[1] = count[0]
+            raise
+
+    test = settings(
+        max_examples=max_examples,
+        deadline=None,
+        database=None,
+        derandomize=derandomize and seed is None,
+        report_multiple_bugs=False,
+        verbosity=Verbosity.quiet,
+        suppress_health_check=_QUIET_CHECKS,
+    )(given(strategy)(one_batch))
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        test = hypothesis.seed(seed)(test)
+    try:
+        test()
+        with np.errstate(all="ignore"):
+            base = _base_batch(checker, kind, weights)
+            _special_batches(checker, base, grad is not None, ignore_index, count)
+    except _Failure as failure:
+        raise _error(failure, name, like_call, checker, count) from None
+
+
+def _special_batches(
+    checker: _Checker, base: PaddedBatch, with_grad: bool, ignore_index: int | None, count: list[int]
+) -> None:
+    """Single-token and all-masked batches, made from one simple valid step."""
+    for gradient in (False, True) if with_grad else (False,):
+        checker.gradient = gradient
+        for single in _single_token_batches(base, ignore_index):
+            count[0] += 1
+            checker.check("single-token batch", single)
+        empty = _all_masked_batch(base, ignore_index)
+        count[0] += 1
+        for junked in [empty, *_junk_variants(empty, ignore_index, checker.dtype)[:1]]:
+            checker.check("all-masked batch", junked)
+
+
+def _base_batch(checker: _Checker, kind: str, weights: bool) -> PaddedBatch:
+    """One valid step with simple fixed values, in the checked dtype: the seed of the special batches."""
+    logits = bool(checker.options.get("from_logits", False))
+    if kind == "regression":
+        y_true: np.ndarray[Any, Any] = np.array([[[1.0, -0.5]]])
+        y_pred = np.array([[[0.25, 0.5]]])
+    elif kind == "binary":
+        y_true = np.array([[[1.0, 0.0]]])
+        y_pred = np.array([[[0.5, -1.0]]])
+        y_pred = y_pred if logits else 1.0 / (1.0 + np.exp(-y_pred))
+    else:
+        y_pred = np.array([[[0.5, 1.0, -1.0]]])
+        if not logits:
+            y_pred = np.exp(y_pred) / np.exp(y_pred).sum(axis=-1, keepdims=True)
+        y_true = np.array([[1]]) if kind == "sparse" else np.array([[[0.0, 1.0, 0.0]]])
+    storage = np.float32 if checker.dtype == "bfloat16" else np.dtype(checker.dtype).type
+    y_pred = y_pred.astype(storage)
+    if kind != "sparse":
+        y_true = y_true.astype(storage)
+    if checker.dtype == "bfloat16":
+        y_pred = round_to_bfloat16(y_pred)
+        y_true = y_true if kind == "sparse" else round_to_bfloat16(y_true)
+    mask = np.ones((1, 1), dtype=bool)
+    return PaddedBatch(y_true, y_pred, mask, mask.sum(axis=1), np.ones(1) if weights else None, kind, "right")
+

@@ -1,0 +1,246 @@
+r"""The properties of :func:`maskloss.testing.check_loss`: one checker runs the candidate, the
+oracle and the comparison on a batch and its transformations, and reports the first failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss.accumulation import masked_totals
+from maskloss.strategies import PaddedBatch
+from maskloss.testing.batches import _describe_batch, _junk_variants, _pad_more, _repad, _take
+from maskloss.testing.tolerances import _compare
+
+
+class LossCheckError(AssertionError):
+    """Raised by :func:`check_loss`; the attributes hold the failing case for inspection."""
+
+    __module__ = "maskloss.testing"  # where users import it from (and how tracebacks name it)
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        prop: str,
+        batch: PaddedBatch,
+        actual: Any,
+        expected: Any,
+        examples: int,
+    ) -> None:
+        super().__init__(message)
+        self.property = prop
+        self.batch = batch
+        self.actual = actual
+        self.expected = expected
+        #: How many generated examples ran before the first failure (before shrinking).
+        self.examples = examples
+
+
+class _Failure(Exception):
+    def __init__(self, prop: str, batch: PaddedBatch, actual: Any, expected: Any, detail: str) -> None:
+        super().__init__(prop)
+        self.prop, self.batch, self.actual, self.expected, self.detail = prop, batch, actual, expected, detail
+
+
+_PROPERTIES = {
+    "agreement": "the candidate disagrees with the oracle",
+    "padding content": (
+        "junk under the mask (NaN, inf, huge values, out-of-range labels) changed the result"
+    ),
+    "padding amount": "appending fully padded steps changed the result",
+    "left vs right padding": "moving the padding to the other side changed the result",
+    "batch order": "reversing the order of the sequences changed the result",
+    "split and recombine": (
+        "the values of two micro-batches, recombined by their counts, differ from the full batch"
+    ),
+    "single-token batch": "a batch with a single valid step gives the wrong result",
+    "all-masked batch": "a batch with no valid step gives the wrong result",
+}
+
+
+@dataclass
+class _Checker:
+    candidate: Callable[..., Any]
+    grad: Callable[..., Any] | None
+    oracle: Callable[..., Any]
+    oracle_grad: Callable[..., Any] | None
+    reference_lowp: Callable[..., Any] | None
+    options: dict[str, Any]
+    reduction: str
+    dtype: str
+    rtol: float | None
+    atol: float | None
+    factor: float
+    all_masked: float | None
+    ignore_index: int | None
+    splittable: bool  # the micro-batch weights are known (``like`` is a maskloss loss)
+    gradient: bool = False  # which of value/gradient is being checked
+
+    # ---- running the three parties on one batch
+    def _args(self, b: PaddedBatch) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        kwargs = {} if b.sample_weight is None else {"sample_weight": b.sample_weight}
+        return (b.y_true, b.y_pred, b.mask), kwargs
+
+    def run_candidate(self, prop: str, b: PaddedBatch) -> Any:
+        fn = self.grad if self.gradient else self.candidate
+        assert fn is not None
+        args, kwargs = self._args(b)
+        try:
+            with np.errstate(all="ignore"):
+                return fn(*(np.array(a, copy=True) for a in args), **kwargs)
+        except Exception as exc:  # the candidate crashing is a failure to report, not to propagate
+            raise _Failure(prop, b, f"raised {type(exc).__name__}: {exc}", self.expect(b), "") from exc
+
+    def expect(self, b: PaddedBatch) -> Any:
+        args, kwargs = self._args(b)
+        if self.gradient:
+            assert self.oracle_grad is not None
+            with np.errstate(all="ignore"):
+                return self.oracle_grad(*args, **kwargs, **self.options)
+        value = self.oracle_value(b)
+        if self.all_masked is not None and np.ndim(value) == 0 and np.isnan(value):
+            return np.float64(self.all_masked)
+        return value
+
+    def oracle_value(self, b: PaddedBatch) -> Any:
+        args, kwargs = self._args(b)
+        with np.errstate(all="ignore"):
+            return self.oracle(*args, **kwargs, **self.options)
+
+    def check(self, prop: str, b: PaddedBatch, expected: Any = None, before: Any = None) -> Any:
+        expected = self.expect(b) if expected is None else expected
+        actual = self.run_candidate(prop, b)
+        if self.gradient and np.isnan(self.oracle_value(b)):
+            # No valid step: the loss is undefined; accept torch's 0 gradient or a plain sum/count's NaN.
+            actual = np.where(np.isnan(np.asarray(actual, dtype=np.float64)), 0.0, actual)
+        cmp = _compare(actual, expected, self.dtype, self.rtol, self.atol, self.reference(b), self.factor)
+        if not cmp.ok:
+            detail = (
+                f"at index {cmp.index}: candidate {cmp.actual!r}, expected {cmp.expected!r}"
+                if cmp.index
+                else ""
+            )
+            if before is not None and not self.gradient and np.ndim(before) == 0:
+                detail += f"\n  (before the change the candidate gave {float(before)!r})"
+            detail += f"\n  allowed: {cmp.bound}"
+            raise _Failure(prop, b, actual, expected, detail)
+        return actual
+
+    def reference(self, b: PaddedBatch) -> Any:
+        if self.reference_lowp is None or self.gradient:
+            return None
+        args, kwargs = self._args(b)
+        with np.errstate(all="ignore"):
+            return self.reference_lowp(*args, **kwargs)
+
+    # ---- per-sequence denominators, to recombine micro-batches
+    def denominators(self, b: PaddedBatch) -> npt.NDArray[np.float64]:
+        """Per-sequence denominators of ``like`` on ``b`` (its :class:`MaskedTotals`)."""
+        args, kwargs = self._args(b)
+        with np.errstate(all="ignore"):
+            totals = masked_totals(self.oracle)(*args, **kwargs, **self.options)
+        return totals.denominator
+
+    def part_weight(self, part: PaddedBatch, whole: PaddedBatch) -> float:
+        """c such that value(whole) = sum over parts of c * value(part)."""
+        r = self.reduction
+        if r == "sum":
+            return 1.0
+        if r == "batch_mean":
+            return float(part.mask.shape[0] / whole.mask.shape[0])
+        if r == "element_mean":
+            return float(part.mask.size / whole.mask.size)
+        d_part, d_whole = self.denominators(part), self.denominators(whole)
+        if r == "sequence_mean":
+            d_part, d_whole = (d_part > 0).astype(np.float64), (d_whole > 0).astype(np.float64)
+        total = float(d_whole.sum())
+        return float(d_part.sum()) / total if total else 0.0
+
+    # ---- the properties
+    def properties(self, b: PaddedBatch) -> None:
+        expected = self.expect(b)
+        clean = self.check("agreement", b, expected)
+        for junked in _junk_variants(b, self.ignore_index, self.dtype):
+            # A maskloss loss never reads padding, so its value cannot change; a custom ``like``
+            # (a causal shift, say) may read steps the mask calls padding, so ask it again.
+            self.check("padding content", junked, expected if self.splittable else None, before=clean)
+        self.check("padding amount", _pad_more(b, self.ignore_index), before=clean)
+        for side in ("right", "left"):
+            moved = _repad(b, side, self.ignore_index)
+            if not np.array_equal(moved.mask, b.mask):
+                self.check("left vs right padding", moved, before=clean)
+        if b.mask.shape[0] > 1:
+            self.check("batch order", _take(b, slice(None, None, -1)), before=clean)
+            if self.splittable:
+                self.split(b)
+
+    def split(self, b: PaddedBatch) -> None:
+        half = b.mask.shape[0] // 2
+        parts = [_take(b, slice(None, half)), _take(b, slice(half, None))]
+        total = self.denominators(b).sum()
+        if self.reduction in ("token_mean", "sequence_mean") and total == 0:
+            return
+        pieces = []
+        for part in parts:
+            value = self.run_candidate("split and recombine", part)
+            if self.reduction == "none":
+                pieces.append(np.asarray(value))
+                continue
+            c = self.part_weight(part, b)
+            if self.gradient:
+                pieces.append(c * np.asarray(value) if c else np.zeros(part.y_pred.shape))
+            else:
+                pieces.append(np.asarray(c * value if c else 0.0))
+        combined = np.concatenate(pieces) if self.reduction == "none" or self.gradient else sum(pieces)
+        expected = self.expect(b)
+        cmp = _compare(combined, expected, self.dtype, self.rtol, self.atol, self.reference(b), self.factor)
+        if not cmp.ok:
+            detail = (
+                f"split into {parts[0].mask.shape[0]} + {parts[1].mask.shape[0]} sequences; "
+                f"recombined candidate {cmp.actual!r}, full-batch oracle {cmp.expected!r}"
+                f"\n  allowed: {cmp.bound}"
+            )
+            raise _Failure("split and recombine", b, combined, expected, detail)
+
+
+
+def _fmt_value(x: Any) -> str:
+    if isinstance(x, str):
+        return x
+    arr = np.asarray(x)
+    if arr.ndim == 0:
+        return repr(float(arr))
+    return np.array2string(arr, precision=6, separator=", ", threshold=60).replace("\n", "\n             ")
+
+
+
+def _error(
+    failure: _Failure, name: str, like_call: str, checker: _Checker, count: list[int]
+) -> LossCheckError:
+    what = "gradient" if checker.gradient else "value"
+    prop = failure.prop
+    lines = [
+        f"check_loss: {name} is not {like_call}",
+        f"property broken: {prop}{' (gradient)' if checker.gradient else ''}: {_PROPERTIES[prop]}",
+        f"  candidate {what}: {_fmt_value(failure.actual)}",
+        f"  expected {what}:  {_fmt_value(failure.expected)}",
+    ]
+    if failure.detail.strip():
+        lines.append("  " + failure.detail.strip())
+    lines += [
+        f"smallest failing batch (first failure after {count[1] or count[0]} examples, then shrunk):",
+        _describe_batch(failure.batch),
+        "reproduce: candidate(batch.y_true, batch.y_pred, batch.mask) with this batch (error.batch)",
+    ]
+    return LossCheckError(
+        "\n".join(lines),
+        prop=prop,
+        batch=failure.batch,
+        actual=failure.actual,
+        expected=failure.expected,
+        examples=count[1] or count[0],
+    )
