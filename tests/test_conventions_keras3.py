@@ -341,3 +341,40 @@ def test_conformance_runner_protocol() -> None:
     failed = [r for r in results if not r.passed]
     assert not failed, failed
     assert keras.config.floatx() == "float64"  # the module fixture's setting is restored
+
+
+@pytest.mark.parametrize("kind", sorted(FUNCTIONS))
+def test_mask_with_a_trailing_axis_of_one_is_squeezed_like_keras3(kind: str) -> None:
+    # Keras 3's own tests pass (B, T, 1) masks for (B, T) losses; squeeze_or_expand_to_same_rank
+    # squeezes them. Compared with the real loss objects, with and without sample weights.
+    rng = np.random.default_rng(11)
+    width = {"mae": 2, "mse": 1, "binary": 2, "categorical": 3, "sparse": 3}[kind]
+    y_pred = rng.uniform(0.05, 0.95, size=(2, 4, width))
+    if kind == "sparse":
+        y_true: Any = rng.integers(0, width, size=(2, 4))
+    elif kind == "categorical":
+        y_true = np.eye(width)[rng.integers(0, width, size=(2, 4))]
+    else:
+        y_true = rng.uniform(0.0, 1.0, size=(2, 4, width))
+    mask = maskloss.mask_from_lengths([3, 1], 4)
+    for weight in (None, rng.uniform(0.5, 2.0, size=(2, 4))):
+        case = KerasCase(kind, y_true, y_pred, mask[..., None], weight)
+        squeezed = KerasCase(kind, y_true, y_pred, mask, weight)
+        for reduction in FRAMEWORK_REDUCTIONS:
+            close(ours(case, reduction), real(case, reduction), tolerance(kind))
+            close(ours(case, reduction), ours(squeezed, reduction), 0.0)
+
+
+def test_mask_of_b_by_1_for_per_sequence_losses() -> None:
+    # (B, C) predictions have (B,) steps; a (B, 1) mask is squeezed (Keras expands the losses).
+    rng = np.random.default_rng(12)
+    y_pred = rng.uniform(0.05, 0.95, size=(3, 4))
+    y_true = np.eye(4)[[0, 2, 3]]
+    mask = np.array([[True], [False], [True]])
+    case = KerasCase("categorical", y_true, y_pred, mask, None)
+    for reduction in FRAMEWORK_REDUCTIONS:
+        expected = real(case, reduction)
+        if reduction == "none":  # Keras expanded the (B,) losses to (B, 1); the mirror keeps (B,)
+            assert expected.shape == (3, 1)
+            expected = expected[:, 0]
+        close(ours(case, reduction), expected, 1e-12)

@@ -220,3 +220,24 @@ def test_conformance_runner_protocol() -> None:
     failed = [r for r in results if not r.passed]
     assert not failed, failed
     assert all(r.max_rel_error <= runner.TOLERANCE for r in results)
+
+
+@pytest.mark.parametrize("kind", sorted(FUNCTIONS))
+def test_mask_with_a_trailing_axis_of_one_is_squeezed_like_tf_keras(kind: str) -> None:
+    # tf_keras squeezes a (B, T, 1) mask to the losses' rank (squeeze_or_expand_dimensions).
+    rng = np.random.default_rng(13)
+    width = {"mae": 2, "mse": 1, "binary": 2, "categorical": 3, "sparse": 3}[kind]
+    y_pred = rng.uniform(0.05, 0.95, size=(2, 4, width))
+    if kind == "sparse":
+        y_true: Any = rng.integers(0, width, size=(2, 4))
+    elif kind == "categorical":
+        y_true = np.eye(width)[rng.integers(0, width, size=(2, 4))]
+    else:
+        y_true = rng.uniform(0.0, 1.0, size=(2, 4, width))
+    mask = maskloss.mask_from_lengths([3, 1], 4)
+    for weight in (None, rng.uniform(0.5, 2.0, size=(2, 4))):
+        case = KerasCase(kind, y_true, y_pred, mask[..., None], weight)
+        squeezed = KerasCase(kind, y_true, y_pred, mask, weight)
+        for reduction in ("sum_over_batch_size", "sum", "none"):
+            close(ours(case, reduction), real(case, reduction))
+            close(ours(case, reduction), ours(squeezed, reduction), 0.0)

@@ -248,8 +248,18 @@ def _finish(
 
 
 def optional_mask(mask: npt.ArrayLike | None, steps: tuple[int, ...]) -> BoolArray | None:
-    """The Keras mask as a bool array, or None when the output carries none."""
-    return None if mask is None else check_mask(mask, steps)
+    """The Keras mask as a bool array, or None when the output carries none.
+
+    A mask with one trailing axis of size 1 (``(B, T, 1)`` for ``(B, T)`` steps, ``(B, 1)``
+    for ``(B,)``) is squeezed to the steps, as Keras's ``squeeze_or_expand_to_same_rank``
+    (keras 3) and ``squeeze_or_expand_dimensions`` (tf_keras) do. (With ``(B,)`` steps and
+    ``reduction="none"`` Keras returns the losses as ``(B, 1)``; the mirror keeps ``(B,)``.)
+    """
+    if mask is None:
+        return None
+    if np.ndim(mask) == len(steps) + 1 and np.shape(mask)[-1] == 1:
+        mask = np.asarray(mask)[..., 0]
+    return check_mask(mask, steps)
 
 
 def valid_steps(keras_mask: BoolArray | None, steps: tuple[int, ...]) -> BoolArray:
