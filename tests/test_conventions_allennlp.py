@@ -247,3 +247,44 @@ def test_token_average_is_torch_cross_entropy_weighted_by_step(case, eps):
     expected = (ce * case["weights"]).sum() / (case["weights"].sum() + TINY)
     out = sce(case["logits"], case["targets"], case["weights"], average="token", label_smoothing=eps)
     assert out == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.framework("torch")
+@pytest.mark.parametrize("average", AVERAGES)
+@pytest.mark.parametrize("eps", [None, 0.1])
+def test_weights_broadcast_against_the_steps_as_in_allennlp(average, eps):
+    # AllenNLP's own test_sequence_cross_entropy_with_logits_smooths_labels_correctly passes
+    # torch.ones([2, 3]) weights with [1, 3, 4] logits; the body broadcasts nll * weights.
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(1, 3, 4))
+    targets = rng.integers(0, 4, size=(1, 3))
+    weights = np.array([[1.0, 1.0, 0.0], [0.5, 2.0, 1.0]])
+    expected = _allennlp_body_in_torch(
+        torch, torch.from_numpy(logits), torch.from_numpy(targets), torch.from_numpy(weights),
+        average, eps, None, None,
+    ).numpy()
+    out = sce(logits, targets, weights, average=average, label_smoothing=eps)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-13)
+    assert np.shape(out) == np.shape(expected)
+
+
+def test_allennlp_label_smoothing_test_case():
+    # The case of AllenNLP's test (tests/nn/util_test.py): weights of ones (2, 3), logits (1, 3, 4),
+    # smoothing 0.1: the expected value is its loop, -(0.9 log p_y + 0.1/4 sum_c log p_c) / 3.
+    rng = np.random.default_rng(4)
+    logits = rng.random((1, 3, 4))
+    targets = rng.integers(0, 3, size=(1, 3))
+    correct = 0.0
+    for row, label in zip(logits[0], targets[0]):
+        log_p = row - np.log(np.sum(np.exp(row)))
+        correct += log_p[label] * 0.9 + log_p.sum() * 0.1 / 4
+    assert math.isclose(float(sce(logits, targets, np.ones((2, 3)), label_smoothing=0.1)), -correct / 3,
+                        rel_tol=1e-12)
+
+
+def test_weights_that_do_not_broadcast_are_rejected():
+    with pytest.raises(ValueError, match=r"weights must have the steps' shape \(1, 3\)"):
+        sce(np.zeros((1, 3, 4)), [[0, 1, 2]], np.ones((2, 2)))
+    with pytest.raises(ValueError, match="same number of axes"):
+        sce(np.zeros((1, 3, 4)), [[0, 1, 2]], np.ones(3))

@@ -117,6 +117,19 @@ def _alpha_factor(alpha: object) -> FloatArray | None:
     raise TypeError(f"alpha must be float, list of float, or an array, {type(alpha)} provided.")
 
 
+def _broadcast_steps(weight_shape: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
+    """The steps' shape once the weights broadcast against them (same number of axes only)."""
+    try:
+        if len(weight_shape) != len(steps):
+            raise ValueError
+        return tuple(np.broadcast_shapes(weight_shape, steps))
+    except ValueError:
+        raise ValueError(
+            f"weights must have the steps' shape {steps} (logits.shape[:-1]) or broadcast against it "
+            f"with the same number of axes; got {weight_shape}"
+        ) from None
+
+
 def sequence_cross_entropy_with_logits(
     logits: npt.ArrayLike,
     targets: npt.ArrayLike,
@@ -141,7 +154,9 @@ def sequence_cross_entropy_with_logits(
     targets : array_like of int, shape (B, ...)
         Gold classes; anything at zero-weight steps.
     weights : array_like of bool or float, shape (B, ...)
-        Step weights (the mask), finite and >= 0.
+        Step weights (the mask), finite and >= 0; as in AllenNLP, weights of the same number
+        of axes that broadcast against the steps are accepted (each weight row then sees the
+        broadcast logits and targets).
     average : {"batch", "token", None}, default "batch"
     label_smoothing : float in [0, 1], optional
         ``None`` or 0 for no smoothing.
@@ -171,7 +186,18 @@ def sequence_cross_entropy_with_logits(
         raise ValueError(f"logits must have shape (batch, ..., classes), got {lg.shape}")
     num_classes = lg.shape[-1]
     steps = lg.shape[:-1]
-    w = check_step_weights(weights, steps)
+    w_given = as_numeric(weights, "weights")
+    if w_given.shape != steps:
+        # AllenNLP multiplies the per-step losses by the weights, so weights of the same rank
+        # broadcast against the steps (its own label-smoothing test passes (2, 3) weights with
+        # (1, 3, C) logits): every weight row sees the broadcast logits and targets.
+        steps = _broadcast_steps(w_given.shape, steps)
+        t_given = as_numeric(targets, "targets")
+        if t_given.shape != lg.shape[:-1]:
+            raise ValueError(f"targets must have shape {lg.shape[:-1]} (logits.shape[:-1]), got {t_given.shape}")
+        lg = np.broadcast_to(lg, (*steps, num_classes))
+        targets = np.broadcast_to(t_given, steps)
+    w = check_step_weights(w_given, steps)
     valid = w != 0
     labels = check_targets(targets, steps, valid, num_classes)
     eps = 0.0 if label_smoothing is None else check_label_smoothing(label_smoothing)
