@@ -276,7 +276,7 @@ def test_allennlp_label_smoothing_test_case():
     logits = rng.random((1, 3, 4))
     targets = rng.integers(0, 3, size=(1, 3))
     correct = 0.0
-    for row, label in zip(logits[0], targets[0]):
+    for row, label in zip(logits[0], targets[0], strict=False):
         log_p = row - np.log(np.sum(np.exp(row)))
         correct += log_p[label] * 0.9 + log_p.sum() * 0.1 / 4
     assert math.isclose(float(sce(logits, targets, np.ones((2, 3)), label_smoothing=0.1)), -correct / 3,

@@ -379,7 +379,7 @@ def test_l1_loss_broadcasts_with_a_warning_like_torch():
         (
             lambda: tc.cross_entropy([[0.0, 1.0]], [0], weight=[1.0]),
             ValueError,
-            "class_weight must have shape",
+            r"weight must have shape \(2,\)",
         ),
         (lambda: tc.cross_entropy([[0.0, 1.0]], [0], label_smoothing=1.5), ValueError, "label_smoothing"),
         (lambda: tc.binary_cross_entropy([1.5], [1.0]), ValueError, "input should be between 0 and 1"),
@@ -411,3 +411,47 @@ def test_torch_label_smoothing_mean_overflows_before_the_true_value_does(torch):
     ours = tc.cross_entropy(x, y, weight=w, label_smoothing=0.1)
     assert np.isfinite(ours)
     assert ours == pytest.approx(exact, rel=1e-12)
+
+
+@st.composite
+def any_weight_batches(draw):
+    """Index batches with class weights the core rejects: negative, mixed sign, summing to 0."""
+    x, labels, _, eps = draw(index_batches())
+    classes = x.shape[0] if x.ndim == 1 else x.shape[1]
+    weight = np.array(draw(st.lists(st.sampled_from([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]),
+                                    min_size=classes, max_size=classes)))
+    if not np.any(weight < 0):
+        weight[0] = -1.5
+    return x, labels, weight, eps
+
+
+@FRAMEWORK
+@given(case=any_weight_batches())
+def test_negative_and_zero_sum_class_weights_match_torch(torch, case):
+    # torch accepts any real class weights; the mirror reproduces its arithmetic, including the
+    # inf or NaN of a zero weight sum (torch: sum / total_weight).
+    x, y, w, eps = case
+    F = torch.nn.functional
+    for r in REDUCTIONS:
+        expected = F.cross_entropy(_t(torch, x), _t(torch, y), weight=_t(torch, w), reduction=r,
+                                   label_smoothing=eps).numpy()
+        assert_matches(tc.cross_entropy(x, y, weight=w, reduction=r, label_smoothing=eps), expected)
+        expected = F.nll_loss(_t(torch, x), _t(torch, y), weight=_t(torch, w), reduction=r).numpy()
+        assert_matches(tc.nll_loss(x, y, weight=w, reduction=r), expected)
+
+
+def test_zero_weight_sum_gives_torch_inf_not_nan(torch):
+    x = np.array([[0.1, 0.5, -0.2], [1.0, 0.0, 0.3]])
+    y = np.array([0, 1])
+    w = np.array([-1.0, 1.0, 0.0])
+    for kwargs in ({}, {"label_smoothing": 0.2}):
+        expected = torch.nn.functional.cross_entropy(_t(torch, x), _t(torch, y), weight=_t(torch, w), **kwargs)
+        assert np.isinf(expected.item())
+        assert tc.cross_entropy(x, y, weight=w, **kwargs) == expected.item()
+    assert tc.nll_loss(x, y, weight=w) == torch.nn.functional.nll_loss(_t(torch, x), _t(torch, y),
+                                                                       weight=_t(torch, w)).item()
+
+
+def test_class_weight_of_the_wrong_shape_is_rejected():
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
+        tc.cross_entropy(np.zeros((2, 3)), [0, 1], weight=[1.0, 2.0])

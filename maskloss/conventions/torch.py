@@ -38,8 +38,9 @@ The quirks, stated plainly:
 Known deviation, for non-finite logits only: with index targets the core's
 :math:`0 \cdot \log 0 = 0` rule is used, so a class weight of 0 on a class whose logit is
 :math:`-\infty` (with label smoothing), or ``label_smoothing=1`` with a target logit of
-:math:`-\infty`, gives a finite value where torch gives NaN. Class weights must be finite
-and >= 0 here (torch accepts any).
+:math:`-\infty`, gives a finite value where torch gives NaN. Class weights may be any real numbers, as in
+torch (negative, zero-sum, even non-finite: the division by their sum is torch's, so a zero
+sum gives inf or NaN as torch does).
 
 Examples
 --------
@@ -67,7 +68,7 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric, check_class_weight, check_label_smoothing, check_labels
+from maskloss._checks import as_numeric, check_label_smoothing, check_labels
 from maskloss._rows import as_rows
 from maskloss._types import FloatArray
 from maskloss.losses import per_step, sparse_categorical_crossentropy
@@ -111,6 +112,56 @@ def _reduce(terms: FloatArray, denominators: FloatArray | None, reduction: str) 
         return reduce_terms(flat, np.ones_like(flat), "element_mean" if reduction == "mean" else "sum")
     den = np.asarray(denominators, dtype=np.float64).reshape(1, -1)
     return reduce_terms(flat, den, "token_mean" if reduction == "mean" else "sum")
+
+
+def _class_weight(weight: npt.ArrayLike | None, classes: int) -> FloatArray | None:
+    """torch's ``weight``: a 1-D tensor of size C, any real values (only the shape is checked)."""
+    if weight is None:
+        return None
+    cw = as_numeric(weight, "weight")
+    if cw.shape != (classes,):
+        raise ValueError(f"weight must have shape ({classes},), one weight per class; got {cw.shape}")
+    return cw.astype(np.float64)
+
+
+def _core_accepts(cw: FloatArray | None) -> bool:
+    """Class weights the core losses take (finite, >= 0), hence the core's exact arithmetic."""
+    return cw is None or bool(np.all(np.isfinite(cw) & (cw >= 0)))
+
+
+def _index_cross_entropy_any_weight(
+    logits: np.ndarray[Any, Any], labels: np.ndarray[Any, Any], valid: np.ndarray[Any, Any],
+    cw: FloatArray, eps: float, reduction: str,
+) -> Any:
+    r"""torch's index-target cross-entropy for weights the core rejects, term by term as torch.
+
+    ``"mean"`` is :math:`(1-\varepsilon)\,A/W + \frac{\varepsilon}{C} S/W` with
+    :math:`A = \sum cw_y(-\log p_y)`, :math:`S = \sum_i\sum_c cw_c(-\log p_{ic})` and
+    :math:`W = \sum cw_y` over valid steps (``cross_entropy_loss_label_smoothing``), each
+    division IEEE (a zero :math:`W` gives inf or NaN, as in torch).
+    """
+    classes = logits.shape[-1]
+    rows = as_rows(logits)
+    flat_labels = labels.reshape(-1)
+
+    def label_terms(_: Any, lab: Any, x_rows: Any) -> FloatArray:
+        return pointwise.sparse_cross_entropy(lab, pointwise.log_softmax(x_rows.astype(np.float64)), cw, 0.0)
+
+    def smoothing_terms(_: Any, lab: Any, x_rows: Any) -> FloatArray:
+        log_p = pointwise.log_softmax(x_rows.astype(np.float64))
+        return pointwise.cross_entropy(np.ones_like(log_p), log_p, cw)
+
+    nll = per_step(label_terms, valid, flat_labels, rows).reshape(labels.shape)
+    smooth = per_step(smoothing_terms, valid, flat_labels, rows).reshape(labels.shape) if eps else None
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if reduction == "none":
+            return nll if smooth is None else (1.0 - eps) * nll + eps / classes * smooth
+        if reduction == "sum":
+            total = np.float64(nll.sum())
+            return total if smooth is None else (1.0 - eps) * total + eps / classes * np.float64(smooth.sum())
+        weight_sum = np.float64(np.where(valid, cw[labels], 0.0).sum())
+        mean = np.float64(nll.sum()) / weight_sum
+        return mean if smooth is None else (1.0 - eps) * mean + eps / classes * (np.float64(smooth.sum()) / weight_sum)
 
 
 def _class_last(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -174,7 +225,7 @@ def cross_entropy(
         Class indices of shape ``(N, d1, ...)`` (or ``()``), integer dtype, in ``[0, C)``
         or ``ignore_index``; or class probabilities of the shape of ``input``.
     weight : array_like, shape (C,), optional
-        Class weights (finite, >= 0).
+        Class weights, any real values as in torch.
     ignore_index : int, default -100
         Target value whose steps are skipped (index targets only).
     reduction : {"mean", "sum", "none"}
@@ -213,13 +264,19 @@ def cross_entropy(
             raise ValueError(
                 f"ignore_index is not supported for probability targets; got ignore_index={ignore}"
             )
-        cw = check_class_weight(weight, classes)
+        cw = _class_weight(weight, classes)
         q = pointwise.smooth_categorical_targets(_class_last(t_arr).astype(np.float64), eps)
         coef = q if cw is None else q * cw
         with np.errstate(invalid="ignore"):  # 0 * -inf = nan, as in torch
             terms = -np.sum(pointwise.log_softmax(logits.astype(np.float64)) * coef, axis=-1)
         return _reduce(terms, None, red)
     t = _index_target(x, t_arr, "input")
+    cw = _class_weight(weight, classes)
+    if not _core_accepts(cw):
+        assert cw is not None
+        valid = np.asarray(t != ignore)
+        labels = check_labels(t, valid, classes, name="target")
+        return _index_cross_entropy_any_weight(logits, labels, valid, cw, eps, red)
     out = sparse_categorical_crossentropy(
         t.reshape(1, -1),
         logits.reshape(1, -1, classes),
@@ -261,7 +318,7 @@ def nll_loss(
     ignore = _check_ignore_index(ignore_index)
     classes = int(x.shape[0 if x.ndim == 1 else 1])
     t = _index_target(x, target, "input")
-    cw = check_class_weight(weight, classes)
+    cw = _class_weight(weight, classes)
     valid = np.asarray(t != ignore)
     labels = check_labels(t, valid, classes, name="target")
     losses = per_step(
@@ -271,6 +328,9 @@ def nll_loss(
         as_rows(_class_last(x)),
     )
     denominators = np.where(valid, 1.0 if cw is None else cw[labels], 0.0)
+    if red == "mean" and not _core_accepts(cw):
+        with np.errstate(divide="ignore", invalid="ignore"):  # torch's sum / total_weight, IEEE
+            return np.float64(losses.sum()) / np.float64(denominators.sum())
     return _reduce(losses, denominators, red)
 
 
