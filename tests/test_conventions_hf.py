@@ -137,3 +137,19 @@ def test_nothing_valid_gives_nan_and_zero_items_divides_by_zero():
 def test_bad_input_is_named(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_unknown_keyword_arguments_are_ignored_as_in_transformers(hf):
+    # ForCausalLMLoss(**kwargs) -> fixed_cross_entropy(**kwargs), which passes none of them on:
+    # label_smoothing is silently dropped by transformers, and by the mirror.
+    torch, for_causal_lm = hf
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 4, 5))
+    labels = np.array([[1, 2, 3, -100], [4, 0, -100, -100]])
+    extra = {"label_smoothing": 0.3, "reduction": "sum", "anything": object()}
+    expected = for_causal_lm(torch.from_numpy(logits.astype(np.float32)), torch.from_numpy(labels), 5, **extra)
+    plain = for_causal_lm(torch.from_numpy(logits.astype(np.float32)), torch.from_numpy(labels), 5)
+    assert expected.item() == plain.item()
+    ours = for_causal_lm_loss(logits, labels, 5, **extra)
+    assert ours == for_causal_lm_loss(logits, labels, 5)
+    assert_matches(ours, expected.item(), rtol=1e-5, atol=1e-6)

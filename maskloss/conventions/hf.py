@@ -74,6 +74,7 @@ def for_causal_lm_loss(
     num_items_in_batch: float | None = None,
     ignore_index: int = -100,
     shift_labels: npt.ArrayLike | None = None,
+    **kwargs: Any,
 ) -> np.float64:
     r"""``transformers.loss.loss_utils.ForCausalLMLoss``, in float64.
 
@@ -99,6 +100,9 @@ def for_causal_lm_loss(
     ignore_index : int, default -100
     shift_labels : array_like of int, optional
         Already shifted labels, used as they are.
+    **kwargs
+        Accepted and ignored, as transformers does (``fixed_cross_entropy`` takes
+        ``**kwargs`` and passes none of them on): ``label_smoothing=0.1`` is silently dropped.
 
     Returns
     -------
