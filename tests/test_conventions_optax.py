@@ -6,6 +6,8 @@ against optax (both float64: jax runs under ``jax.enable_x64(True)``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -195,3 +197,183 @@ def test_inputs_are_not_written():
 def test_bad_input_is_named(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ------------------------------------------------- sigmoid, safe and poly cross-entropies
+
+
+def _log_sigmoid_loop(x: float) -> float:
+    if math.isnan(x):
+        return math.nan
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+def _sigmoid_oracle(logits, labels):
+    out = np.empty(np.broadcast_shapes(logits.shape, labels.shape))
+    x_b, y_b = np.broadcast_arrays(logits, labels)
+    for idx in np.ndindex(out.shape):
+        x, y = float(x_b[idx]), float(y_b[idx])
+        a, b = _log_sigmoid_loop(x), _log_sigmoid_loop(-x)
+        out[idx] = -(y * a) - (1.0 - y) * b
+    return out
+
+
+def _row_log_softmax(row, include):
+    kept = [float(v) for v, k in zip(row, include, strict=True) if k]
+    if not kept:
+        return None
+    top = max(kept)
+    lse = top + math.log(math.fsum(math.exp(v - top) for v in kept))
+    return [float(v) - lse for v in row]
+
+
+def _safe_oracle(logits, labels):
+    out = np.empty(logits.shape[:-1])
+    for idx in np.ndindex(out.shape):
+        log_p = _row_log_softmax(logits[idx], [True] * logits.shape[-1])
+        out[idx] = -math.fsum(y * lp for y, lp in zip(labels[idx], log_p, strict=True) if y != 0)
+    return out
+
+
+def _poly_oracle(logits, labels, where, epsilon):
+    out = np.empty(logits.shape[:-1])
+    include_all = np.ones(logits.shape, bool) if where is None else np.broadcast_to(where, logits.shape)
+    for idx in np.ndindex(out.shape):
+        include = include_all[idx]
+        log_p = _row_log_softmax(logits[idx], include)
+        if log_p is None:
+            out[idx] = 0.0
+            continue
+        ce = -math.fsum(y * lp for y, lp, k in zip(labels[idx], log_p, include, strict=True) if k)
+        pt = math.fsum(y * (1 - math.exp(lp)) for y, lp, k in zip(labels[idx], log_p, include, strict=True) if k)
+        out[idx] = ce + epsilon * pt
+    return out
+
+
+@pytest.fixture(scope="module")
+def optax_more():
+    jax = pytest.importorskip("jax")
+    optax = pytest.importorskip("optax")
+    jnp = jax.numpy
+    sigmoid = jax.jit(optax.sigmoid_binary_cross_entropy)
+    safe = jax.jit(optax.safe_softmax_cross_entropy)
+    poly = jax.jit(optax.losses.poly_loss_cross_entropy, static_argnames=("axis",))  # not re-exported at top level
+
+    def run(fn, *args, **kwargs):
+        with jax.enable_x64(True):
+            conv = [jnp.asarray(a, dtype=jnp.float64) for a in args]
+            kw = {k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+            return np.asarray(fn(*conv, **kw))
+
+    return {
+        "sigmoid": lambda *a: run(sigmoid, *a),
+        "safe": lambda *a: run(safe, *a),
+        "poly": lambda *a, **k: run(poly, *a, **k),
+    }
+
+
+SPECIAL = st.sampled_from([0.0, -np.inf, np.inf, 40.0, -40.0, 1e300, -800.0])
+
+
+@st.composite
+def binary_cases(draw):
+    shape = draw(st.sampled_from([(2, 3), (1, 4, 2)]))
+    logits = _array(draw, shape, -30.0, 30.0)
+    if draw(st.booleans()):
+        logits.flat[0] = draw(SPECIAL)
+    labels = _array(draw, shape, 0.0, 1.0)
+    if draw(st.booleans()):
+        labels = np.round(labels)
+    return logits, labels
+
+
+@given(binary_cases())
+def test_sigmoid_binary_cross_entropy_matches_the_oracle(case):
+    logits, labels = case
+    assert_matches(ox.sigmoid_binary_cross_entropy(logits, labels), _sigmoid_oracle(logits, labels),
+                   rtol=1e-12, atol=1e-12)
+
+
+@FRAMEWORK
+@given(binary_cases())
+def test_sigmoid_binary_cross_entropy_matches_optax(optax_more, case):
+    logits, labels = case
+    assert_matches(ox.sigmoid_binary_cross_entropy(logits, labels), optax_more["sigmoid"](logits, labels))
+
+
+def test_sigmoid_labels_broadcast(optax_more):
+    logits, labels = np.array([[0.5, -1.0, 3.0]]), np.array([1.0, 0.0, 0.5])
+    assert_matches(ox.sigmoid_binary_cross_entropy(logits, labels), optax_more["sigmoid"](logits, labels))
+    with pytest.raises(ValueError, match="must broadcast"):
+        ox.sigmoid_binary_cross_entropy(logits, np.ones(2))
+
+
+@st.composite
+def soft_cases(draw):
+    batch, steps, classes = draw(st.sampled_from(SHAPES))
+    logits = _array(draw, (batch, steps, classes), -10.0, 10.0)
+    labels = _array(draw, (batch, steps, classes), 0.0, 1.0)
+    zeros = np.array(draw(st.lists(st.booleans(), min_size=logits.size, max_size=logits.size))).reshape(logits.shape)
+    labels = np.where(zeros, 0.0, labels)
+    if draw(st.booleans()):  # -inf logits where the label is 0: 0 log 0 = 0 in the safe version
+        logits = np.where(zeros & (np.arange(classes) > 0), -np.inf, logits)
+    return logits, labels
+
+
+@given(soft_cases())
+def test_safe_softmax_cross_entropy_matches_the_oracle(case):
+    logits, labels = case
+    assert_matches(ox.safe_softmax_cross_entropy(logits, labels), _safe_oracle(logits, labels),
+                   rtol=1e-11, atol=1e-12)
+
+
+@FRAMEWORK
+@given(soft_cases())
+def test_safe_softmax_cross_entropy_matches_optax(optax_more, case):
+    logits, labels = case
+    assert_matches(ox.safe_softmax_cross_entropy(logits, labels), optax_more["safe"](logits, labels))
+
+
+@st.composite
+def poly_cases(draw):
+    logits, labels = draw(soft_cases())
+    logits = np.where(np.isinf(logits), 0.0, logits)
+    batch, steps, _ = logits.shape
+    mode = draw(st.sampled_from(MODES))
+    where = None
+    if mode == "row":
+        where = draw(masks(batch, steps))[..., None]
+        logits = np.where(where, logits, np.nan)  # NaN under a (B, T, 1) row mask
+    elif mode == "class":
+        where = np.array(draw(st.lists(st.booleans(), min_size=logits.size, max_size=logits.size)))
+        where = where.reshape(logits.shape)
+    epsilon = draw(st.sampled_from([2.0, -1.0, 0.0, 0.5]))
+    return logits, labels, where, epsilon
+
+
+@given(poly_cases())
+def test_poly_loss_matches_the_oracle(case):
+    logits, labels, where, epsilon = case
+    out = ox.poly_loss_cross_entropy(logits, labels, epsilon=epsilon, where=where)
+    assert_matches(out, _poly_oracle(logits, labels, where, epsilon), rtol=1e-11, atol=1e-12)
+
+
+@FRAMEWORK
+@given(case=poly_cases(), classes_on_axis1=st.booleans())
+def test_poly_loss_matches_optax(optax_more, case, classes_on_axis1):
+    logits, labels, where, epsilon = case
+    axis = -1
+    if classes_on_axis1:
+        axis, logits, labels = 1, _axis1(logits), _axis1(labels)
+        where = None if where is None else np.moveaxis(where, -1, 1)
+    kwargs = {"epsilon": epsilon, "axis": axis} if where is None else {"epsilon": epsilon, "axis": axis, "where": where}
+    expected = optax_more["poly"](logits, labels, **kwargs)
+    assert_matches(ox.poly_loss_cross_entropy(logits, labels, **kwargs), expected)
+
+
+def test_poly_loss_row_mask_must_be_given_with_a_class_axis_of_one(optax_more):
+    logits, labels = np.zeros((2, 3, 4)), np.full((2, 3, 4), 0.25)
+    with pytest.raises(ValueError, match=r"pass it as shape \(\.\.\., 1\)"):
+        ox.poly_loss_cross_entropy(logits, labels, where=np.ones((2, 3), bool))
+    with pytest.raises(TypeError, match="floating point"):
+        ox.poly_loss_cross_entropy(logits, np.ones((2, 3, 4), int))

@@ -67,9 +67,11 @@ def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
 
     tallies = {
         (fn, mode): Tally(TOLERANCE)
-        for fn in ("softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels")
+        for fn in ("softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels", "poly_loss_cross_entropy")
         for mode in MODES
     }
+    tallies[("sigmoid_binary_cross_entropy", "elementwise")] = Tally(TOLERANCE)
+    tallies[("safe_softmax_cross_entropy", "-inf logits under labels of 0")] = Tally(TOLERANCE)
     with jax.enable_x64(True):
         # jit: one compilation per shape instead of per-operation dispatch (same XLA numerics)
         soft_ce = jax.jit(optax.softmax_cross_entropy, static_argnames=("axis",))
@@ -90,8 +92,43 @@ def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
                 )
                 tally = tallies[("softmax_cross_entropy_with_integer_labels", mode)]
                 tally.compare(ours, np.asarray(theirs), mode)
+        _run_more(rng, n_cases, optax, jax, jnp, tallies)
         ver = f"{optax.__version__} (jax {jax.__version__})"
     note = f"float64 (jax x64); per example; tol {TOLERANCE:g} x max(1, |optax|)"
     return [
         tally.result(FRAMEWORK, ver, f"{fn}, {mode}", n_cases, note) for (fn, mode), tally in tallies.items()
     ]
+
+
+def _run_more(rng: np.random.Generator, n_cases: int, optax: Any, jax: Any, jnp: Any,
+              tallies: dict[tuple[str, str], Tally]) -> None:
+    """``sigmoid_binary_cross_entropy``, ``safe_softmax_cross_entropy``, ``poly_loss_cross_entropy``."""
+    sigmoid = jax.jit(optax.sigmoid_binary_cross_entropy)
+    safe = jax.jit(optax.safe_softmax_cross_entropy)
+    poly = jax.jit(optax.losses.poly_loss_cross_entropy, static_argnames=("axis",))
+    for _ in range(n_cases):
+        batch, steps, classes = SHAPES[int(rng.integers(len(SHAPES)))]
+        logits = rng.normal(0.0, 8.0, (batch, steps, classes))
+        labels = rng.random((batch, steps, classes))
+        tally = tallies[("sigmoid_binary_cross_entropy", "elementwise")]
+        tally.compare(conv.sigmoid_binary_cross_entropy(logits, labels),
+                      np.asarray(sigmoid(jnp.asarray(logits), jnp.asarray(labels))), "elementwise")
+        soft = rng.dirichlet(np.ones(classes), (batch, steps))
+        zero = rng.random(soft.shape) < 0.3
+        soft = np.where(zero, 0.0, soft)
+        with_inf = np.where(zero, -np.inf, logits)
+        tally = tallies[("safe_softmax_cross_entropy", "-inf logits under labels of 0")]
+        tally.compare(conv.safe_softmax_cross_entropy(with_inf, soft),
+                      np.asarray(safe(jnp.asarray(with_inf), jnp.asarray(soft))), "-inf logits")
+        for mode in MODES:
+            where: Any = None
+            if mode == "where = row mask":  # poly_loss needs the row mask as (..., 1)
+                where = random_mask(rng, batch, steps)[..., None]
+            elif mode == "where = class mask":
+                where = rng.random((batch, steps, classes)) < 0.7
+            epsilon = float(rng.choice([2.0, -1.0, 0.5]))
+            kwargs: dict[str, Any] = {"epsilon": epsilon}
+            theirs = poly(jnp.asarray(logits), jnp.asarray(soft), where=None if where is None else jnp.asarray(where),
+                          **kwargs)
+            ours = conv.poly_loss_cross_entropy(logits, soft, where=where, **kwargs)
+            tallies[("poly_loss_cross_entropy", mode)].compare(ours, np.asarray(theirs), mode)

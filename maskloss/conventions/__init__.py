@@ -8,9 +8,10 @@ step, clipping of probabilities. Each module below mirrors one framework's funct
 float64 and reproduce the framework to float64 rounding. ``maskloss conformance``
 runs them against the installed frameworks.
 
-Importing this package (or any module in it) never imports a framework; import the
-module you need explicitly, under a name that does not shadow the framework (a star
-import binds nothing, on purpose: it would otherwise rebind ``torch`` or ``optax``):
+Importing this package (or any module in it) never imports a framework. Each module loads
+on first use (``maskloss.conventions.torch`` works after ``import maskloss.conventions``);
+import the one you need under a name that does not shadow the framework (a star import
+binds nothing, on purpose: it would otherwise rebind ``torch`` or ``optax``):
 
 >>> from maskloss.conventions import torch as torch_conv
 >>> float(torch_conv.cross_entropy([[0.0, 0.0]], [1]))   # log 2
@@ -36,8 +37,9 @@ tfa
     TensorFlow Addons ``sequence_loss`` / ``SequenceLoss`` (average/sum across
     timesteps and batch).
 optax
-    ``softmax_cross_entropy`` and ``softmax_cross_entropy_with_integer_labels`` with
-    ``where`` as a row mask or a class mask.
+    ``softmax_cross_entropy``, ``softmax_cross_entropy_with_integer_labels`` and
+    ``poly_loss_cross_entropy`` with ``where`` as a row mask or a class mask;
+    ``safe_softmax_cross_entropy``, ``sigmoid_binary_cross_entropy``.
 allennlp
     ``sequence_cross_entropy_with_logits`` (``average="batch"``/``"token"``/None,
     label smoothing, focal ``gamma``, ``alpha``).
@@ -50,7 +52,27 @@ hf
     transformers ``ForCausalLMLoss`` (label shift, ``num_items_in_batch``).
 """
 
-#: The convention modules, one per framework (import each explicitly; see above).
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+#: The convention modules, one per framework (each loads on first use; see above).
 MODULES: tuple[str, ...] = ("allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch")
 
 __all__: list[str] = []
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Load a convention module on first attribute access (PEP 562), as scipy does.
+
+    ``import maskloss.conventions as cv; cv.torch`` then works, and still imports no
+    framework: ``cv.torch`` is maskloss's mirror module, not PyTorch.
+    """
+    if name in MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *MODULES])

@@ -1,11 +1,11 @@
-r"""optax's softmax cross-entropies with ``where``, as NumPy truth in float64.
+r"""optax's classification losses with ``where``, as NumPy truth in float64.
 
 Reproduces ``optax/losses/_classification.py`` of **optax 0.2.4 - 0.2.8** (``axis``
 and ``where`` arrived in 0.2.4; checked against optax 0.2.8 on jax 0.10.2 with
 ``jax_enable_x64`` by ``maskloss conformance`` and the tests), including what it
 inherits from ``jax.nn.log_softmax`` and ``jax.nn.logsumexp``.
 
-optax never averages: both functions return one loss per example (the shape of the
+optax never averages: every function returns one loss per example (the shape of the
 logits without the class axis), and the reduction is the caller's. ``where`` (True =
 include) plays two roles, by its shape:
 
@@ -61,7 +61,13 @@ from maskloss import pointwise
 from maskloss._checks import as_numeric
 from maskloss._types import BoolArray, FloatArray
 
-__all__ = ["softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels"]
+__all__ = [
+    "poly_loss_cross_entropy",
+    "safe_softmax_cross_entropy",
+    "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+]
 
 Axis = int | tuple[int, ...]
 
@@ -246,3 +252,142 @@ def softmax_cross_entropy_with_integer_labels(
     if w2 is not None:
         out = np.where(np.any(w2, axis=-1), out, 0.0)
     return np.asarray(out, dtype=np.float64)
+
+
+def _log_sigmoid(x: FloatArray) -> FloatArray:
+    r"""``jax.nn.log_sigmoid``: :math:`-\operatorname{softplus}(-x) = -(\max(-x, 0) + \log(1 + e^{-|x|}))`."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        out: FloatArray = -(np.maximum(-x, 0.0) + np.log1p(np.exp(-np.abs(x))))
+    return out
+
+
+def sigmoid_binary_cross_entropy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> FloatArray:
+    r"""``optax.sigmoid_binary_cross_entropy``: elementwise, no ``where``, no reduction.
+
+    .. math:: \ell = -y \log\sigma(x) - (1 - y)\log\sigma(-x)
+
+    with both logs from the stable ``log_sigmoid``; the products are plain, so an infinite
+    logit with a label that gives its term a zero coefficient is NaN (``0 \cdot \infty``),
+    as in optax. ``labels`` broadcast against ``logits`` (optax casts them to the logits'
+    dtype); the result has the broadcast shape. Nothing is masked: select the valid
+    elements afterwards (``np.where``), never multiply.
+
+    Examples
+    --------
+    ln 2; then :math:`0.25 \log(1 + e^{-2}) + 0.75\,(2 + \log(1 + e^{-2}))`:
+
+    >>> from maskloss.conventions.optax import sigmoid_binary_cross_entropy
+    >>> sigmoid_binary_cross_entropy([0.0, 2.0], [1.0, 0.25]).round(6)
+    array([0.693147, 1.626928])
+    """
+    x = _logits(logits).astype(np.float64)
+    y = as_numeric(labels, "labels").astype(np.float64)
+    try:
+        np.broadcast_shapes(x.shape, y.shape)
+    except ValueError:
+        raise ValueError(f"labels of shape {y.shape} must broadcast against the logits' shape {x.shape}") from None
+    with np.errstate(invalid="ignore"):
+        return np.asarray(-y * _log_sigmoid(x) - (1.0 - y) * _log_sigmoid(-x), dtype=np.float64)
+
+
+def _broadcast_labels(labels: npt.ArrayLike, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    y = as_numeric(labels, "labels")
+    try:
+        return np.broadcast_to(y, shape)
+    except ValueError:
+        raise ValueError(f"labels of shape {y.shape} must broadcast to the logits' shape {shape}") from None
+
+
+def safe_softmax_cross_entropy(logits: npt.ArrayLike, labels: npt.ArrayLike) -> FloatArray:
+    r"""``optax.safe_softmax_cross_entropy``: cross-entropy with :math:`0 \log 0 = 0`.
+
+    .. math:: \ell = -\sum_{c:\, y_c \ne 0} y_c \log\operatorname{softmax}(x)_c
+
+
+    Unlike :func:`softmax_cross_entropy`, a class with label 0 contributes exactly 0 even
+    where its logit is :math:`-\infty` (optax's ``weighted_logsoftmax``). Classes on the
+    last axis; no ``axis`` and no ``where`` (optax has neither here).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.optax import safe_softmax_cross_entropy, softmax_cross_entropy
+    >>> logits = np.array([[0.0, 0.0, -np.inf]])
+    >>> labels = np.array([[1.0, 0.0, 0.0]])
+    >>> safe_softmax_cross_entropy(logits, labels).round(6), softmax_cross_entropy(logits, labels)
+    (array([0.693147]), array([nan]))
+    """
+    x = _logits(logits).astype(np.float64)
+    y = _broadcast_labels(labels, x.shape).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        log_p = pointwise.log_softmax(x)
+        return np.asarray(-np.sum(np.where(y != 0.0, y * log_p, 0.0), axis=-1), dtype=np.float64)
+
+
+def poly_loss_cross_entropy(
+    logits: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    *,
+    epsilon: npt.ArrayLike = 2.0,
+    axis: Axis = -1,
+    where: npt.ArrayLike | None = None,
+) -> FloatArray:
+    r"""``optax.poly_loss_cross_entropy`` (Poly-1): cross-entropy plus :math:`\epsilon\sum_c y_c(1 - p_c)`.
+
+    .. math::
+        \ell = -\sum_{c \in W} y_c \log p_c + \epsilon \sum_{c \in W} y_c\,(1 - p_c),
+        \qquad p = \operatorname{softmax}_W(x)
+
+    (Leng et al. 2022; for one-hot labels the second sum is :math:`1 - p_y`). :math:`W` is
+    the set of included classes, as in :func:`softmax_cross_entropy`, with one optax
+    quirk: here ``where`` goes to ``jax.nn.softmax`` **without** being expanded on
+    ``axis``, so it must broadcast against the logits by NumPy's rules; a row mask is
+    passed as ``(..., 1)`` (a ``(B, T)`` mask for ``(B, T, C)`` logits fails in optax too).
+    A row with no included class gives 0. ``labels`` must be floating point.
+
+    Examples
+    --------
+    One-hot label on :math:`p_y = 1/2`: :math:`\ln 2 + 2 \cdot \tfrac12`.
+
+    >>> import numpy as np
+    >>> from maskloss.conventions.optax import poly_loss_cross_entropy
+    >>> round(float(poly_loss_cross_entropy(np.zeros((1, 2)), np.array([[1.0, 0.0]]))[0]), 6)
+    1.693147
+    >>> where = np.array([[[True], [False]]])            # a row mask, shaped (B, T, 1)
+    >>> poly_loss_cross_entropy(np.zeros((1, 2, 2)), np.array([[[1.0, 0.0], [0.0, 1.0]]]), where=where).round(6)
+    array([[1.693147, 0.      ]])
+    """
+    x = _logits(logits)
+    axes = _axes(axis, x.ndim)
+    y = _broadcast_labels(labels, x.shape)
+    if y.dtype.kind != "f":
+        raise TypeError(f"labels must be floating point (optax check_subdtype), got dtype {y.dtype}")
+    eps = as_numeric(epsilon, "epsilon").astype(np.float64)
+    w: BoolArray | None = None
+    if where is not None:
+        given = as_numeric(where, "where")
+        try:
+            w = np.broadcast_to(given != 0, x.shape)
+        except ValueError:
+            raise ValueError(
+                f"where of shape {given.shape} must broadcast against the logits' shape {x.shape} "
+                f"(optax's poly_loss_cross_entropy does not expand a row mask on axis: pass it as "
+                f"shape (..., 1))"
+            ) from None
+    cross_entropy = softmax_cross_entropy(x, y, axis=axis, where=w)
+    x2 = _classes_last(x, axes).astype(np.float64)
+    y2 = _classes_last(y, axes).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        if w is None:
+            p = np.exp(pointwise.log_softmax(x2))
+            one_minus_pt = np.sum(y2 * (1.0 - p), axis=-1)
+        else:
+            w2 = _classes_last(w, axes)
+            p = np.where(w2, np.exp(pointwise.log_softmax(np.where(w2, x2, -np.inf))), 0.0)
+            one_minus_pt = np.sum(y2 * (1.0 - p), axis=-1, where=w2)
+    try:
+        return np.asarray(cross_entropy + eps * one_minus_pt, dtype=np.float64)
+    except ValueError:
+        raise ValueError(
+            f"epsilon of shape {eps.shape} must broadcast against the per-example losses {one_minus_pt.shape}"
+        ) from None

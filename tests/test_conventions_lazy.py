@@ -1,0 +1,29 @@
+"""maskloss.conventions loads its modules on attribute access and imports no framework."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def test_submodules_load_on_attribute_access_without_importing_a_framework():
+    code = (
+        "import sys, maskloss.conventions as cv\n"
+        "assert 'maskloss.conventions.torch' not in sys.modules\n"
+        "print(round(float(cv.torch.cross_entropy([[0.0, 0.0]], [1])), 6))\n"
+        "print(all(hasattr(cv, name) for name in cv.MODULES))\n"
+        "frameworks = ('torch', 'jax', 'tensorflow', 'keras', 'optax', 'transformers')\n"
+        "print(sorted(m for m in frameworks if m in sys.modules))\n"
+        "print('torch' in dir(cv))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:4] == ["0.693147", "True", "[]", "True"]
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    import maskloss.conventions as cv
+
+    with pytest.raises(AttributeError, match="has no attribute 'pytorch'"):
+        cv.pytorch  # noqa: B018
