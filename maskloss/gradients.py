@@ -16,7 +16,7 @@ Per step the loss contributes :math:`c_b\, w_{bt}\, \ell_{bt}` to the scalar, wh
     \frac{\partial L}{\partial \hat y_{bt}} = 0 \quad\text{(masked steps)}.
 
 The per-step derivatives live beside the per-step losses in :mod:`maskloss.pointwise`;
-the derivations are in ``docs/gradients.md``.
+the derivations are in ``docs/course/04-gradients.md``.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def masked_objective_value(
 
     Examples
     --------
-    Golden numbers of ``/work/shared/conventions.md`` (transcribed Keras 2.2 runs):
+    Golden numbers of transcribed Keras 2.2 and 2.3 runs (``docs/appendix/provenance.md``):
 
     >>> import numpy as np
     >>> from maskloss.conventions import keras2
@@ -180,7 +180,7 @@ def keras23_objective(
     >>> from maskloss.conventions import keras2
     >>> L = np.random.default_rng(0).random((3, 5))
     >>> m = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], bool)
-    >>> float(keras2.keras23_objective(L, m))   # conventions.md golden number
+    >>> float(keras2.keras23_objective(L, m))   # golden number, Keras 2.3 run
     0.3660773872283428
     >>> float(keras2.keras23_objective(L, np.zeros_like(m)))
     0.0
