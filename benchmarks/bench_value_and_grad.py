@@ -11,8 +11,8 @@ the float64 gradient alone is ``B*T*C*8`` bytes.
 
 Run from the repository root::
 
-    /work/venv/bin/python benchmarks/bench_value_and_grad.py            # full size
-    /work/venv/bin/python benchmarks/bench_value_and_grad.py --shape 4 128 1000 --repeat 2
+    python benchmarks/bench_value_and_grad.py            # full size
+    python benchmarks/bench_value_and_grad.py --shape 4 128 1000 --repeat 2
 """
 
 from __future__ import annotations

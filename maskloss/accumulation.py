@@ -2,8 +2,8 @@ r"""Exact gradient accumulation and sharding: :func:`masked_totals`.
 
 A mean of micro-batch means is not the full-batch mean when the micro-batches hold
 different numbers of valid tokens (HF transformers before 4.46). The cure is to keep,
-per sequence, the numerator :math:`N_b = \sum_t w\ell` and the denominator
-:math:`D_b = \sum_t a` of the loss, and to reduce only once everything is in:
+per sequence, the numerator :math:`N_b = \sum_t n_{bt}` and the denominator
+:math:`D_b = \sum_t d_{bt}` of the loss (``docs/appendix/notation.md``), and to reduce only once everything is in:
 :class:`maskloss.MaskedTotals` holds exactly that, and :meth:`MaskedTotals.concat`
 merges micro-batches (or shards) into the full batch, for every reduction.
 """

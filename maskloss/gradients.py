@@ -6,17 +6,17 @@ with respect to ``y_pred``, like ``jax.value_and_grad(fn, argnums=1)``. The grad
 is in closed form (no finite differences), computed in the same chunked pass over the
 valid rows as the value, so it costs about one more forward pass.
 
-Per step the loss contributes :math:`c_b\, w_{bt}\, \ell_{bt}` to the scalar, where
-:math:`c_b` is the reduction's weight of sequence ``b``
+Per step the loss contributes :math:`\lambda_b\, w_{bt}\, \ell_{bt}` to the scalar
+:math:`\mathcal{L}`, where :math:`\lambda_b` is the reduction's scale of sequence ``b``
 (:meth:`maskloss.MaskedTotals.sequence_scale`); hence
 
 .. math::
-    \frac{\partial L}{\partial \hat y_{bt}} = c_b\, w_{bt}\,
+    \frac{\partial \mathcal{L}}{\partial \hat y_{bt}} = \lambda_b\, w_{bt}\,
     \frac{\partial \ell_{bt}}{\partial \hat y_{bt}} \quad\text{(valid steps)}, \qquad
-    \frac{\partial L}{\partial \hat y_{bt}} = 0 \quad\text{(masked steps)}.
+    \frac{\partial \mathcal{L}}{\partial \hat y_{bt}} = 0 \quad\text{(masked steps)}.
 
 The per-step derivatives live beside the per-step losses in :mod:`maskloss.pointwise`;
-the derivations are in ``docs/gradients.md``.
+the derivations are in ``docs/course/04-gradients.md``.
 """
 
 from __future__ import annotations

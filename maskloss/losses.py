@@ -153,10 +153,10 @@ class Pipeline:
     def value_and_grad(self) -> tuple[np.float64, FloatArray]:
         r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).
 
-        The value is :math:`\sum_b c_b N_b` with :math:`N_b = \sum_t w_{bt}\ell_{bt}` and
-        :math:`c_b` from :meth:`MaskedTotals.sequence_scale`, which depends on the
+        The value is :math:`\sum_b \lambda_b N_b` with :math:`N_b = \sum_t w_{bt}\ell_{bt}`
+        and :math:`\lambda_b` from :meth:`MaskedTotals.sequence_scale`, which depends on the
         denominators only; so the gradient row of a valid step is
-        :math:`c_b\, w_{bt}\, \partial\ell_{bt}/\partial\hat y_{bt}`, computed in the same
+        :math:`\lambda_b\, w_{bt}\, \partial\ell_{bt}/\partial\hat y_{bt}`, computed in the same
         chunk pass as the losses. Masked rows are exactly 0.
         """
         if self.reduction not in SCALAR_REDUCTIONS:
@@ -237,8 +237,7 @@ def mae(
 
     .. math::
         \ell_{bt} = \frac1F \sum_f |y_{btf} - \hat y_{btf}|, \qquad
-        \text{token\_mean} = \frac{\sum_{bt} a_{bt}\ell_{bt}}{\sum_{bt} a_{bt}},
-        \quad a = m \cdot w
+        \text{token\_mean} = \frac{\sum_{bt} m_{bt} w_{bt} \ell_{bt}}{\sum_{bt} m_{bt} w_{bt}}
 
     Parameters
     ----------
@@ -464,12 +463,16 @@ def sparse_categorical_crossentropy(
     r"""Masked cross-entropy with integer labels, exactly as torch's ``cross_entropy`` weighs it.
 
     A step is valid when the mask says so **and** its label is not ``ignore_index``.
-    With :math:`a = m \cdot w \cdot cw_y`:
+    With the numerator terms :math:`n_{bt} = m\,w\,\ell_{bt}` and the denominator terms
+    :math:`d_{bt} = m\,w\,cw_y`:
 
     .. math::
-        n_{bt} = w\Big[(1-\varepsilon)\,cw_y(-\log p_y)
-                 + \frac{\varepsilon}{C}\sum_c cw_c(-\log p_c)\Big], \qquad
-        \text{token\_mean} = \frac{\sum n_{bt}}{\sum a_{bt}}
+        \ell_{bt} = (1-\varepsilon)\,cw_y(-\log p_y)
+                 + \frac{\varepsilon}{C}\sum_c cw_c(-\log p_c), \qquad
+        \text{token\_mean} = \frac{\sum n_{bt}}{\sum d_{bt}}
+
+    (so a step whose label has :math:`cw_y = 0` still has :math:`n_{bt} \ne 0` when
+    :math:`\varepsilon > 0`)
 
     so label smoothing never counts ignored steps, and class weights enter both the
     numerator and the denominator (torch's index-target rule).

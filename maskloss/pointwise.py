@@ -11,7 +11,7 @@ positive mass on a probability of 0 costs :math:`+\infty`, honestly.
 
 Beside each loss sits its derivative with respect to the prediction rows (the
 ``*_grad`` functions, same ``(n, C)`` shape as the predictions), in closed form; the
-derivations are in ``docs/gradients.md``. A term with zero coefficient
+derivations are in ``docs/course/04-gradients.md``. A term with zero coefficient
 (:math:`0 \cdot \log p`) has derivative 0 even at :math:`p = 0`; a term with positive
 coefficient at :math:`p = 0` has the honest infinite derivative.
 """

@@ -4,8 +4,10 @@ A loss produces, for every step ``(b, t)``, a numerator term :math:`n_{bt}` (the
 weighted per-step loss, exactly 0 at masked steps) and a denominator term
 :math:`d_{bt}` (the step's weight, 0 at masked steps). With a plain mask and no
 weights :math:`n = m\,\ell` and :math:`d = m`; with weights
-:math:`n = a\,\ell`, :math:`d = a`, where :math:`a = m \cdot w \cdot cw_{y}` (class
-weights of the label enter only for integer labels, as in torch).
+:math:`n = m\,w\,\ell` and :math:`d = m\,w\,cw_{y}` for integer labels (torch's rule;
+:math:`d = m\,w` otherwise). Class weights, where a loss takes them, are inside
+:math:`\ell`, so with label smoothing :math:`n \ne d\,\ell` in general. The symbols are
+those of ``docs/appendix/notation.md``.
 
 The terms are summed per sequence into :class:`MaskedTotals`
 (:math:`N_b = \sum_t n_{bt}`, :math:`D_b = \sum_t d_{bt}`, :math:`S_b` = steps of
@@ -16,14 +18,17 @@ reduction          value                                        framework
 =================  ===========================================  ==========================
 ``"none"``         :math:`n_{bt}` (shape of the mask)           torch/Keras ``"none"``
 ``"sum"``          :math:`\sum_b N_b`                           ``"sum"`` everywhere
-``"token_mean"``   :math:`\sum_b N_b / \sum_b D_b`              Keras 2 legacy & 3, torch
+``"token_mean"``   :math:`\sum_b N_b / \sum_b D_b`              torch; Keras unweighted
 ``"sequence_mean"``:math:`\frac1K\sum_{b: D_b>0} N_b/D_b`       AllenNLP ``average="batch"``
 ``"batch_mean"``   :math:`\sum_b N_b / B`                       per-sequence sums, averaged
 ``"element_mean"`` :math:`\sum_b N_b / \sum_b S_b`              tf.keras TF 2.0-2.10
 =================  ===========================================  ==========================
 
 (:math:`K` is the number of sequences with :math:`D_b > 0`.) A zero denominator gives
-NaN (0/0 is undefined, as in torch), silently; ``"sum"`` of nothing is 0.
+NaN (0/0 is undefined, as in torch), silently: ``"token_mean"`` and ``"sequence_mean"``
+of nothing are NaN, while ``"sum"``, ``"batch_mean"`` and ``"element_mean"`` of nothing
+are 0. The full table, with the weighted rules of each framework, is chapter 3 of the
+course (``docs/course/03-reductions.md``).
 
 Because :class:`MaskedTotals` keeps per-sequence sums, totals of micro-batches
 concatenate into the totals of the full batch, and every reduction of the merged
@@ -123,9 +128,9 @@ class MaskedTotals:
     def sequence_scale(self, reduction: str) -> FloatArray:
         r"""The derivative of the scalar loss with respect to each :math:`N_b`, shape (B,).
 
-        Every scalar reduction is linear in the numerator terms, with a coefficient
-        :math:`c_b` that depends only on the denominators, so the gradient of the loss
-        with respect to a step's numerator term is :math:`c_b`. Where the loss is NaN
+        Every scalar reduction is linear in the numerator terms, with a per-sequence
+        scale :math:`\lambda_b` that depends only on the denominators, so the gradient of
+        the loss with respect to a step's numerator term is :math:`\lambda_b`. Where the loss is NaN
         (zero denominator) the coefficients are 0, the gradient torch reports there.
         """
         check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
@@ -173,9 +178,10 @@ def reduce(
 ) -> Any:
     r"""Reduce per-step losses to one number, ignoring masked steps.
 
-    With :math:`a = m \cdot w` (mask times weight, :math:`w = 1` by default):
+    With :math:`n = m\,w\,\ell` and :math:`d = m\,w` (mask times weight, :math:`w = 1`
+    by default):
 
-    .. math:: \text{token\_mean} = \frac{\sum_{bt} a_{bt}\,\ell_{bt}}{\sum_{bt} a_{bt}}
+    .. math:: \text{token\_mean} = \frac{\sum_{bt} n_{bt}}{\sum_{bt} d_{bt}}
 
     and the other reductions as in the table of :mod:`maskloss.reductions`. Values at
     masked steps are never read: NaN, inf or any garbage there has no effect.

@@ -7,7 +7,7 @@ bug with a readable message and accepts every fix.
 
 Run ``python -m tests.bug_gallery`` to print, for each bug, how many generated examples
 check_loss needed to find it and how long it took, and the time on the fixed versions
-(the numbers quoted in ``docs/testing.md``).
+(the numbers quoted in ``docs/course/08-testing.md``).
 
 All candidates take ``(y_true, y_pred, mask)`` with the mask True at valid steps, as
 check_loss calls them.

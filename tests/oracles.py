@@ -1,7 +1,7 @@
 """Slow, obviously correct loop oracles for every loss and reduction.
 
 Written with Python loops over the valid steps and ``math`` on Python floats, from the
-formulas in the issue and ``shared/conventions.md``; they share no code with the
+formulas of the issues and of ``docs/course/03-reductions.md``; they share no code with the
 library. Each oracle returns a dict ``{reduction: value}`` plus ``"none"`` as a list of
 lists, so one call checks every reduction.
 """

@@ -1,8 +1,8 @@
 """Keras 2 legacy conventions: golden numbers, hand-derived cases, loop oracle.
 
 Keras 2 (multi-backend, TF 1.x era) cannot be installed next to TF 2.21, so the framework
-side is the golden numbers of /work/shared/conventions.md ("Worked numbers to reproduce",
-transcribed Keras 2.2 runs) and the source of ``weighted_masked_objective`` (keras-team/keras
+side is the golden numbers of transcribed Keras 2.2 and 2.3 runs (listed in
+docs/appendix/provenance.md) and the source of ``weighted_masked_objective`` (keras-team/keras
 2.2.x, keras/engine/training_utils.py), transcribed step by step in tests/oracles_keras.py.
 """
 
@@ -20,7 +20,7 @@ from maskloss.conventions import keras2, tf_keras
 from tests import oracles_keras
 from tests.cases import masks
 
-# conventions.md, "Worked numbers to reproduce" (Keras 2.2 legacy runs).
+# Golden numbers of transcribed Keras 2.2 legacy runs (docs/appendix/provenance.md).
 L = np.random.default_rng(0).random((3, 5))
 M = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=bool)
 
@@ -32,7 +32,7 @@ def test_golden_masked_mean() -> None:
 def test_golden_per_sample_weights_are_not_a_weighted_mean() -> None:
     value = keras2.masked_objective_value(L, M, [2.0, 0.0, 0.5])
     assert value == pytest.approx(0.38389510451730086, rel=1e-15, abs=0)
-    assert value != pytest.approx(0.35436471186212376)  # the true weighted mean (conventions.md)
+    assert value != pytest.approx(0.35436471186212376)  # the true weighted mean (by hand)
 
 
 def test_golden_temporal_weights_equal_to_mask_normalise_twice() -> None:

@@ -7,7 +7,7 @@ import pytest
 
 import maskloss
 
-# The seed (issue 2 / shared/conventions.md): Input(5, 2) -> Masking(0) -> LSTM(3), loss mae.
+# The seed (issue 2; docs/course/00-start-here.md): Input(5, 2) -> Masking(0) -> LSTM(3), loss mae.
 SEED_X = np.array(
     [[[0, 0], [0, 0], [1, 0], [0, 1], [0, 1]], [[0, 0], [0, 1], [1, 0], [0, 1], [0, 1]]], dtype=float
 )
@@ -44,7 +44,7 @@ def test_seed_sentinel_case_is_sum_ce_mask_over_sum_mask():
     assert maskloss.categorical_crossentropy(y_true, y_pred, mask) == pytest.approx(expected, rel=1e-14)
 
 
-# shared/conventions.md, "Worked numbers to reproduce", transcribed from Keras 2.2 and 2.3 runs.
+# Golden numbers transcribed from Keras 2.2 and 2.3 runs (docs/appendix/provenance.md).
 KERAS2_LOSSES = np.random.default_rng(0).random((3, 5))
 KERAS2_MASK = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=bool)
 
@@ -60,7 +60,7 @@ def test_keras_2_3_rule_is_element_mean():
 
 
 def test_a_true_weighted_mean_with_per_sequence_weights():
-    # conventions.md: "a true weighted mean would be 0.35436471186212376" for weights [2, 0, 0.5].
+    # By hand: a true weighted mean would be 0.35436471186212376 for weights [2, 0, 0.5].
     value = maskloss.reduce(KERAS2_LOSSES, KERAS2_MASK, reduction="token_mean", weight=[2.0, 0.0, 0.5])
     assert value == pytest.approx(0.35436471186212376, rel=1e-15)
 

@@ -40,7 +40,7 @@ def test_masking_semantics_follow_keras():
     x = np.array([[[0.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]])
     np.testing.assert_array_equal(maskloss.mask_from_padding(x, 0.0), [[False, True, True]])
     np.testing.assert_array_equal(maskloss.mask_from_padding(x, -1.0), [[True, True, False]])
-    # Masking(nan) masks nothing, because nan != nan (conventions.md, "Mask sources").
+    # Masking(nan) masks nothing, because nan != nan (docs/course/01-padding-and-masks.md).
     np.testing.assert_array_equal(maskloss.mask_from_padding(np.full((1, 2, 2), np.nan), np.nan), [[True, True]])
 
 

@@ -275,7 +275,7 @@ def test_gradients_against_maskloss_gradients():
 
 
 def test_plain_torch_cross_entropy_leaks_nan_into_the_gradient():
-    """conventions.md: NaN logits at an ignored row leave torch's forward finite but not its backward."""
+    """NaN logits at an ignored row leave torch's forward finite but not its backward (docs/course/02)."""
     pytest.importorskip("maskloss.gradients")
     torch = pytest.importorskip("torch")
 

@@ -110,7 +110,7 @@ def masked_objective_value(
 
     Examples
     --------
-    Golden numbers of ``/work/shared/conventions.md`` (transcribed Keras 2.2 runs):
+    Golden numbers of transcribed Keras 2.2 and 2.3 runs (``docs/appendix/provenance.md``):
 
     >>> import numpy as np
     >>> from maskloss.conventions import keras2
@@ -151,7 +151,7 @@ def weighted_masked_objective(fn: Objective, *, epsilon: float = 0.0) -> Callabl
     >>> from maskloss.conventions import keras2
     >>> mse = keras2.weighted_masked_objective(pointwise.squared_error)
     >>> y_true = np.zeros((1, 3, 1)); y_pred = np.array([[[1.0], [3.0], [0.0]]])
-    >>> float(mse(y_true, y_pred, None, np.array([[True, True, False]])))   # (1 + 9) / 2
+    >>> round(float(mse(y_true, y_pred, None, np.array([[True, True, False]]))), 6)   # (1 + 9) / 2
     5.0
     """
 
@@ -180,7 +180,7 @@ def keras23_objective(
     >>> from maskloss.conventions import keras2
     >>> L = np.random.default_rng(0).random((3, 5))
     >>> m = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], bool)
-    >>> float(keras2.keras23_objective(L, m))   # conventions.md golden number
+    >>> float(keras2.keras23_objective(L, m))   # golden number, Keras 2.3 run
     0.3660773872283428
     >>> float(keras2.keras23_objective(L, np.zeros_like(m)))
     0.0

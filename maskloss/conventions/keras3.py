@@ -6,18 +6,19 @@ model's output mask carries (``y_pred._keras_mask``, e.g. from ``Masking`` or
 ``Embedding(mask_zero=True)``), ``sample_weight`` what ``fit``/``evaluate`` pass.
 
 How Keras 3 combines them (``keras/src/losses/loss.py``: ``apply_mask``,
-``reduce_weighted_values``), with :math:`a = m\,w` (:math:`m = 1` everywhere when there
-is no mask, :math:`w = 1` when there are no weights):
+``reduce_weighted_values``), with the mask :math:`m` (1 everywhere when there is no
+mask), the sample weight :math:`w` (1 when there are none) and the per-step loss
+:math:`\ell`; sums run over all steps:
 
-=============================  ==============================================  ==========
-reduction                      value                                           all masked
-=============================  ==============================================  ==========
-``"sum_over_batch_size"``      :math:`\sum a\ell / \sum m` (``"mean"`` alias)  0
-``"mean_with_sample_weight"``  :math:`\sum a\ell / \sum a` with a mask;        0
-                               without one :math:`\sum a\ell / \sum w_\text{given}`
-``"sum"``                      :math:`\sum a\ell`                              0
-``"none"`` / ``None``          :math:`a\ell` per step                          zeros
-=============================  ==============================================  ==========
+=============================  =====================================================  ==========
+reduction                      value                                                  all masked
+=============================  =====================================================  ==========
+``"sum_over_batch_size"``      :math:`\sum mw\ell / \sum m` (``"mean"`` alias)        0
+``"mean_with_sample_weight"``  :math:`\sum mw\ell / \sum mw` with a mask;             0
+                               without one :math:`\sum w\ell / \sum w_\text{given}`
+``"sum"``                      :math:`\sum mw\ell`                                    0
+``"none"`` / ``None``          :math:`mw\ell` per step                                zeros
+=============================  =====================================================  ==========
 
 Quirks reproduced (each pinned by a test against the installed Keras 3.15):
 

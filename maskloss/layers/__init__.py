@@ -4,7 +4,7 @@ Keras's mask rules and Keras 3's weight layout, in float64: load a real layer's
 weights with ``layer.set_weights(keras_layer.get_weights())`` and compare. Every layer
 is a call ``layer(x, mask=None, ...)`` plus ``layer.compute_mask(x, mask)``; a
 :class:`Sequential` passes masks between them and applies the output mask to the loss.
-See ``docs/propagation.md`` for the rules and where frameworks differ.
+See ``docs/course/06-propagation.md`` for the rules and where frameworks differ.
 
 >>> import numpy as np
 >>> from maskloss.layers import LSTM, Masking, Sequential

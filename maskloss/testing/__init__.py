@@ -8,7 +8,7 @@ naming the property, the two numbers and the smallest failing batch.
 precision the candidate computes in.
 
 This package needs hypothesis (``pip install -e ".[test]"`` in a checkout); ``import maskloss``
-never imports it. See ``docs/testing.md`` for a walk-through.
+never imports it. See ``docs/course/08-testing.md`` for a walk-through.
 
 Tolerances
 ----------

@@ -67,7 +67,8 @@ def torch_grad(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[..., An
     >>> torch = __import__("pytest").importorskip("torch")
     >>> from maskloss.testing import torch_grad
     >>> g = torch_grad(lambda y, p, m: ((y - p) ** 2).mean(-1)[m].mean())
-    >>> g(np.ones((1, 2, 1)), np.zeros((1, 2, 1)), np.array([[True, False]])).ravel().tolist()
+    >>> grad = g(np.ones((1, 2, 1)), np.zeros((1, 2, 1)), np.array([[True, False]]))
+    >>> (grad.ravel() + 0.0).tolist()  # + 0.0 turns torch's -0.0 into 0.0
     [-2.0, 0.0]
     """
     import torch

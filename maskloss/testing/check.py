@@ -100,9 +100,11 @@ def check_loss(
        (the gradient-accumulation rule).
 
     All-masked batches are left out of the generated ones and checked afterwards, with
-    single-token batches: 7. **single-token batch**, 8. **all-masked batch** (NaN for
-    every mean, 0 for ``"sum"``, as in torch; ``all_masked=0.0`` states a convention
-    that returns 0, like Keras 3, AllenNLP or fairseq).
+    single-token batches: 7. **single-token batch**, 8. **all-masked batch** (the
+    oracle's value: NaN for ``"token_mean"`` and ``"sequence_mean"``, as in torch, 0 for
+    ``"sum"``, ``"batch_mean"`` and ``"element_mean"``; ``all_masked=0.0`` states a
+    convention that returns 0 where the oracle gives NaN, like Keras 3, AllenNLP or
+    fairseq).
 
     With ``grad`` (a callable with the candidate's call shape returning d loss / d
     ``y_pred``, e.g. :func:`torch_grad`) every property is checked again for the
