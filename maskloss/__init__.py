@@ -10,7 +10,7 @@ with the mask), and reduces with one of :data:`REDUCTIONS`, each defined once in
 ('none', 'sum', 'token_mean', 'sequence_mean', 'batch_mean', 'element_mean')
 """
 
-from maskloss.accumulation import masked_totals
+from maskloss.accumulation import GlobalCounts, masked_totals, micro_batch_value_and_grad
 from maskloss.gradients import value_and_grad
 from maskloss.losses import (
     binary_crossentropy,
@@ -35,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "REDUCTIONS",
     "SCALAR_REDUCTIONS",
+    "GlobalCounts",
     "MaskedTotals",
     "binary_crossentropy",
     "categorical_crossentropy",
@@ -45,6 +46,7 @@ __all__ = [
     "mask_from_padding",
     "mask_from_sentinel",
     "masked_totals",
+    "micro_batch_value_and_grad",
     "mse",
     "padding_side",
     "reduce",

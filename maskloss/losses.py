@@ -164,17 +164,27 @@ class Pipeline:
                 f"value_and_grad needs a scalar loss, but reduction={self.reduction!r} returns one value "
                 f"per step; pick a scalar reduction: one of {', '.join(map(repr, SCALAR_REDUCTIONS))}"
             )
+        totals, grad = self.totals_and_grad(lambda t: t.sequence_scale(self.reduction))
+        return totals.value(self.reduction), grad
+
+    def totals_and_grad(self, scale_of: Callable[[MaskedTotals], FloatArray]) -> tuple[MaskedTotals, FloatArray]:
+        r"""The loss's :class:`MaskedTotals` and the gradient of :math:`\sum_b c_b N_b`.
+
+        ``scale_of`` receives totals holding the denominators :math:`D_b` (numerators 0)
+        and returns the coefficients :math:`c_b`, shape (B,): the reduction's own
+        (:meth:`MaskedTotals.sequence_scale`) or an accumulation rule's
+        (:meth:`maskloss.GlobalCounts.scale`).
+        """
         denominators = self._denominator_terms()
-        # c_b depends only on the denominators (sequence_scale's contract), so it is known
-        # before the per-step losses are; zeros stand in for the numerators here.
-        totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
-        scale = totals.sequence_scale(self.reduction)
+        # c_b depends only on the denominators, so it is known before the per-step losses
+        # are; zeros stand in for the numerators here.
+        scale = scale_of(MaskedTotals.from_terms(np.zeros_like(denominators), denominators))
         # One factor per step: the sequence's c_b times the step's sample weight.
         steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
         grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
         losses, grad = _per_step(self.step, self.valid, self.arrays, grad_scale)
         assert grad is not None
-        return np.float64(self._reduce(losses)), grad.reshape(self.pred_shape)
+        return MaskedTotals.from_terms(self.weight * losses, denominators), grad.reshape(self.pred_shape)
 
 
 def _regression(

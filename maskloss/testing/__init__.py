@@ -48,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         '(or, in a checkout of maskloss, pip install -e ".[test]")'
     ) from exc
 
+from maskloss.testing.accumulation import AccumulationCheckError, check_accumulation
 from maskloss.testing.adapters import jax_adapter, jax_grad, torch_adapter, torch_grad
 from maskloss.testing.check import check_loss
 from maskloss.testing.properties import LossCheckError
@@ -55,8 +56,10 @@ from maskloss.testing.tolerances import TOLERANCES, assert_loss_close
 
 __all__ = [
     "TOLERANCES",
+    "AccumulationCheckError",
     "LossCheckError",
     "assert_loss_close",
+    "check_accumulation",
     "check_loss",
     "jax_adapter",
     "jax_grad",
