@@ -48,9 +48,17 @@ t5x
     normalising factors).
 hf
     transformers ``ForCausalLMLoss`` (label shift, ``num_items_in_batch``).
+trl
+    TRL ``GRPOTrainer`` loss types (grpo, bnpo, dr_grpo, dapo, cispo, sapo, luspo) and the
+    DPO losses.
+verl
+    verl ``agg_loss`` (token-mean, token-sum, seq-mean-token-sum(-norm), seq-mean-token-mean;
+    ``version="0.4"``), ``kl_penalty``, ``compute_policy_loss``.
 """
 
 #: The convention modules, one per framework (import each explicitly; see above).
-MODULES: tuple[str, ...] = ("allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch")
+MODULES: tuple[str, ...] = (
+    "allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch", "trl", "verl",
+)
 
 __all__: list[str] = []
