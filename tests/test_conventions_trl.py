@@ -3,15 +3,12 @@
 TRL computes its losses inside trainer methods. Building a trainer needs a model, a
 dataset and a generation loop; the loss itself only reads a handful of attributes. So the
 tests call TRL's own unbound ``GRPOTrainer._compute_loss`` / ``DPOTrainer._compute_loss``
-on a stand-in ``self`` (a ``SimpleNamespace`` with the config fields TRL reads, a
+on a stand-in ``self`` (``maskloss.conformance.trl``: the config fields TRL reads, a
 single-process ``accelerator`` and a "model" that returns the log-probs of the batch):
 every line of TRL's loss arithmetic runs, unmodified, in float64.
 """
 
 from __future__ import annotations
-
-import collections
-import types
 
 import numpy as np
 import pytest
@@ -22,58 +19,15 @@ from maskloss.conventions import trl as conv
 trl = pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
 
+from maskloss.conformance.trl import trl_dpo_loss, trl_grpo_loss  # noqa: E402  (after the skips)
+
 pytestmark = pytest.mark.framework("trl")
 
 
-class _Accelerator:
-    num_processes = 1
-    device = "cpu"
-
-    def gather(self, x):
-        return x
-
-    gather_for_metrics = gather
-
-    def reduce(self, x, reduction="sum"):
-        return x
-
-
-def _grpo_self(per_token_logps, **cfg):
-    args = types.SimpleNamespace(
-        delta=cfg.get("delta"), use_bias_correction_kl=cfg.get("use_bias_correction_kl", False),
-        steps_per_generation=cfg.get("steps_per_generation", cfg.get("ga", 1)),
-        sapo_temperature_pos=1.0, sapo_temperature_neg=1.05,
-    )
-    return types.SimpleNamespace(
-        _get_per_token_logps_and_entropies=lambda *a, **k: (per_token_logps, torch.zeros_like(per_token_logps), None),
-        top_entropy_quantile=1.0, off_policy_mask_threshold=None,
-        importance_sampling_level=cfg.get("importance_sampling_level", "token"),
-        beta=cfg.get("beta", 0.0), args=args, loss_type=cfg["loss_type"],
-        epsilon_low=cfg.get("epsilon_low", 0.2), epsilon_high=cfg.get("epsilon_high", 0.2),
-        use_vllm=False, vllm_importance_sampling_correction=False,
-        model=types.SimpleNamespace(training=True), current_gradient_accumulation_steps=cfg.get("ga", 1),
-        max_completion_length=cfg.get("max_completion_length", 8), accelerator=_Accelerator(),
-        _entropy_bonus_enabled=False, aux_loss_enabled=False,
-        _metrics={"train": collections.defaultdict(list), "eval": collections.defaultdict(list)},
-    )
-
-
 def _trl_grpo(logps, old, adv, mask, ref=None, num_items=None, **cfg):
-    from trl.trainer.grpo_trainer import GRPOTrainer
-
-    t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
-    inputs = {
-        "prompt_ids": torch.zeros((mask.shape[0], 1), dtype=torch.long),
-        "prompt_mask": torch.ones((mask.shape[0], 1), dtype=torch.long),
-        "completion_ids": torch.zeros(mask.shape, dtype=torch.long),
-        "completion_mask": torch.tensor(mask.astype(np.int64)),
-        "advantages": t(adv), "old_per_token_logps": t(old),
-        "num_items_in_batch": torch.tensor(float(mask.sum() if num_items is None else num_items)),
-    }
-    if ref is not None:
-        inputs["ref_per_token_logps"] = t(ref)
-    fake = _grpo_self(t(logps), **cfg)
-    return float(GRPOTrainer._compute_loss(fake, None, inputs))
+    ref = logps if ref is None else ref
+    num_items = float(mask.sum() if num_items is None else num_items)
+    return trl_grpo_loss(logps, old, adv, mask, ref, num_items, cfg)
 
 
 def _batch(seed, b=4, t=6, empty=True):
@@ -147,33 +101,8 @@ def test_trl_grpo_counts_empty_responses_in_the_batch_mean():
     assert float(core) == -1.0  # maskloss leaves the empty response out
 
 
-def _dpo_self(loss_type, beta):
-    return types.SimpleNamespace(
-        model=types.SimpleNamespace(training=False), accelerator=_Accelerator(), aux_loss_enabled=False,
-        ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=[loss_type],
-        loss_weights=[1.0], beta=beta, use_weighting=False, _total_train_tokens=0, _tp_size=1,
-        _metrics={"train": collections.defaultdict(list), "eval": collections.defaultdict(list)},
-    )
-
-
 def _trl_dpo(per_token_logps, completion_mask, ref_chosen, ref_rejected, loss_type, beta):
-    from trl.trainer.dpo_trainer import DPOTrainer
-
-    lp = torch.tensor(per_token_logps)
-    out = types.SimpleNamespace(
-        log_probs=lp, entropy=torch.zeros_like(lp), mean_logits=torch.zeros_like(lp),
-        is_top1=torch.zeros_like(lp, dtype=torch.bool),
-    )
-    fake = _dpo_self(loss_type, beta)
-    fake.model = types.SimpleNamespace(training=False)
-    model = lambda **kwargs: out  # noqa: E731
-    inputs = {
-        "input_ids": torch.zeros(completion_mask.shape, dtype=torch.long),
-        "attention_mask": torch.ones(completion_mask.shape, dtype=torch.long),
-        "completion_mask": torch.tensor(completion_mask.astype(np.int64)),
-        "ref_chosen_logps": torch.tensor(ref_chosen), "ref_rejected_logps": torch.tensor(ref_rejected),
-    }
-    return float(DPOTrainer._compute_loss(fake, model, inputs, False))
+    return trl_dpo_loss(per_token_logps, completion_mask, ref_chosen, ref_rejected, loss_type, beta)
 
 
 @pytest.mark.parametrize("loss_type", conv.DPO_LOSS_TYPES)
