@@ -305,3 +305,17 @@ def test_bad_input_names_the_argument(call, error, text):
     with pytest.raises(error) as info:
         call()
     assert text in str(info.value)
+
+
+@given(sizes, st.integers(0, 3))
+def test_sequence_logprobs_left_right_and_padding_amount(size, extra):
+    seed, b, t, v = size
+    _, mask, logits, labels, _ = _batch(seed, b, t, v)
+    base = maskloss.sequence_logprobs(labels, logits, mask)
+    wide_logits = np.concatenate([logits, np.full((b, extra, v), np.nan)], axis=1)
+    wide_labels = np.concatenate([labels, np.full((b, extra), 10**6)], axis=1)
+    wide_mask = np.concatenate([mask, np.zeros((b, extra), bool)], axis=1)
+    left_logits, left_mask = maskloss.repad(wide_logits, wide_mask, side="left", fill=np.nan)
+    left_labels, _ = maskloss.repad(wide_labels, wide_mask, side="left", fill=-1)
+    for lab, z, m in ((wide_labels, wide_logits, wide_mask), (left_labels, left_logits, left_mask)):
+        np.testing.assert_allclose(maskloss.sequence_logprobs(lab, z, m), base, rtol=1e-13, atol=1e-13)
