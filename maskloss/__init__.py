@@ -28,6 +28,16 @@ from maskloss.masks import (
     padding_side,
     repad,
 )
+from maskloss.posttraining import (
+    aggregate,
+    clipped_surrogate,
+    dpo_loss,
+    kl_estimate,
+    policy_gradient_objective,
+    sequence_logprobs,
+    sequence_ratio,
+    token_logprobs,
+)
 from maskloss.reductions import REDUCTIONS, SCALAR_REDUCTIONS, MaskedTotals, reduce
 
 __version__ = "0.1.0"
@@ -37,8 +47,12 @@ __all__ = [
     "SCALAR_REDUCTIONS",
     "GlobalCounts",
     "MaskedTotals",
+    "aggregate",
     "binary_crossentropy",
     "categorical_crossentropy",
+    "clipped_surrogate",
+    "dpo_loss",
+    "kl_estimate",
     "lengths_from_mask",
     "mae",
     "mask_from_ids",
@@ -49,8 +63,12 @@ __all__ = [
     "micro_batch_value_and_grad",
     "mse",
     "padding_side",
+    "policy_gradient_objective",
     "reduce",
     "repad",
+    "sequence_logprobs",
+    "sequence_ratio",
     "sparse_categorical_crossentropy",
+    "token_logprobs",
     "value_and_grad",
 ]

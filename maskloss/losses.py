@@ -52,6 +52,7 @@ __all__ = [
     "per_step",
     "pipeline_of",
     "pipeline_transform",
+    "register_pipeline",
     "sparse_categorical_crossentropy",
 ]
 
@@ -570,6 +571,11 @@ _PIPELINES: dict[Callable[..., Any], Callable[..., Pipeline]] = {
     categorical_crossentropy: _categorical_pipeline,
     sparse_categorical_crossentropy: _sparse_pipeline,
 }
+
+
+def register_pipeline(fn: Callable[..., Any], builder: Callable[..., Pipeline]) -> None:
+    """Make ``fn`` (a public loss defined in another module) usable with :func:`pipeline_transform`."""
+    _PIPELINES[fn] = builder
 
 
 def pipeline_of(fn: Callable[..., Any]) -> Callable[..., Pipeline] | None:

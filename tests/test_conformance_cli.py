@@ -17,7 +17,7 @@ from maskloss.cli import main
 from maskloss.conformance import ConformanceResult, Tally
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAMEWORKS = ("torch", "jax", "optax", "keras", "tensorflow", "tf_keras", "transformers")
+FRAMEWORKS = ("torch", "jax", "optax", "keras", "tensorflow", "tf_keras", "transformers", "trl")
 
 
 # --- the tolerance rule ----------------------------------------------------------------
@@ -149,8 +149,8 @@ def test_cases_must_be_a_positive_integer(bad, capsys):
 
 
 def test_the_protocol_lists():
-    assert conformance.FRAMEWORK_MODULES == ("torch", "optax", "keras3", "tf_keras", "hf")
-    assert conformance.NOT_INSTALLABLE == ("keras2", "tfa", "allennlp", "fairseq", "t5x")
+    assert conformance.FRAMEWORK_MODULES == ("torch", "optax", "keras3", "tf_keras", "hf", "trl")
+    assert conformance.NOT_INSTALLABLE == ("keras2", "tfa", "allennlp", "fairseq", "t5x", "verl")
 
 
 # --- no framework needed to start ----------------------------------------------------------
@@ -207,7 +207,9 @@ def test_importing_the_package_the_cli_and_conventions_imports_no_framework():
 # --- the real frameworks, a few cases each ---------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "module"), [("torch", "torch"), ("optax", "optax"), ("hf", "transformers")])
+@pytest.mark.parametrize(
+    ("name", "module"), [("torch", "torch"), ("optax", "optax"), ("hf", "transformers"), ("trl", "trl")]
+)
 def test_real_framework_agrees(name, module):
     pytest.importorskip(module)
     run = conformance.run_one(name, seed=1, n_cases=3)

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-FRAMEWORKS = ("torch", "jax", "optax", "keras", "tensorflow", "tf_keras", "transformers")
+FRAMEWORKS = ("torch", "jax", "optax", "keras", "tensorflow", "tf_keras", "transformers", "trl")
 
 
 @pytest.mark.skipif(not os.environ.get("CI"), reason="only CI is required to have every framework installed")

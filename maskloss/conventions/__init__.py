@@ -50,6 +50,12 @@ t5x
     normalising factors).
 hf
     transformers ``ForCausalLMLoss`` (label shift, ``num_items_in_batch``).
+trl
+    TRL ``GRPOTrainer`` loss types (grpo, bnpo, dr_grpo, dapo, cispo, sapo, luspo) and the
+    DPO losses.
+verl
+    verl ``agg_loss`` (token-mean, token-sum, seq-mean-token-sum(-norm), seq-mean-token-mean;
+    ``version="0.4"``), ``kl_penalty``, ``compute_policy_loss``.
 """
 
 from __future__ import annotations
@@ -58,7 +64,9 @@ import importlib
 from types import ModuleType
 
 #: The convention modules, one per framework (each loads on first use; see above).
-MODULES: tuple[str, ...] = ("allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch")
+MODULES: tuple[str, ...] = (
+    "allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch", "trl", "verl",
+)
 
 __all__: list[str] = []
 

@@ -50,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from maskloss.testing.accumulation import AccumulationCheckError, check_accumulation
 from maskloss.testing.adapters import jax_adapter, jax_grad, torch_adapter, torch_grad
+from maskloss.testing.aggregation import AggregationCheckError, check_aggregation
 from maskloss.testing.check import check_loss
 from maskloss.testing.properties import LossCheckError
 from maskloss.testing.tolerances import TOLERANCES, assert_loss_close
@@ -57,9 +58,11 @@ from maskloss.testing.tolerances import TOLERANCES, assert_loss_close
 __all__ = [
     "TOLERANCES",
     "AccumulationCheckError",
+    "AggregationCheckError",
     "LossCheckError",
     "assert_loss_close",
     "check_accumulation",
+    "check_aggregation",
     "check_loss",
     "jax_adapter",
     "jax_grad",

@@ -1,0 +1,218 @@
+r"""TRL's GRPO and DPO losses, as NumPy truth in float64.
+
+TRL computes its losses inside trainer methods; this module mirrors them as functions
+with TRL's names, for **TRL 1.16.0** (checked against its code by ``maskloss
+conformance`` and ``tests/test_conventions_trl.py``, which run TRL's own
+``GRPOTrainer._compute_loss`` and ``DPOTrainer._compute_loss`` on stand-in trainer
+objects whose model returns given log-probs: TRL's arithmetic, no model, no download).
+
+:func:`grpo_loss` is ``GRPOTrainer._compute_loss`` (``trl/trainer/grpo_trainer.py``) from the
+per-token log-probs on: importance ratio (``importance_sampling_level`` ``"token"`` or
+``"sequence"``, GSPO), clipping (``epsilon_low``, ``epsilon_high``, two-sided ``delta``), the
+k3 KL term with ``beta`` (optionally times the ratio, ``use_bias_correction_kl``), and the
+aggregation of each ``loss_type``, which is where TRL's loss types differ:
+
+==============  ===================================================================================
+``loss_type``   value returned for one micro-batch (``GA`` = gradient-accumulation steps)
+==============  ===================================================================================
+``grpo``        :math:`\frac1B\sum_b \frac{\sum_t m\ell}{\max(L_b, 1)} / GA` (also ``sapo``)
+``bnpo``        :math:`\frac{\sum m\ell}{\max(\sum m, 1)} / GA` (this micro-batch's tokens)
+``dr_grpo``     :math:`\frac{\sum m\ell}{B\cdot\text{max\_completion\_length}} / GA`
+``dapo``        :math:`\sum m\ell \,/\, \big(\frac{\max(N, 1)}{P}\cdot\frac{GA}{\text{steps\_per\_generation}}\big)`,
+                ``N`` = ``num_items_in_batch`` (valid tokens of the generation batch, all ranks),
+                ``P`` = ``num_processes`` (also ``cispo``; in eval the last factor is 1)
+``luspo``       :math:`\frac1B\sum_b\sum_t m\ell / GA`
+==============  ===================================================================================
+
+Quirks, stated plainly: the ``clamp(min=1)`` makes an empty response count 0 in its
+sequence mean (``grpo``) but still count in the ``1/B`` (so empty responses dilute the
+batch, unlike maskloss's ``"sequence_mean"``); ``grpo``/``bnpo`` are means *per
+micro-batch*, so their sum over accumulation steps is not the mean of the whole step
+unless every micro-batch holds the same number of tokens; TRL multiplies by the mask, so
+NaN under the mask would leak (the mirror reproduces it); ``sapo``'s temperatures are
+float32 tensors in TRL (``torch.where`` of Python floats), so it agrees to float32 rounding. ``vespo`` (gamma-weighted
+sequence ratios) is not mirrored.
+
+:func:`dpo_loss` is the loss part of ``DPOTrainer._compute_loss`` (``trl/trainer/dpo_trainer.py``).
+
+Examples
+--------
+One micro-batch of two responses (3 and 1 tokens), on-policy (ratio 1), so the per-token
+loss is :math:`-A`:
+
+>>> import numpy as np
+>>> from maskloss.conventions import trl
+>>> lp = np.zeros((2, 3)); mask = np.array([[1, 1, 1], [1, 0, 0]]); adv = np.array([1.0, -2.0])
+>>> [round(float(trl.grpo_loss(lp, lp, adv, mask, loss_type=t, max_completion_length=4)), 6)
+...  for t in ("grpo", "bnpo", "dr_grpo")]      # (-1 + 2) / 2, (-3 + 2) / 4, (-3 + 2) / (2 * 4)
+[0.5, -0.25, -0.125]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss._checks import as_numeric, check_mask
+from maskloss._types import BoolArray, FloatArray
+
+__all__ = ["DPO_LOSS_TYPES", "GRPO_LOSS_TYPES", "dpo_loss", "grpo_loss"]
+
+#: The ``loss_type`` values of ``GRPOTrainer`` (TRL 1.16) mirrored here (all but ``vespo``).
+GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
+#: The DPO ``loss_type`` values mirrored here.
+DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo", "sigmoid_norm")
+
+
+def _f64(x: npt.ArrayLike, name: str) -> FloatArray:
+    return np.asarray(as_numeric(x, name), dtype=np.float64)
+
+
+def _times_mask(x: FloatArray, valid: BoolArray) -> FloatArray:
+    """``x * mask`` as torch computes it: 0 where masked and finite, NaN where masked and NaN/inf."""
+    with np.errstate(invalid="ignore"):
+        return np.where(valid, x, np.where(np.isfinite(x), 0.0, np.nan))
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    return np.exp(np.minimum(x, 0.0)) / (1.0 + np.exp(-np.abs(x)))
+
+
+def grpo_loss(
+    per_token_logps: npt.ArrayLike,
+    old_per_token_logps: npt.ArrayLike | None,
+    advantages: npt.ArrayLike,
+    completion_mask: npt.ArrayLike,
+    *,
+    loss_type: str = "dapo",
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    delta: float | None = None,
+    beta: float = 0.0,
+    ref_per_token_logps: npt.ArrayLike | None = None,
+    use_bias_correction_kl: bool = False,
+    importance_sampling_level: str = "token",
+    max_completion_length: int = 256,
+    gradient_accumulation_steps: int = 1,
+    num_processes: int = 1,
+    num_items_in_batch: float | None = None,
+    steps_per_generation: int | None = None,
+    sapo_temperature_pos: float = 1.0,
+    sapo_temperature_neg: float = 1.05,
+    training: bool = True,
+) -> np.float64:
+    r"""The loss TRL's ``GRPOTrainer._compute_loss`` returns for one micro-batch (TRL 1.16).
+
+    Arguments are the tensors TRL uses there (``(B, T)`` log-probs, ``(B,)`` or ``(B, T)``
+    advantages, the completion mask) and the config fields it reads (``epsilon_low`` is
+    ``GRPOConfig.epsilon``; ``gradient_accumulation_steps`` is the trainer's
+    ``current_gradient_accumulation_steps``; ``steps_per_generation`` defaults to it, as in
+    ``GRPOConfig``; ``num_items_in_batch`` defaults to this micro-batch's token count times
+    ``num_processes * steps_per_generation / gradient_accumulation_steps``, as if every
+    micro-batch held as many tokens). ``old_per_token_logps=None`` is on-policy (TRL's
+    ``per_token_logps.detach()``). The entropy bonus, off-policy mask, vLLM importance
+    correction and aux losses are off (TRL's defaults).
+    """
+    if loss_type not in GRPO_LOSS_TYPES:
+        raise ValueError(f"Unknown loss type: {loss_type!r}; mirrored: {', '.join(map(repr, GRPO_LOSS_TYPES))}")
+    logps = _f64(per_token_logps, "per_token_logps")
+    if logps.ndim != 2:
+        raise ValueError(f"per_token_logps must have shape (B, T), got {logps.shape}")
+    valid = check_mask(completion_mask, logps.shape, name="completion_mask")
+    mask = valid.astype(np.float64)
+    old = logps if old_per_token_logps is None else _f64(old_per_token_logps, "old_per_token_logps")
+    adv = _f64(advantages, "advantages")
+    if adv.ndim == 1:
+        adv = adv[:, None]
+    if adv.shape not in ((logps.shape[0], 1), logps.shape):
+        raise ValueError(f"advantages must have shape (B,) or (B, T) with B, T = {logps.shape}, got {adv.shape}")
+    log_ratio = logps - old
+    if importance_sampling_level == "token":
+        log_w = log_ratio
+    elif importance_sampling_level == "sequence":
+        log_w = (_times_mask(log_ratio, valid).sum(-1) / np.maximum(mask.sum(-1), 1.0))[:, None]
+    else:
+        raise ValueError(f"importance_sampling_level must be 'token' or 'sequence', got {importance_sampling_level!r}")
+    coef_1 = np.exp(log_w)
+    if beta != 0.0:
+        if ref_per_token_logps is None:
+            raise TypeError("beta != 0 needs ref_per_token_logps")
+        ref = _f64(ref_per_token_logps, "ref_per_token_logps")
+        per_token_kl = np.exp(ref - logps) - (ref - logps) - 1
+        if use_bias_correction_kl:
+            per_token_kl = per_token_kl * coef_1
+    if loss_type == "cispo":
+        per_token_loss = -np.minimum(coef_1, epsilon_high) * adv * logps
+    elif loss_type == "sapo":
+        temperatures = np.where(adv > 0, sapo_temperature_pos, sapo_temperature_neg)
+        per_token_loss = -(_sigmoid(temperatures * (coef_1 - 1)) * 4 / temperatures) * adv
+    else:
+        coef_2 = np.clip(coef_1, 1 - epsilon_low, 1 + epsilon_high)
+        if delta is not None:
+            coef_1 = np.minimum(coef_1, delta)
+        per_token_loss = -np.minimum(coef_1 * adv, coef_2 * adv)
+    if beta != 0.0:
+        per_token_loss = per_token_loss + beta * per_token_kl
+    per_token_loss = np.broadcast_to(per_token_loss, logps.shape)
+    masked = _times_mask(per_token_loss, valid)
+    ga = float(gradient_accumulation_steps) if training else 1.0
+    if loss_type in ("grpo", "sapo"):
+        return np.float64(np.mean(masked.sum(-1) / np.maximum(mask.sum(-1), 1.0)) / ga)
+    if loss_type == "bnpo":
+        return np.float64(masked.sum() / max(float(mask.sum()), 1.0) / ga)
+    if loss_type == "dr_grpo":
+        return np.float64(masked.sum() / (logps.shape[0] * max_completion_length) / ga)
+    if loss_type == "luspo":
+        return np.float64(masked.sum(-1).mean() / ga)
+    spg = gradient_accumulation_steps if steps_per_generation is None else steps_per_generation
+    if num_items_in_batch is None:
+        num_items_in_batch = float(mask.sum()) * num_processes * spg / gradient_accumulation_steps
+    normalizer = max(float(num_items_in_batch), 1.0) / num_processes
+    if training:
+        normalizer = normalizer * gradient_accumulation_steps / spg
+    return np.float64(masked.sum() / normalizer)
+
+
+def dpo_loss(
+    chosen_logps: npt.ArrayLike,
+    rejected_logps: npt.ArrayLike,
+    ref_chosen_logps: npt.ArrayLike,
+    ref_rejected_logps: npt.ArrayLike,
+    *,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    chosen_lengths: npt.ArrayLike | None = None,
+    rejected_lengths: npt.ArrayLike | None = None,
+) -> np.float64:
+    r"""The DPO loss of ``DPOTrainer._compute_loss`` (TRL 1.16, ``f_divergence_type="reverse_kl"``).
+
+    With :math:`h = (\log\pi_c - \log\pi^{ref}_c) - (\log\pi_r - \log\pi^{ref}_r)` from
+    summed sequence log-probs: ``sigmoid`` :math:`-\log\sigma(\beta h)`; ``hinge``
+    :math:`\operatorname{relu}(1 - \beta h)`; ``ipo`` and ``sigmoid_norm`` first divide each
+    log-ratio by its completion length ``clamp(min=1)`` (``chosen_lengths``,
+    ``rejected_lengths``: completion tokens per sequence), then
+    :math:`(h - \frac{1}{2\beta})^2` and :math:`-\log\sigma(\beta h)`. The mean over pairs.
+    """
+    if loss_type not in DPO_LOSS_TYPES:
+        raise ValueError(f"Unknown loss type: {loss_type!r}. Should be one of {', '.join(map(repr, DPO_LOSS_TYPES))}")
+    chosen = _f64(chosen_logps, "chosen_logps") - _f64(ref_chosen_logps, "ref_chosen_logps")
+    rejected = _f64(rejected_logps, "rejected_logps") - _f64(ref_rejected_logps, "ref_rejected_logps")
+    if chosen.shape != rejected.shape or chosen.ndim != 1:
+        raise ValueError(f"chosen and rejected log-probs must be (B,) each, got {chosen.shape} and {rejected.shape}")
+    if loss_type in ("ipo", "sigmoid_norm"):
+        if chosen_lengths is None or rejected_lengths is None:
+            raise TypeError(f"loss_type={loss_type!r} needs chosen_lengths and rejected_lengths")
+        chosen = chosen / np.maximum(_f64(chosen_lengths, "chosen_lengths"), 1.0)
+        rejected = rejected / np.maximum(_f64(rejected_lengths, "rejected_lengths"), 1.0)
+    h = chosen - rejected
+    per: Any
+    if loss_type == "ipo":
+        per = (h - 1 / (2 * beta)) ** 2
+    elif loss_type == "hinge":
+        per = np.maximum(1 - beta * h, 0.0)
+    else:
+        x = beta * h
+        per = -(np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x))))
+    return np.float64(np.mean(per))
