@@ -397,3 +397,32 @@ def test_jax_candidate():
     check_loss(jax_ce, SPARSE, adapter=jax_adapter, dtype="float32", from_logits=True, **small)
     check_loss(jax_mse, maskloss.mse, adapter=jax_adapter, grad=jax_grad(jax_mse), dtype="float32",
                expected_grad=mse_grad_closed_form, **small)
+
+
+def test_check_loss_writes_nothing_into_the_working_directory(tmp_path):
+    """hypothesis caches the constants of local modules under ``.hypothesis/`` in the cwd even
+    with ``database=None``; check_loss points that storage elsewhere (a fresh process, so that
+    no module has been scanned yet, in an empty cwd that holds a local module of its own)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "user_loss.py").write_text(
+        "import numpy as np\n"
+        "def my_mse(y, p, m):\n"
+        "    s = np.square(np.where(m[..., None], y - p, 0.0)).mean(-1)\n"
+        "    return s.sum() / m.sum()\n"
+    )
+    code = (
+        "import maskloss, user_loss\n"
+        "from hypothesis import configuration\n"
+        "from maskloss.testing import check_loss\n"
+        "check_loss(user_loss.my_mse, maskloss.mse, max_examples=5)\n"
+        "assert vars(configuration)['__hypothesis_home_directory'] is None  # restored\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_STORAGE_DIRECTORY"}
+    env["PYTHONPATH"] = os.pathsep.join([root, str(tmp_path)])
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=120)
+    assert {p.name for p in tmp_path.iterdir()} - {"__pycache__"} == {"user_loss.py"}

@@ -2,7 +2,11 @@ r""":func:`check_loss`: a user's masked loss against the oracle on generated pad
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -31,6 +35,30 @@ _QUIET_CHECKS = [
     HealthCheck.filter_too_much,
     HealthCheck.large_base_example,
 ]
+
+
+@contextlib.contextmanager
+def _private_storage() -> Iterator[None]:
+    """Keep hypothesis's files out of the user's working directory while check_loss runs.
+
+    ``database=None`` is not enough: hypothesis caches the constants it reads from local
+    modules (its "local constants" for generation) under ``storage_directory("constants")``,
+    whose default home is ``.hypothesis/`` in the current directory. Unless the user chose
+    a home (``HYPOTHESIS_STORAGE_DIRECTORY`` or ``set_hypothesis_home_dir``), point it at a
+    directory under the system temp dir for the duration of the check and restore it after.
+    """
+    from hypothesis import configuration
+
+    key = "__hypothesis_home_directory"
+    previous = vars(configuration).get(key)
+    if previous is not None or os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield  # the user's own choice of storage: leave it alone
+        return
+    configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "maskloss-hypothesis")
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
 
 
 def _oracle_grad(like: Callable[..., Any]) -> Callable[..., Any]:
@@ -253,7 +281,8 @@ def check_loss(
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         test = hypothesis.seed(seed)(test)
     try:
-        test()
+        with _private_storage():
+            test()
         with np.errstate(all="ignore"):
             base = _base_batch(checker, kind, weights)
             _special_batches(checker, base, grad is not None, ignore_index, count)
