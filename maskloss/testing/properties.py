@@ -12,7 +12,14 @@ import numpy.typing as npt
 
 from maskloss.accumulation import masked_totals
 from maskloss.strategies import PaddedBatch
-from maskloss.testing.batches import _describe_batch, _junk_variants, _pad_more, _repad, _take
+from maskloss.testing.batches import (
+    _describe_batch,
+    _junk_label_variants,
+    _junk_variants,
+    _pad_more,
+    _repad,
+    _take,
+)
 from maskloss.testing.tolerances import _compare
 
 
@@ -48,8 +55,10 @@ class _Failure(Exception):
 
 _PROPERTIES = {
     "agreement": "the candidate disagrees with the oracle",
-    "padding content": (
-        "junk under the mask (NaN, inf, huge values, out-of-range labels) changed the result"
+    "padding content": "junk under the mask (NaN, inf, huge values) changed the result",
+    "junk labels": (
+        "out-of-range labels at padded steps (C, -1, 10**6) changed the result or crashed the candidate; "
+        "if the loss needs a valid id at padding (pad = eos, say), state it with pad_label="
     ),
     "padding amount": "appending fully padded steps changed the result",
     "left vs right padding": "moving the padding to the other side changed the result",
@@ -76,8 +85,9 @@ class _Checker:
     atol: float | None
     factor: float
     all_masked: float | None
-    ignore_index: int | None
+    label_fill: int | None  # the label at padded steps: ignore_index or pad_label (None: any label)
     splittable: bool  # the micro-batch weights are known (``like`` is a maskloss loss)
+    scale: float = 1.0  # the candidate is scale * like
     gradient: bool = False  # which of value/gradient is being checked
 
     # ---- running the three parties on one batch
@@ -100,11 +110,11 @@ class _Checker:
         if self.gradient:
             assert self.oracle_grad is not None
             with np.errstate(all="ignore"):
-                return self.oracle_grad(*args, **kwargs, **self.options)
+                return self.scale * np.asarray(self.oracle_grad(*args, **kwargs, **self.options))
         value = self.oracle_value(b)
         if self.all_masked is not None and np.ndim(value) == 0 and np.isnan(value):
             return np.float64(self.all_masked)
-        return value
+        return value if self.scale == 1.0 else self.scale * np.asarray(value, dtype=np.float64)
 
     def oracle_value(self, b: PaddedBatch) -> Any:
         args, kwargs = self._args(b)
@@ -164,13 +174,16 @@ class _Checker:
     def properties(self, b: PaddedBatch) -> None:
         expected = self.expect(b)
         clean = self.check("agreement", b, expected)
-        for junked in _junk_variants(b, self.ignore_index, self.dtype):
+        for junked in _junk_variants(b, self.label_fill, self.dtype):
             # A maskloss loss never reads padding, so its value cannot change; a custom ``like``
             # (a causal shift, say) may read steps the mask calls padding, so ask it again.
             self.check("padding content", junked, expected if self.splittable else None, before=clean)
-        self.check("padding amount", _pad_more(b, self.ignore_index), before=clean)
+        if self.label_fill is None:  # no label contract at padding: any label, even out of range
+            for junked in _junk_label_variants(b):
+                self.check("junk labels", junked, expected if self.splittable else None, before=clean)
+        self.check("padding amount", _pad_more(b, self.label_fill), before=clean)
         for side in ("right", "left"):
-            moved = _repad(b, side, self.ignore_index)
+            moved = _repad(b, side, self.label_fill)
             if not np.array_equal(moved.mask, b.mask):
                 self.check("left vs right padding", moved, before=clean)
         if b.mask.shape[0] > 1:
