@@ -105,6 +105,7 @@ def check_loss(
     kind: str | None = None,
     pad_label: int | None = None,
     scale: float = 1.0,
+    shift: int = 0,
     derandomize: bool = True,
     seed: int | None = None,
     **options: Any,
@@ -189,6 +190,13 @@ def check_loss(
         computes cross-entropy at every step and needs a valid id there; pad often equals
         eos, so ``ignore_index`` cannot describe it). Must be a class of every generated
         batch (``0 <= pad_label < min_features``, default 2 classes).
+    shift : int, default 0
+        The causal language-model shift (HF's ``ForCausalLMLoss``): the candidate gets
+        unshifted ``labels``, ``logits`` and ``mask`` and scores ``logits[:, :-shift]``
+        against ``labels[:, shift:]``; the oracle is ``like`` on those, valid where
+        ``mask[:, shift:]`` is. A token count the candidate divides by
+        (``num_items_in_batch``) must count the shifted labels, ``mask[:, shift:].sum()``.
+        The micro-batch weights of split and recombine are the shifted counts too.
     scale : float, default 1.0
         The candidate computes ``scale * like`` (a loss scaled by a constant, e.g. a
         sum over steps divided by a fixed length); every property still applies.
@@ -238,6 +246,15 @@ def check_loss(
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale == 0:
         raise ValueError(f"scale must be a finite nonzero number (the candidate is scale * like), got {scale!r}")
     label_fill = ignore_index if ignore_index is not None else pad_label
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+        raise ValueError(f"shift must be an int >= 0 (the causal shift), got {shift!r}")
+    if shift and kind != "sparse":
+        raise ValueError(
+            f"shift={shift} is the causal language-model shift of sparse labels; it does not apply "
+            f"to kind={kind!r}"
+        )
+    if shift and reduction == "none":
+        raise ValueError(f"shift={shift} needs a scalar reduction, not reduction='none'")
     if all_masked is not None and not isinstance(all_masked, (int, float)):
         raise TypeError(f"all_masked must be a float (or None for the oracle's value), got {all_masked!r}")
     wrap = adapter if adapter is not None else (lambda f: f)
@@ -257,6 +274,7 @@ def check_loss(
         label_fill=label_fill,
         splittable=like in _KIND_OF,
         scale=float(scale),
+        shift=shift,
     )
     strategy = padded_batches(
         kind,
@@ -276,6 +294,8 @@ def check_loss(
     )
     if scale != 1.0:
         like_call = f"{float(scale)!r} * {like_call}"
+    if shift:
+        like_call += f" on labels[:, {shift}:] vs predictions[:, :-{shift}]"
     count = [0, 0]  # examples run, examples run at the first failure
 
     def one_batch(b: PaddedBatch) -> None:
