@@ -50,7 +50,7 @@ def allennlp_sequence_ce(labels, logits, mask):
 
 
 def keras22_weighted_masked_objective(y_true, y_pred, mask):
-    """keras-team/keras 2.2.4, ``keras/engine/training_utils.py``, ``weighted_masked_objective``
+    """keras-team/keras 2.2.4, ``engine/training_utils.py``, ``weighted_masked_objective``
     (with ``mean_squared_error``): ``score_array *= mask; score_array /= K.mean(mask)``,
     then ``K.mean(score_array)``: a token mean, but by multiplication."""
     score = np.mean(np.square(y_pred - y_true), axis=-1)
@@ -112,7 +112,7 @@ def _verl_masked_mean(values, mask):
 
 
 def verl_value_loss_token_mean(returns, vpreds, mask):
-    """volcengine/verl, ``verl/trainer/ppo/core_algos.py``, ``compute_value_loss`` with
+    """volcengine/verl, ``trainer/ppo/core_algos.py``, ``compute_value_loss`` with
     ``loss_agg_mode="token-mean"`` (``agg_loss`` -> ``masked_mean``: ``(x * mask).sum() /
     (mask.sum() + 1e-8)``), ``0.5 * max(vf_losses1, vf_losses2)``; at the first PPO epoch
     the old values equal the predictions, so the clipped term equals the unclipped one."""
@@ -322,3 +322,23 @@ CASES = [
         "correct on padded batches: where(isnan) after the product; 0 when nothing is valid",
     ),
 ]
+
+#: Repository, file and function each candidate re-creates (the gallery's source column).
+SOURCES = {
+    d2l_masked_softmax_ce: "d2l-ai/d2l-en `d2l/torch.py` `MaskedSoftmaxCELoss`",
+    allennlp_sequence_ce: "allenai/allennlp `allennlp/nn/util.py` `sequence_cross_entropy_with_logits`",
+    keras22_weighted_masked_objective: "keras-team/keras 2.2.4 `engine/training_utils.py` `weighted_masked_objective`",
+    keras225_weighted_masked_objective: "keras-team/keras 2.2.5 `engine/training_utils.py` `weighted_masked_objective`",
+    hf_causal_lm_trainer_count: "huggingface/transformers `loss/loss_utils.py` `ForCausalLMLoss` + `trainer.py` count",
+    hf_causal_lm_shifted_count: "huggingface/transformers `loss/loss_utils.py` `ForCausalLMLoss`",
+    hf_label_smoother: "huggingface/transformers `trainer_pt_utils.py` `LabelSmoother`",
+    verl_value_loss_token_mean: "volcengine/verl `trainer/ppo/core_algos.py` `compute_value_loss`, `agg_loss`",
+    verl_value_loss_seq_mean_token_sum: "volcengine/verl `trainer/ppo/core_algos.py` `compute_value_loss`, `agg_loss`",
+    fairseq_label_smoothed_nll: (
+        "facebookresearch/fairseq `criterions/label_smoothed_cross_entropy.py` `label_smoothed_nll_loss`"
+    ),
+    tf_tutorial_masked_loss: "tensorflow/text `docs/tutorials/transformer.ipynb` `masked_loss`",
+    chatbot_mask_nll_objective: "pytorch/tutorials `beginner_source/chatbot_tutorial.py` `maskNLLLoss`",
+    saits_masked_mae_cal: "WenjieDu/SAITS `modeling/utils.py` `masked_mae_cal`",
+    graph_wavenet_masked_mae: "nnzhan/Graph-WaveNet `util.py` `masked_mae`",
+}
