@@ -496,3 +496,11 @@ def test_pad_label_and_scale_bad_input():
         check_loss(np_sparse_ce, SPARSE, scale=float("nan"))
     with pytest.raises(ValueError, match=r"scale must be.*got 0"):
         check_loss(np_sparse_ce, SPARSE, scale=0)
+
+
+def test_a_custom_like_says_split_and_recombine_is_not_checked():
+    def my_oracle(labels, logits, mask):
+        return SPARSE(labels, logits, mask, from_logits=True)
+
+    with pytest.warns(UserWarning, match=r"split and recombine not checked for like='my_oracle'.*unknown"):
+        check_loss(np_sparse_ce, my_oracle, kind="sparse", max_examples=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -326,6 +327,14 @@ def check_loss(
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         test = hypothesis.seed(seed)(test)
+    if not checker.splittable:
+        warnings.warn(
+            f"check_loss: split and recombine not checked for like={getattr(like, '__name__', like)!r}: "
+            "it is not a maskloss loss, so the micro-batch weights (its per-sequence denominators) are "
+            "unknown; use a maskloss loss with shift=, scale=, pad_label= where they state the convention",
+            UserWarning,
+            stacklevel=2,
+        )
     try:
         with _private_storage():
             test()
