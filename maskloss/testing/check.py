@@ -242,6 +242,7 @@ def check_loss(
     reduction = options.get("reduction", "token_mean")
     if grad is not None and reduction == "none":
         raise ValueError("grad= needs a scalar reduction, not reduction='none'")
+    _check_options_apply(like, options)
     ignore_index = options.get("ignore_index")
     _check_pad_label(pad_label, kind, ignore_index, min_features)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale == 0:
@@ -361,6 +362,25 @@ def _special_batches(
         if label_fill is None:
             for junked in _junk_label_variants(empty)[:1]:
                 checker.check("junk labels", junked)
+
+
+def _check_options_apply(like: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Every ``**options`` entry is a keyword of ``like`` (label_smoothing for mse contradicts it)."""
+    import inspect
+
+    try:
+        params = inspect.signature(like).parameters
+    except (TypeError, ValueError):
+        return  # no signature to read (a builtin): like itself will say
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    names = [n for n, p in params.items() if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+    for key in options:
+        if key not in names:
+            raise ValueError(
+                f"option {key}= does not apply to like={getattr(like, '__name__', like)!r}: it takes "
+                f"{', '.join(n for n in names if n not in ('y_true', 'y_pred', 'mask'))}"
+            )
 
 
 def _check_pad_label(pad_label: object, kind: str, ignore_index: object, min_features: int | None) -> None:
