@@ -397,3 +397,117 @@ def test_jax_candidate():
     check_loss(jax_ce, SPARSE, adapter=jax_adapter, dtype="float32", from_logits=True, **small)
     check_loss(jax_mse, maskloss.mse, adapter=jax_adapter, grad=jax_grad(jax_mse), dtype="float32",
                expected_grad=mse_grad_closed_form, **small)
+
+
+def test_check_loss_writes_nothing_into_the_working_directory(tmp_path):
+    """hypothesis caches the constants of local modules under ``.hypothesis/`` in the cwd even
+    with ``database=None``; check_loss points that storage elsewhere (a fresh process, so that
+    no module has been scanned yet, in an empty cwd that holds a local module of its own)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "user_loss.py").write_text(
+        "import numpy as np\n"
+        "def my_mse(y, p, m):\n"
+        "    s = np.square(np.where(m[..., None], y - p, 0.0)).mean(-1)\n"
+        "    return s.sum() / m.sum()\n"
+    )
+    code = (
+        "import maskloss, user_loss\n"
+        "from hypothesis import configuration\n"
+        "from maskloss.testing import check_loss\n"
+        "check_loss(user_loss.my_mse, maskloss.mse, max_examples=5)\n"
+        "assert vars(configuration)['__hypothesis_home_directory'] is None  # restored\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_STORAGE_DIRECTORY"}
+    env["PYTHONPATH"] = os.pathsep.join([root, str(tmp_path)])
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, timeout=120)
+    assert {p.name for p in tmp_path.iterdir()} - {"__pycache__"} == {"user_loss.py"}
+
+
+# -- pad_label, junk labels, scale ---------------------------------------------------------------
+
+
+def ce_at_every_step(labels, logits, mask):
+    """Cross-entropy computed at every step, padding included, then selected: needs valid labels."""
+    lp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+    lp = lp - logits.max(-1, keepdims=True)
+    nll = -np.take_along_axis(lp, labels[..., None], -1)[..., 0]  # IndexError on out-of-range labels
+    return np.where(mask, nll, 0.0).sum() / mask.sum()
+
+
+def test_junk_labels_are_their_own_finding_and_pad_label_states_the_contract():
+    with pytest.raises(LossCheckError) as info:
+        check_loss(ce_at_every_step, SPARSE, from_logits=True, max_examples=20)
+    assert info.value.property == "junk labels"
+    assert "raised IndexError" in str(info.value) and "pad_label=" in str(info.value)
+    check_loss(ce_at_every_step, SPARSE, from_logits=True, pad_label=1, max_examples=20)
+
+    def also_times_mask(labels, logits, mask):  # the real finding behind the crash: NaN * 0
+        lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        nll = -np.take_along_axis(lp, labels[..., None], -1)[..., 0]
+        return (nll * mask).sum() / mask.sum()
+
+    with pytest.raises(LossCheckError) as info:  # predictions' junk is checked before the labels'
+        check_loss(also_times_mask, SPARSE, from_logits=True, max_examples=20)
+    assert info.value.property == "padding content"
+    with pytest.raises(LossCheckError) as info:
+        check_loss(also_times_mask, SPARSE, from_logits=True, pad_label=0, max_examples=20)
+    assert info.value.property == "padding content"
+
+
+def test_pad_label_fills_every_padded_label():
+    seen = []
+
+    def spy(labels, logits, mask):
+        seen.append(np.unique(labels[~mask]))
+        return np_sparse_ce(labels, logits, mask)
+
+    check_loss(spy, SPARSE, from_logits=True, pad_label=1, max_examples=20)
+    padded = np.concatenate(seen)
+    assert padded.size and set(padded.tolist()) == {1}
+
+
+def test_scale_states_a_constant_factor():
+    def doubled(labels, logits, mask):
+        return 2.0 * np_sparse_ce(labels, logits, mask)
+
+    check_loss(doubled, SPARSE, from_logits=True, scale=2.0, max_examples=20)
+    with pytest.raises(LossCheckError, match=r"2.0 \* maskloss"):
+        check_loss(np_sparse_ce, SPARSE, from_logits=True, scale=2.0, max_examples=20)
+
+
+def test_pad_label_and_scale_bad_input():
+    with pytest.raises(ValueError, match=r"pad_label=2 is outside the classes.*\[0, 1\]"):
+        check_loss(np_sparse_ce, SPARSE, pad_label=2)
+    check_loss(np_sparse_ce, SPARSE, from_logits=True, pad_label=2, min_features=3, max_examples=2)
+    with pytest.raises(ValueError, match=r"pad_label=-1 is outside"):
+        check_loss(np_sparse_ce, SPARSE, pad_label=-1)
+    with pytest.raises(ValueError, match="pad_label=0 contradicts ignore_index=-100"):
+        check_loss(np_sparse_ce, SPARSE, pad_label=0, ignore_index=-100)
+    with pytest.raises(ValueError, match=r"pad_label= applies only to sparse labels.*'regression'"):
+        check_loss(np_sparse_ce, maskloss.mse, pad_label=0)
+    with pytest.raises(TypeError, match=r"pad_label must be an int.*'0'"):
+        check_loss(np_sparse_ce, SPARSE, pad_label="0")
+    with pytest.raises(ValueError, match=r"scale must be a finite nonzero number.*nan"):
+        check_loss(np_sparse_ce, SPARSE, scale=float("nan"))
+    with pytest.raises(ValueError, match=r"scale must be.*got 0"):
+        check_loss(np_sparse_ce, SPARSE, scale=0)
+
+
+def test_a_custom_like_says_split_and_recombine_is_not_checked():
+    def my_oracle(labels, logits, mask):
+        return SPARSE(labels, logits, mask, from_logits=True)
+
+    with pytest.warns(UserWarning, match=r"split and recombine not checked for like='my_oracle'.*unknown"):
+        check_loss(np_sparse_ce, my_oracle, kind="sparse", max_examples=5)
+
+
+def test_an_option_that_contradicts_like_is_named():
+    with pytest.raises(ValueError, match=r"option label_smoothing= does not apply to like='mse': it takes"):
+        check_loss(np_sparse_ce, maskloss.mse, label_smoothing=0.1)
+    with pytest.raises(ValueError, match=r"option epsilon= does not apply"):
+        check_loss(np_sparse_ce, SPARSE, epsilon=0.1)

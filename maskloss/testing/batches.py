@@ -36,19 +36,20 @@ def _fill(arr: np.ndarray[Any, Any], mask: npt.NDArray[np.bool_], value: Any) ->
         return np.where(m, arr, np.asarray(value).astype(arr.dtype))
 
 
-def _junk_variants(b: PaddedBatch, ignore_index: int | None, dtype: str) -> list[PaddedBatch]:
+def _junk_variants(b: PaddedBatch, label_fill: int | None, dtype: str) -> list[PaddedBatch]:
+    """Junk in the predictions (and float targets, per-step weights) at padded steps.
+
+    Sparse labels are left as they are: junk labels are their own finding
+    (:func:`_junk_label_variants`), so that a loss that needs a valid id at padding
+    still has its predictions checked. ``label_fill`` is unused (kept for the call shape).
+    """
+    del label_fill
     if b.mask.all():
         return []
     huge = BFLOAT16_MAX if dtype == "bfloat16" else float(np.finfo(b.y_pred.dtype).max)
     out = []
-    bad_labels = [b.y_pred.shape[-1], -1, 10**6]
     for i, value in enumerate([math.nan, math.inf, -huge]):
-        y_true = b.y_true
-        if b.kind == "sparse":
-            if ignore_index is None:
-                y_true = _fill(b.y_true, b.mask, bad_labels[i % 3])
-        else:
-            y_true = _fill(b.y_true, b.mask, value)
+        y_true = b.y_true if b.kind == "sparse" else _fill(b.y_true, b.mask, value)
         w = b.sample_weight
         if w is not None and w.ndim == 2:
             w = _fill(w, b.mask, math.nan if i % 2 == 0 else -1.0)
@@ -56,11 +57,18 @@ def _junk_variants(b: PaddedBatch, ignore_index: int | None, dtype: str) -> list
     return out
 
 
-def _pad_value(b: PaddedBatch, ignore_index: int | None) -> Any:
-    return ignore_index if (b.kind == "sparse" and ignore_index is not None) else 0
+def _junk_label_variants(b: PaddedBatch) -> list[PaddedBatch]:
+    """Out-of-range sparse labels (``C``, ``-1``, ``10**6``) at padded steps, predictions untouched."""
+    if b.kind != "sparse" or b.mask.all():
+        return []
+    return [_replace(b, y_true=_fill(b.y_true, b.mask, bad)) for bad in (b.y_pred.shape[-1], -1, 10**6)]
 
 
-def _pad_more(b: PaddedBatch, ignore_index: int | None, extra: int = 2) -> PaddedBatch:
+def _pad_value(b: PaddedBatch, label_fill: int | None) -> Any:
+    return label_fill if (b.kind == "sparse" and label_fill is not None) else 0
+
+
+def _pad_more(b: PaddedBatch, label_fill: int | None, extra: int = 2) -> PaddedBatch:
     """Append ``extra`` fully padded steps (on the left for left-padded batches)."""
     left = b.padding == "left"
 
@@ -72,15 +80,15 @@ def _pad_more(b: PaddedBatch, ignore_index: int | None, extra: int = 2) -> Padde
     w = b.sample_weight
     return _replace(
         b,
-        y_true=grow(b.y_true, _pad_value(b, ignore_index)),
+        y_true=grow(b.y_true, _pad_value(b, label_fill)),
         y_pred=grow(b.y_pred, 0),
         mask=grow(b.mask, False),
         sample_weight=w if w is None or w.ndim == 1 else grow(w, 0.0),
     )
 
 
-def _repad(b: PaddedBatch, side: str, ignore_index: int | None) -> PaddedBatch:
-    fill = _pad_value(b, ignore_index)
+def _repad(b: PaddedBatch, side: str, label_fill: int | None) -> PaddedBatch:
+    fill = _pad_value(b, label_fill)
     y_true, mask = repad(b.y_true, b.mask, side=side, fill=fill)  # type: ignore[arg-type]
     y_pred, _ = repad(b.y_pred, b.mask, side=side)  # type: ignore[arg-type]
     w = b.sample_weight
@@ -96,7 +104,7 @@ def _repad(b: PaddedBatch, side: str, ignore_index: int | None) -> PaddedBatch:
     )
 
 
-def _single_token_batches(b: PaddedBatch, ignore_index: int | None, steps: int = 3) -> list[PaddedBatch]:
+def _single_token_batches(b: PaddedBatch, label_fill: int | None, steps: int = 3) -> list[PaddedBatch]:
     """From a drawn batch with a valid first step: one valid step at the start, middle and end."""
     out = []
     for t in range(steps):
@@ -104,8 +112,8 @@ def _single_token_batches(b: PaddedBatch, ignore_index: int | None, steps: int =
         mask[0, t] = True
         y_true = np.repeat(b.y_true[:1, :1], steps, axis=1)
         y_pred = np.repeat(b.y_pred[:1, :1], steps, axis=1)
-        if b.kind == "sparse" and ignore_index is not None:
-            y_true = np.where(mask, y_true, ignore_index)
+        if b.kind == "sparse" and label_fill is not None:
+            y_true = np.where(mask, y_true, label_fill)
         w = None if b.sample_weight is None else np.ones(1)
         side = "left" if t == steps - 1 else ("right" if t == 0 else "arbitrary")
         out.append(PaddedBatch(y_true, y_pred, mask, mask.sum(axis=1), w, b.kind, side))
@@ -113,12 +121,12 @@ def _single_token_batches(b: PaddedBatch, ignore_index: int | None, steps: int =
 
 
 def _all_masked_batch(
-    b: PaddedBatch, ignore_index: int | None, shape: tuple[int, int] = (2, 3)
+    b: PaddedBatch, label_fill: int | None, shape: tuple[int, int] = (2, 3)
 ) -> PaddedBatch:
     """Two sequences of three steps, none valid, built from the first step of ``b``."""
     y_true = np.broadcast_to(b.y_true[:1, :1], shape + b.y_true.shape[2:]).copy()
-    if b.kind == "sparse" and ignore_index is not None:
-        y_true = np.full(shape, ignore_index, dtype=b.y_true.dtype)
+    if b.kind == "sparse" and label_fill is not None:
+        y_true = np.full(shape, label_fill, dtype=b.y_true.dtype)
     y_pred = np.broadcast_to(b.y_pred[:1, :1], shape + b.y_pred.shape[2:]).copy()
     w = None if b.sample_weight is None else np.ones(shape[0])
     mask = np.zeros(shape, dtype=bool)

@@ -2,7 +2,12 @@ r""":func:`check_loss`: a user's masked loss against the oracle on generated pad
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -11,7 +16,12 @@ from hypothesis import HealthCheck, Verbosity, given, settings
 
 from maskloss import losses
 from maskloss.strategies import PADDINGS, PaddedBatch, padded_batches, round_to_bfloat16
-from maskloss.testing.batches import _all_masked_batch, _junk_variants, _single_token_batches
+from maskloss.testing.batches import (
+    _all_masked_batch,
+    _junk_label_variants,
+    _junk_variants,
+    _single_token_batches,
+)
 from maskloss.testing.properties import _Checker, _error, _Failure
 from maskloss.testing.tolerances import _dtype_name
 
@@ -31,6 +41,30 @@ _QUIET_CHECKS = [
     HealthCheck.filter_too_much,
     HealthCheck.large_base_example,
 ]
+
+
+@contextlib.contextmanager
+def _private_storage() -> Iterator[None]:
+    """Keep hypothesis's files out of the user's working directory while check_loss runs.
+
+    ``database=None`` is not enough: hypothesis caches the constants it reads from local
+    modules (its "local constants" for generation) under ``storage_directory("constants")``,
+    whose default home is ``.hypothesis/`` in the current directory. Unless the user chose
+    a home (``HYPOTHESIS_STORAGE_DIRECTORY`` or ``set_hypothesis_home_dir``), point it at a
+    directory under the system temp dir for the duration of the check and restore it after.
+    """
+    from hypothesis import configuration
+
+    key = "__hypothesis_home_directory"
+    previous = vars(configuration).get(key)
+    if previous is not None or os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield  # the user's own choice of storage: leave it alone
+        return
+    configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "maskloss-hypothesis")
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
 
 
 def _oracle_grad(like: Callable[..., Any]) -> Callable[..., Any]:
@@ -70,6 +104,9 @@ def check_loss(
     min_features: int | None = None,
     max_features: int | None = None,
     kind: str | None = None,
+    pad_label: int | None = None,
+    scale: float = 1.0,
+    shift: int = 0,
     derandomize: bool = True,
     seed: int | None = None,
     **options: Any,
@@ -89,7 +126,11 @@ def check_loss(
 
     1. **agreement**: the value matches ``like`` (padded steps hold ordinary values);
     2. **padding content**: NaN, +inf or minus the dtype's largest value at padded steps
-       (and out-of-range labels, NaN/negative per-step weights) change nothing;
+       (in the predictions, float targets; NaN/negative per-step weights) change nothing;
+       then **junk labels**: out-of-range sparse labels at padded steps change nothing and
+       crash nothing (a finding of its own, checked after the predictions, so that a loss
+       that needs a valid id at padding still has its real findings seen; skipped, by
+       contract, when ``ignore_index`` or ``pad_label`` says what padded labels hold);
     3. **padding amount**: two more fully padded steps change nothing (but
        ``"element_mean"``'s denominator, as the oracle says);
     4. **left vs right padding**: the valid steps moved to the other side;
@@ -147,6 +188,21 @@ def check_loss(
     kind : str, optional
         The batch kind (see :func:`maskloss.strategies.padded_batches`) when ``like`` is
         not one of the five maskloss losses.
+    pad_label : int, optional
+        Sparse labels only: every padded label holds this class id (real code often
+        computes cross-entropy at every step and needs a valid id there; pad often equals
+        eos, so ``ignore_index`` cannot describe it). Must be a class of every generated
+        batch (``0 <= pad_label < min_features``, default 2 classes).
+    shift : int, default 0
+        The causal language-model shift (HF's ``ForCausalLMLoss``): the candidate gets
+        unshifted ``labels``, ``logits`` and ``mask`` and scores ``logits[:, :-shift]``
+        against ``labels[:, shift:]``; the oracle is ``like`` on those, valid where
+        ``mask[:, shift:]`` is. A token count the candidate divides by
+        (``num_items_in_batch``) must count the shifted labels, ``mask[:, shift:].sum()``.
+        The micro-batch weights of split and recombine are the shifted counts too.
+    scale : float, default 1.0
+        The candidate computes ``scale * like`` (a loss scaled by a constant, e.g. a
+        sum over steps divided by a fixed length); every property still applies.
     derandomize : bool, default True
         Use hypothesis's fixed example sequence so that a test is reproducible (the
         sequence is derived from check_loss's own code, so it changes between maskloss
@@ -174,7 +230,7 @@ def check_loss(
     Traceback (most recent call last):
     ...
     maskloss.testing.LossCheckError: check_loss: my_mse_times_mask is not maskloss.mse()
-    property broken: padding content: junk under the mask (NaN, inf, huge values, ...
+    property broken: padding content: junk under the mask (NaN, inf, huge values) ...
     ...
     """
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
@@ -188,7 +244,21 @@ def check_loss(
     reduction = options.get("reduction", "token_mean")
     if grad is not None and reduction == "none":
         raise ValueError("grad= needs a scalar reduction, not reduction='none'")
+    _check_options_apply(like, options)
     ignore_index = options.get("ignore_index")
+    _check_pad_label(pad_label, kind, ignore_index, min_features)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale == 0:
+        raise ValueError(f"scale must be a finite nonzero number (the candidate is scale * like), got {scale!r}")
+    label_fill = ignore_index if ignore_index is not None else pad_label
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+        raise ValueError(f"shift must be an int >= 0 (the causal shift), got {shift!r}")
+    if shift and kind != "sparse":
+        raise ValueError(
+            f"shift={shift} is the causal language-model shift of sparse labels; it does not apply "
+            f"to kind={kind!r}"
+        )
+    if shift and reduction == "none":
+        raise ValueError(f"shift={shift} needs a scalar reduction, not reduction='none'")
     if all_masked is not None and not isinstance(all_masked, (int, float)):
         raise TypeError(f"all_masked must be a float (or None for the oracle's value), got {all_masked!r}")
     wrap = adapter if adapter is not None else (lambda f: f)
@@ -205,8 +275,10 @@ def check_loss(
         atol=atol,
         factor=factor,
         all_masked=all_masked,
-        ignore_index=ignore_index,
+        label_fill=label_fill,
         splittable=like in _KIND_OF,
+        scale=float(scale),
+        shift=shift,
     )
     strategy = padded_batches(
         kind,
@@ -216,7 +288,7 @@ def check_loss(
         max_steps=max_steps,
         padding=padding,
         from_logits=bool(options.get("from_logits", False)),
-        ignore_index=ignore_index if kind == "sparse" else None,
+        ignore_index=label_fill if kind == "sparse" else None,  # fills padded labels only
         weights=weights,
         dtype=dt,
     )
@@ -224,6 +296,10 @@ def check_loss(
     like_call = (
         f"maskloss.{getattr(like, '__name__', like)}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
     )
+    if scale != 1.0:
+        like_call = f"{float(scale)!r} * {like_call}"
+    if shift:
+        like_call += f" on labels[:, {shift}:] vs predictions[:, :-{shift}]"
     count = [0, 0]  # examples run, examples run at the first failure
 
     def one_batch(b: PaddedBatch) -> None:
@@ -254,28 +330,80 @@ def check_loss(
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         test = hypothesis.seed(seed)(test)
+    if not checker.splittable:
+        warnings.warn(
+            f"check_loss: split and recombine not checked for like={getattr(like, '__name__', like)!r}: "
+            "it is not a maskloss loss, so the micro-batch weights (its per-sequence denominators) are "
+            "unknown; use a maskloss loss with shift=, scale=, pad_label= where they state the convention",
+            UserWarning,
+            stacklevel=2,
+        )
     try:
-        test()
+        with _private_storage():
+            test()
         with np.errstate(all="ignore"):
             base = _base_batch(checker, kind, weights)
-            _special_batches(checker, base, grad is not None, ignore_index, count)
+            _special_batches(checker, base, grad is not None, label_fill, count)
     except _Failure as failure:
         raise _error(failure, name, like_call, checker, count) from None
 
 
 def _special_batches(
-    checker: _Checker, base: PaddedBatch, with_grad: bool, ignore_index: int | None, count: list[int]
+    checker: _Checker, base: PaddedBatch, with_grad: bool, label_fill: int | None, count: list[int]
 ) -> None:
     """Single-token and all-masked batches, made from one simple valid step."""
     for gradient in (False, True) if with_grad else (False,):
         checker.gradient = gradient
-        for single in _single_token_batches(base, ignore_index):
+        for single in _single_token_batches(base, label_fill):
             count[0] += 1
             checker.check("single-token batch", single)
-        empty = _all_masked_batch(base, ignore_index)
+        empty = _all_masked_batch(base, label_fill)
         count[0] += 1
-        for junked in [empty, *_junk_variants(empty, ignore_index, checker.dtype)[:1]]:
+        for junked in [empty, *_junk_variants(empty, label_fill, checker.dtype)[:1]]:
             checker.check("all-masked batch", junked)
+        if label_fill is None:
+            for junked in _junk_label_variants(empty)[:1]:
+                checker.check("junk labels", junked)
+
+
+def _check_options_apply(like: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Every ``**options`` entry is a keyword of ``like`` (label_smoothing for mse contradicts it)."""
+    import inspect
+
+    try:
+        params = inspect.signature(like).parameters
+    except (TypeError, ValueError):
+        return  # no signature to read (a builtin): like itself will say
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    names = [n for n, p in params.items() if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+    for key in options:
+        if key not in names:
+            raise ValueError(
+                f"option {key}= does not apply to like={getattr(like, '__name__', like)!r}: it takes "
+                f"{', '.join(n for n in names if n not in ('y_true', 'y_pred', 'mask'))}"
+            )
+
+
+def _check_pad_label(pad_label: object, kind: str, ignore_index: object, min_features: int | None) -> None:
+    """``pad_label`` is a class id every generated batch has, for sparse labels without ignore_index."""
+    if pad_label is None:
+        return
+    if kind != "sparse":
+        raise ValueError(f"pad_label= applies only to sparse labels (kind='sparse'), not kind={kind!r}")
+    if ignore_index is not None:
+        raise ValueError(
+            f"pad_label={pad_label!r} contradicts ignore_index={ignore_index!r}: padded labels hold the "
+            "ignore index; pass one of the two"
+        )
+    if isinstance(pad_label, bool) or not isinstance(pad_label, (int, np.integer)):
+        raise TypeError(f"pad_label must be an int (a class id), got {pad_label!r}")
+    classes = 2 if min_features is None else min_features
+    if not 0 <= int(pad_label) < classes:
+        raise ValueError(
+            f"pad_label={int(pad_label)} is outside the classes: generated batches have at least "
+            f"{classes} classes (min_features={min_features}), so pad_label must be in [0, {classes - 1}]"
+        )
 
 
 def _base_batch(checker: _Checker, kind: str, weights: bool) -> PaddedBatch:

@@ -12,7 +12,14 @@ import numpy.typing as npt
 
 from maskloss.accumulation import masked_totals
 from maskloss.strategies import PaddedBatch
-from maskloss.testing.batches import _describe_batch, _junk_variants, _pad_more, _repad, _take
+from maskloss.testing.batches import (
+    _describe_batch,
+    _junk_label_variants,
+    _junk_variants,
+    _pad_more,
+    _repad,
+    _take,
+)
 from maskloss.testing.tolerances import _compare
 
 
@@ -48,8 +55,10 @@ class _Failure(Exception):
 
 _PROPERTIES = {
     "agreement": "the candidate disagrees with the oracle",
-    "padding content": (
-        "junk under the mask (NaN, inf, huge values, out-of-range labels) changed the result"
+    "padding content": "junk under the mask (NaN, inf, huge values) changed the result",
+    "junk labels": (
+        "out-of-range labels at padded steps (C, -1, 10**6) changed the result or crashed the candidate; "
+        "if the loss needs a valid id at padding (pad = eos, say), state it with pad_label="
     ),
     "padding amount": "appending fully padded steps changed the result",
     "left vs right padding": "moving the padding to the other side changed the result",
@@ -76,11 +85,30 @@ class _Checker:
     atol: float | None
     factor: float
     all_masked: float | None
-    ignore_index: int | None
+    label_fill: int | None  # the label at padded steps: ignore_index or pad_label (None: any label)
     splittable: bool  # the micro-batch weights are known (``like`` is a maskloss loss)
+    scale: float = 1.0  # the candidate is scale * like
+    returned_dtype: str | None = None  # the lowest precision the candidate has returned
+    shift: int = 0  # causal shift: like sees labels[:, s:] against predictions[:, :-s]
     gradient: bool = False  # which of value/gradient is being checked
 
     # ---- running the three parties on one batch
+    def _shifted(self, b: PaddedBatch) -> PaddedBatch:
+        """The batch ``like`` sees: with ``shift=s``, step t's prediction scores label t + s."""
+        s = self.shift
+        if not s:
+            return b
+        w = b.sample_weight
+        return b._replace(
+            y_true=b.y_true[:, s:],
+            y_pred=b.y_pred[:, : b.y_pred.shape[1] - s],
+            mask=b.mask[:, s:],
+            sample_weight=w if w is None or w.ndim == 1 else w[:, s:],
+        )
+
+    def _oracle_args(self, b: PaddedBatch) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return self._args(self._shifted(b))
+
     def _args(self, b: PaddedBatch) -> tuple[tuple[Any, ...], dict[str, Any]]:
         kwargs = {} if b.sample_weight is None else {"sample_weight": b.sample_weight}
         return (b.y_true, b.y_pred, b.mask), kwargs
@@ -91,23 +119,41 @@ class _Checker:
         args, kwargs = self._args(b)
         try:
             with np.errstate(all="ignore"):
-                return fn(*(np.array(a, copy=True) for a in args), **kwargs)
+                result = fn(*(np.array(a, copy=True) for a in args), **kwargs)
         except Exception as exc:  # the candidate crashing is a failure to report, not to propagate
             raise _Failure(prop, b, f"raised {type(exc).__name__}: {exc}", self.expect(b), "") from exc
+        self._note_dtype(result)
+        return result
+
+    def _note_dtype(self, result: Any) -> None:
+        """Dtype awareness: a candidate returning float32 (or lower) is held to that row."""
+        dt = getattr(result, "dtype", None)
+        name = getattr(dt, "name", None)
+        order = ["float64", "float32", "float16", "bfloat16"]
+        if name in order and order.index(name) > order.index(self.row):
+            self.returned_dtype = name
+
+    @property
+    def row(self) -> str:
+        """The tolerance row: the generated dtype, or a lower precision the candidate returned."""
+        return self.returned_dtype or self.dtype
 
     def expect(self, b: PaddedBatch) -> Any:
-        args, kwargs = self._args(b)
+        args, kwargs = self._oracle_args(b)
         if self.gradient:
             assert self.oracle_grad is not None
             with np.errstate(all="ignore"):
-                return self.oracle_grad(*args, **kwargs, **self.options)
+                g = self.scale * np.asarray(self.oracle_grad(*args, **kwargs, **self.options))
+            if self.shift:  # d loss / d y_pred[:, -s:] is 0: those predictions score no label
+                g = np.concatenate([g, np.zeros((g.shape[0], self.shift, *g.shape[2:]))], axis=1)
+            return g
         value = self.oracle_value(b)
         if self.all_masked is not None and np.ndim(value) == 0 and np.isnan(value):
             return np.float64(self.all_masked)
-        return value
+        return value if self.scale == 1.0 else self.scale * np.asarray(value, dtype=np.float64)
 
     def oracle_value(self, b: PaddedBatch) -> Any:
-        args, kwargs = self._args(b)
+        args, kwargs = self._oracle_args(b)
         with np.errstate(all="ignore"):
             return self.oracle(*args, **kwargs, **self.options)
 
@@ -117,7 +163,7 @@ class _Checker:
         if self.gradient and np.isnan(self.oracle_value(b)):
             # No valid step: the loss is undefined; accept torch's 0 gradient or a plain sum/count's NaN.
             actual = np.where(np.isnan(np.asarray(actual, dtype=np.float64)), 0.0, actual)
-        cmp = _compare(actual, expected, self.dtype, self.rtol, self.atol, self.reference(b), self.factor)
+        cmp = _compare(actual, expected, self.row, self.rtol, self.atol, self.reference(b), self.factor)
         if not cmp.ok:
             detail = (
                 f"at index {cmp.index}: candidate {cmp.actual!r}, expected {cmp.expected!r}"
@@ -140,7 +186,7 @@ class _Checker:
     # ---- per-sequence denominators, to recombine micro-batches
     def denominators(self, b: PaddedBatch) -> npt.NDArray[np.float64]:
         """Per-sequence denominators of ``like`` on ``b`` (its :class:`MaskedTotals`)."""
-        args, kwargs = self._args(b)
+        args, kwargs = self._oracle_args(b)
         with np.errstate(all="ignore"):
             totals = masked_totals(self.oracle)(*args, **kwargs, **self.options)
         return totals.denominator
@@ -164,13 +210,18 @@ class _Checker:
     def properties(self, b: PaddedBatch) -> None:
         expected = self.expect(b)
         clean = self.check("agreement", b, expected)
-        for junked in _junk_variants(b, self.ignore_index, self.dtype):
+        # With a shift, a padded step's prediction may score a valid label (left padding): ask again.
+        same = expected if self.splittable and not self.shift else None
+        for junked in _junk_variants(b, self.label_fill, self.dtype):
             # A maskloss loss never reads padding, so its value cannot change; a custom ``like``
             # (a causal shift, say) may read steps the mask calls padding, so ask it again.
-            self.check("padding content", junked, expected if self.splittable else None, before=clean)
-        self.check("padding amount", _pad_more(b, self.ignore_index), before=clean)
+            self.check("padding content", junked, same, before=clean)
+        if self.label_fill is None:  # no label contract at padding: any label, even out of range
+            for junked in _junk_label_variants(b):
+                self.check("junk labels", junked, same, before=clean)
+        self.check("padding amount", _pad_more(b, self.label_fill), before=clean)
         for side in ("right", "left"):
-            moved = _repad(b, side, self.ignore_index)
+            moved = _repad(b, side, self.label_fill)
             if not np.array_equal(moved.mask, b.mask):
                 self.check("left vs right padding", moved, before=clean)
         if b.mask.shape[0] > 1:
@@ -197,7 +248,7 @@ class _Checker:
                 pieces.append(np.asarray(c * value if c else 0.0))
         combined = np.concatenate(pieces) if self.reduction == "none" or self.gradient else sum(pieces)
         expected = self.expect(b)
-        cmp = _compare(combined, expected, self.dtype, self.rtol, self.atol, self.reference(b), self.factor)
+        cmp = _compare(combined, expected, self.row, self.rtol, self.atol, self.reference(b), self.factor)
         if not cmp.ok:
             detail = (
                 f"split into {parts[0].mask.shape[0]} + {parts[1].mask.shape[0]} sequences; "
@@ -218,6 +269,19 @@ def _fmt_value(x: Any) -> str:
 
 
 
+def _tiny_offset(actual: Any, expected: Any) -> float:
+    """The largest relative difference when every one is tiny (below 1e-5, above 0), else 0."""
+    if isinstance(actual, str):
+        return 0.0
+    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape or not (np.isfinite(a).all() and np.isfinite(e).all()) or not e.size:
+        return 0.0
+    with np.errstate(all="ignore"):
+        rel = np.abs(a - e) / np.maximum(np.abs(e), np.finfo(np.float64).tiny)
+    worst = float(rel.max())
+    return worst if 0.0 < worst < 1e-5 else 0.0
+
+
 def _error(
     failure: _Failure, name: str, like_call: str, checker: _Checker, count: list[int]
 ) -> LossCheckError:
@@ -231,6 +295,15 @@ def _error(
     ]
     if failure.detail.strip():
         lines.append("  " + failure.detail.strip())
+    offset = _tiny_offset(failure.actual, failure.expected)
+    if offset:
+        lines.append(
+            f"  note: the relative difference is only {offset:.1e}: a tiny constant offset (an epsilon "
+            "in a denominator, x / (n + 1e-9), say), not a convention difference (those are >= 1/n); "
+            "pass rtol= if it is intended"
+        )
+    if checker.returned_dtype:
+        lines.append(f"  (the candidate returned {checker.returned_dtype}: tolerances of that row)")
     lines += [
         f"smallest failing batch (first failure after {count[1] or count[0]} examples, then shrunk):",
         _describe_batch(failure.batch),
