@@ -9,15 +9,15 @@ How Keras 3 combines them (``keras/src/losses/loss.py``: ``apply_mask``,
 ``reduce_weighted_values``), with :math:`a = m\,w` (:math:`m = 1` everywhere when there
 is no mask, :math:`w = 1` when there are no weights):
 
-=============================  ==============================================  ==========
-reduction                      value                                           all masked
-=============================  ==============================================  ==========
-``"sum_over_batch_size"``      :math:`\sum a\ell / \sum m` (``"mean"`` alias)  0
-``"mean_with_sample_weight"``  :math:`\sum a\ell / \sum a` with a mask;        0
+=============================  ====================================================  ==========
+reduction                      value                                                 all masked
+=============================  ====================================================  ==========
+``"sum_over_batch_size"``      :math:`\sum a\ell / \sum m` (``"mean"`` alias)        0
+``"mean_with_sample_weight"``  :math:`\sum a\ell / \sum a` with a mask;              0
                                without one :math:`\sum a\ell / \sum w_\text{given}`
-``"sum"``                      :math:`\sum a\ell`                              0
-``"none"`` / ``None``          :math:`a\ell` per step                          zeros
-=============================  ==============================================  ==========
+``"sum"``                      :math:`\sum a\ell`                                    0
+``"none"`` / ``None``          :math:`a\ell` per step                                zeros
+=============================  ====================================================  ==========
 
 Quirks reproduced (each pinned by a test against the installed Keras 3.15):
 
