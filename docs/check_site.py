@@ -162,7 +162,7 @@ def serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     """A static server for ``root`` on a free port of 127.0.0.1, running in a daemon thread."""
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     handler = functools.partial(Quiet, directory=str(root))
@@ -216,7 +216,7 @@ def check(site: Path, shots: Path) -> list[str]:
                 browser.wait_event("Page.loadEventFired")
                 reply = browser.send(
                     "Runtime.evaluate",
-                    {"expression": PAGE_CHECK, "awaitPromise": True, "returnByValue": True, "timeout": TIMEOUT_S * 1000},
+                    {"expression": PAGE_CHECK, "awaitPromise": True, "returnByValue": True},
                     session=session,
                 )
                 if "exceptionDetails" in reply:
