@@ -1,0 +1,98 @@
+"""The site's build-time figures and tables: each generator runs, and its numbers come from maskloss.
+
+Fast on purpose: imports the generator modules and draws each figure once; the whole site is built
+by CI's Sphinx step, not here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+sys.path.insert(0, str(DOCS / "_ext"))
+
+import maskloss_generated as generated  # noqa: E402
+
+import maskloss  # noqa: E402
+
+FIGURES = generated.generator_modules(DOCS / "figures")
+TABLES = generated.generator_modules(DOCS / "tables")
+
+
+def _module(folder: str, name: str):  # type: ignore[no-untyped-def]
+    return generated.load(DOCS / folder / f"{name}.py")
+
+
+@pytest.mark.parametrize("path", FIGURES, ids=lambda p: p.stem)
+def test_every_figure_draws_a_non_empty_figure(path: Path, tmp_path: Path) -> None:
+    target = generated.write_figure(path, tmp_path)
+    assert target.stat().st_size > 5_000  # a real picture, not an empty canvas
+
+
+@pytest.mark.parametrize("path", TABLES, ids=lambda p: p.stem)
+def test_every_table_renders_markdown(path: Path, tmp_path: Path) -> None:
+    text = generated.write_table(path, tmp_path).read_text()
+    assert text.strip()
+
+
+def test_a_failing_generator_fails_the_build_naming_the_module(tmp_path: Path) -> None:
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "broken_table.py").write_text("def render():\n    raise ZeroDivisionError('boom')\n")
+    (tmp_path / "tables" / "_helper.py").write_text("raise AssertionError('helpers are not outputs')\n")
+    with pytest.raises(RuntimeError, match=r"docs/tables/broken_table\.py failed: ZeroDivisionError: boom"):
+        generated.generate(tmp_path)
+
+
+def test_f2_numbers_are_maskloss_reduce_on_the_seed_grid() -> None:
+    f2 = _module("figures", "f2_reduction_denominators")
+    # The seed (3, 5, 1 valid steps; losses 1, 2, 6): sums 3 + 10 + 6 = 19, worked by hand.
+    expected = {"sum": 19.0, "token_mean": 19 / 9, "sequence_mean": 3.0, "batch_mean": 19 / 3, "element_mean": 19 / 15}
+    assert f2.values() == pytest.approx(expected, rel=1e-12)
+
+
+def test_f3_weights_are_the_value_and_grad_gradient() -> None:
+    f3 = _module("figures", "f3_gradient_weights")
+    style = _module("figures", "_style")
+    losses, mask = style.seed_batch()
+    for name, weights in f3.weights().items():
+        # d(reduce(losses))/d(losses) by central differences on the valid steps (linear: exact).
+        base = np.where(mask, losses, 0.0)
+        for b, t in zip(*np.nonzero(mask), strict=True):
+            bumped = base.copy()
+            bumped[b, t] += 1.0
+            slope = float(maskloss.reduce(bumped, mask, reduction=name)) - float(
+                maskloss.reduce(base, mask, reduction=name)
+            )
+            assert weights[b, t] == pytest.approx(slope, rel=1e-12), (name, b, t)
+        assert np.all(weights[~mask] == 0.0)
+
+
+def test_f7_multiply_leaks_nan_and_select_does_not() -> None:
+    f7 = _module("figures", "f7_nan_multiply_vs_select")
+    value_mul, grad_mul = f7.multiply()
+    value_sel, grad_sel = f7.select()
+    assert np.isnan(value_mul) and np.all(np.isnan(grad_mul))
+    assert value_sel == pytest.approx((0.5 + 1.0 + 1.5 + 2.0) / 4)  # the four valid steps, by hand
+    np.testing.assert_array_equal(grad_sel, [0.25, 0.25, 0.25, 0.25, 0.0, 0.0])
+
+
+def test_tolerance_table_lists_every_dtype_of_tolerances() -> None:
+    from maskloss.testing import TOLERANCES
+
+    text = _module("tables", "tolerance_table").render()
+    for dtype, (rtol, atol) in TOLERANCES.items():
+        assert f"| `{dtype}` |" in text and f"| {rtol:g} | {atol:g} |" in text
+
+
+def test_figure_gallery_shows_every_figure_with_alt_text_and_caption() -> None:
+    text = _module("tables", "figure_gallery").render()
+    for path in FIGURES:
+        assert f"/_generated/{path.stem}.png" in text
+    assert text.count(":alt: ") == len(FIGURES)
