@@ -96,3 +96,21 @@ def test_figure_gallery_shows_every_figure_with_alt_text_and_caption() -> None:
     for path in FIGURES:
         assert f"/_generated/{path.stem}.png" in text
     assert text.count(":alt: ") == len(FIGURES)
+
+
+def test_f4_numbers_match_the_hand_computed_accumulation() -> None:
+    n = _module("figures", "f4_microbatches").numbers()
+    # By hand: sequence sums 3, 10, 6, 12 over 3, 5, 1, 4 valid steps; 31 / 13 overall.
+    assert n["full batch"] == pytest.approx(31 / 13)
+    assert n["merged totals"] == pytest.approx(31 / 13) and n["global sum / global count"] == pytest.approx(31 / 13)
+    assert n["mean of means"] == pytest.approx((13 / 8 + 18 / 5) / 2)
+    assert n["mean over ranks of micro means"] == pytest.approx((1 + 2 + 6 + 3) / 4)
+
+
+def test_f8_target_mass_is_eps_over_c_or_eps_over_c_minus_1() -> None:
+    f8 = _module("figures", "f8_label_smoothing_mass")
+    eps, c, gold = f8.EPSILON, f8.CLASSES, f8.GOLD
+    old, new = (f8.target_distribution(version) for _, version in f8.RULES)
+    others = np.arange(c) != gold
+    assert old[gold] == pytest.approx(1 - eps + eps / c) and old[others] == pytest.approx(np.full(c - 1, eps / c))
+    assert new[gold] == pytest.approx(1 - eps) and new[others] == pytest.approx(np.full(c - 1, eps / (c - 1)))
