@@ -13,8 +13,8 @@ On every page, after MathJax has finished typesetting, the check fails when
 * an image is broken (``naturalWidth == 0``);
 * the console logs an error, or a script throws.
 
-Screenshots of the start page, the reductions chapter and the figures appendix are saved to
-``<site>/../screenshots/*.png`` (that is ``docs/_build/screenshots/``).
+Full-page screenshots (up to 6000 px tall) of the start page, the reductions chapter and the
+figures appendix are saved to ``<site>/../screenshots/*.png`` (that is ``docs/_build/screenshots/``).
 """
 
 from __future__ import annotations
@@ -227,7 +227,13 @@ def check(site: Path, shots: Path) -> list[str]:
                 failures += [f"{page}: {problem}" for problem in problems]
                 print(f"{'FAIL' if problems else 'ok  '} {page}: {report['math']} formulas, {report['images']} images")
                 if page in SCREENSHOTS:
-                    shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
+                    size = browser.send("Page.getLayoutMetrics", session=session)["cssContentSize"]
+                    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 6000), "scale": 1}
+                    shot = browser.send(
+                        "Page.captureScreenshot",
+                        {"format": "png", "clip": clip, "captureBeyondViewport": True},
+                        session=session,
+                    )
                     (shots / SCREENSHOTS[page]).write_bytes(base64.b64decode(shot["data"]))
             missing = [p for p in SCREENSHOTS if not (site / p).exists()]
             failures += [f"{p}: page missing, no screenshot" for p in missing]
