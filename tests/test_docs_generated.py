@@ -23,6 +23,8 @@ import maskloss  # noqa: E402
 
 FIGURES = generated.generator_modules(DOCS / "figures")
 TABLES = generated.generator_modules(DOCS / "tables")
+#: Tables that run check_loss or the frameworks at build time; tested below on a small input.
+SLOW_TABLES = ("bug_gallery_table", "conformance_output")
 
 
 def _module(folder: str, name: str):  # type: ignore[no-untyped-def]
@@ -35,7 +37,7 @@ def test_every_figure_draws_a_non_empty_figure(path: Path, tmp_path: Path) -> No
     assert target.stat().st_size > 5_000  # a real picture, not an empty canvas
 
 
-@pytest.mark.parametrize("path", TABLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in TABLES if p.stem not in SLOW_TABLES], ids=lambda p: p.stem)
 def test_every_table_renders_markdown(path: Path, tmp_path: Path) -> None:
     text = generated.write_table(path, tmp_path).read_text()
     assert text.strip()
@@ -114,3 +116,34 @@ def test_f8_target_mass_is_eps_over_c_or_eps_over_c_minus_1() -> None:
     others = np.arange(c) != gold
     assert old[gold] == pytest.approx(1 - eps + eps / c) and old[others] == pytest.approx(np.full(c - 1, eps / c))
     assert new[gold] == pytest.approx(1 - eps) and new[others] == pytest.approx(np.full(c - 1, eps / (c - 1)))
+
+
+def test_bug_gallery_table_runs_check_loss_on_the_gallery(monkeypatch: pytest.MonkeyPatch) -> None:
+    gallery = pytest.importorskip("tests.bug_gallery")
+    monkeypatch.setattr(gallery, "GALLERY", gallery.GALLERY[:1])  # bug 1: caught on the first example
+    text = _module("tables", "bug_gallery_table").render()
+    assert "| 1. mean over all steps, padding included | padding amount | 1 |" in text
+
+
+def test_bug_gallery_table_refuses_a_bug_check_loss_does_not_catch(monkeypatch: pytest.MonkeyPatch) -> None:
+    gallery = pytest.importorskip("tests.bug_gallery")
+    entry = gallery.GALLERY[0]
+    fixed = gallery.Entry("a fix", entry.fixed, entry.fixed, entry.like, entry.options)
+    monkeypatch.setattr(gallery, "GALLERY", (fixed,))
+    with pytest.raises(AssertionError, match="did not catch gallery bug 'a fix'"):
+        _module("tables", "bug_gallery_table").render()
+
+
+def test_conformance_output_shows_versions_errors_and_missing_frameworks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from maskloss.conformance import ConformanceResult, FrameworkRun
+
+    table = _module("tables", "conformance_output")
+    result = ConformanceResult("torch", "2.13.0", "cross_entropy", 3, 1.5e-16, 2e-16, 1e-12, True, "")
+    runs = [
+        FrameworkRun("torch", "torch", "2.13.0", "ok", (result,)),
+        FrameworkRun("optax", "optax", None, "not installed"),
+    ]
+    monkeypatch.setattr(table, "run_all", lambda seed, n_cases: runs)
+    text = table.render()
+    assert "| torch | 2.13.0 | `cross_entropy` | 3 | 1.5e-16 | 2e-16 | pass |" in text
+    assert "| optax |  | not installed |" in text

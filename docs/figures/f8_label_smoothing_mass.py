@@ -1,4 +1,4 @@
-"""F8: label-smoothing mass, eps/C vs eps/(C-1).
+r"""F8: label-smoothing mass, eps/C vs eps/(C-1).
 
 Alt text: Two bar charts of the target distribution over 5 classes with the gold class 2 and
 smoothing 0.3. Left (torch label_smoothing, fairseq 0.10 and earlier): the gold class gets
