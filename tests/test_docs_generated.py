@@ -147,3 +147,27 @@ def test_conformance_output_shows_versions_errors_and_missing_frameworks(monkeyp
     text = table.render()
     assert "| torch | 2.13.0 | `cross_entropy` | 3 | 1.5e-16 | 2e-16 | pass |" in text
     assert "| optax |  | not installed |" in text
+
+
+def test_f1_polarities_and_left_padding() -> None:
+    f1 = _module("figures", "f1_padding_and_polarity")
+    b = f1.batches()
+    (right_ids, right_mask), (left_ids, left_mask) = b["right-padded"], b["left-padded"]
+    assert maskloss.padding_side(right_mask) == "right" and maskloss.padding_side(left_mask) == "left"
+    for row in range(right_ids.shape[0]):  # the same tokens, in the same order, on the other side
+        np.testing.assert_array_equal(right_ids[row][right_mask[row]], left_ids[row][left_mask[row]])
+    p = f1.polarities()
+    np.testing.assert_array_equal(p["torch key_padding_mask (True = padding)"], ~right_mask)
+    np.testing.assert_array_equal(p["HF attention_mask (1 = valid)"], right_mask.astype(int))
+
+
+def test_f5_num_items_in_batch_is_the_count_hf_divides_by() -> None:
+    from maskloss.conventions import hf
+
+    f5 = _module("figures", "f5_causal_shift")
+    assert f5.num_items_in_batch() == sum(n - 1 for n in f5.LENGTHS)  # one target fewer per sequence
+    labels = f5.rows()["labels"]
+    logits = np.random.default_rng(0).normal(size=(*labels.shape, 400))
+    mean = hf.for_causal_lm_loss(logits, labels, 400)
+    summed_over_count = hf.for_causal_lm_loss(logits, labels, 400, num_items_in_batch=f5.num_items_in_batch())
+    assert float(summed_over_count) == pytest.approx(float(mean), rel=1e-12)
