@@ -171,3 +171,13 @@ def test_f5_num_items_in_batch_is_the_count_hf_divides_by() -> None:
     mean = hf.for_causal_lm_loss(logits, labels, 400)
     summed_over_count = hf.for_causal_lm_loss(logits, labels, 400, num_items_in_batch=f5.num_items_in_batch())
     assert float(summed_over_count) == pytest.approx(float(mean), rel=1e-12)
+
+
+def test_f6_masks_follow_keras_rules() -> None:
+    f6 = _module("figures", "f6_mask_through_layers")
+    # Masking(0.0): a step is padding when all its features are 0 (read off X by hand).
+    expected = np.array([[False, False, True, True], [True, True, True, False]])
+    kept = f6.stage_masks(True)
+    np.testing.assert_array_equal(kept["after Masking(0.0)"], expected)
+    np.testing.assert_array_equal(kept["mask the loss sees"], expected)
+    assert f6.stage_masks(False)["mask the loss sees"] is None
