@@ -181,3 +181,17 @@ def test_f6_masks_follow_keras_rules() -> None:
     np.testing.assert_array_equal(kept["after Masking(0.0)"], expected)
     np.testing.assert_array_equal(kept["mask the loss sees"], expected)
     assert f6.stage_masks(False)["mask the loss sees"] is None
+
+
+def test_conventions_table_lists_every_public_function_of_every_convention_module() -> None:
+    import importlib
+
+    from maskloss.conventions import MODULES
+
+    text = _module("tables", "conventions_table").render()
+    for name in MODULES:
+        module = importlib.import_module(f"maskloss.conventions.{name}")
+        assert f"[`{name}`](/reference/conventions/{name}.rst)" in text
+        for attr in getattr(module, "__all__", []):
+            if callable(getattr(module, attr)):
+                assert f"| `{name}` | `{attr}` |" in text
