@@ -13,16 +13,16 @@ The terms are summed per sequence into :class:`MaskedTotals`
 (:math:`N_b = \sum_t n_{bt}`, :math:`D_b = \sum_t d_{bt}`, :math:`S_b` = steps of
 sequence ``b``, padding included), and every reduction is a function of those:
 
-=================  ===========================================  ==========================
-reduction          value                                        framework
-=================  ===========================================  ==========================
-``"none"``         :math:`n_{bt}` (shape of the mask)           torch/Keras ``"none"``
-``"sum"``          :math:`\sum_b N_b`                           ``"sum"`` everywhere
-``"token_mean"``   :math:`\sum_b N_b / \sum_b D_b`              torch; Keras unweighted
-``"sequence_mean"``:math:`\frac1K\sum_{b: D_b>0} N_b/D_b`       AllenNLP ``average="batch"``
-``"batch_mean"``   :math:`\sum_b N_b / B`                       per-sequence sums, averaged
-``"element_mean"`` :math:`\sum_b N_b / \sum_b S_b`              tf.keras TF 2.0-2.10
-=================  ===========================================  ==========================
+====================  ===========================================  ==========================
+reduction             value                                        framework
+====================  ===========================================  ==========================
+``"none"``            :math:`n_{bt}` (shape of the mask)           torch/Keras ``"none"``
+``"sum"``             :math:`\sum_b N_b`                           ``"sum"`` everywhere
+``"token_mean"``      :math:`\sum_b N_b / \sum_b D_b`              torch; Keras unweighted
+``"sequence_mean"``   :math:`\frac1K\sum_{b: D_b>0} N_b/D_b`       AllenNLP ``average="batch"``
+``"batch_mean"``      :math:`\sum_b N_b / B`                       per-sequence sums, averaged
+``"element_mean"``    :math:`\sum_b N_b / \sum_b S_b`              tf.keras TF 2.0-2.10
+====================  ===========================================  ==========================
 
 (:math:`K` is the number of sequences with :math:`D_b > 0`.) A zero denominator gives
 NaN (0/0 is undefined, as in torch), silently: ``"token_mean"`` and ``"sequence_mean"``

@@ -7,15 +7,15 @@ bounds, arguments validated when the strategy is *built* (an ``InvalidArgument``
 call time, never at draw time), small default sizes, and shrinking towards the
 simplest batch.
 
-=====================  ===========================================================
+====================== ===========================================================
 strategy               shrinks towards
-=====================  ===========================================================
+====================== ===========================================================
 :func:`lengths`        ``min_batch`` sequences, each ``min_length`` long
 :func:`masks`          fewest sequences and steps, right padding, no padded step
 :func:`padded_batches` fewest sequences, steps and features/classes; right padding
                        with no padded step; targets/labels 0 and predictions 0
                        (uniform logits); no sample weight; NaN as the padding junk
-=====================  ===========================================================
+====================== ===========================================================
 
 So a minimal counterexample has as little padding as it needs to fail, on the right,
 and no weights unless the weights matter. Masks are True at valid steps.
