@@ -43,11 +43,6 @@ exclude_patterns = [
     "_generated",
     "**/_*.md",
     "figures/README.md",
-    "conventions.md",
-    "gradients.md",
-    "masking.md",
-    "propagation.md",
-    "testing.md",
 ]
 
 autodoc_default_options = {"members": True, "member-order": "bysource"}

@@ -1,4 +1,11 @@
-"""Figure: the gradient weight of one token against its response's length, under each aggregation mode.
+"""F9: the gradient weight of one token against its response's length, under each aggregation mode.
+
+Alt text: Gradient weight of one token against the length of its response, one line per
+aggregation mode, log scale.
+
+Caption: The weight of one token of a response of length L, in a batch with three responses of 8
+tokens. The sequence mean falls as 1/L; the token mean falls slowly as the batch's token count
+grows; the two sums do not depend on L.
 
 A batch of four responses: three of 8 tokens and one of length L (1..16). Every mode is linear in
 the per-token losses, so the weight of a token, d(loss)/d(loss_bt), is the change of
