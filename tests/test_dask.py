@@ -131,7 +131,9 @@ def _logits_base(i: int, j: int) -> np.ndarray:
 
 def _logits_block(i: int, j: int) -> np.ndarray:
     """The block's logits: its random base repeated along time, shifted by the time-block index."""
-    return np.tile(_logits_base(i, j), (1, BLOCK_T // PERIOD, 1)) + np.float32(j)
+    out = np.empty((BLOCK_B, BLOCK_T // PERIOD, PERIOD, CLASSES), dtype=np.float32)
+    np.add(_logits_base(i, j)[:, None], np.float32(j), out=out)  # one pass: tile and shift
+    return out.reshape(BLOCK_B, BLOCK_T, CLASSES)
 
 
 def _labels_mask_block(i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
