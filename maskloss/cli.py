@@ -52,7 +52,33 @@ def _build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--seed", type=int, default=0, metavar="S",
                       help="seed of numpy.random.default_rng (default 0)")
     conf.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
+    _add_evaluate(sub)
     return parser
+
+
+def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from maskloss.evaluate import LOSSES
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="a masked loss of arrays in .npy/.npz/zarr files, on Dask (larger than memory)",
+        description="Evaluate a masked loss of targets, predictions and an optional mask stored in .npy "
+        "(memory-mapped), .npz or zarr files, block by block on Dask; print the value(s) and the counts "
+        "behind them. Needs the dask extra. Nothing is written to disk.",
+    )
+    ev.add_argument("loss", choices=LOSSES)
+    ev.add_argument("targets", help="file of y_true")
+    ev.add_argument("predictions", help="file of y_pred (class axis last)")
+    ev.add_argument("--mask", metavar="FILE", help="file of the mask (True = valid step)")
+    ev.add_argument("--from-logits", action="store_true", help="predictions are logits")
+    ev.add_argument("--ignore-index", type=int, metavar="N", help="label to ignore (sparse only)")
+    ev.add_argument("--label-smoothing", type=float, metavar="X", help="label smoothing in [0, 1]")
+    group = ev.add_mutually_exclusive_group()
+    group.add_argument("--reduction", default="token_mean", choices=maskloss.SCALAR_REDUCTIONS)
+    group.add_argument("--all-reductions", action="store_true", help="print every scalar reduction")
+    ev.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (default: local threads)")
+    ev.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to reach --scheduler")
+    ev.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(conformance.format_table(runs, seed=args.seed, n_cases=args.cases))
         return conformance.exit_code(runs)
+    if args.command == "evaluate":
+        from maskloss.evaluate import run
+
+        return run(args)
     from maskloss.demo import demo
 
     return demo(keras=args.keras)

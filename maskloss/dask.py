@@ -1,0 +1,396 @@
+r"""Masked losses on Dask arrays: datasets larger than memory, exactly.
+
+``import maskloss`` never imports this module (it needs the ``dask`` extra:
+``pip install -e ".[dask]"``). :func:`evaluate` computes, block by block, the
+per-sequence totals :math:`N_b = \sum_t n_{bt}`, :math:`D_b = \sum_t d_{bt}`,
+:math:`S_b` of :class:`maskloss.MaskedTotals` with the loss's own pipeline (the one
+:func:`maskloss.masked_totals` runs), adds the time chunks of each sequence into that
+sequence's totals, and merges the sequences with a tree reduction
+(:func:`dask.array.reduction`) into seven sums
+
+.. math::
+    \Big(\sum_b N_b,\ \sum_b D_b,\ \sum_b S_b,\ B,\
+    \sum_{b: D_b>0} N_b/D_b,\ K = \#\{b: D_b>0\},\ V\Big)
+
+(:math:`V` the number of valid steps), from which every scalar reduction of
+:mod:`maskloss.reductions` is one ratio: ``sum`` :math:`\sum N`, ``token_mean``
+:math:`\sum N/\sum D`, ``sequence_mean`` :math:`\frac1K\sum N_b/D_b`, ``batch_mean``
+:math:`\sum N/B`, ``element_mean`` :math:`\sum N/\sum S`. Because time chunks merge per
+sequence *before* the ratio, ``sequence_mean`` is exact for any chunking.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+try:
+    # dask is untyped: its module is Any here, and a dask array is annotated as DaskArray.
+    da: Any = importlib.import_module("dask.array")
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'maskloss.dask needs dask: pip install -e ".[dask]" (dask[array], distributed, zarr)'
+    ) from exc
+
+from maskloss._checks import check_reduction
+from maskloss.losses import Pipeline, pipeline_of, pipeline_transform, sparse_categorical_crossentropy
+from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals
+
+#: A dask array (dask ships no type information).
+DaskArray = Any
+
+__all__ = ["COUNT_NAMES", "Summary", "evaluate", "from_file", "summary_stats"]
+
+#: The counts behind the values, in the order of :meth:`Summary.counts`.
+COUNT_NAMES: tuple[str, ...] = ("valid_steps", "weight", "sequences", "nonempty_sequences", "steps")
+
+_N_TOTALS = 4  # N, D, S, V per sequence
+_N_STATS = 7  # sum N, sum D, sum S, B, sum N/D over nonempty, K, V
+
+
+@dataclass(frozen=True)
+class Summary:
+    r"""The seven sums behind every scalar reduction of a (possibly out-of-core) batch.
+
+    Attributes
+    ----------
+    numerator, denominator, steps : float
+        :math:`\sum_b N_b`, :math:`\sum_b D_b`, :math:`\sum_b S_b`.
+    sequences : int
+        :math:`B`.
+    sequence_ratios : float
+        :math:`\sum_{b: D_b > 0} N_b / D_b`.
+    nonempty_sequences : int
+        :math:`K`, the sequences with :math:`D_b > 0`.
+    valid_steps : int
+        Steps that count (mask, and ``!= ignore_index`` for integer labels).
+
+    Examples
+    --------
+    >>> s = Summary.from_stats(np.array([19.0, 9.0, 15.0, 3.0, 9.0, 3.0, 9.0]))
+    >>> round(float(s.value("token_mean")), 6), float(s.value("sequence_mean"))
+    (2.111111, 3.0)
+    """
+
+    numerator: float
+    denominator: float
+    steps: float
+    sequences: int
+    sequence_ratios: float
+    nonempty_sequences: int
+    valid_steps: int
+
+    @classmethod
+    def from_stats(cls, stats: npt.ArrayLike) -> Summary:
+        """From the length-7 array that :func:`summary_stats` computes."""
+        s = np.asarray(stats, dtype=np.float64).reshape(_N_STATS)
+        return cls(float(s[0]), float(s[1]), float(s[2]), int(s[3]), float(s[4]), int(s[5]), int(s[6]))
+
+    def value(self, reduction: str) -> np.float64:
+        """The scalar loss under ``reduction`` (NaN for a zero denominator, as in-memory)."""
+        check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
+        if reduction == "sum":
+            return np.float64(self.numerator)
+        numerator, denominator = {
+            "token_mean": (self.numerator, self.denominator),
+            "sequence_mean": (self.sequence_ratios, float(self.nonempty_sequences)),
+            "batch_mean": (self.numerator, float(self.sequences)),
+            "element_mean": (self.numerator, self.steps),
+        }[reduction]
+        return np.float64(np.nan if denominator == 0 else numerator / denominator)
+
+    def counts(self) -> dict[str, float | int]:
+        """The counts behind the values, keyed by :data:`COUNT_NAMES`."""
+        return {
+            "valid_steps": self.valid_steps,
+            "weight": self.denominator,
+            "sequences": self.sequences,
+            "nonempty_sequences": self.nonempty_sequences,
+            "steps": int(self.steps),
+        }
+
+
+def _is_dask(x: Any) -> bool:
+    return isinstance(x, da.Array)
+
+
+def _chunks_text(chunks: tuple[tuple[int, ...], ...]) -> str:
+    def axis(c: tuple[int, ...]) -> str:
+        return str(c) if len(c) <= 6 else f"({c[0]}, {c[1]}, ... {len(c)} chunks)"
+
+    return "(" + ", ".join(axis(tuple(int(v) for v in c)) for c in chunks) + ")"
+
+
+def _align(x: Any, name: str, shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...]) -> DaskArray:
+    """``x`` as a dask array of exactly ``shape`` and ``chunks`` (NumPy input is chunked to match)."""
+    if not _is_dask(x):
+        arr = np.asarray(x)
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+        return da.from_array(arr, chunks=chunks)
+    if tuple(x.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(x.shape)}")
+    if tuple(x.chunks) != tuple(chunks):
+        raise ValueError(
+            f"{name} is chunked {_chunks_text(x.chunks)} but the matching axes of y_pred are chunked "
+            f"{_chunks_text(chunks)}; rechunk {name} to match"
+        )
+    return x
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    arrays: list[tuple[DaskArray, str]]  # (array, blockwise index) in the loss's argument order
+    names: list[str]
+    steps_index: str
+    steps_chunks: tuple[tuple[int, ...], ...]
+    options: dict[str, Any]
+
+
+def _prepare(loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any, options: dict[str, Any]) -> _Prepared:
+    if pipeline_of(loss) is None:
+        pipeline_transform(loss, "maskloss.dask.evaluate", Pipeline.totals)  # raises the TypeError
+    if "reduction" in options:
+        raise TypeError("maskloss.dask.evaluate: pass reduction= once, as the keyword of evaluate")
+    params = inspect.signature(loss).parameters
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise TypeError(
+            f"{loss.__name__} has no option {', '.join(unknown)}; its options are "
+            f"{', '.join(p for p in params if p not in ('y_true', 'y_pred', 'mask', 'reduction'))}"
+        )
+    pred = y_pred if _is_dask(y_pred) else da.from_array(np.asarray(y_pred))
+    if pred.ndim < 2:
+        raise ValueError(f"y_pred must have a batch axis and a class/feature axis, got shape {tuple(pred.shape)}")
+    if any(np.isnan(c) for axis in pred.chunks for c in axis):
+        raise ValueError("y_pred has unknown chunk sizes; call y_pred.compute_chunk_sizes() first")
+    if len(pred.chunks[-1]) != 1:
+        raise ValueError(
+            f"y_pred's class axis (axis {pred.ndim - 1}, size {pred.shape[-1]}) is split into "
+            f"{len(pred.chunks[-1])} chunks {pred.chunks[-1]}; it must be one chunk: "
+            f"y_pred.rechunk({{{pred.ndim - 1}: -1}})"
+        )
+    steps_shape = tuple(int(s) for s in pred.shape[:-1])
+    steps_chunks = tuple(pred.chunks[:-1])
+    letters = string.ascii_lowercase[: pred.ndim]
+    steps_index = letters[:-1]
+    if loss is sparse_categorical_crossentropy:
+        true = _align(y_true, "y_true", steps_shape, steps_chunks)
+        true_index = steps_index
+    else:
+        true = _align(y_true, "y_true", tuple(int(s) for s in pred.shape), tuple(pred.chunks))
+        true_index = letters
+    arrays = [(true, true_index), (pred, letters)]
+    names = ["y_true", "y_pred"]
+    if mask is not None:
+        arrays.append((_align(mask, "mask", steps_shape, steps_chunks), steps_index))
+        names.append("mask")
+    opts = dict(options)
+    weight = opts.pop("sample_weight", None)
+    if weight is not None and (_is_dask(weight) or np.ndim(weight) > 0):
+        if not _is_dask(weight) and np.ndim(weight) == 1 and np.shape(weight)[0] == steps_shape[0]:
+            weight = np.broadcast_to(np.reshape(weight, (-1,) + (1,) * (len(steps_shape) - 1)), steps_shape)
+        arrays.append((_align(weight, "sample_weight", steps_shape, steps_chunks), steps_index))
+        names.append("sample_weight")
+    elif weight is not None:
+        opts["sample_weight"] = weight
+    _probe(loss, [a for a, _ in arrays], names, opts)
+    return _Prepared(arrays, names, steps_index, steps_chunks, opts)
+
+
+def _probe(loss: Callable[..., Any], arrays: list[DaskArray], names: list[str], options: dict[str, Any]) -> None:
+    """Validate the options now (not at compute time) on one fully masked step of the inputs' dtypes."""
+    kwargs = dict(options)
+    steps = (1,) * (arrays[1].ndim - 1)
+    for arr, name in zip(arrays, names, strict=True):
+        shape = steps + (arr.shape[-1],) if arr.ndim == arrays[1].ndim else steps
+        kwargs[name] = np.zeros(shape, dtype=arr.dtype)
+    kwargs["mask"] = np.zeros(steps, dtype=bool)
+    pipeline_of(loss)(**kwargs).totals()  # type: ignore[misc]
+
+
+def _block_totals(loss: Callable[..., Any], names: list[str], options: dict[str, Any], *blocks: Any) -> Any:
+    """One block's per-sequence (N, D, S, V), shape ``(b, 1, ..., 1, 4)``."""
+    kwargs = dict(zip(names, blocks, strict=True))
+    pipeline = pipeline_of(loss)(**kwargs, **options)  # type: ignore[misc]
+    totals: MaskedTotals = pipeline.totals()
+    valid = pipeline.valid.reshape(pipeline.valid.shape[0], -1).sum(axis=1).astype(np.float64)
+    out = np.stack([totals.numerator, totals.denominator, totals.steps, valid], axis=-1)
+    ndim_steps = pipeline.valid.ndim
+    return out.reshape((out.shape[0],) + (1,) * (ndim_steps - 1) + (_N_TOTALS,))
+
+
+def _sequence_stats(seq: Any) -> Any:
+    """Per-sequence contributions to the seven sums, from ``(b, 4)`` totals."""
+    n, d, s, v = seq[:, 0], seq[:, 1], seq[:, 2], seq[:, 3]
+    nonempty = d > 0
+    ratio = np.where(nonempty, n / np.where(nonempty, d, 1.0), 0.0)
+    return np.stack([n, d, s, np.ones_like(n), ratio, nonempty.astype(np.float64), v], axis=-1)
+
+
+def summary_stats(
+    loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any = None, *, split_every: int | None = None,
+    **options: Any,
+) -> DaskArray:
+    r"""The seven sums of :class:`Summary` as a lazy float64 dask array of shape (7,).
+
+    Arguments as in :func:`evaluate`. ``Summary.from_stats(summary_stats(...).compute())``
+    gives every scalar reduction and the counts from one pass over the data.
+    """
+    prep = _prepare(loss, y_true, y_pred, mask, options)
+    out_index = prep.steps_index + "k"
+    args: list[Any] = []
+    for arr, index in prep.arrays:
+        args += [arr, index]
+    adjust = {letter: 1 for letter in prep.steps_index[1:]}
+    block_totals = _blockwise_totals(loss, prep, args, out_index, adjust)
+    steps_ndim = len(prep.steps_index)
+    per_sequence = block_totals.sum(axis=tuple(range(1, steps_ndim))) if steps_ndim > 1 else block_totals
+    contributions = per_sequence.map_blocks(_sequence_stats, chunks=(per_sequence.chunks[0], (_N_STATS,)),
+                                            dtype=np.float64)
+    return da.reduction(
+        contributions, chunk=np.sum, aggregate=np.sum, combine=np.sum, axis=0, dtype=np.float64,
+        split_every=split_every, concatenate=True,
+    )
+
+
+def _blockwise_totals(loss: Callable[..., Any], prep: _Prepared, args: list[Any], out_index: str,
+                      adjust: dict[str, int]) -> DaskArray:
+    def fn(*blocks: Any) -> Any:
+        return _block_totals(loss, prep.names, prep.options, *blocks)
+
+    return da.blockwise(
+        fn, out_index, *args, new_axes={"k": _N_TOTALS}, adjust_chunks=adjust, concatenate=True,
+        dtype=np.float64, meta=np.empty((0,) * len(out_index), dtype=np.float64),
+    )
+
+
+def evaluate(
+    loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any = None, *, reduction: str = "token_mean",
+    **options: Any,
+) -> DaskArray:
+    r"""The masked loss of dask arrays, lazily: a 0-d dask array (a blockwise one for ``"none"``).
+
+    Parameters
+    ----------
+    loss : callable
+        One of maskloss's losses, e.g. :func:`maskloss.sparse_categorical_crossentropy`.
+    y_true, y_pred, mask : dask arrays (or NumPy arrays, chunked like ``y_pred``)
+        As for ``loss``; chunked along the batch and time axes, the class axis of
+        ``y_pred`` in one chunk. ``y_true``, ``mask`` and a per-step ``sample_weight``
+        must be chunked exactly like the steps of ``y_pred``.
+    reduction : str, default "token_mean"
+        One of :data:`maskloss.REDUCTIONS`.
+    **options
+        The loss's options (``from_logits``, ``ignore_index``, ``label_smoothing``,
+        ``class_weight``, ``sample_weight``), validated now.
+
+    Returns
+    -------
+    dask.array.Array
+        0-d float64 for a scalar reduction, equal to the in-memory loss to rounding
+        (``1e-12`` relative); for ``"none"``, the per-step losses, chunked like the steps.
+
+    Examples
+    --------
+    >>> import dask, dask.array as da, numpy as np, maskloss, maskloss.dask
+    >>> rng = np.random.default_rng(0)
+    >>> logits = rng.normal(size=(4, 6, 5)); labels = rng.integers(0, 5, size=(4, 6))
+    >>> mask = maskloss.mask_from_lengths([6, 3, 0, 1], 6)
+    >>> lazy = maskloss.dask.evaluate(
+    ...     maskloss.sparse_categorical_crossentropy, da.from_array(labels, chunks=(2, 3)),
+    ...     da.from_array(logits, chunks=(2, 3, 5)), da.from_array(mask, chunks=(2, 3)),
+    ...     reduction="sequence_mean", from_logits=True)
+    >>> with dask.config.set(scheduler="threads"):
+    ...     value = lazy.compute()
+    >>> full = maskloss.sparse_categorical_crossentropy(labels, logits, mask, reduction="sequence_mean",
+    ...                                                 from_logits=True)
+    >>> bool(abs(value - full) <= 1e-12 * abs(full))
+    True
+    """
+    check_reduction(reduction)
+    if reduction != "none":
+        stats = summary_stats(loss, y_true, y_pred, mask, **options)
+
+        def pick(s: Any) -> Any:
+            return np.asarray(Summary.from_stats(s).value(reduction))
+
+        return stats.map_blocks(pick, drop_axis=0, dtype=np.float64, meta=np.empty((), dtype=np.float64))
+    prep = _prepare(loss, y_true, y_pred, mask, options)
+    args: list[Any] = []
+    for arr, index in prep.arrays:
+        args += [arr, index]
+
+    def fn(*blocks: Any) -> Any:
+        kwargs = dict(zip(prep.names, blocks, strict=True))
+        return pipeline_of(loss)(**kwargs, **prep.options, reduction="none").value()  # type: ignore[misc]
+
+    return da.blockwise(fn, prep.steps_index, *args, concatenate=True, dtype=np.float64,
+                        meta=np.empty((0,) * len(prep.steps_index), dtype=np.float64))
+
+
+class _NpyBlocks:
+    """A ``.npy`` file that each task memory-maps itself (only the path is pickled)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        mm = np.load(path, mmap_mode="r")
+        self.shape, self.dtype, self.ndim = mm.shape, mm.dtype, mm.ndim
+
+    def __getitem__(self, key: Any) -> Any:
+        return np.array(np.load(self.path, mmap_mode="r")[key])
+
+
+def from_file(path: str | os.PathLike[str], *, key: str | None = None, chunks: Any = "auto") -> DaskArray:
+    """A lazy dask array of a ``.npy`` file (memory-mapped), a ``.npz`` member or a zarr store.
+
+    ``key`` selects the ``.npz`` member or the zarr array inside a group (not needed when
+    there is only one). ``.npz`` members are compressed archives that cannot be memory-
+    mapped: each is read whole, so use ``.npy`` or zarr for data larger than memory.
+    ``chunks`` is passed to dask (zarr stores keep their own chunks unless given).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np, maskloss.dask
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     np.save(pathlib.Path(tmp) / "x.npy", np.arange(6.0).reshape(2, 3))
+    ...     x = maskloss.dask.from_file(pathlib.Path(tmp) / "x.npy", chunks=(1, 3))
+    ...     print(x.chunks, float(x.sum().compute()))
+    ((1, 1), (3,)) 15.0
+    """
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"no such file or directory: {p!r}")
+    try:
+        if os.path.isdir(p) or p.endswith(".zarr"):
+            import zarr
+
+            node = zarr.open(p, mode="r")
+            if isinstance(node, zarr.Group):
+                names = sorted(name for name, _ in node.arrays())
+                if key is None and len(names) != 1:
+                    raise ValueError(f"{p!r} is a zarr group with arrays {names}; pass key= to pick one")
+                node = node[key if key is not None else names[0]]
+            return da.from_zarr(node, chunks=None if chunks == "auto" else chunks)
+        if p.endswith(".npz"):
+            with np.load(p, allow_pickle=False) as archive:
+                names = list(archive.files)
+                if key is None and len(names) != 1:
+                    raise ValueError(f"{p!r} holds arrays {names}; pass key= to pick one")
+                name = key if key is not None else names[0]
+                if name not in names:
+                    raise ValueError(f"{p!r} has no array {name!r}; it holds {names}")
+                return da.from_array(archive[name], chunks=chunks)
+        return da.from_array(_NpyBlocks(p), chunks=chunks, asarray=True)
+    except (ValueError, OSError, EOFError, KeyError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(repr(p)):
+            raise
+        raise ValueError(f"cannot read {p!r} as a .npy, .npz or zarr array: {exc}") from exc

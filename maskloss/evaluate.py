@@ -1,0 +1,85 @@
+"""``maskloss evaluate``: a masked loss of arrays in files, on Dask, with the counts behind it.
+
+Nothing is written to disk; the value(s) and counts go to stdout, a progress bar to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any
+
+LOSSES = ("mae", "mse", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+
+
+def _connect(address: str, timeout: float) -> Any:
+    client_class: Any = importlib.import_module("distributed").Client
+
+    try:
+        return client_class(address, timeout=timeout)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SystemExit(f"maskloss evaluate: error: --scheduler {address}: cannot reach a Dask scheduler "
+                         f"within {timeout:g} s ({exc})") from None
+
+
+def run(args: Any) -> int:
+    """Evaluate ``args.loss`` on the files of ``args`` and print the result."""
+    try:
+        import maskloss
+        from maskloss import dask as mdask
+    except ImportError as exc:
+        raise SystemExit(f"maskloss evaluate: error: {exc}") from None
+
+    loss = getattr(maskloss, args.loss)
+    options: dict[str, Any] = {}
+    for name in ("from_logits", "ignore_index", "label_smoothing"):
+        value = getattr(args, name)
+        if value not in (None, False):
+            options[name] = value
+    def load(path: str, name: str) -> Any:
+        try:
+            return mdask.from_file(path)
+        except (ValueError, FileNotFoundError) as exc:
+            raise SystemExit(f"maskloss evaluate: error: {name}: {exc}") from None
+
+    try:
+        pred = load(args.predictions, "predictions")
+        pred = pred.rechunk({pred.ndim - 1: -1})
+        steps_chunks = pred.chunks[:-1]
+        true = load(args.targets, "targets")
+        true = true.rechunk(pred.chunks if true.ndim == pred.ndim else steps_chunks)
+        mask = None
+        if args.mask is not None:
+            mask = load(args.mask, "--mask")
+            mask = mask.rechunk(steps_chunks) if mask.shape == pred.shape[:-1] else mask
+        stats = mdask.summary_stats(loss, true, pred, mask, **options)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise SystemExit(f"maskloss evaluate: error: {exc}") from None
+
+    reductions = maskloss.SCALAR_REDUCTIONS if args.all_reductions else (args.reduction,)
+    if args.scheduler:
+        progress: Any = importlib.import_module("distributed").progress
+        client = _connect(args.scheduler, args.timeout)
+        try:
+            future = client.compute(stats)
+            if not args.json:
+                progress(future)
+            computed = future.result()
+        finally:
+            client.close()
+    else:
+        progress_bar: Any = importlib.import_module("dask.diagnostics").ProgressBar
+        with progress_bar(minimum=2.0, out=sys.stderr):
+            computed = stats.compute(scheduler="threads")
+    summary = mdask.Summary.from_stats(computed)
+    values = {r: float(summary.value(r)) for r in reductions}
+    counts = summary.counts()
+    if args.json:
+        print(json.dumps({"loss": args.loss, "options": options, "values": values, "counts": counts}))
+    else:
+        print(f"{args.loss}" + "".join(f" {k}={v}" for k, v in options.items()))
+        for r, v in values.items():
+            print(f"  {r:<14} {v!r}")
+        print("  counts: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
