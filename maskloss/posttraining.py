@@ -5,19 +5,19 @@ which masked denominator they divide by. The per-token pieces live here, and eve
 aggregation is one :class:`maskloss.MaskedTotals` (per-sequence numerator and token count)
 read off by :func:`aggregate`:
 
-=========================  ============================================================  ============
-``mode``                   value                                                         trainers
-=========================  ============================================================  ============
-``"token_mean"``           :math:`\sum_{bt} m\ell / \sum_{bt} m` (this batch's tokens)   TRL bnpo,
-                                                                                         verl token-mean
-``"sequence_mean"``        :math:`\frac1K\sum_{b:L_b>0} \frac{1}{L_b}\sum_t m\ell`      TRL grpo
-``"batch_mean"``           :math:`\frac1B\sum_b \sum_t m\ell`                            verl seq-mean-token-sum
-``"sum"``                  :math:`\sum_{bt} m\ell`                                       verl token-sum
-``"constant"``             :math:`\sum_{bt} m\ell / c`, ``c`` configured (Dr. GRPO:      TRL dr_grpo
+=========================  ================================================================  ============
+``mode``                   value                                                             trainers
+=========================  ================================================================  ============
+``"token_mean"``           :math:`\sum_{bt} m\ell / \sum_{bt} m` (this batch's tokens)       TRL bnpo,
+                                                                                             verl token-mean
+``"sequence_mean"``        :math:`\frac1K\sum_{b:L_b>0} \frac{1}{L_b}\sum_t m\ell`           TRL grpo
+``"batch_mean"``           :math:`\frac1B\sum_b \sum_t m\ell`                                verl seq-mean-token-sum
+``"sum"``                  :math:`\sum_{bt} m\ell`                                           verl token-sum
+``"constant"``             :math:`\sum_{bt} m\ell / c`, ``c`` configured (Dr. GRPO:          TRL dr_grpo
                            :math:`B\cdot` ``max_completion_length``)
-``"global_token_mean"``    :math:`\sum_{bt} m\ell / N_{\text{global}}`, ``N`` the valid  TRL dapo,
-                           tokens of the whole step (all micro-batches and ranks)        verl token-mean
-=========================  ============================================================  ============
+``"global_token_mean"``    :math:`\sum_{bt} m\ell / N_{\text{global}}`, ``N`` the valid      TRL dapo,
+                           tokens of the whole step (all micro-batches and ranks)            verl token-mean
+=========================  ================================================================  ============
 
 (:math:`L_b = \sum_t m_{bt}`, :math:`K` the sequences with :math:`L_b > 0`.) Only ``"sum"``,
 ``"constant"`` and ``"global_token_mean"`` are sums of per-micro-batch values (invariant to

@@ -10,7 +10,16 @@ How Keras 3 combines them (``keras/src/losses/loss.py``: ``apply_mask``,
 mask), the sample weight :math:`w` (1 when there are none) and the per-step loss
 :math:`\ell`; sums run over all steps:
 
-=============================  =====================================================  ===
+=============================  =====================================================  ==========
+reduction                      value                                                  all masked
+=============================  =====================================================  ==========
+``"sum_over_batch_size"``      :math:`\sum mw\ell / \sum m` (``"mean"`` alias)        0
+``"mean_with_sample_weight"``  :math:`\sum mw\ell / \sum mw` with a mask;             0
+                               without one :math:`\sum w\ell / \sum w_\text{given}`
+``"sum"``                      :math:`\sum mw\ell`                                    0
+``"none"`` / ``None``          :math:`mw\ell` per step                                zeros
+=============================  =====================================================  ==========
+
 Quirks reproduced (each pinned by a test against the installed Keras 3.15):
 
 * Zero denominators give 0, never NaN (``divide_no_nan``).
