@@ -10,6 +10,7 @@ with the mask), and reduces with one of :data:`REDUCTIONS`, each defined once in
 ('none', 'sum', 'token_mean', 'sequence_mean', 'batch_mean', 'element_mean')
 """
 
+from maskloss._threads import get_num_threads, set_num_threads
 from maskloss.accumulation import masked_totals
 from maskloss.gradients import value_and_grad
 from maskloss.losses import (
@@ -38,6 +39,7 @@ __all__ = [
     "MaskedTotals",
     "binary_crossentropy",
     "categorical_crossentropy",
+    "get_num_threads",
     "lengths_from_mask",
     "mae",
     "mask_from_ids",
@@ -49,6 +51,7 @@ __all__ = [
     "padding_side",
     "reduce",
     "repad",
+    "set_num_threads",
     "sparse_categorical_crossentropy",
     "value_and_grad",
 ]

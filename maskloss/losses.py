@@ -39,7 +39,7 @@ from maskloss._checks import (
     check_reduction,
     check_sample_weight,
 )
-from maskloss._rows import as_rows, check_probabilities, row_chunks, to_float64, valid_rows
+from maskloss._rows import StepFn, as_rows, check_probabilities, map_rows, to_float64
 from maskloss._types import BoolArray, FloatArray
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, reduce_terms
 
@@ -55,9 +55,6 @@ __all__ = [
     "sparse_categorical_crossentropy",
 ]
 
-#: A per-row step ``step(rows, *row_chunks, grad=False)``: the per-step losses ``(n,)`` of
-#: the chunk, or with ``grad=True`` the pair (losses, d losses / d prediction rows ``(n, C)``).
-StepFn = Callable[..., Any]
 
 
 def _check_features(y_pred: np.ndarray[Any, Any], name: str = "y_pred") -> int:
@@ -72,31 +69,7 @@ def per_step(step: StepFn, valid: BoolArray, *arrays: np.ndarray[Any, Any]) -> F
 
     ``arrays`` are ``(steps, width)`` or ``(steps,)`` views aligned with ``valid.ravel()``.
     """
-    return _per_step(step, valid, arrays, None)[0]
-
-
-def _per_step(
-    step: StepFn, valid: BoolArray, arrays: tuple[np.ndarray[Any, Any], ...], grad_scale: FloatArray | None
-) -> tuple[FloatArray, FloatArray | None]:
-    """The chunk loop of :func:`per_step`, optionally also scattering gradient rows.
-
-    With ``grad_scale`` (one factor per step, aligned with ``valid.ravel()``) the step is
-    called with ``grad=True`` and its derivative rows, times their factor, are written
-    into a zeros array of ``(steps, C)`` rows, ``C`` the width of the last array (the
-    predictions). Masked rows are never computed, so they stay exactly 0.
-    """
-    out = np.zeros(valid.size)
-    width = max((a.shape[-1] for a in arrays if a.ndim == 2), default=1)
-    grad = None if grad_scale is None else np.zeros((valid.size, arrays[-1].shape[-1]))
-    for rows in row_chunks(valid_rows(valid), width):
-        chunks = (a[rows] for a in arrays)
-        if grad is None or grad_scale is None:
-            out[rows] = step(rows, *chunks)
-        else:
-            out[rows], dpred = step(rows, *chunks, grad=True)
-            dpred *= grad_scale[rows, None]
-            grad[rows] = dpred
-    return out.reshape(valid.shape), grad
+    return map_rows(step, valid, arrays)[0].reshape(valid.shape)
 
 
 def _with_grad(grad: bool, loss: FloatArray, derivative: Callable[..., FloatArray], *args: Any) -> Any:
@@ -150,14 +123,15 @@ class Pipeline:
         losses = per_step(self.step, self.valid, *self.arrays)
         return MaskedTotals.from_terms(self.weight * losses, self._denominator_terms())
 
-    def value_and_grad(self) -> tuple[np.float64, FloatArray]:
+    def value_and_grad(self, out: np.ndarray[Any, Any] | None = None) -> tuple[np.float64, Any]:
         r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).
 
         The value is :math:`\sum_b c_b N_b` with :math:`N_b = \sum_t w_{bt}\ell_{bt}` and
         :math:`c_b` from :meth:`MaskedTotals.sequence_scale`, which depends on the
         denominators only; so the gradient row of a valid step is
         :math:`c_b\, w_{bt}\, \partial\ell_{bt}/\partial\hat y_{bt}`, computed in the same
-        chunk pass as the losses. Masked rows are exactly 0.
+        chunk pass as the losses. Masked rows are exactly 0. With ``out`` (see
+        :func:`maskloss.value_and_grad`) the gradient is written there and ``out`` returned.
         """
         if self.reduction not in SCALAR_REDUCTIONS:
             raise ValueError(
@@ -172,9 +146,31 @@ class Pipeline:
         # One factor per step: the sequence's c_b times the step's sample weight.
         steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
         grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
-        losses, grad = _per_step(self.step, self.valid, self.arrays, grad_scale)
+        grad_out = None if out is None else _check_grad_out(out, self.pred_shape, self.arrays)
+        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale, grad_out=grad_out)
         assert grad is not None
-        return np.float64(self._reduce(losses)), grad.reshape(self.pred_shape)
+        value = np.float64(self._reduce(losses.reshape(self.valid.shape)))
+        return value, (grad.reshape(self.pred_shape) if out is None else out)
+
+
+def _check_grad_out(
+    out: Any, shape: tuple[int, ...], arrays: tuple[np.ndarray[Any, Any], ...]
+) -> np.ndarray[Any, Any]:
+    """``out`` as ``(steps, C)`` rows, if it can hold the gradient: else a clear error."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array of y_pred's shape {shape}, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out must have y_pred's shape {shape}, got {out.shape}")
+    pred = arrays[-1]
+    if out.dtype != np.float64 and out.dtype != pred.dtype:
+        raise TypeError(f"out must be float64 or y_pred's dtype {pred.dtype}, got dtype {out.dtype}")
+    if out.dtype.kind != "f":
+        raise TypeError(f"out must have a floating dtype, got dtype {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
+    if any(np.may_share_memory(out, a) for a in arrays):
+        raise ValueError("out must not share memory with the inputs (the gradient would overwrite them)")
+    return out.reshape(-1, shape[-1]) if shape else out.reshape(1, 1)
 
 
 def _regression(
@@ -193,7 +189,7 @@ def _regression(
     weight = check_sample_weight(sample_weight, valid)
 
     def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
-        target, pred = to_float64(t_rows), to_float64(p_rows)
+        target, pred = to_float64(t_rows, "target"), to_float64(p_rows)
         return _with_grad(grad, loss(target, pred), derivative, target, pred)
 
     return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
@@ -346,7 +342,7 @@ def _binary_pipeline(
     steps_shape = valid.shape
 
     def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
-        target = pointwise.smooth_binary_targets(to_float64(t_rows), eps)
+        target = pointwise.smooth_binary_targets(to_float64(t_rows, "target"), eps)
         pred = to_float64(p_rows)
         if logits:
             loss = pointwise.binary_cross_entropy_with_logits(target, pred)
@@ -438,7 +434,7 @@ def _categorical_pipeline(
     steps_shape = valid.shape
 
     def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
-        target = pointwise.smooth_categorical_targets(to_float64(t_rows), eps)
+        target = pointwise.smooth_categorical_targets(to_float64(t_rows, "target"), eps)
         pred = to_float64(p_rows)
         log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)
         loss = pointwise.cross_entropy(target, log_p, cw)
@@ -567,10 +563,13 @@ def pipeline_of(fn: Callable[..., Any]) -> Callable[..., Pipeline] | None:
 T = TypeVar("T")
 
 
-def pipeline_transform(fn: Callable[..., Any], name: str, run: Callable[[Pipeline], T]) -> Callable[..., T]:
+def pipeline_transform(
+    fn: Callable[..., Any], name: str, run: Callable[..., T], keywords: tuple[str, ...] = ()
+) -> Callable[..., T]:
     """A function with ``fn``'s signature that builds ``fn``'s pipeline and returns ``run(pipeline)``.
 
     The shared machinery of :func:`maskloss.value_and_grad` and :func:`maskloss.masked_totals`.
+    Extra keyword-only arguments named in ``keywords`` are passed on to ``run``.
     """
     builder = pipeline_of(fn)
     if builder is None:
@@ -582,8 +581,9 @@ def pipeline_transform(fn: Callable[..., Any], name: str, run: Callable[[Pipelin
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        extra = {key: kwargs.pop(key) for key in keywords if key in kwargs}
         bound = signature.bind(*args, **kwargs)
-        return run(builder(*bound.args, **bound.kwargs))
+        return run(builder(*bound.args, **bound.kwargs), **extra)
 
     wrapper.__doc__ = f"{name} of maskloss.{fn.__name__}; see maskloss.{name}.\n\n{fn.__doc__ or ''}"
     return wrapper
