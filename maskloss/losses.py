@@ -41,7 +41,7 @@ from maskloss._checks import (
 )
 from maskloss._rows import StepFn, as_rows, check_probabilities, map_rows, to_float64
 from maskloss._types import BoolArray, FloatArray
-from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, reduce_terms
+from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, reduce_terms, unscale
 
 __all__ = [
     "Pipeline",
@@ -106,13 +106,22 @@ class Pipeline:
     pred_shape: tuple[int, ...]
     step_weight: FloatArray | None = None
 
-    def _denominator_terms(self) -> FloatArray:
-        denominator = self.weight if self.step_weight is None else self.weight * self.step_weight
+    def _denominator_terms(self, weight: FloatArray | None = None) -> FloatArray:
+        w = self.weight if weight is None else weight
+        denominator = w if self.step_weight is None else w * self.step_weight
         return np.where(self.valid, denominator, 0.0)
 
     def _reduce(self, losses: FloatArray) -> Any:
-        """Numerator terms :math:`w\\,\\ell`, denominator terms :math:`w\\,cw_y`, reduced."""
-        return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction)
+        """Numerator terms :math:`w\\,\\ell`, denominator terms :math:`w\\,cw_y`, reduced.
+
+        Scalar reductions use the weights scaled by a power of two (exact), so that a
+        uniform weight cancels whatever its size (:func:`power_of_two_scale`).
+        """
+        if self.reduction == "none":
+            return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction)
+        w, exponent = power_of_two_scale(self.weight)
+        value = reduce_terms(w * losses, self._denominator_terms(w), self.reduction)
+        return unscale(value, self.reduction, exponent)
 
     def value(self) -> Any:
         """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
@@ -138,14 +147,16 @@ class Pipeline:
                 f"value_and_grad needs a scalar loss, but reduction={self.reduction!r} returns one value "
                 f"per step; pick a scalar reduction: one of {', '.join(map(repr, SCALAR_REDUCTIONS))}"
             )
-        denominators = self._denominator_terms()
+        weight, exponent = power_of_two_scale(self.weight)
+        denominators = self._denominator_terms(weight)
         # c_b depends only on the denominators (sequence_scale's contract), so it is known
         # before the per-step losses are; zeros stand in for the numerators here.
         totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
         scale = totals.sequence_scale(self.reduction)
         # One factor per step: the sequence's c_b times the step's sample weight.
         steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
-        grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
+        grad_scale = (weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
+        grad_scale = unscale(grad_scale, self.reduction, exponent)
         grad_out = None if out is None else _check_grad_out(out, self.pred_shape, self.arrays)
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale, grad_out=grad_out)
         assert grad is not None
@@ -435,6 +446,9 @@ def _categorical_pipeline(
 
     def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
         target = pointwise.smooth_categorical_targets(to_float64(t_rows, "target"), eps)
+        if logits:
+            coef = target if cw is None else target * cw
+            return pointwise.softmax_cross_entropy(coef, p_rows, grad=grad)
         pred = to_float64(p_rows)
         log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)
         loss = pointwise.cross_entropy(target, log_p, cw)
@@ -534,6 +548,8 @@ def _sparse_pipeline(
     steps_shape = valid.shape
 
     def step(rows: Any, lab: Any, p_rows: Any, grad: bool = False) -> Any:
+        if logits:  # fused: the label column and the row totals only, from the input dtype
+            return pointwise.sparse_softmax_cross_entropy(lab, p_rows, cw, eps, grad=grad)
         pred = to_float64(p_rows)
         log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)
         loss = pointwise.sparse_cross_entropy(lab, log_p, cw, eps)
