@@ -14,6 +14,7 @@ across rows here, so results are bit for bit the same for any thread count or ch
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,7 +79,7 @@ def scratch(name: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.nd
     must not hold on to one across chunks.
     """
     buffers: dict[str, np.ndarray[Any, Any]] | None = getattr(_local, "buffers", None)
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     if buffers is None:
         return np.empty(shape, dtype=dtype)
     buf = buffers.get(name)
@@ -99,8 +100,12 @@ def _executor(threads: int) -> ThreadPoolExecutor:
         return _pool
 
 
+#: Below this many elements a chunk is gathered by plain indexing (cheaper than a scratch lookup).
+SMALL_CHUNK = 4096
+
+
 def _gather(a: np.ndarray[Any, Any], rows: IntArray, index: int) -> np.ndarray[Any, Any]:
-    if a.ndim != 2:
+    if a.ndim != 2 or rows.shape[0] * a.shape[1] <= SMALL_CHUNK:
         return a[rows]
     out = scratch(f"gather{index}", (rows.shape[0], a.shape[1]), a.dtype)
     np.take(a, rows, axis=0, out=out)

@@ -33,6 +33,7 @@ bug of gradient accumulation).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,7 @@ class MaskedTotals:
         d = np.asarray(denominator_terms, dtype=np.float64)
         if n.ndim == 0:
             n, d = n.reshape(1), d.reshape(1)
-        batch, per_sequence = n.shape[0], int(np.prod(n.shape[1:]))
+        batch, per_sequence = n.shape[0], math.prod(n.shape[1:])
         n2 = n.reshape(batch, per_sequence)
         d2 = d.reshape(batch, per_sequence)
         steps = np.full(batch, float(n2.shape[1]))
@@ -163,10 +164,10 @@ def power_of_two_scale(weight: FloatArray) -> tuple[FloatArray, int]:
     multiply their value back by :math:`2^e` (:func:`unscale`).
     """
     w = np.asarray(weight, dtype=np.float64)
-    top = float(np.max(w, initial=0.0))
-    if top == 0.0 or not np.isfinite(top):
+    top = float(w.max()) if w.size else 0.0
+    if top <= 0.0 or not math.isfinite(top):
         return w, 0
-    exponent = int(np.frexp(top)[1])
+    exponent = math.frexp(top)[1]
     return (w if exponent == 0 else np.ldexp(w, -exponent)), exponent
 
 
