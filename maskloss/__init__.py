@@ -10,6 +10,7 @@ with the mask), and reduces with one of :data:`REDUCTIONS`, each defined once in
 ('none', 'sum', 'token_mean', 'sequence_mean', 'batch_mean', 'element_mean')
 """
 
+from maskloss._threads import get_num_threads, set_num_threads
 from maskloss.accumulation import GlobalCounts, masked_totals, micro_batch_value_and_grad
 from maskloss.gradients import value_and_grad
 from maskloss.losses import (
@@ -52,6 +53,7 @@ __all__ = [
     "categorical_crossentropy",
     "clipped_surrogate",
     "dpo_loss",
+    "get_num_threads",
     "kl_estimate",
     "lengths_from_mask",
     "mae",
@@ -68,6 +70,7 @@ __all__ = [
     "repad",
     "sequence_logprobs",
     "sequence_ratio",
+    "set_num_threads",
     "sparse_categorical_crossentropy",
     "token_logprobs",
     "value_and_grad",

@@ -1,18 +1,28 @@
-"""Compaction of valid steps in bounded chunks.
+"""Compaction of valid steps in bounded chunks: the one chunk loop of the package.
 
 Losses are computed on the rows of the valid steps only (never on padding, so
 garbage there cannot reach a value or a gradient), a bounded number of elements at
 a time, so that a (16, 512, 32000) float32 batch is never promoted to float64 as a
 whole. The loop below runs over chunks of rows, not over the batch or time.
+
+:func:`map_rows` splits the valid rows into contiguous ranges, one per thread
+(:func:`maskloss.set_num_threads`; NumPy releases the GIL in its loops), and each
+thread walks its range chunk by chunk, reusing scratch buffers allocated once per call
+(:func:`scratch`). Every row's result lands in its own slot, and nothing is summed
+across rows here, so results are bit for bit the same for any thread count or chunk size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from maskloss import _threads
 from maskloss._types import BoolArray, FloatArray, IntArray
 
 #: Elements (rows x classes) promoted to float64 at once, per array: 2 MiB each. Chunks of
@@ -20,6 +30,19 @@ from maskloss._types import BoolArray, FloatArray, IntArray
 #: the OS between chunks) measured ~1.5-2x slower for the forward pass and the gradient
 #: (benchmarks/README.md); smaller chunks only add Python overhead per chunk.
 CHUNK_ELEMENTS = 1 << 18
+
+#: Below this many elements per thread a call runs on the calling thread alone (a
+#: thread hand-off costs more than it saves on small batches).
+MIN_ELEMENTS_PER_THREAD = 1 << 17
+
+#: ``step(rows, *row_chunks, grad=False)``: per-row results ``(n,)`` or ``(n, k)`` of a
+#: chunk, or with ``grad=True`` the pair (results, derivative rows ``(n, C)``).
+StepFn = Callable[..., Any]
+
+_local = threading.local()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
 
 
 def valid_rows(valid: BoolArray) -> IntArray:
@@ -39,9 +62,116 @@ def as_rows(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return arr.reshape(-1, arr.shape[-1]) if arr.ndim else arr.reshape(1, 1)
 
 
-def to_float64(chunk: np.ndarray[Any, Any]) -> FloatArray:
-    """A chunk of rows promoted to float64 (the only place inputs are promoted)."""
-    return np.asarray(chunk, dtype=np.float64)
+def to_float64(chunk: np.ndarray[Any, Any], name: str = "float64") -> FloatArray:
+    """A chunk of rows promoted to float64 (into the reused scratch buffer ``name`` in :func:`map_rows`)."""
+    if chunk.dtype == np.float64:
+        return chunk
+    out = scratch(name, chunk.shape, np.float64)
+    np.copyto(out, chunk, casting="unsafe")
+    return out
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray[Any, Any]:
+    """A buffer of ``shape`` for this thread's chunks, allocated once per :func:`map_rows` call.
+
+    The contents are garbage: every user overwrites it (``out=``). Outside
+    :func:`map_rows` a fresh array is returned. Each ``name`` is one buffer; a step
+    must not hold on to one across chunks.
+    """
+    buffers: dict[str, np.ndarray[Any, Any]] | None = getattr(_local, "buffers", None)
+    size = math.prod(shape)
+    if buffers is None:
+        return np.empty(shape, dtype=dtype)
+    buf = buffers.get(name)
+    if buf is None or buf.size < size or buf.dtype != np.dtype(dtype):
+        buf = np.empty(max(size, 1), dtype=dtype)
+        buffers[name] = buf
+    return buf[:size].reshape(shape)
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < threads:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="maskloss")
+            _pool_size = threads
+        return _pool
+
+
+#: Below this many elements a chunk is gathered by plain indexing (cheaper than a scratch lookup).
+SMALL_CHUNK = 4096
+
+
+def _gather(a: np.ndarray[Any, Any], rows: IntArray, index: int) -> np.ndarray[Any, Any]:
+    if a.ndim != 2 or rows.shape[0] * a.shape[1] <= SMALL_CHUNK:
+        return a[rows]
+    out = scratch(f"gather{index}", (rows.shape[0], a.shape[1]), a.dtype)
+    np.take(a, rows, axis=0, out=out)
+    return out
+
+
+def map_rows(
+    step: StepFn,
+    valid: BoolArray,
+    arrays: tuple[np.ndarray[Any, Any], ...],
+    *,
+    k: int | None = None,
+    grad_scale: FloatArray | None = None,
+    grad_out: np.ndarray[Any, Any] | None = None,
+) -> tuple[FloatArray, np.ndarray[Any, Any] | None]:
+    """Evaluate ``step`` on the valid rows only, chunk by chunk, over threads.
+
+    ``arrays`` are ``(steps, width)`` or ``(steps,)`` views aligned with ``valid.ravel()``.
+    Returns the per-step results, shape ``(steps,)`` (or ``(steps, k)`` when ``k`` is
+    given), exactly 0 at masked steps, and, with ``grad_scale`` (one factor per step),
+    the gradient rows ``(steps, C)`` (``C`` the width of the last array, the
+    predictions): ``step(..., grad=True)``'s derivative rows times their factor,
+    exactly 0 at masked steps (never computed). The gradient is written into
+    ``grad_out`` when given (``(steps, C)``, any float dtype), else into a fresh
+    float64 array first touched by the thread that fills it.
+    """
+    size = valid.size
+    out = np.zeros(size if k is None else (size, k))
+    rows = valid_rows(valid)
+    width = max((a.shape[-1] for a in arrays if a.ndim == 2), default=1)
+    grad: np.ndarray[Any, Any] | None = None
+    if grad_scale is not None:
+        grad = grad_out if grad_out is not None else np.empty((size, arrays[-1].shape[-1]))
+    flat_valid = valid.reshape(-1)
+    threads = max(1, min(_threads.get_num_threads(), rows.shape[0] * width // MIN_ELEMENTS_PER_THREAD))
+    bounds = [rows.shape[0] * i // threads for i in range(threads + 1)]
+
+    def work(i: int) -> None:
+        mine = rows[bounds[i] : bounds[i + 1]]
+        # Steps [lo, hi) belong to this thread: its valid rows and the masked ones between.
+        lo = 0 if i == 0 else int(rows[bounds[i]])
+        hi = size if i == threads - 1 else int(rows[bounds[i + 1]])
+        _local.buffers = {}
+        try:
+            if grad is not None:
+                grad[np.flatnonzero(~flat_valid[lo:hi]) + lo] = 0.0
+            for chunk in row_chunks(mine, width):
+                pieces = [_gather(a, chunk, j) for j, a in enumerate(arrays)]
+                if grad is None or grad_scale is None:
+                    out[chunk] = step(chunk, *pieces)
+                    continue
+                out[chunk], dpred = step(chunk, *pieces, grad=True)
+                dpred *= grad_scale[chunk, None]
+                grad[chunk] = dpred
+        finally:
+            _local.buffers = None
+
+    if threads == 1:
+        work(0)
+    else:
+        futures = [_executor(threads).submit(work, i) for i in range(threads)]
+        errors = [f.exception() for f in futures]  # waits for all; the first range's error wins
+        for error in errors:
+            if error is not None:
+                raise error
+    return out, grad
 
 
 def check_probabilities(p: FloatArray, rows: IntArray, steps_shape: tuple[int, ...], name: str) -> None:

@@ -48,7 +48,10 @@ def value_and_grad(fn: Callable[..., Any]) -> Callable[..., tuple[np.float64, Fl
     Returns
     -------
     callable
-        Same signature as ``fn``; returns ``(value, grad)``: ``value`` is exactly
+        Same signature as ``fn``, plus a keyword ``out=None``: an array of ``y_pred``'s
+        shape, float64 or ``y_pred``'s dtype (C-contiguous, not sharing memory with the
+        inputs) that receives the gradient (rounded to its dtype) and is returned as
+        ``grad``, so that repeated calls reuse one buffer. Returns ``(value, grad)``: ``value`` is exactly
         ``fn(...)`` (a ``numpy.float64``) and ``grad`` is
         :math:`\partial\,\text{value}/\partial\,\text{y\_pred}`, float64, with
         ``y_pred``'s shape: with respect to the probabilities or to the logits,
@@ -96,4 +99,4 @@ def value_and_grad(fn: Callable[..., Any]) -> Callable[..., tuple[np.float64, Fl
     >>> grad.tolist()
     [[[-0.5, 0.5], [0.0, 0.0]]]
     """
-    return pipeline_transform(fn, "value_and_grad", Pipeline.value_and_grad)
+    return pipeline_transform(fn, "value_and_grad", Pipeline.value_and_grad, keywords=("out",))

@@ -39,9 +39,9 @@ from maskloss._checks import (
     check_reduction,
     check_sample_weight,
 )
-from maskloss._rows import as_rows, check_probabilities, row_chunks, to_float64, valid_rows
+from maskloss._rows import StepFn, as_rows, check_probabilities, map_rows, to_float64
 from maskloss._types import BoolArray, FloatArray
-from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, reduce_terms
+from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, reduce_terms, unscale
 
 __all__ = [
     "Pipeline",
@@ -56,9 +56,6 @@ __all__ = [
     "sparse_categorical_crossentropy",
 ]
 
-#: A per-row step ``step(rows, *row_chunks, grad=False)``: the per-step losses ``(n,)`` of
-#: the chunk, or with ``grad=True`` the pair (losses, d losses / d prediction rows ``(n, C)``).
-StepFn = Callable[..., Any]
 
 
 def _check_features(y_pred: np.ndarray[Any, Any], name: str = "y_pred") -> int:
@@ -73,31 +70,7 @@ def per_step(step: StepFn, valid: BoolArray, *arrays: np.ndarray[Any, Any]) -> F
 
     ``arrays`` are ``(steps, width)`` or ``(steps,)`` views aligned with ``valid.ravel()``.
     """
-    return _per_step(step, valid, arrays, None)[0]
-
-
-def _per_step(
-    step: StepFn, valid: BoolArray, arrays: tuple[np.ndarray[Any, Any], ...], grad_scale: FloatArray | None
-) -> tuple[FloatArray, FloatArray | None]:
-    """The chunk loop of :func:`per_step`, optionally also scattering gradient rows.
-
-    With ``grad_scale`` (one factor per step, aligned with ``valid.ravel()``) the step is
-    called with ``grad=True`` and its derivative rows, times their factor, are written
-    into a zeros array of ``(steps, C)`` rows, ``C`` the width of the last array (the
-    predictions). Masked rows are never computed, so they stay exactly 0.
-    """
-    out = np.zeros(valid.size)
-    width = max((a.shape[-1] for a in arrays if a.ndim == 2), default=1)
-    grad = None if grad_scale is None else np.zeros((valid.size, arrays[-1].shape[-1]))
-    for rows in row_chunks(valid_rows(valid), width):
-        chunks = (a[rows] for a in arrays)
-        if grad is None or grad_scale is None:
-            out[rows] = step(rows, *chunks)
-        else:
-            out[rows], dpred = step(rows, *chunks, grad=True)
-            dpred *= grad_scale[rows, None]
-            grad[rows] = dpred
-    return out.reshape(valid.shape), grad
+    return map_rows(step, valid, arrays)[0].reshape(valid.shape)
 
 
 def _with_grad(grad: bool, loss: FloatArray, derivative: Callable[..., FloatArray], *args: Any) -> Any:
@@ -134,13 +107,22 @@ class Pipeline:
     pred_shape: tuple[int, ...]
     step_weight: FloatArray | None = None
 
-    def _denominator_terms(self) -> FloatArray:
-        denominator = self.weight if self.step_weight is None else self.weight * self.step_weight
+    def _denominator_terms(self, weight: FloatArray | None = None) -> FloatArray:
+        w = self.weight if weight is None else weight
+        denominator = w if self.step_weight is None else w * self.step_weight
         return np.where(self.valid, denominator, 0.0)
 
     def _reduce(self, losses: FloatArray) -> Any:
-        """Numerator terms :math:`w\\,\\ell`, denominator terms :math:`w\\,cw_y`, reduced."""
-        return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction)
+        """Numerator terms :math:`w\\,\\ell`, denominator terms :math:`w\\,cw_y`, reduced.
+
+        Scalar reductions use the weights scaled by a power of two (exact), so that a
+        uniform weight cancels whatever its size (:func:`power_of_two_scale`).
+        """
+        if self.reduction == "none":
+            return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction)
+        w, exponent = power_of_two_scale(self.weight)
+        value = reduce_terms(w * losses, self._denominator_terms(w), self.reduction)
+        return unscale(value, self.reduction, exponent)
 
     def value(self) -> Any:
         """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
@@ -151,41 +133,73 @@ class Pipeline:
         losses = per_step(self.step, self.valid, *self.arrays)
         return MaskedTotals.from_terms(self.weight * losses, self._denominator_terms())
 
-    def value_and_grad(self) -> tuple[np.float64, FloatArray]:
+    def value_and_grad(self, out: np.ndarray[Any, Any] | None = None) -> tuple[np.float64, Any]:
         r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).
 
         The value is :math:`\sum_b \lambda_b N_b` with :math:`N_b = \sum_t w_{bt}\ell_{bt}`
         and :math:`\lambda_b` from :meth:`MaskedTotals.sequence_scale`, which depends on the
         denominators only; so the gradient row of a valid step is
         :math:`\lambda_b\, w_{bt}\, \partial\ell_{bt}/\partial\hat y_{bt}`, computed in the same
-        chunk pass as the losses. Masked rows are exactly 0.
+        chunk pass as the losses. Masked rows are exactly 0. With ``out`` (see
+        :func:`maskloss.value_and_grad`) the gradient is written there and ``out`` returned.
         """
         if self.reduction not in SCALAR_REDUCTIONS:
             raise ValueError(
                 f"value_and_grad needs a scalar loss, but reduction={self.reduction!r} returns one value "
                 f"per step; pick a scalar reduction: one of {', '.join(map(repr, SCALAR_REDUCTIONS))}"
             )
-        totals, grad = self.totals_and_grad(lambda t: t.sequence_scale(self.reduction))
-        return totals.value(self.reduction), grad
-
-    def totals_and_grad(self, scale_of: Callable[[MaskedTotals], FloatArray]) -> tuple[MaskedTotals, FloatArray]:
-        r"""The loss's :class:`MaskedTotals` and the gradient of :math:`\sum_b c_b N_b`.
-
-        ``scale_of`` receives totals holding the denominators :math:`D_b` (numerators 0)
-        and returns the coefficients :math:`c_b`, shape (B,): the reduction's own
-        (:meth:`MaskedTotals.sequence_scale`) or an accumulation rule's
-        (:meth:`maskloss.GlobalCounts.scale`).
-        """
-        denominators = self._denominator_terms()
-        # c_b depends only on the denominators, so it is known before the per-step losses
-        # are; zeros stand in for the numerators here.
-        scale = scale_of(MaskedTotals.from_terms(np.zeros_like(denominators), denominators))
+        weight, exponent = power_of_two_scale(self.weight)
+        denominators = self._denominator_terms(weight)
+        # lambda_b depends only on the denominators (sequence_scale's contract), so it is known
+        # before the per-step losses are; zeros stand in for the numerators here.
+        totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
+        scale = totals.sequence_scale(self.reduction)
         # One factor per step: the sequence's c_b times the step's sample weight.
         steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
-        grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
-        losses, grad = _per_step(self.step, self.valid, self.arrays, grad_scale)
+        grad_scale = (weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
+        grad_scale = unscale(grad_scale, self.reduction, exponent)
+        grad_out = None if out is None else _check_grad_out(out, self.pred_shape, self.arrays)
+        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale, grad_out=grad_out)
         assert grad is not None
-        return MaskedTotals.from_terms(self.weight * losses, denominators), grad.reshape(self.pred_shape)
+        value = np.float64(self._reduce(losses.reshape(self.valid.shape)))
+        return value, (grad.reshape(self.pred_shape) if out is None else out)
+
+    def totals_and_grad(self, scale_of: Callable[[MaskedTotals], FloatArray]) -> tuple[MaskedTotals, FloatArray]:
+        r"""The loss's :class:`MaskedTotals` and the gradient of :math:`\sum_b \lambda_b N_b`.
+
+        ``scale_of`` receives totals holding the denominators :math:`D_b` (numerators 0)
+        and returns the coefficients :math:`\lambda_b`, shape (B,): an accumulation rule's
+        (:meth:`maskloss.GlobalCounts.scale`), which depend on global, unscaled counts, so
+        the weights are used as given here.
+        """
+        denominators = self._denominator_terms()
+        scale = scale_of(MaskedTotals.from_terms(np.zeros_like(denominators), denominators))
+        steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
+        grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
+        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale)
+        assert grad is not None
+        numerators = self.weight * losses.reshape(self.valid.shape)
+        return MaskedTotals.from_terms(numerators, denominators), grad.reshape(self.pred_shape)
+
+
+def _check_grad_out(
+    out: Any, shape: tuple[int, ...], arrays: tuple[np.ndarray[Any, Any], ...]
+) -> np.ndarray[Any, Any]:
+    """``out`` as ``(steps, C)`` rows, if it can hold the gradient: else a clear error."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array of y_pred's shape {shape}, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out must have y_pred's shape {shape}, got {out.shape}")
+    pred = arrays[-1]
+    if out.dtype != np.float64 and out.dtype != pred.dtype:
+        raise TypeError(f"out must be float64 or y_pred's dtype {pred.dtype}, got dtype {out.dtype}")
+    if out.dtype.kind != "f":
+        raise TypeError(f"out must have a floating dtype, got dtype {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
+    if any(np.may_share_memory(out, a) for a in arrays):
+        raise ValueError("out must not share memory with the inputs (the gradient would overwrite them)")
+    return out.reshape(-1, shape[-1]) if shape else out.reshape(1, 1)
 
 
 def _regression(
@@ -204,7 +218,7 @@ def _regression(
     weight = check_sample_weight(sample_weight, valid)
 
     def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
-        target, pred = to_float64(t_rows), to_float64(p_rows)
+        target, pred = to_float64(t_rows, "target"), to_float64(p_rows)
         return _with_grad(grad, loss(target, pred), derivative, target, pred)
 
     return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
@@ -356,7 +370,7 @@ def _binary_pipeline(
     steps_shape = valid.shape
 
     def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
-        target = pointwise.smooth_binary_targets(to_float64(t_rows), eps)
+        target = pointwise.smooth_binary_targets(to_float64(t_rows, "target"), eps)
         pred = to_float64(p_rows)
         if logits:
             loss = pointwise.binary_cross_entropy_with_logits(target, pred)
@@ -448,7 +462,10 @@ def _categorical_pipeline(
     steps_shape = valid.shape
 
     def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
-        target = pointwise.smooth_categorical_targets(to_float64(t_rows), eps)
+        target = pointwise.smooth_categorical_targets(to_float64(t_rows, "target"), eps)
+        if logits:
+            coef = target if cw is None else target * cw
+            return pointwise.softmax_cross_entropy(coef, p_rows, grad=grad)
         pred = to_float64(p_rows)
         log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)
         loss = pointwise.cross_entropy(target, log_p, cw)
@@ -552,6 +569,8 @@ def _sparse_pipeline(
     steps_shape = valid.shape
 
     def step(rows: Any, lab: Any, p_rows: Any, grad: bool = False) -> Any:
+        if logits:  # fused: the label column and the row totals only, from the input dtype
+            return pointwise.sparse_softmax_cross_entropy(lab, p_rows, cw, eps, grad=grad)
         pred = to_float64(p_rows)
         log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)
         loss = pointwise.sparse_cross_entropy(lab, log_p, cw, eps)
@@ -586,10 +605,13 @@ def pipeline_of(fn: Callable[..., Any]) -> Callable[..., Pipeline] | None:
 T = TypeVar("T")
 
 
-def pipeline_transform(fn: Callable[..., Any], name: str, run: Callable[[Pipeline], T]) -> Callable[..., T]:
+def pipeline_transform(
+    fn: Callable[..., Any], name: str, run: Callable[..., T], keywords: tuple[str, ...] = ()
+) -> Callable[..., T]:
     """A function with ``fn``'s signature that builds ``fn``'s pipeline and returns ``run(pipeline)``.
 
     The shared machinery of :func:`maskloss.value_and_grad` and :func:`maskloss.masked_totals`.
+    Extra keyword-only arguments named in ``keywords`` are passed on to ``run``.
     """
     builder = pipeline_of(fn)
     if builder is None:
@@ -601,8 +623,9 @@ def pipeline_transform(fn: Callable[..., Any], name: str, run: Callable[[Pipelin
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
+        extra = {key: kwargs.pop(key) for key in keywords if key in kwargs}
         bound = signature.bind(*args, **kwargs)
-        return run(builder(*bound.args, **bound.kwargs))
+        return run(builder(*bound.args, **bound.kwargs), **extra)
 
     wrapper.__doc__ = f"{name} of maskloss.{fn.__name__}; see maskloss.{name}.\n\n{fn.__doc__ or ''}"
     return wrapper

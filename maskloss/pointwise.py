@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from maskloss._rows import scratch
 from maskloss._types import FloatArray, IntArray
 
 __all__ = [
@@ -40,8 +41,10 @@ __all__ = [
     "sigmoid",
     "smooth_binary_targets",
     "smooth_categorical_targets",
+    "softmax_cross_entropy",
     "sparse_cross_entropy",
     "sparse_cross_entropy_grad",
+    "sparse_softmax_cross_entropy",
     "sparse_target_coefficients",
     "squared_error",
     "squared_error_grad",
@@ -112,7 +115,8 @@ def smooth_categorical_targets(y_true: FloatArray, label_smoothing: float) -> Fl
 def binary_cross_entropy(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
     r""":math:`-\frac1F\sum_f \big(y_f \log p_f + (1-y_f)\log(1-p_f)\big)`, probabilities as given."""
     terms = negative_log_weighted(y_true, _log(y_pred))
-    terms += negative_log_weighted(1.0 - y_true, _log(1.0 - y_pred))
+    with np.errstate(divide="ignore"):
+        terms += negative_log_weighted(1.0 - y_true, np.log1p(-y_pred))  # log(1 - p) without rounding 1 - p
     return _float64(np.mean(terms, axis=-1))
 
 
@@ -138,8 +142,17 @@ def sigmoid(x: FloatArray) -> FloatArray:
 
 
 def binary_cross_entropy_with_logits_grad(y_true: FloatArray, logits: FloatArray) -> FloatArray:
-    r""":math:`\partial/\partial x_f = (\sigma(x_f) - y_f)/F`."""
-    return _float64((sigmoid(logits) - y_true) / logits.shape[-1])
+    r""":math:`\partial/\partial x_f = (\sigma(x_f) - y_f)/F`.
+
+    Evaluated as :math:`\big((1-y) - y e\big)/(1+e)` with :math:`e = e^{-x}` for
+    :math:`x \ge 0` (and :math:`\big(e(1-y) - y\big)/(1+e)`, :math:`e = e^{x}`, below), so
+    that :math:`\sigma(40) - 1 = -4.2\cdot 10^{-18}` is not rounded to 0.
+    """
+    e = np.exp(-np.abs(logits))
+    positive = logits >= 0
+    upper = np.where(positive, 1.0 - y_true, e * (1.0 - y_true))
+    lower = np.where(positive, y_true * e, y_true)
+    return _float64((upper - lower) / (1.0 + e) / logits.shape[-1])
 
 
 def _shifted_exp(logits: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -150,9 +163,20 @@ def _shifted_exp(logits: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray
 
 
 def log_softmax(logits: FloatArray) -> FloatArray:
-    r""":math:`x_c - \max_k x_k - \log\sum_k e^{x_k - \max_k x_k}`, stable for any finite row."""
-    shifted, _, total = _shifted_exp(logits)
-    shifted -= np.log(total)  # a temporary of ours: reuse it for the result
+    r""":math:`x_c - \max_k x_k - \log\sum_k e^{x_k - \max_k x_k}`, stable for any finite row.
+
+    The log-sum is :math:`\operatorname{log1p}` of the sum without one maximal term, so a
+    confident row keeps the relative accuracy of its tiny :math:`-\log p_{\max}`.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    if x.shape[-1] == 0:
+        return x.copy()
+    j = np.argmax(x, axis=-1)[..., None]
+    m = np.take_along_axis(x, j, axis=-1)
+    shifted = x - m
+    e = np.exp(shifted)
+    np.put_along_axis(e, j, 0.0, axis=-1)
+    shifted -= np.log1p(np.sum(e, axis=-1, keepdims=True))
     return shifted
 
 
@@ -269,3 +293,154 @@ def sparse_cross_entropy_grad(
         grad -= label_smoothing / num_classes * cw
     grad[np.arange(labels.shape[0]), labels] -= (1.0 - label_smoothing) * cw_y
     return _float64(grad)
+
+
+def _shift_by_max(x: np.ndarray[Any, Any]) -> tuple[IntArray, FloatArray, FloatArray]:
+    """Per row: the argmax ``j``, the max ``m`` (float64) and ``s = x - m`` in float64.
+
+    The max is taken in the input dtype (exact) and the cast to float64 happens inside
+    the subtraction, into a reused scratch buffer.
+    """
+    n = x.shape[0]
+    j = np.argmax(x, axis=1)
+    m = x[np.arange(n), j].astype(np.float64)
+    s = scratch("shifted", x.shape, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.subtract(x, m[:, None], out=s, dtype=np.float64)
+    return j, m, s
+
+
+def _neg_shift_dot(s: FloatArray, coef: FloatArray | None) -> FloatArray:
+    r""":math:`\sum_c k_c (m - x_c) = -\sum_c k_c s_c` per row (``coef`` ``(C,)``, ``(n, C)`` or None for 1)."""
+    if coef is None:
+        return _float64(-np.sum(s, axis=1))
+    tmp = scratch("product", s.shape, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.multiply(s, coef, out=tmp)
+    return _float64(-np.sum(tmp, axis=1))
+
+
+def _overflow_safe(
+    dot: FloatArray, x: np.ndarray[Any, Any], m: FloatArray, coef: FloatArray | None, factor: float = 1.0
+) -> FloatArray:
+    r"""Redo :func:`_neg_shift_dot` in halves on the rows where ``x - m`` overflowed.
+
+    Returns ``factor * dot``. A row like ``[1e308, -1e308, 0]`` has a finite
+    ``factor`` :math:`\sum_c k_c (m - x_c)` while :math:`m - x_c` itself overflows:
+    :math:`2\sum_c \text{factor}\, k_c (m/2 - x_c/2)`.
+    """
+    dot = dot * factor if factor != 1.0 else dot
+    bad = ~np.isfinite(dot) & np.isfinite(m)  # also 0·(-inf): a class without mass where x - m overflowed
+    if not np.any(bad):
+        return dot
+    xb = x[bad].astype(np.float64)
+    half = m[bad, None] / 2 - xb / 2
+    k = np.ones_like(half) if coef is None else np.broadcast_to(coef[bad] if coef.ndim == 2 else coef, half.shape)
+    with np.errstate(over="ignore", invalid="ignore"):
+        dot[bad] = 2.0 * np.sum(np.where(k == 0, 0.0, factor * k * half), axis=1)  # 0·log 0 = 0
+    return dot
+
+
+def _exp_rest(s: FloatArray, j: IntArray) -> FloatArray:
+    r"""Exponentiate ``s`` in place and return :math:`r = \sum_{c \ne j} e^{s_c}` per row.
+
+    The maximal entry ``j`` (where :math:`e^{s_j} = 1`) is left out of the sum, so that
+    :math:`\log\sum_c e^{s_c} = \operatorname{log1p}(r)` keeps the relative accuracy of a
+    tiny :math:`r`; afterwards ``s[j]`` holds 1 again.
+    """
+    rows = np.arange(s.shape[0])
+    s[rows, j] = -np.inf
+    np.exp(s, out=s)
+    rest = _float64(np.sum(s, axis=1))
+    s[rows, j] = 1.0
+    return rest
+
+
+def sparse_softmax_cross_entropy(
+    labels: IntArray,
+    logits: np.ndarray[Any, Any],
+    class_weight: FloatArray | None,
+    label_smoothing: float,
+    *,
+    grad: bool = False,
+) -> Any:
+    r""":func:`sparse_cross_entropy` of :func:`log_softmax` (and its gradient), fused and exact.
+
+    With :math:`m = \max_c x_c` at class :math:`j`, :math:`s = x - m` and
+    :math:`r = \sum_{c\ne j} e^{s_c}`, so that :math:`-\log p_c = \operatorname{log1p}(r) - s_c`:
+
+    .. math::
+        \ell = (1-\varepsilon)\,cw_y\big(\operatorname{log1p}(r) - s_y\big)
+               + \frac{\varepsilon}{C}\Big(\operatorname{log1p}(r)\sum_c cw_c + \sum_c cw_c (m - x_c)\Big)
+
+    Only the label column and the row totals are logged; ``logits`` may be float32 (the
+    cast happens inside the first subtraction). The gradient is
+    :math:`T p_c - k_c` (:func:`sparse_cross_entropy_grad`), with the entry at
+    :math:`c = j` evaluated as :math:`\big((T - k_j) - k_j r\big)/(1 + r)` so that
+    :math:`p_j - 1 = -r/(1+r)` keeps its relative accuracy. Returns the losses, or
+    ``(losses, gradient rows)`` with ``grad``.
+    """
+    n, num_classes = logits.shape
+    rows = np.arange(n)
+    eps = float(label_smoothing)
+    j, m, s = _shift_by_max(logits)
+    s_y = s[rows, labels]
+    smooth = None
+    if eps:
+        smooth = _overflow_safe(_neg_shift_dot(s, class_weight), logits, m, class_weight, eps / num_classes)
+    rest = _exp_rest(s, j)
+    lse = np.log1p(rest)
+    cw_y = np.ones(n) if class_weight is None else class_weight[labels]
+    cw_sum = float(num_classes) if class_weight is None else float(np.sum(class_weight))
+    with np.errstate(invalid="ignore"):
+        loss = np.where(cw_y == 0, 0.0, (1.0 - eps) * cw_y * (lse - s_y)) if eps != 1.0 else np.zeros(n)
+    if smooth is not None:
+        loss = loss + (eps / num_classes * cw_sum * lse + smooth)
+    if not grad:
+        return loss
+    total = 1.0 + rest
+    gold = (1.0 - eps) * cw_y
+    spread = eps / num_classes
+    t_coef = gold + spread * cw_sum
+    dx = s  # e^{s}, with 1 at j: scaled to T·softmax in place
+    dx *= (t_coef / total)[:, None]
+    if eps:
+        dx -= spread * (1.0 if class_weight is None else class_weight)
+    dx[rows, labels] -= gold
+    # The maximal entry, where T p_j - k_j cancels: ((T - k_j) - k_j r) / (1 + r).
+    cw_j = np.ones(n) if class_weight is None else class_weight[j]
+    k_j = spread * cw_j + np.where(labels == j, gold, 0.0)
+    t_minus_k = np.where(labels == j, spread * (cw_sum - cw_j), t_coef - k_j)
+    dx[rows, j] = (t_minus_k - k_j * rest) / total
+    return loss, dx
+
+
+def softmax_cross_entropy(coef: FloatArray, logits: np.ndarray[Any, Any], *, grad: bool = False) -> Any:
+    r""":func:`cross_entropy` of :func:`log_softmax` with coefficients :math:`k = cw\, q` (and its gradient).
+
+    As :func:`sparse_softmax_cross_entropy`:
+    :math:`\ell = K\operatorname{log1p}(r) + \sum_c k_c (m - x_c)`, :math:`K = \sum_c k_c`,
+    without overflow for finite logits; the gradient :math:`K p_c - k_c`, at the maximal
+    entry :math:`\big((K - k_j) - k_j r\big)/(1+r)` with :math:`K - k_j = \sum_{c\ne j} k_c`.
+    A class with :math:`k_c = 0` costs nothing even at :math:`p_c = 0`.
+    """
+    n = logits.shape[0]
+    rows = np.arange(n)
+    j, m, s = _shift_by_max(logits)
+    dot = _overflow_safe(_neg_shift_dot(s, coef), logits, m, coef)
+    k_j = coef[rows, j]
+    k_rest = coef.copy()
+    k_rest[rows, j] = 0.0
+    k_minus_j = np.sum(k_rest, axis=1)
+    k_total = k_minus_j + k_j
+    rest = _exp_rest(s, j)
+    lse = np.log1p(rest)
+    loss = np.where(k_total == 0, 0.0, k_total * lse) + dot
+    if not grad:
+        return loss
+    total = 1.0 + rest
+    dx = s
+    dx *= (k_total / total)[:, None]
+    dx -= coef
+    dx[rows, j] = (k_minus_j - k_j * rest) / total
+    return loss, dx

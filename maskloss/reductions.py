@@ -38,6 +38,7 @@ bug of gradient accumulation).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,7 @@ import numpy.typing as npt
 from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
 from maskloss._types import FloatArray
 
-__all__ = ["REDUCTIONS", "SCALAR_REDUCTIONS", "MaskedTotals", "reduce", "reduce_terms"]
+__all__ = ["REDUCTIONS", "SCALAR_REDUCTIONS", "MaskedTotals", "power_of_two_scale", "reduce", "reduce_terms"]
 
 #: Names accepted by ``reduction=``, in the order of the table above.
 REDUCTIONS: tuple[str, ...] = ("none", "sum", "token_mean", "sequence_mean", "batch_mean", "element_mean")
@@ -93,7 +94,7 @@ class MaskedTotals:
         d = np.asarray(denominator_terms, dtype=np.float64)
         if n.ndim == 0:
             n, d = n.reshape(1), d.reshape(1)
-        batch, per_sequence = n.shape[0], int(np.prod(n.shape[1:]))
+        batch, per_sequence = n.shape[0], math.prod(n.shape[1:])
         n2 = n.reshape(batch, per_sequence)
         d2 = d.reshape(batch, per_sequence)
         steps = np.full(batch, float(n2.shape[1]))
@@ -153,6 +154,33 @@ class MaskedTotals:
         if reduction == "element_mean":
             return float(self.steps.sum())
         raise AssertionError(reduction)  # pragma: no cover - value() handles the others
+
+
+#: Reductions whose value does not change when every weight is multiplied by one factor.
+SCALE_FREE_REDUCTIONS: tuple[str, ...] = ("token_mean", "sequence_mean")
+
+
+def power_of_two_scale(weight: FloatArray) -> tuple[FloatArray, int]:
+    r"""``(weight · 2^{-e}, e)`` with the largest weight brought into :math:`[1/2, 1)`, exactly.
+
+    Multiplying by a power of two is exact, so a uniform weight of ``1e308``, the
+    float64 maximum or ``5e-324`` cancels exactly in ``token_mean`` and
+    ``sequence_mean`` (no ``inf/inf``, no subnormal rounding); the other reductions
+    multiply their value back by :math:`2^e` (:func:`unscale`).
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    top = float(w.max()) if w.size else 0.0
+    if top <= 0.0 or not math.isfinite(top):
+        return w, 0
+    exponent = math.frexp(top)[1]
+    return (w if exponent == 0 else np.ldexp(w, -exponent)), exponent
+
+
+def unscale(value: Any, reduction: str, exponent: int) -> Any:
+    """Undo :func:`power_of_two_scale` on a value (or gradient factor) of ``reduction``."""
+    if exponent == 0 or reduction in SCALE_FREE_REDUCTIONS:
+        return value
+    return np.ldexp(value, exponent)
 
 
 def _ratio(numerator: float, denominator: float) -> np.float64:
@@ -221,6 +249,9 @@ def reduce(
     valid = check_mask(mask, vals.shape)
     check_reduction(reduction)
     w = check_sample_weight(weight, valid)
+    exponent = 0
+    if reduction != "none":
+        w, exponent = power_of_two_scale(w)
     with np.errstate(invalid="ignore", over="ignore"):
         numerator = np.where(valid, w * np.where(valid, vals, 0).astype(np.float64), 0.0)
-    return reduce_terms(numerator, w, reduction)
+    return unscale(reduce_terms(numerator, w, reduction), reduction, exponent)

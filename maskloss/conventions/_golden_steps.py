@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_labels, first_bad_position
-from maskloss._rows import as_rows, row_chunks, to_float64, valid_rows
+from maskloss._rows import as_rows, map_rows, to_float64
 from maskloss._types import BoolArray, FloatArray, IntArray
 
 __all__ = [
@@ -71,14 +71,15 @@ def per_valid_row(
 ) -> FloatArray:
     """Evaluate ``fn(labels, float64 score rows) -> (n, k)`` on valid steps; 0 elsewhere.
 
-    Returns shape ``(k,) + valid.shape``.
+    Returns shape ``(k,) + valid.shape``. The same chunk loop as the core losses
+    (:func:`maskloss._rows.map_rows`: threads, reused buffers, bit-identical results).
     """
-    out = np.zeros((k, valid.size))
-    flat_labels = labels.reshape(-1)
-    rows_view = as_rows(scores)
-    for rows in row_chunks(valid_rows(valid), scores.shape[-1]):
-        out[:, rows] = np.asarray(fn(flat_labels[rows], to_float64(rows_view[rows]))).reshape(rows.size, k).T
-    return out.reshape((k, *valid.shape))
+
+    def step(rows: IntArray, lab: IntArray, score_rows: np.ndarray[Any, Any]) -> FloatArray:
+        return np.asarray(fn(lab, to_float64(score_rows))).reshape(rows.size, k)
+
+    out = map_rows(step, valid, (labels.reshape(-1), as_rows(scores)), k=k)[0]
+    return np.ascontiguousarray(out.T).reshape((k, *valid.shape))
 
 
 def div_no_nan(numerator: Any, denominator: Any) -> Any:
