@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from maskloss._interop import to_numpy
 from maskloss._types import BoolArray, FloatArray
 
 __all__ = [
@@ -49,6 +50,7 @@ def as_numeric(x: npt.ArrayLike, name: str, *, min_ndim: int = 0) -> np.ndarray[
     """
     if x is None:
         raise TypeError(f"{name} must be an array of numbers, got None")
+    x = to_numpy(x)  # torch/jax tensors (requires_grad, GPU, bfloat16) become numpy
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:  # ragged nested lists and the like
