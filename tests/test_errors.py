@@ -260,3 +260,35 @@ def test_masked_totals_concat_takes_any_iterable():
     t = MaskedTotals.from_terms(np.array([[1.0, 2.0]]), np.array([[1.0, 1.0]]))
     merged = MaskedTotals.concat(p for p in (t, t))
     assert merged.numerator.tolist() == [3.0, 3.0]  # 1 + 2 per sequence, two sequences
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "kw", "exc", "fragments"),
+    [
+        (None, float("nan"), {}, TypeError, ("actual", "None")),  # a candidate that forgot to return
+        (1.0, None, {}, TypeError, ("expected", "None")),
+        ("nan", float("nan"), {}, TypeError, ("actual", "'nan'")),
+        ("1.0", 1.0, {}, TypeError, ("actual", "real numbers")),
+        (1 + 0j, 1.0, {}, TypeError, ("actual", "complex")),
+        (1.0, 1.0, {"rtol": -1}, ValueError, ("rtol", ">= 0", "-1")),
+        (1.0, 1.0, {"atol": float("nan")}, ValueError, ("atol", "finite", "nan")),
+        (1.0, 1.0, {"atol": "x"}, TypeError, ("atol", "'x'")),
+        (1.0, 1.0, {"rtol": True}, TypeError, ("rtol", "True")),
+        ([1.0, 2.0], [1.0, 2.0], {"reference_lowp": [1.0, 2.0, 3.0]}, ValueError, ("reference_lowp", "(2,)", "(3,)")),
+        (1.0, 1.0, {"reference_lowp": "x"}, TypeError, ("reference_lowp", "'x'")),
+    ],
+)
+def test_assert_loss_close_validates_everything(actual, expected, kw, exc, fragments):
+    from maskloss.testing import assert_loss_close
+
+    with raises(exc, *fragments):
+        assert_loss_close(actual, expected, **kw)
+
+
+def test_assert_loss_close_still_compares_valid_input():
+    from maskloss.testing import assert_loss_close
+
+    assert_loss_close(1.0, 1.0, rtol=0, atol=0)  # equal values pass at zero tolerance
+    assert_loss_close(np.float32(0.5), 0.5, rtol=np.float64(0.0), atol=np.int64(0))
+    with pytest.raises(AssertionError, match="loss mismatch"):
+        assert_loss_close(1.0, 1.5, rtol=0, atol=0.1)
