@@ -94,8 +94,9 @@ def _per_step(
             out[rows] = step(rows, *chunks)
         else:
             out[rows], dpred = step(rows, *chunks, grad=True)
-            dpred *= grad_scale[rows, None]
-            grad[rows] = dpred
+            factor = grad_scale[rows, None]
+            with np.errstate(invalid="ignore"):  # a 0 factor selects 0, even against an inf derivative
+                grad[rows] = np.where(factor == 0, 0.0, dpred * factor)
     return out.reshape(valid.shape), grad
 
 
