@@ -292,3 +292,25 @@ def test_assert_loss_close_still_compares_valid_input():
     assert_loss_close(np.float32(0.5), 0.5, rtol=np.float64(0.0), atol=np.int64(0))
     with pytest.raises(AssertionError, match="loss mismatch"):
         assert_loss_close(1.0, 1.5, rtol=0, atol=0.1)
+
+
+@pytest.mark.parametrize(
+    ("call", "plain"),
+    [
+        (lambda: maskloss.sparse_categorical_crossentropy(np.array([[5]]), np.zeros((1, 1, 3))), "label 5 "),
+        (lambda: maskloss.sparse_categorical_crossentropy(np.array([[1.5]]), np.zeros((1, 1, 3))), "found 1.5"),
+        (lambda: maskloss.mae(Y, P, np.full((2, 3), 2)), "found 2 "),
+        (lambda: maskloss.mae(Y, P, sample_weight=np.full((2, 3), -1.0)), "found -1.0"),
+        (
+            lambda: maskloss.sparse_categorical_crossentropy(LABELS, P, class_weight=np.array([1, -2, 1, 1])),
+            "found -2.0",
+        ),
+        (lambda: maskloss.mask_from_lengths(np.array([1, -3], np.int32)), "found -3"),
+    ],
+)
+def test_error_messages_show_plain_values(call, plain):
+    with pytest.raises((ValueError, TypeError)) as info:
+        call()
+    message = str(info.value)
+    assert plain in message
+    assert "np." not in message and "array(" not in message

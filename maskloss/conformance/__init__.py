@@ -127,7 +127,7 @@ class Tally:
             self.max_rel_error = max(self.max_rel_error, float(np.max(rel)))
         if np.any(bad):
             i = int(np.flatnonzero(bad.ravel())[0])
-            self._fail(f"{what}: maskloss {a.ravel()[i]!r} vs framework {b.ravel()[i]!r}")
+            self._fail(f"{what}: maskloss {a.ravel()[i].item()!r} vs framework {b.ravel()[i].item()!r}")
 
     def _fail(self, text: str) -> None:
         if self.passed:
