@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from maskloss._interop import to_numpy
 from maskloss._types import BoolArray, FloatArray
 
 __all__ = [
@@ -49,6 +50,7 @@ def as_numeric(x: npt.ArrayLike, name: str, *, min_ndim: int = 0) -> np.ndarray[
     """
     if x is None:
         raise TypeError(f"{name} must be an array of numbers, got None")
+    x = to_numpy(x)  # torch/jax tensors (requires_grad, GPU, bfloat16) become numpy
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:  # ragged nested lists and the like
@@ -84,7 +86,7 @@ def check_mask(mask: npt.ArrayLike | None, shape: tuple[int, ...], *, name: str 
     if not np.all(ok):
         pos = first_bad_position(~ok, arr.shape)
         raise ValueError(
-            f"{name} must hold only 0/1 or True/False (True = valid step); found {arr[pos]!r} at "
+            f"{name} must hold only 0/1 or True/False (True = valid step); found {arr[pos].item()!r} at "
             f"index {pos}. If your mask marks padding with True (torch key_padding_mask, "
             f"numpy.ma), pass its negation."
         )
@@ -155,7 +157,7 @@ def check_sample_weight(sample_weight: npt.ArrayLike | None, valid: BoolArray) -
     if np.any(bad):
         pos = first_bad_position(bad, shape)
         raise ValueError(
-            f"sample_weight must be finite and >= 0 at valid steps; found {full[pos]!r} at step {pos}"
+            f"sample_weight must be finite and >= 0 at valid steps; found {full[pos].item()!r} at step {pos}"
         )
     return np.where(valid, full, 0.0).astype(np.float64)
 
@@ -173,7 +175,7 @@ def check_class_weight(class_weight: npt.ArrayLike | None, num_classes: int) -> 
     bad = ~(np.isfinite(cw64) & (cw64 >= 0))
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"class_weight must be finite and >= 0; found {cw64[i]!r} at class {i}")
+        raise ValueError(f"class_weight must be finite and >= 0; found {cw64[i].item()!r} at class {i}")
     return cw64
 
 
@@ -192,7 +194,7 @@ def check_labels(
             bad = valid & ~(np.isfinite(lab) & (lab == np.round(lab)))
         if np.any(bad):
             pos = first_bad_position(bad, labels.shape)
-            raise ValueError(f"{name} must hold integer class labels; found {labels[pos]!r} at step {pos}")
+            raise ValueError(f"{name} must hold integer class labels; found {labels[pos].item()!r} at step {pos}")
         safe = np.where(valid, lab, 0.0)
     else:
         safe = np.where(valid, labels, 0)
@@ -200,7 +202,7 @@ def check_labels(
     if np.any(bad):
         pos = first_bad_position(bad, labels.shape)
         raise ValueError(
-            f"{name} holds label {labels[pos]!r} at valid step {pos}, outside [0, {num_classes}) "
+            f"{name} holds label {labels[pos].item()!r} at valid step {pos}, outside [0, {num_classes}) "
             f"for {num_classes} classes; mask it or pass ignore_index"
         )
     return safe.astype(np.intp)

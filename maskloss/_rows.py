@@ -158,8 +158,9 @@ def map_rows(
                     out[chunk] = step(chunk, *pieces)
                     continue
                 out[chunk], dpred = step(chunk, *pieces, grad=True)
-                dpred *= grad_scale[chunk, None]
-                grad[chunk] = dpred
+                factor = grad_scale[chunk, None]
+                with np.errstate(invalid="ignore"):  # a 0 factor selects 0, even against an inf derivative
+                    grad[chunk] = np.where(factor == 0, 0.0, dpred * factor)
         finally:
             _local.buffers = None
 

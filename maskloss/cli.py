@@ -7,6 +7,7 @@ nothing heavy (no framework) before a subcommand runs.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 import maskloss
@@ -44,7 +45,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Run each framework convention of maskloss.conventions against the real framework on "
             "random padded batches and print the largest errors. Frameworks that are not installed "
-            "are listed as such. Exit code 0 only when every installed framework agrees."
+            "are listed as such. Exit code 0 only when every installed framework agrees and at least "
+            "one is installed (--allow-none accepts none)."
         ),
     )
     conf.add_argument("--cases", type=_positive_int, default=DEFAULT_CASES, metavar="N",
@@ -52,6 +54,8 @@ def _build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--seed", type=int, default=0, metavar="S",
                       help="seed of numpy.random.default_rng (default 0)")
     conf.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
+    conf.add_argument("--allow-none", action="store_true",
+                      help="exit 0 even when no framework is installed (nothing checked)")
     _add_evaluate(sub)
     return parser
 
@@ -84,6 +88,9 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``maskloss`` console script."""
     parser = _build_parser()
+    if not (sys.argv[1:] if argv is None else list(argv)):  # bare ``maskloss``: show what it can do
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
     if args.command == "conformance":
         from maskloss import conformance
@@ -92,8 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(conformance.to_json(runs, seed=args.seed, n_cases=args.cases))
         else:
-            print(conformance.format_table(runs, seed=args.seed, n_cases=args.cases))
-        return conformance.exit_code(runs)
+            print(conformance.format_table(runs, seed=args.seed, n_cases=args.cases, allow_none=args.allow_none))
+        return conformance.exit_code(runs, allow_none=args.allow_none)
     if args.command == "evaluate":
         from maskloss.evaluate import run
 

@@ -45,8 +45,7 @@ SEED_Y_PRED = seed_model()(SEED_X)
 
 _MEANINGS = {
     "sum": "sum over valid steps",
-    "token_mean": "mean over the valid steps: what Keras `evaluate` reports (2.0-2.2.5: score *= mask; "
-    "score /= mean(mask); 3: sum(L*m)/sum(m))",
+    "token_mean": "mean over the valid steps: Keras 2.0-2.2.5 and 3 `evaluate`, sum(L*m)/sum(m)",
     "sequence_mean": "mean of each sequence's own mean (AllenNLP's default)",
     "batch_mean": "sum over valid steps / number of sequences",
     "element_mean": "sum over valid steps / all steps, padding counted (Keras 2.3, tf.keras 2.0-2.10)",
@@ -54,7 +53,10 @@ _MEANINGS = {
 
 
 def _fmt(a: Any) -> str:
-    return np.array2string(np.asarray(a), precision=4, suppress_small=True, separator=", ")
+    arr = np.asarray(a)
+    if arr.dtype.kind == "f":  # fixed width, so that columns of vectors line up
+        return np.array2string(arr, separator=", ", formatter={"float_kind": lambda v: f"{v:7.4f}"})
+    return np.array2string(arr, separator=", ")
 
 
 def demo(out: TextIO | None = None, keras: bool = False) -> int:
@@ -73,7 +75,8 @@ def demo(out: TextIO | None = None, keras: bool = False) -> int:
     p("X (batch 2, 5 steps, 2 features); a step is padding when ALL its features equal 0:")
     p(_fmt(SEED_X))
     p()
-    p("1. The mask after each layer ('#' valid step, '.' masked; Masking creates it, the LSTM passes it on):")
+    p("1. The mask after each layer ('#' valid step, '.' masked;")
+    p("   Masking creates it, the LSTM passes it on):")
     p(describe(model, SEED_X))
     p()
     p("2. y_pred = model(X): at the leading masked steps the LSTM emits its initial state h0 = 0;")
@@ -161,5 +164,5 @@ def _keras_replay(p: Any, model: Sequential, last_model: Sequential) -> None:
     diff = np.abs(last_model(SEED_X) - y_last).max()
     k_loss = float(k_last.evaluate(SEED_X, np.ones((2, 3)), batch_size=2, verbose=0))
     r_loss = float(last_model.evaluate(SEED_X, np.ones((2, 3))))
-    p(f"   return_sequences=False: max |difference| of outputs {diff:.1e}; evaluate: reference "
-      f"{r_loss:.6f}  Keras {k_loss:.6f}  |difference| {abs(r_loss - k_loss):.1e}")  # fmt: skip
+    p(f"   return_sequences=False: max |difference| of outputs {diff:.1e};")
+    p(f"   evaluate: reference {r_loss:.6f}  Keras {k_loss:.6f}  |difference| {abs(r_loss - k_loss):.1e}")

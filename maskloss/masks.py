@@ -10,6 +10,7 @@ sequences: the feature or class axis of the data is never part of a mask.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Literal
 
 import numpy as np
@@ -107,23 +108,58 @@ def mask_from_lengths(
     arr = as_numeric(lengths, "lengths")
     if arr.ndim != 1:
         raise ValueError(f"lengths must be 1-D, one length per sequence; got shape {arr.shape}")
-    if arr.dtype.kind == "b" or (arr.size and np.any(arr != np.round(arr))):
-        raise TypeError(f"lengths must be whole numbers, got {arr!r}")
-    lens = arr.astype(np.int64)
-    if np.any(lens < 0):
-        raise ValueError(f"lengths must be >= 0, got {arr!r}")
+    lens = _check_lengths(arr)
     if maxlen is None:
         maxlen = int(lens.max()) if lens.size else 0
     elif isinstance(maxlen, bool) or not isinstance(maxlen, (int, np.integer)):
-        raise TypeError(f"maxlen must be an int or None, got {maxlen!r}")
+        raise TypeError(f"maxlen must be an int or None, got {_plain(maxlen)}")
     elif maxlen < 0 or (lens.size and int(lens.max()) > maxlen):
-        raise ValueError(f"maxlen={maxlen} must be >= 0 and >= every length; lengths are {arr!r}")
+        raise ValueError(
+            f"maxlen={int(maxlen)} must be >= 0 and >= every length; lengths are {_plain(arr)}"
+        )
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")
     t = np.arange(int(maxlen))
     if side == "right":
         return t[None, :] < lens[:, None]
     return t[None, :] >= (int(maxlen) - lens)[:, None]
+
+
+_MAX_LENGTH = np.iinfo(np.int64).max
+
+
+def _plain(x: Any) -> str:
+    """A value or array as plain Python numbers (``5``, ``[1, inf]``), at most 80 characters."""
+    text = repr(np.asarray(x).tolist()) if isinstance(x, (np.ndarray, np.generic)) else repr(x)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_lengths(arr: np.ndarray[Any, Any]) -> npt.NDArray[np.int64]:
+    """Lengths must be finite whole numbers in ``[0, 2**63)``; returned as int64 (never wrapped)."""
+    if arr.dtype.kind == "b":
+        raise TypeError(f"lengths must be whole numbers, got booleans {_plain(arr)}")
+    if arr.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arr)
+            if np.any(bad):
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"lengths must be finite; found {arr[i].item()} at index {i}")
+            bad = arr != np.round(arr)
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise TypeError(f"lengths must be whole numbers; found {arr[i].item()} at index {i}")
+    bad = arr < 0
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"lengths must be >= 0; found {arr[i].item()} at index {i}")
+    # Compare before casting: float 2**63 and uint64 values beyond int64 would wrap.
+    bad = arr >= 2.0**63 if arr.dtype.kind == "f" else arr > _MAX_LENGTH
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"lengths must be below 2**63 (a step count); found {arr[i].item()} at index {i}"
+        )
+    return arr.astype(np.int64)
 
 
 def mask_from_ids(ids: npt.ArrayLike, pad_id: int) -> BoolArray:
@@ -244,6 +280,8 @@ def repad(
         Where the padding goes.
     fill : float
         Value written at the padded steps of the result (a copy; ``x`` is not modified).
+        It must fit ``x``'s dtype: an integer ``x`` takes only whole fills in its range
+        (``1.5``, ``nan`` or ``300`` into ``uint8`` raise ValueError, never truncate).
 
     Returns
     -------
@@ -269,7 +307,33 @@ def repad(
     idx = order.reshape(order.shape + (1,) * (arr.ndim - 2))
     moved = np.take_along_axis(arr, idx, axis=1)
     where = new_mask.reshape(new_mask.shape + (1,) * (arr.ndim - 2))
-    return np.where(where, moved, np.asarray(fill, dtype=arr.dtype)), new_mask
+    return np.where(where, moved, _check_fill(fill, arr.dtype)), new_mask
+
+
+def _check_fill(fill: object, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """``fill`` as a 0-d array of ``dtype``; refused if an integer dtype cannot hold it exactly
+    (``1.5``, ``nan``, ``300`` into ``uint8``) or if it overflows a float dtype."""
+    if isinstance(fill, (bool, np.bool_)) and dtype.kind != "b":
+        raise TypeError(f"fill must be a number, got {fill!r}")
+    if not isinstance(fill, (numbers.Real, np.bool_)):
+        raise TypeError(f"fill must be a real number, got {type(fill).__name__} {_plain(fill)}")
+    with np.errstate(all="ignore"):
+        try:
+            cast = np.asarray(fill).astype(dtype)
+        except (OverflowError, ValueError):
+            cast = None
+        if cast is None:
+            exact = False
+        elif dtype.kind in "fc":  # rounding to the float dtype is fine; overflowing to inf is not
+            exact = bool(np.isfinite(cast)) or not np.isfinite(float(fill))
+        else:
+            exact = bool(cast == fill)
+    if not exact:
+        raise ValueError(
+            f"fill={_plain(fill)} does not fit x's dtype {dtype}; pass a fill that "
+            f"{dtype} can hold, or convert x to a float dtype first"
+        )
+    return np.asarray(cast)
 
 
 def _as_batch_mask(mask: npt.ArrayLike) -> BoolArray:

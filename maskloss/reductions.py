@@ -39,6 +39,7 @@ bug of gradient accumulation).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,15 +102,34 @@ class MaskedTotals:
         return cls(n2.sum(axis=1), d2.sum(axis=1), steps)
 
     @classmethod
-    def concat(cls, parts: list[MaskedTotals]) -> MaskedTotals:
-        """Totals of the batch made of the sequences of all ``parts``."""
-        if not parts:
+    def concat(cls, parts: Iterable[MaskedTotals]) -> MaskedTotals:
+        """Totals of the batch made of the sequences of all ``parts``.
+
+        ``parts`` is a list (or any iterable) of :class:`MaskedTotals`; an empty one gives
+        the totals of an empty batch.
+        """
+        if isinstance(parts, MaskedTotals):
+            raise TypeError(
+                "parts must be a list of MaskedTotals, got a single MaskedTotals; "
+                "pass MaskedTotals.concat([totals])"
+            )
+        given: object = parts  # callers are untyped: anything may arrive here
+        if isinstance(given, (str, bytes)) or not hasattr(given, "__iter__"):
+            raise TypeError(f"parts must be a list of MaskedTotals, got {type(parts).__name__} {parts!r:.80}")
+        items = list(parts)
+        for i, part in enumerate(items):
+            if not isinstance(part, MaskedTotals):
+                raise TypeError(
+                    f"parts[{i}] must be a MaskedTotals (from maskloss.masked_totals), "
+                    f"got {type(part).__name__} {part!r:.80}"
+                )
+        if not items:
             empty = np.zeros(0)
             return cls(empty, empty, empty)
         return cls(
-            np.concatenate([p.numerator for p in parts]),
-            np.concatenate([p.denominator for p in parts]),
-            np.concatenate([p.steps for p in parts]),
+            np.concatenate([p.numerator for p in items]),
+            np.concatenate([p.denominator for p in items]),
+            np.concatenate([p.steps for p in items]),
         )
 
     def value(self, reduction: str) -> np.float64:

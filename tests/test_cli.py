@@ -44,3 +44,11 @@ def test_demo_numbers_are_the_library_numbers(capsys):
     mask = maskloss.mask_from_padding(demo_module.SEED_X, 0.0)
     per_step = np.abs(1.0 - demo_module.SEED_Y_PRED).mean(axis=-1)
     assert f"{per_step[mask].mean():.6f}" in text
+
+
+def test_no_arguments_prints_the_help():
+    proc = subprocess.run([sys.executable, "-m", "maskloss"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: maskloss")
+    assert "demo" in proc.stdout and "conformance" in proc.stdout
+    assert "error" not in proc.stderr

@@ -169,23 +169,62 @@ _BLOCKER = textwrap.dedent(
 )
 
 
-def test_runs_with_no_framework_installed():
-    """With every framework unimportable: all rows 'not installed', exit code 0."""
-    code = _BLOCKER + textwrap.dedent(
-        """
+@pytest.mark.parametrize(("options", "code"), [((), 1), (("--allow-none",), 0)])
+def test_runs_with_no_framework_installed(options, code):
+    """With every framework unimportable: all rows 'not installed'; a check of nothing exits 1."""
+    script = _BLOCKER + textwrap.dedent(
+        f"""
         from maskloss.cli import main
-        rc = main(["conformance", "--cases", "1"])
+        rc = main(["conformance", "--cases", "1", *{options!r}])
         assert not any(m.split(".")[0] in BLOCKED for m in sys.modules), "a framework was imported"
         sys.exit(rc)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
     lines = proc.stdout.splitlines()
     for display in ("torch", "optax", "transformers"):
         assert any(line.startswith(display + " ") and "not installed" in line for line in lines), display
     assert proc.stdout.count("not installed") >= len(conformance.FRAMEWORK_MODULES)
-    assert "every installed framework agrees" in proc.stdout
+    assert "every installed framework agrees" not in proc.stdout
+    assert "NOTHING CHECKED: no framework is installed" in proc.stdout
+    assert ("allowed by --allow-none" in proc.stdout) == bool(options)
+
+
+def test_nothing_checked_in_json_and_exit_code(fakes, capsys):
+    fakes.setattr(conformance, "FRAMEWORK_MODULES", ("absent", "nope"))
+    assert main(["conformance", "--json"]) == 1
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["nothing_checked"] is True and payload["ok"] is False
+    assert main(["conformance", "--allow-none", "--json"]) == 0
+
+
+def test_the_table_fits_100_columns_even_with_long_names(fakes, capsys):
+    long = "softmax_cross_entropy_with_integer_labels, where = class mask, and a much longer tail"
+    rows = [ConformanceResult("fake", "9.9", long, 3, 1e-16, 1e-16, 1e-12, False, "x " * 80)]
+    _fake(fakes, "wordy", results=lambda n: rows)
+    fakes.setattr(conformance, "FRAMEWORK_MODULES", ("good", "wordy", "absent"))
+    assert main(["conformance", "--cases", "3"]) == 1
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 100
+    assert "much longer tail" in out and "FAIL" in out  # wrapped, not cut
+
+
+def test_tensorflow_start_up_noise_is_silenced_but_real_stderr_kept(fakes, capfd):
+    import os
+
+    def noisy(n):
+        os.write(2, b"I0000 00:00:1796387980.121684   17820 cudart_stub.cc:31] Could not find cuda drivers\n")
+        os.write(2, b"E0000 00:00:1796387986.464362   17820 cuda_platform.cc:52] failed call to cuInit\n")
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"a real message from the framework\n")
+        return _row(True, n)
+
+    _fake(fakes, "noisy", results=noisy)
+    assert conformance.run_one("noisy").status == "ok"
+    err = capfd.readouterr().err
+    assert "cuInit" not in err and "cuda drivers" not in err and "absl" not in err
+    assert "a real message from the framework" in err
 
 
 def test_importing_the_package_the_cli_and_conventions_imports_no_framework():

@@ -111,3 +111,20 @@ def test_demo_keras_flag_replays_the_seed_in_real_keras():
     assert "output mask: reference ..### .####  Keras ..### .####  (the same)" in text
     ref, theirs = (float(v) for v in re.search(r"evaluate: reference (\S+)  Keras (\S+)", text).groups())
     assert abs(ref - theirs) < 1e-5
+
+
+def test_demo_lines_fit_100_columns():
+    text = run()
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_demo_keras_columns_line_up():
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    pytest.importorskip("keras")
+    text = run(keras=True)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    rows = [line for line in text.splitlines() if re.match(r"\s+b=\d t=\d ", line)]
+    assert len(rows) == 10
+    # Every row has its two vectors and its difference at the same columns.
+    assert len({tuple(m.start() for m in re.finditer(r"[\[\]]", line)) for line in rows}) == 1
+    assert len({len(line) for line in rows}) == 1

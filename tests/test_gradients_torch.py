@@ -99,10 +99,17 @@ def torch_reduce(loss, step_weight, case: Case, reduction: str):
     if reduction == "sum":
         return num.sum()
     if reduction == "token_mean":
-        return num.sum() / den.sum()
+        # Real F.cross_entropy(reduction="mean") gives NaN when the counted weights sum to 0, even
+        # when the numerator is inf (torch.log(0) in the smoothing term, weight=[1, 0]):
+        # F.cross_entropy(log([[0., 1.]]), [1], weight=[1., 0.], label_smoothing=0.1) is nan,
+        # while inf / 0 would be inf. Only the value is compared in that case.
+        total = den.sum()
+        return num.sum() / total if total != 0 else num.sum() * 0.0 + float("nan")
     if reduction == "sequence_mean":
         n_b, d_b = num.sum(1), den.sum(1)
         nonempty = d_b > 0
+        if not nonempty.any():  # no sequence counts: NaN, as above (not inf / 0)
+            return num.sum() * 0.0 + float("nan")
         return (n_b[nonempty] / d_b[nonempty]).sum() / nonempty.sum()
     if reduction == "batch_mean":
         return num.sum() / batch
@@ -188,3 +195,23 @@ def test_mae_subgradient_at_zero_error_is_torch_sign_zero():
     _, grad = value_and_grad(maskloss.mae)(y_true, y_pred)
     assert x.grad.numpy()[0, 0, 0] == 0.0 and grad[0, 0, 0] == 0.0
     np.testing.assert_allclose(grad, x.grad.numpy(), rtol=RTOL)
+
+
+def test_reference_is_nan_not_inf_when_every_weight_is_zero():
+    """The pinned flaky case: probabilities with a 0, label_smoothing=0.1, class_weight=[1, 0]."""
+    case = Case(
+        "sparse", np.array([[1, 1]]),
+        np.array([[[0.0, 1.0], [0.0, 1.0]]]), np.ones((1, 2), bool),
+        {"from_logits": False, "label_smoothing": 0.1, "class_weight": np.array([1.0, 0.0])},
+    )
+    logits = torch.log(_t(case.y_pred).reshape(-1, 2))
+    real = F.cross_entropy(logits, torch.tensor([1, 1]), weight=_t([1.0, 0.0]), label_smoothing=0.1)
+    assert math.isnan(real.item())  # the real torch definition
+    x = _t(case.y_pred).requires_grad_(True)
+    loss, step_weight = torch_per_step(case, x)
+    for reduction in ("token_mean", "sequence_mean"):
+        assert math.isnan(torch_reduce(loss, step_weight, case, reduction).item())
+        value, grad = value_and_grad(case.function)(
+            case.y_true, case.y_pred, case.mask, reduction=reduction, **case.options
+        )
+        assert math.isnan(value) and np.all(grad == 0.0)

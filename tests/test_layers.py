@@ -276,6 +276,12 @@ X1 = np.ones((1, 2, 1))
         (lambda: ml.Bidirectional(ml.LSTM(2, go_backwards=True)), ValueError, "go_backwards"),
         (lambda: ml.Bidirectional(ml.LSTM(2))(X1, initial_state=[ONE]), ValueError, "initial_st"),
         (lambda: ml.Sequential([]), ValueError, "at least one"),
+        (lambda: ml.Sequential(5), TypeError, "layers must be a list.*int 5"),
+        (lambda: ml.Sequential(ml.Dense(2)), TypeError, "single layer"),
+        (lambda: ml.LSTM(2).set_weights(None), TypeError, "weights for LSTM must be a list of arrays.*None"),
+        (lambda: ml.Dense(2).set_weights(np.ones((2, 2))), TypeError, "weights for Dense must be a list"),
+        (lambda: ml.Sequential([ml.Dense(1)]).evaluate(X1, X1, loss="hinge"), ValueError, "loss must be.*'hinge'"),
+        (lambda: ml.Sequential([ml.Dense(1)]).evaluate(X1, X1, loss=5), TypeError, "loss must be"),
         (lambda: ml.Sequential([np.ones(2)]), TypeError, "layers\\[0\\]"),
         (lambda: ml.Sequential([ml.LSTM(2, return_state=True)])(X1), ValueError, "single-out"),
         (lambda: ml.describe([ml.Dense(2)], np.ones((1, 2, 1))), TypeError, "model"),
@@ -291,3 +297,31 @@ def test_a_layer_built_for_one_width_rejects_another():
     layer(np.ones((1, 1, 3)))
     with pytest.raises(ValueError, match="built for 3 input features, got 4"):
         layer(np.ones((1, 1, 4)))
+
+
+def test_evaluate_takes_the_names_keras_gives_the_losses():
+    keras = pytest.importorskip("keras")
+    from maskloss.layers.sequential import LOSS_NAMES
+
+    L = keras.losses
+    keras_twin = {  # each maskloss loss and Keras's own function and class for it
+        maskloss.mae: (L.mean_absolute_error, L.MeanAbsoluteError),
+        maskloss.mse: (L.mean_squared_error, L.MeanSquaredError),
+        maskloss.binary_crossentropy: (L.binary_crossentropy, L.BinaryCrossentropy),
+        maskloss.categorical_crossentropy: (L.categorical_crossentropy, L.CategoricalCrossentropy),
+        maskloss.sparse_categorical_crossentropy: (L.sparse_categorical_crossentropy, L.SparseCategoricalCrossentropy),
+    }
+    for name, fn in LOSS_NAMES.items():
+        got = L.get(name)  # Keras accepts the name, for the same loss
+        function, cls = keras_twin[fn]
+        assert got is function or isinstance(got, cls), (name, got)
+    for name in ("mae", "MAE", "mean_squared_error", "bce", "MeanSquaredError"):
+        assert name in LOSS_NAMES
+
+    x = np.array([[[0.0], [1.0], [2.0]]])
+    y = np.array([[[0.5], [0.25], [1.0]]])
+    model = ml.Sequential([ml.Masking(0.0), ml.Dense(1)])
+    model.layers[1].set_weights([np.array([[0.3]]), np.array([0.1])])  # outputs 0.4, 0.7 in (0, 1)
+    mask = model.compute_mask(x)
+    for name in ("mae", "MSE", "bce", "MeanAbsoluteError"):
+        assert model.evaluate(x, y, loss=name) == LOSS_NAMES[name](y, model(x), mask)

@@ -44,9 +44,16 @@ False
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
+import re
+import sys
+import tempfile
+import textwrap
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +71,7 @@ __all__ = [
     "Tally",
     "exit_code",
     "format_table",
+    "nothing_checked",
     "random_mask",
     "run_all",
     "to_json",
@@ -119,7 +127,7 @@ class Tally:
             self.max_rel_error = max(self.max_rel_error, float(np.max(rel)))
         if np.any(bad):
             i = int(np.flatnonzero(bad.ravel())[0])
-            self._fail(f"{what}: maskloss {a.ravel()[i]!r} vs framework {b.ravel()[i]!r}")
+            self._fail(f"{what}: maskloss {a.ravel()[i].item()!r} vs framework {b.ravel()[i].item()!r}")
 
     def _fail(self, text: str) -> None:
         if self.passed:
@@ -207,8 +215,51 @@ def _crashed(name: str, framework: str, version: str | None, exc: BaseException)
     return FrameworkRun(name, framework, version, "FAIL", (row,), detail=row.note)
 
 
+#: Lines of TensorFlow's C++ (absl) start-up log: CUDA probing, ``cuInit`` errors, oneDNN and
+#: CPU-feature notes. They are written to file descriptor 2 before any setting can stop them.
+_FRAMEWORK_NOISE = re.compile(
+    r"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl::InitializeLog"
+    r"|To enable the following instructions: .* rebuild TensorFlow)"
+)
+
+
+@contextlib.contextmanager
+def _quiet_frameworks() -> Iterator[None]:
+    """Drop TensorFlow's C++ start-up noise from stderr while a framework runs; keep the rest.
+
+    File descriptor 2 goes to a temporary file for the duration, then every line that is
+    not framework noise is written back to stderr (Python warnings and real errors stay).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # what older TensorFlow obeys
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to protect
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _FRAMEWORK_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def run_one(name: str, seed: int = 0, n_cases: int = DEFAULT_CASES) -> FrameworkRun:
     """Run the conformance module ``maskloss.conformance.<name>``, catching what can go wrong."""
+    with _quiet_frameworks():
+        return _run_one(name, seed, n_cases)
+
+
+def _run_one(name: str, seed: int, n_cases: int) -> FrameworkRun:
     module_name = f"{__name__}.{name}"
     try:
         module = importlib.import_module(module_name)
@@ -244,40 +295,84 @@ def run_all(seed: int = 0, n_cases: int = DEFAULT_CASES) -> list[FrameworkRun]:
     return runs
 
 
-def exit_code(runs: list[FrameworkRun]) -> int:
-    """0 when every installed framework agrees, else 1."""
-    return 0 if all(r.passed for r in runs) else 1
+def exit_code(runs: list[FrameworkRun], *, allow_none: bool = False) -> int:
+    """0 when every installed framework agrees, else 1.
+
+    A run in which no framework was installed checked nothing: it exits 1 too, unless
+    ``allow_none`` (the ``--allow-none`` option).
+    """
+    if not all(r.passed for r in runs):
+        return 1
+    return 1 if nothing_checked(runs) and not allow_none else 0
 
 
 def _num(x: float) -> str:
     return "-" if x != x else f"{x:.1e}"
 
 
-def format_table(runs: list[FrameworkRun], *, seed: int, n_cases: int) -> str:
-    """The plain-text table that ``maskloss conformance`` prints."""
-    header = ("framework", "convention", "cases", "max abs err", "max rel err", "tol", "result")
-    rows: list[tuple[str, ...]] = []
+#: Width the table fits in (an 80-100 column terminal); longer conventions wrap.
+TABLE_WIDTH = 100
+
+
+def nothing_checked(runs: list[FrameworkRun]) -> bool:
+    """True when no framework was installed, so nothing was compared at all."""
+    return not any(r.installed for r in runs)
+
+
+def format_table(runs: list[FrameworkRun], *, seed: int, n_cases: int, allow_none: bool = False) -> str:
+    """The plain-text table that ``maskloss conformance`` prints, at most :data:`TABLE_WIDTH` wide.
+
+    One section per framework (its name and version on a line of its own), one row per
+    convention under it; a framework without results gets one line with its status.
+    """
+    header = ("convention", "cases", "abs err", "rel err", "tol", "result")
+    rows = [
+        (r.convention, str(r.cases), _num(r.max_abs_error), _num(r.max_rel_error), _num(r.tolerance),
+         "pass" if r.passed else "FAIL")
+        for run in runs for r in run.results
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    indent = "  "
+    rest = sum(widths[1:]) + 2 * (len(header) - 1)
+    widths[0] = max(min(widths[0], TABLE_WIDTH - len(indent) - rest), len(header[0]))
+
+    def line(cells: tuple[str, ...]) -> list[str]:
+        first, *others = textwrap.wrap(cells[0], widths[0]) or [""]
+        out = [indent + "  ".join(c.ljust(w) for c, w in zip((first, *cells[1:]), widths, strict=True)).rstrip()]
+        out += [indent + "  " + more for more in others]  # a long convention continues below
+        return out
+
+    lines = [f"maskloss conformance: seed {seed}, {n_cases} random padded batches per convention; "
+             "largest errors", ""]
+    lines += line(header) + line(tuple("-" * w for w in widths))
     notes: list[str] = []
     for run in runs:
         label = f"{run.framework} {run.version}" if run.version else run.framework
         if not run.results:
             status = f"{run.status} ({run.detail})" if run.detail else run.status
-            rows.append((label, status, "", "", "", "", "" if run.passed else "FAIL"))
+            lines += textwrap.wrap(f"{label}  {status}{'' if run.passed else '  FAIL'}", TABLE_WIDTH,
+                                   subsequent_indent=indent)
             continue
+        lines.append(label)
         for r in run.results:
-            verdict = "pass" if r.passed else "FAIL"
-            rows.append((label, r.convention, str(r.cases), _num(r.max_abs_error), _num(r.max_rel_error),
-                         _num(r.tolerance), verdict))
+            lines += line((r.convention, str(r.cases), _num(r.max_abs_error), _num(r.max_rel_error),
+                           _num(r.tolerance), "pass" if r.passed else "FAIL"))
             if not r.passed and r.note:
                 notes.append(f"{label} / {r.convention}: {r.note}")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [f"maskloss conformance: seed {seed}, {n_cases} random padded batches per convention", ""]
-    for row in [header, tuple("-" * w for w in widths), *rows]:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    agree = exit_code(runs) == 0
     lines.append("")
-    lines.append("every installed framework agrees" if agree else "DISAGREEMENT: see the FAIL rows")
-    lines.extend(notes)
+    if not all(r.passed for r in runs):
+        lines.append("DISAGREEMENT: see the FAIL rows")
+    elif nothing_checked(runs):
+        lines += textwrap.wrap(
+            "NOTHING CHECKED: no framework is installed (maskloss[frameworks])"
+            + ("; allowed by --allow-none" if allow_none else "; --allow-none accepts that"),
+            TABLE_WIDTH,
+            break_on_hyphens=False,
+        )
+    else:
+        lines.append("every installed framework agrees")
+    for note in notes:
+        lines += textwrap.wrap(note, TABLE_WIDTH, subsequent_indent=indent)
     return "\n".join(lines)
 
 
@@ -297,6 +392,7 @@ def to_json(runs: list[FrameworkRun], *, seed: int, n_cases: int) -> str:
         "seed": seed,
         "cases": n_cases,
         "ok": exit_code(runs) == 0,
+        "nothing_checked": nothing_checked(runs),
         "frameworks": [r.as_dict() for r in runs],
     }
     return json.dumps(clean(payload), indent=2)

@@ -52,7 +52,7 @@ def check_step_weights(weights: npt.ArrayLike, shape: tuple[int, ...], name: str
     bad = ~(np.isfinite(w64) & (w64 >= 0))
     if np.any(bad):
         pos = first_bad_position(bad, w64.shape)
-        raise ValueError(f"{name} must be finite and >= 0; found {w64[pos]!r} at step {pos}")
+        raise ValueError(f"{name} must be finite and >= 0; found {w64[pos].item()!r} at step {pos}")
     return w64
 
 

@@ -383,7 +383,7 @@ def binary_cross_entropy(
         bad = ~((arr >= 0.0) & (arr <= 1.0))
         if np.any(bad):
             pos = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"all elements of {name} should be between 0 and 1; found {arr[pos]!r} at {pos}")
+            raise ValueError(f"all elements of {name} should be between 0 and 1; found {arr[pos].item()!r} at {pos}")
     w = _broadcast_weight(weight, x.shape)
     with np.errstate(divide="ignore"):
         log_x = np.maximum(np.log(x), -100.0)

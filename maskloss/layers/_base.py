@@ -162,6 +162,12 @@ class Layer:
 
     def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:
         """Load weights in Keras 3 order, e.g. ``layer.set_weights(keras_layer.get_weights())``."""
+        given: object = weights  # untyped callers pass anything
+        if isinstance(given, (str, bytes, np.ndarray)) or not isinstance(given, (list, tuple)):
+            raise TypeError(
+                f"weights for {type(self).__name__} must be a list of arrays (as get_weights() returns), "
+                f"got {type(given).__name__} {given!r:.80}"
+            )
         arrays = [np.array(as_numeric(w, f"weights[{i}]"), dtype=np.float64) for i, w in enumerate(weights)]
         if not arrays and not self.weight_shapes(1):
             return

@@ -18,9 +18,37 @@ import numpy.typing as npt
 
 from maskloss._types import BoolArray
 from maskloss.layers._base import Layer, Mask
-from maskloss.losses import mae
+from maskloss.losses import (
+    binary_crossentropy,
+    categorical_crossentropy,
+    mae,
+    mse,
+    sparse_categorical_crossentropy,
+)
 
-__all__ = ["Sequential", "Trace"]
+__all__ = ["LOSS_NAMES", "Sequential", "Trace"]
+
+#: The names ``keras.losses.get`` accepts for the losses maskloss has: the function
+#: names, the class names and Keras's short aliases (``"mae"``, ``"MSE"``, ``"bce"``...).
+LOSS_NAMES: dict[str, Callable[..., Any]] = {
+    **dict.fromkeys(["mae", "MAE", "mean_absolute_error", "MeanAbsoluteError"], mae),
+    **dict.fromkeys(["mse", "MSE", "mean_squared_error", "MeanSquaredError"], mse),
+    **dict.fromkeys(["bce", "BCE", "binary_crossentropy", "BinaryCrossentropy"], binary_crossentropy),
+    **dict.fromkeys(["categorical_crossentropy", "CategoricalCrossentropy"], categorical_crossentropy),
+    **dict.fromkeys(
+        ["sparse_categorical_crossentropy", "SparseCategoricalCrossentropy"], sparse_categorical_crossentropy
+    ),
+}
+
+
+def _loss_function(loss: object) -> Callable[..., Any]:
+    if isinstance(loss, str):
+        if loss not in LOSS_NAMES:
+            raise ValueError(f"loss must be a maskloss loss or one of {', '.join(LOSS_NAMES)}; got {loss!r}")
+        return LOSS_NAMES[loss]
+    if not callable(loss):
+        raise TypeError(f"loss must be a loss function or its Keras name (such as 'mae'), got {loss!r}")
+    return loss
 
 
 @dataclass(frozen=True)
@@ -65,6 +93,11 @@ class Sequential:
     """
 
     def __init__(self, layers: Sequence[Layer]) -> None:
+        given: object = layers  # untyped callers pass anything
+        if isinstance(given, Layer):
+            raise TypeError(f"layers must be a list of layers, got a single layer; pass Sequential([{given!r}])")
+        if isinstance(given, (str, bytes)) or not hasattr(given, "__iter__"):
+            raise TypeError(f"layers must be a list of maskloss.layers layers, got {type(given).__name__} {given!r}")
         stack = list(layers)
         if not stack:
             raise ValueError("layers must hold at least one layer, got an empty sequence")
@@ -104,7 +137,7 @@ class Sequential:
         x: npt.ArrayLike,
         y_true: npt.ArrayLike,
         *,
-        loss: Callable[..., Any] = mae,
+        loss: Callable[..., Any] | str = mae,
         reduction: str = "token_mean",
         sample_weight: npt.ArrayLike | None = None,
     ) -> Any:
@@ -114,11 +147,14 @@ class Sequential:
         without an output mask every step counts. The default ``"token_mean"`` is the
         seed's Keras 2 semantics (``score *= mask; score /= mean(mask)``, then the mean)
         and, without sample weights, Keras 3's ``sum_over_batch_size``:
-        :math:`\sum L m / \sum m`.
+        :math:`\sum L m / \sum m`. ``loss`` is a maskloss loss or a name Keras gives it
+        (``"mae"``, ``"mean_squared_error"``, ``"SparseCategoricalCrossentropy"``...; see
+        :data:`LOSS_NAMES`).
         """
+        fn = _loss_function(loss)
         last = self.trace(x)[-1]
         y_pred = np.asarray(last.output)
-        return loss(y_true, y_pred, last.mask, reduction=reduction, sample_weight=sample_weight)
+        return fn(y_true, y_pred, last.mask, reduction=reduction, sample_weight=sample_weight)
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r})"

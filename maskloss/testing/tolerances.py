@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from maskloss._checks import as_numeric
+
 __all__ = ["TOLERANCES", "assert_loss_close"]
 
 #: ``(rtol, atol)`` by the dtype the candidate computes in; see the module docstring.
@@ -85,6 +87,18 @@ def _compare(
     return _Comparison(False, float(a[idx]), float(e[idx]), idx, bound)
 
 
+def _check_tolerance(value: object, name: str) -> float | None:
+    """``rtol``/``atol``: None (use the table) or a finite real number >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number >= 0 or None, got {type(value).__name__} {value!r:.80}")
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {number}")
+    return number
+
+
 def assert_loss_close(
     actual: npt.ArrayLike,
     expected: npt.ArrayLike,
@@ -122,6 +136,12 @@ def assert_loss_close(
     ------
     AssertionError
         Showing the worst element: its index, both values and the bound.
+    TypeError
+        If ``actual``, ``expected`` or ``reference_lowp`` is not an array of real
+        numbers (``None``, a string, a complex value), or ``rtol``/``atol`` is not a number.
+    ValueError
+        If ``rtol``/``atol`` is negative or not finite, ``factor`` is negative, or
+        ``reference_lowp`` does not have the shape of ``expected``.
 
     Examples
     --------
@@ -136,6 +156,21 @@ def assert_loss_close(
     name = _dtype_name(dtype)
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor >= 0:
         raise ValueError(f"factor must be a number >= 0, got {factor!r}")
+    rtol = _check_tolerance(rtol, "rtol")
+    atol = _check_tolerance(atol, "atol")
+    # A candidate that forgot to return (None), or returned a string or a complex number,
+    # is refused here instead of being compared (None once matched NaN).
+    actual = as_numeric(actual, "actual")
+    expected = as_numeric(expected, "expected")
+    if reference_lowp is not None:
+        reference_lowp = as_numeric(reference_lowp, "reference_lowp")
+        try:
+            np.broadcast_shapes(reference_lowp.shape, expected.shape)
+        except ValueError:
+            raise ValueError(
+                f"reference_lowp must have the shape of expected {expected.shape}, "
+                f"got {reference_lowp.shape}"
+            ) from None
     cmp = _compare(actual, expected, name, rtol, atol, reference_lowp, float(factor))
     if not cmp.ok:
         where = f" at index {cmp.index}" if cmp.index else ""
