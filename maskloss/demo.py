@@ -45,10 +45,10 @@ SEED_Y_PRED = seed_model()(SEED_X)
 
 _MEANINGS = {
     "sum": "sum over valid steps",
-    "token_mean": "mean over the valid steps: Keras 2.0-2.2.5 and 3 `evaluate`, sum(L*m)/sum(m)",
+    "token_mean": "mean over valid steps: Keras 2.0-2.2.5 and 3, sum(L*m)/sum(m)",
     "sequence_mean": "mean of each sequence's own mean (AllenNLP's default)",
     "batch_mean": "sum over valid steps / number of sequences",
-    "element_mean": "sum over valid steps / all steps, padding counted (Keras 2.3, tf.keras 2.0-2.10)",
+    "element_mean": "sum / all steps, padding counted (Keras 2.3, tf.keras 2.0-2.10)",
 }
 
 
