@@ -153,11 +153,8 @@ class Pipeline:
         # lambda_b depends only on the denominators (sequence_scale's contract), so it is known
         # before the per-step losses are; zeros stand in for the numerators here.
         totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
-        scale = totals.sequence_scale(self.reduction)
-        # One factor per step: the sequence's c_b times the step's sample weight.
-        steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
-        grad_scale = (weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
-        grad_scale = unscale(grad_scale, self.reduction, exponent)
+        # One factor per step: the sequence's lambda_b times the step's sample weight.
+        grad_scale = unscale(totals.step_scale(self.reduction, weight).reshape(-1), self.reduction, exponent)
         grad_out = None if out is None else _check_grad_out(out, self.pred_shape, self.arrays)
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale, grad_out=grad_out)
         assert grad is not None

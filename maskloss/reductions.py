@@ -166,6 +166,29 @@ class MaskedTotals:
         den = self._denominator(reduction)
         return np.full(batch, 1.0 / den if den != 0 else 0.0)
 
+    def step_scale(self, reduction: str, weight: FloatArray) -> FloatArray:
+        r"""The gradient factor :math:`\lambda_b\,w_{bt}` of every step, shape ``weight.shape``.
+
+        ``weight`` is (B, T) (or (B, ...)): the sample weights the numerators were built
+        with. The factor is computed as :math:`w_{bt} / D` rather than
+        :math:`w_{bt} \cdot (1/D)`: when a class weight makes :math:`D_b` subnormal,
+        :math:`1/D_b` overflows to inf although :math:`w_{bt}/D_b \le 1/cw_{y_{bt}}` is
+        finite. Zero where :meth:`sequence_scale` is 0.
+        """
+        check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
+        w = np.asarray(weight, dtype=np.float64)
+        if reduction == "sum":
+            return w.copy()
+        if reduction == "sequence_mean":
+            per_sequence = w.reshape(w.shape[0], int(np.prod(w.shape[1:])))
+            nonempty = self.denominator > 0
+            count = max(int(nonempty.sum()), 1)
+            safe = np.where(nonempty, self.denominator, 1.0)
+            factors = np.where(nonempty[:, None], per_sequence / safe[:, None] / count, 0.0)
+            return factors.reshape(w.shape)
+        den = self._denominator(reduction)
+        return w / den if den != 0 else np.zeros_like(w)
+
     def _denominator(self, reduction: str) -> float:
         if reduction == "token_mean":
             return float(self.denominator.sum())

@@ -157,3 +157,26 @@ def test_scale_dependent_reductions_keep_the_weight():
     # "sum" of one step of loss 1 with weight 2^-1074: exactly 2^-1074 (the weight times the loss).
     assert maskloss.mse([[[1.0]]], [[[0.0]]], reduction="sum", sample_weight=[5e-324]) == 5e-324
     assert maskloss.mse([[[1.0]]], [[[0.0]]], reduction="batch_mean", sample_weight=[1e308]) == 1e308
+
+
+@pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
+def test_a_subnormal_denominator_gives_a_finite_gradient(reduction):
+    # A class weight at the smallest normal float64 times a sample weight of 0.25 puts
+    # the third sequence's D_b in the subnormal range, where 1/D_b overflows (found by
+    # hypothesis, seed 89; sequence_mean failed, token_mean's D is normal here). The gradient
+    # factor w/D_b <= 1/cw is finite; the exact answer is the same loss with every class
+    # weight multiplied by 2**1000 (exact), which leaves both reductions unchanged.
+    tiny = np.finfo(np.float64).tiny
+    labels = np.array([[0, 0], [0, 0], [1, 0]])
+    logits = np.ones((3, 2, 2))
+    logits[:, :, 0] = [[0.3, -1.2], [2.0, 0.1], [0.7, -0.4]]
+    mask = np.ones((3, 2), dtype=bool)
+    weight = np.array([[0.0, 0.0], [0.0, 1.0], [0.25, 0.0]])
+    loss = maskloss.value_and_grad(maskloss.sparse_categorical_crossentropy)
+    kwargs = dict(from_logits=True, sample_weight=weight, reduction=reduction)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        value, grad = loss(labels, logits, mask, class_weight=np.array([1.0, tiny]), **kwargs)
+    exact_value, exact_grad = loss(labels, logits, mask, class_weight=np.ldexp([1.0, tiny], 1000), **kwargs)
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(value, exact_value, rtol=1e-13)
+    np.testing.assert_allclose(grad, exact_grad, rtol=1e-13, atol=1e-300)
