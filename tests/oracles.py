@@ -9,6 +9,7 @@ lists, so one call checks every reduction.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -25,20 +26,27 @@ def _weight(sample_weight: Any, b: int, t: int) -> float:
     return float(w[b]) if w.ndim == 1 else float(w[b, t])
 
 
+def _exact_product(x: float, y: float) -> Fraction | float:
+    """``x * y`` as an exact rational (no underflow to 0), or a float when either is not finite."""
+    return Fraction(x) * Fraction(y) if math.isfinite(x) and math.isfinite(y) else x * y
+
+
 def reductions_from_pairs(mask: np.ndarray, pairs: dict[tuple[int, int], tuple[float, float]]) -> dict[str, Any]:
     """Every reduction from per-step (numerator term, denominator term), by loops."""
     batch, steps = mask.shape
     none = [[0.0] * steps for _ in range(batch)]
-    total_num = 0.0
-    total_den = 0.0
+    # Sums stay exact rationals while the terms are (Fraction), so a denominator such as
+    # 1.5e-89 * 2.2e-308 is positive here, as it is in exact arithmetic, not 0.
+    total_num: Any = Fraction(0)
+    total_den: Any = Fraction(0)
     seq_means = []
     for b in range(batch):
-        num_b = 0.0
-        den_b = 0.0
+        num_b: Any = Fraction(0)
+        den_b: Any = Fraction(0)
         for t in range(steps):
             if (b, t) in pairs:
                 n, d = pairs[(b, t)]
-                none[b][t] = n
+                none[b][t] = float(n)
                 num_b += n
                 den_b += d
         total_num += num_b
@@ -48,11 +56,11 @@ def reductions_from_pairs(mask: np.ndarray, pairs: dict[tuple[int, int], tuple[f
     nan = float("nan")
     return {
         "none": none,
-        "sum": total_num,
-        "token_mean": total_num / total_den if total_den else nan,
-        "sequence_mean": sum(seq_means) / len(seq_means) if seq_means else nan,
-        "batch_mean": total_num / batch if batch else nan,
-        "element_mean": total_num / (batch * steps) if batch * steps else nan,
+        "sum": float(total_num),
+        "token_mean": float(total_num / total_den) if total_den else nan,
+        "sequence_mean": float(sum(seq_means) / len(seq_means)) if seq_means else nan,
+        "batch_mean": float(total_num / batch) if batch else nan,
+        "element_mean": float(total_num / (batch * steps)) if batch * steps else nan,
     }
 
 
@@ -138,5 +146,5 @@ def sparse(labels, y_pred, mask, *, from_logits=False, ignore_index=None, label_
             for c in range(classes):
                 loss += _xlog(label_smoothing / classes * cw[c], logp[c])
         w = _weight(sample_weight, b, t)
-        pairs[(b, t)] = (w * loss, w * cw[y])
+        pairs[(b, t)] = (_exact_product(w, loss), _exact_product(w, cw[y]))
     return reductions_from_pairs(mask, pairs)
