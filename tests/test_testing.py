@@ -509,5 +509,5 @@ def test_a_custom_like_says_split_and_recombine_is_not_checked():
 def test_an_option_that_contradicts_like_is_named():
     with pytest.raises(ValueError, match=r"option label_smoothing=0.1 does not apply to like='mse': it takes"):
         check_loss(np_sparse_ce, maskloss.mse, label_smoothing=0.1)
-    with pytest.raises(ValueError, match=r"option epsilon= does not apply"):
+    with pytest.raises(ValueError, match=r"option epsilon=0.1 does not apply"):
         check_loss(np_sparse_ce, SPARSE, epsilon=0.1)

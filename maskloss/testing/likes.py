@@ -393,6 +393,7 @@ def _registry() -> dict[Callable[..., Any], Like]:
     table[verl.agg_loss] = Like(
         "verl.agg_loss", "regression", _verl, _verl_den, {"loss_agg_mode": None, "version": "0.9"},
         required=("loss_agg_mode",),
+        reads_padding="verl multiplies the losses by the mask in its sequence modes (NaN * 0 is NaN in verl too)",
         how="fn(loss_mat, loss_mask, **options), loss_mat = the per-step mean squared error (B, T)",
     )
     return table
