@@ -261,7 +261,7 @@ class _Checker:
             rows = whole is None
             if whole == 0:
                 return
-        else:
+        elif not rows:
             total = self.denominators(b).sum()
             if self.reduction in ("token_mean", "sequence_mean") and total == 0:
                 return

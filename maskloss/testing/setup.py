@@ -188,6 +188,8 @@ def resolve(
         oracle = _smoothing(like, options, smoothing_rule, smoothing_form, ignore_index, min_features)
     if weight_normalization is not None:
         oracle, denominator_of = _weights(like, options, weight_normalization, weights, reduction, shift, oracle)
+    elif oracle is not like and reduction != "none":
+        denominator_of = _denominator_of(like, options, reduction, shift)
     name = getattr(like, "__name__", like)
     call = {**options, **extra}
     return Setup(
@@ -271,6 +273,13 @@ def _weights(
         raise ValueError(f"weight_normalization={normalization!r} needs a scalar reduction, not reduction='none'")
     if oracle is not like:
         raise ValueError(f"weight_normalization={normalization!r} cannot be combined with smoothing_rule/smoothing_form")
+    return oracles.weight_normalized(like, normalization), _denominator_of(like, options, reduction, shift, normalization)
+
+
+def _denominator_of(
+    like: Callable[..., Any], options: dict[str, Any], reduction: str, shift: int, normalization: str = "weighted"
+) -> Callable[[PaddedBatch], float | None]:
+    """D(batch) of ``like``'s totals (the unweighted ones for the numerator-only rules), for split weights."""
     totals = masked_totals(like)
     plain = {k: v for k, v in options.items() if k != "reduction"}
 
@@ -293,4 +302,4 @@ def _weights(
             den *= np.count_nonzero(w) / w.size
         return den
 
-    return oracles.weight_normalized(like, normalization), denominator
+    return denominator
