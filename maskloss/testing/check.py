@@ -407,7 +407,7 @@ def _special_batches(
                 checker.check("junk labels", junked)
 
 
-def _base_batch(checker: _Checker, kind: str, weights: bool) -> PaddedBatch:
+def _base_batch(checker: _Checker, kind: str, weights: bool | str) -> PaddedBatch:
     """One valid step with simple fixed values, in the checked dtype: the seed of the special batches."""
     logits = bool(checker.options.get("from_logits", False))
     if kind == "regression":
@@ -430,5 +430,6 @@ def _base_batch(checker: _Checker, kind: str, weights: bool) -> PaddedBatch:
         y_pred = round_to_bfloat16(y_pred)
         y_true = y_true if kind == "sparse" else round_to_bfloat16(y_true)
     mask = np.ones((1, 1), dtype=bool)
-    return PaddedBatch(y_true, y_pred, mask, mask.sum(axis=1), np.ones(1) if weights else None, kind, "right")
+    w = (np.ones((1, 1)) if weights == "step" else np.ones(1)) if weights else None
+    return PaddedBatch(y_true, y_pred, mask, mask.sum(axis=1), w, kind, "right")
 
