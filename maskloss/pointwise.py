@@ -26,6 +26,8 @@ from maskloss._rows import scratch
 from maskloss._types import FloatArray, IntArray
 
 __all__ = [
+    "SMOOTHING_FORMS",
+    "SMOOTHING_RULES",
     "absolute_error",
     "absolute_error_grad",
     "binary_cross_entropy",
@@ -39,8 +41,6 @@ __all__ = [
     "negative_log_weighted",
     "negative_log_weighted_grad",
     "sigmoid",
-    "SMOOTHING_FORMS",
-    "SMOOTHING_RULES",
     "smooth_binary_targets",
     "smooth_categorical_targets",
     "smoothed_cross_entropy",

@@ -322,7 +322,8 @@ def renormalized_value(
     >>> w = np.array([2.0, 0.0])                    # per-sequence weights, one step each
     >>> weighted = MaskedTotals.from_terms(np.array([[2.0], [0.0]]), np.array([[2.0], [0.0]]))
     >>> unweighted = MaskedTotals.from_terms(np.array([[1.0], [3.0]]), np.array([[1.0], [1.0]]))
-    >>> [float(renormalized_value(weighted, unweighted, "token_mean", n, w)) for n in ("weighted", "numerator", "nonzero_fraction")]
+    >>> rules = ("weighted", "numerator", "nonzero_fraction")
+    >>> [float(renormalized_value(weighted, unweighted, "token_mean", n, w)) for n in rules]
     [1.0, 1.0, 2.0]
     """
     check_reduction(reduction, allowed=SCALAR_REDUCTIONS)

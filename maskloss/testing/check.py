@@ -14,7 +14,6 @@ import hypothesis
 import numpy as np
 from hypothesis import HealthCheck, Verbosity, given, settings
 
-from maskloss import losses
 from maskloss.strategies import PADDINGS, PaddedBatch, padded_batches, round_to_bfloat16
 from maskloss.testing.batches import (
     _all_masked_batch,
@@ -23,7 +22,6 @@ from maskloss.testing.batches import (
     _single_token_batches,
 )
 from maskloss.testing.properties import _Checker, _error, _Failure
-from maskloss.testing.setup import KIND_OF as _KIND_OF
 from maskloss.testing.setup import check_options_apply as _check_options_apply  # noqa: F401
 from maskloss.testing.setup import check_pad_label as _check_pad_label  # noqa: F401
 from maskloss.testing.setup import resolve
@@ -121,6 +119,15 @@ def check_loss(
     with ``ignore_index`` every padded label also holds that index, so a loss may use
     either.
 
+    ``like`` may also be a framework mirror of :mod:`maskloss.conventions`
+    (``maskloss.conventions.torch.cross_entropy``, ``...fairseq.label_smoothed_nll_loss``,
+    ``...keras3.sparse_categorical_crossentropy``, ...; the list and each call are in
+    :mod:`maskloss.testing.likes`). The candidate is then called exactly as the mirror is,
+    with the mirror's own arguments (``candidate(logits.reshape(-1, C), labels.reshape(-1),
+    ignore_index=-100, ...)`` for torch), ``**options`` go to both, and every property
+    runs, split and recombine with the mirror's own denominator; a property that cannot
+    apply to a mirror is named in a warning with the reason.
+
     Properties checked on every generated batch, in this order (the first that fails
     on the smallest failing batch is reported):
 
@@ -178,8 +185,9 @@ def check_loss(
         when no step is valid (default: keep the oracle's NaN).
     padding : str or sequence of str
         Padding styles to generate (right, left, arbitrary).
-    weights : bool, default False
-        Also generate ``sample_weight`` (``(B,)`` or ``(B, T)``) and pass it.
+    weights : bool or {"sequence", "step"}, default False
+        Also generate ``sample_weight`` and pass it: ``True`` either shape, ``"sequence"``
+        one weight per sequence ``(B,)``, ``"step"`` one per step ``(B, T)``.
     max_batch, max_steps : int
         Size of the generated batches (small sizes find bugs as well and shrink fast).
     min_features, max_features : int, optional
@@ -203,6 +211,26 @@ def check_loss(
     scale : float, default 1.0
         The candidate computes ``scale * like`` (a loss scaled by a constant, e.g. a
         sum over steps divided by a fixed length); every property still applies.
+    smoothing_rule : {"uniform", "others", "others_except_pad"}, optional
+        Where ``label_smoothing`` puts its mass (sparse cross-entropy only; see
+        :func:`maskloss.pointwise.smoothed_target`): ``"uniform"`` (default) ε/C on every
+        class (torch, Keras, HF); ``"others"`` ε/(C-1) on the wrong classes (fairseq >=
+        0.12, T5X); ``"others_except_pad"`` ε/(C-2) on the wrong classes but the pad class
+        ``ignore_index``, which gets 0 (OpenNMT-py ``LabelSmoothingLoss``).
+    smoothing_form : {"cross_entropy", "kl"}, optional
+        Score the prediction by the smoothed target's cross-entropy (default) or by the KL
+        divergence, the cross-entropy minus the target's entropy (``F.kl_div``: OpenNMT-py, T5X).
+    weight_normalization : {"weighted", "numerator", "nonzero_fraction"}, optional
+        How the sample weight enters the mean (see
+        :func:`maskloss.reductions.renormalized_value`): ``"weighted"`` (default)
+        :math:`\sum mw\ell/\sum mw` (torch, maskloss); ``"numerator"``
+        :math:`\sum mw\ell/\sum m` (Keras 3 and tf.keras ``sum_over_batch_size``);
+        ``"nonzero_fraction"`` that times :math:`K/\operatorname{nnz}(w)` (Keras 2.0-2.2
+        ``weighted_masked_objective``). Needs ``weights``.
+    allow_empty_rows : bool, default True
+        Whether generated batches may hold a sequence with no valid step. ``False`` for
+        code that divides per sequence and cannot take one; the all-masked batch is then
+        not checked (a warning says so).
     derandomize : bool, default True
         Use hypothesis's fixed example sequence so that a test is reproducible (the
         sequence is derived from check_loss's own code, so it changes between maskloss

@@ -78,7 +78,10 @@ def _step_weights(b: PaddedBatch) -> np.ndarray[Any, Any]:
 def _scores(b: PaddedBatch) -> np.ndarray[Any, Any]:
     """Per-step mean squared error (Keras's ``mse``): the scores the score-taking mirrors reduce."""
     with np.errstate(all="ignore"):
-        return np.mean(np.square(b.y_pred.astype(np.float64) - b.y_true.astype(np.float64)), axis=-1)
+        scores: np.ndarray[Any, Any] = np.mean(
+            np.square(b.y_pred.astype(np.float64) - b.y_true.astype(np.float64)), axis=-1
+        )
+    return scores
 
 
 def _count(valid: np.ndarray[Any, Any]) -> float:
@@ -142,15 +145,11 @@ _TORCH_MULTIPLIES = (
 # ---- Keras --------------------------------------------------------------------------------------
 
 
-def _keras(sparse: bool) -> Call:
-    def call(fn: Callable[..., Any], b: PaddedBatch, o: dict[str, Any]) -> Any:
-        w = b.sample_weight
-        if w is not None and w.ndim == 1:
-            w = w[:, None]  # one weight per sequence: Keras aligns weights to the right
-        y_true = b.y_true if sparse else b.y_true
-        return fn(y_true, b.y_pred, mask=b.mask, sample_weight=w, **o)
-
-    return call
+def _keras(fn: Callable[..., Any], b: PaddedBatch, o: dict[str, Any]) -> Any:
+    w = b.sample_weight
+    if w is not None and w.ndim == 1:
+        w = w[:, None]  # one weight per sequence: Keras aligns weights to the right
+    return fn(b.y_true, b.y_pred, mask=b.mask, sample_weight=w, **o)
 
 
 def _keras_den(tf_keras: bool) -> Denominator:
@@ -326,15 +325,17 @@ def _registry() -> dict[Callable[..., Any], Like]:
         red = {"reduction": "sum_over_batch_size", **extra}
         prefix = "tf_keras" if tf else "keras3"
         how = "fn(y_true, y_pred, mask=mask, sample_weight=w (B, 1) or (B, T), **options)"
+        smooth = {"from_logits": False, "label_smoothing": 0.0, **red}
+        sparse = {"from_logits": False, "ignore_class": None, **red}
         for fn, kind, opts, logits in (
             (module.mean_squared_error, "regression", red, False),
             (module.mean_absolute_error, "regression", red, False),
-            (module.binary_crossentropy, "binary", {"from_logits": False, "label_smoothing": 0.0, **red}, None),
-            (module.categorical_crossentropy, "dense", {"from_logits": False, "label_smoothing": 0.0, **red}, None),
-            (module.sparse_categorical_crossentropy, "sparse", {"from_logits": False, "ignore_class": None, **red}, None),
+            (module.binary_crossentropy, "binary", smooth, None),
+            (module.categorical_crossentropy, "dense", smooth, None),
+            (module.sparse_categorical_crossentropy, "sparse", sparse, None),
         ):
             table[fn] = Like(
-                f"{prefix}.{fn.__name__}", kind, _keras(kind == "sparse"), _keras_den(tf), opts,
+                f"{prefix}.{fn.__name__}", kind, _keras, _keras_den(tf), opts,
                 logits=(lambda o: bool(o.get("from_logits", False))) if logits is None else (lambda o: False),
                 takes_weights=True, how=how,
             )
@@ -361,16 +362,17 @@ def _registry() -> dict[Callable[..., Any], Like]:
          "sum_over_batch": False}, takes_weights=True, not_applicable=_tfa_not_applicable,
         how="fn(logits, targets, weights=mask (times sample_weight), **options)",
     )
-    for fn, kind in (
+    optax_losses: tuple[tuple[Callable[..., Any], str], ...] = (
         (optax.softmax_cross_entropy_with_integer_labels, "sparse"),
         (optax.softmax_cross_entropy, "dense"),
         (optax.poly_loss_cross_entropy, "dense"),
-    ):
-        opts = {"epsilon": 2.0} if fn is optax.poly_loss_cross_entropy else {}
-        table[fn] = Like(
-            f"optax.{fn.__name__}", kind, _optax_poly if opts else _optax, lambda b, o: None, opts,
+    )
+    for ofn, kind in optax_losses:
+        optax_opts: dict[str, Any] = {"epsilon": 2.0} if ofn is optax.poly_loss_cross_entropy else {}
+        table[ofn] = Like(
+            f"optax.{ofn.__name__}", kind, _optax_poly if optax_opts else _optax, lambda b, o: None, optax_opts,
             how="fn(logits, labels, where=mask, **options): one loss per step, 0 where masked"
-            + (" (where=mask[..., None]: poly_loss does not expand a row mask)" if opts else ""),
+            + (" (where=mask[..., None]: poly_loss does not expand a row mask)" if optax_opts else ""),
         )
     table[hf.for_causal_lm_loss] = Like(
         "hf.for_causal_lm_loss", "sparse", _hf, _hf_den, {"ignore_index": -100, "num_items_in_batch": None},

@@ -214,8 +214,8 @@ class _Checker:
     def part_weight(self, part: PaddedBatch, whole: PaddedBatch) -> float:
         """c such that value(whole) = sum over parts of c * value(part)."""
         if self.denominator_of is not None:
-            d_part, d_whole = self.denominator_of(part), self.denominator_of(whole)
-            return float(d_part) / float(d_whole) if d_part is not None and d_whole else 0.0
+            den_part, den_whole = self.denominator_of(part), self.denominator_of(whole)
+            return float(den_part) / float(den_whole) if den_part is not None and den_whole else 0.0
         r = self.reduction
         if r == "sum":
             return 1.0

@@ -272,8 +272,11 @@ def _weights(
     if reduction == "none":
         raise ValueError(f"weight_normalization={normalization!r} needs a scalar reduction, not reduction='none'")
     if oracle is not like:
-        raise ValueError(f"weight_normalization={normalization!r} cannot be combined with smoothing_rule/smoothing_form")
-    return oracles.weight_normalized(like, normalization), _denominator_of(like, options, reduction, shift, normalization)
+        raise ValueError(
+            f"weight_normalization={normalization!r} cannot be combined with smoothing_rule/smoothing_form"
+        )
+    oracle = oracles.weight_normalized(like, normalization)
+    return oracle, _denominator_of(like, options, reduction, shift, normalization)
 
 
 def _denominator_of(
