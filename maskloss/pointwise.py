@@ -461,14 +461,15 @@ def smoothed_target(
 ) -> tuple[float, float]:
     r"""``(q_gold, q_other)``: the smoothed target's mass on the gold class and on each other class.
 
-    ====================== ================================ ======================== ==========
-    rule                   :math:`q_y`                      :math:`q_c,\ c \ne y`    used by
-    ====================== ================================ ======================== ==========
-    ``"uniform"``          :math:`1-\varepsilon+\varepsilon/C` :math:`\varepsilon/C`  torch, Keras, HF
-    ``"others"``           :math:`1-\varepsilon`            :math:`\varepsilon/(C-1)` fairseq, T5X
-    ``"others_except_pad"`` :math:`1-\varepsilon`           :math:`\varepsilon/(C-2)`, OpenNMT-py
-                                                            0 at the pad class
-    ====================== ================================ ======================== ==========
+    =======================  ===================================  =========================  ================
+    rule                     :math:`q_y`                          :math:`q_c,\ c \ne y`      used by
+    =======================  ===================================  =========================  ================
+    ``"uniform"``            :math:`1-\varepsilon+\varepsilon/C`  :math:`\varepsilon/C`      torch, Keras, HF
+    ``"others"``             :math:`1-\varepsilon`                :math:`\varepsilon/(C-1)`  fairseq, T5X
+    ``"others_except_pad"``  :math:`1-\varepsilon`                :math:`\varepsilon/(C-2)`  OpenNMT-py
+    =======================  ===================================  =========================  ================
+
+    (``"others_except_pad"`` gives the pad class ``pad_index`` no mass: :math:`q_{pad} = 0`.)
 
     Examples
     --------

@@ -302,13 +302,13 @@ def renormalized_value(
     ``weighted`` holds :math:`N_b = \sum_t m\,w\,\ell` and :math:`D^w_b = \sum_t m\,w`;
     ``unweighted`` the same loss without the sample weight (:math:`D_b = \sum_t m`):
 
-    ======================  ============================================  ===================================
-    ``normalization``       ``token_mean``                                framework
-    ======================  ============================================  ===================================
-    ``"weighted"``          :math:`\sum N_b / \sum D^w_b`                 torch, maskloss, Keras 3 weighted
-    ``"numerator"``         :math:`\sum N_b / \sum D_b`                   Keras 3 / tf.keras default reduction
+    ======================  ==========================================================  =================
+    ``normalization``       ``token_mean``                                              framework
+    ======================  ==========================================================  =================
+    ``"weighted"``          :math:`\sum N_b / \sum D^w_b`                               torch, maskloss
+    ``"numerator"``         :math:`\sum N_b / \sum D_b`                                 Keras 3, tf.keras
     ``"nonzero_fraction"``  :math:`\frac{K}{\operatorname{nnz}(w)}\sum N_b / \sum D_b`  Keras 2.0-2.2
-    ======================  ============================================  ===================================
+    ======================  ==========================================================  =================
 
     (:math:`K` = entries of ``weight``, ``B`` per sequence or ``B*T`` per step, padded
     entries included, as Keras 2 counts them; the other reductions take the same
