@@ -26,6 +26,8 @@ from maskloss._rows import scratch
 from maskloss._types import FloatArray, IntArray
 
 __all__ = [
+    "SMOOTHING_FORMS",
+    "SMOOTHING_RULES",
     "absolute_error",
     "absolute_error_grad",
     "binary_cross_entropy",
@@ -41,6 +43,8 @@ __all__ = [
     "sigmoid",
     "smooth_binary_targets",
     "smooth_categorical_targets",
+    "smoothed_cross_entropy",
+    "smoothed_target",
     "softmax_cross_entropy",
     "sparse_cross_entropy",
     "sparse_cross_entropy_grad",
@@ -444,3 +448,100 @@ def softmax_cross_entropy(coef: FloatArray, logits: np.ndarray[Any, Any], *, gra
     dx -= coef
     dx[rows, j] = (k_minus_j - k_j * rest) / total
     return loss, dx
+
+
+#: Where label smoothing puts its mass :math:`\varepsilon` (see :func:`smoothed_target`).
+SMOOTHING_RULES: tuple[str, ...] = ("uniform", "others", "others_except_pad")
+#: What is scored against the smoothed target: its cross-entropy, or the KL divergence.
+SMOOTHING_FORMS: tuple[str, ...] = ("cross_entropy", "kl")
+
+
+def smoothed_target(
+    num_classes: int, label_smoothing: float, rule: str = "uniform", pad_index: int | None = None
+) -> tuple[float, float]:
+    r"""``(q_gold, q_other)``: the smoothed target's mass on the gold class and on each other class.
+
+    =======================  ===================================  =========================  ================
+    rule                     :math:`q_y`                          :math:`q_c,\ c \ne y`      used by
+    =======================  ===================================  =========================  ================
+    ``"uniform"``            :math:`1-\varepsilon+\varepsilon/C`  :math:`\varepsilon/C`      torch, Keras, HF
+    ``"others"``             :math:`1-\varepsilon`                :math:`\varepsilon/(C-1)`  fairseq, T5X
+    ``"others_except_pad"``  :math:`1-\varepsilon`                :math:`\varepsilon/(C-2)`  OpenNMT-py
+    =======================  ===================================  =========================  ================
+
+    (``"others_except_pad"`` gives the pad class ``pad_index`` no mass: :math:`q_{pad} = 0`.)
+
+    Examples
+    --------
+    >>> from maskloss.pointwise import smoothed_target
+    >>> smoothed_target(4, 0.1), smoothed_target(4, 0.1, "others"), smoothed_target(4, 0.1, "others_except_pad", 0)
+    ((0.925, 0.025), (0.9, 0.03333333333333333), (0.9, 0.05))
+    """
+    eps = float(label_smoothing)
+    if rule == "uniform":
+        return 1.0 - eps + eps / num_classes, eps / num_classes
+    if rule == "others":
+        return 1.0 - eps, eps / (num_classes - 1)
+    if rule == "others_except_pad":
+        if pad_index is None:
+            raise ValueError("smoothing rule 'others_except_pad' needs the pad class (pad_index), got None")
+        return 1.0 - eps, eps / (num_classes - 2)
+    raise ValueError(f"smoothing rule must be one of {SMOOTHING_RULES}, got {rule!r}")
+
+
+def _xlogx(q: float) -> float:
+    """:math:`q \\log q` with :math:`0 \\log 0 = 0`."""
+    return float(q * np.log(q)) if q > 0 else 0.0
+
+
+def smoothed_cross_entropy(
+    labels: IntArray,
+    log_p: FloatArray,
+    label_smoothing: float,
+    rule: str = "uniform",
+    form: str = "cross_entropy",
+    pad_index: int | None = None,
+) -> FloatArray:
+    r"""Each row's loss against the label-smoothed target :math:`q` of ``rule``, in ``form``.
+
+    With :math:`(q_y, q_o)` from :func:`smoothed_target` and :math:`S` the classes that get
+    :math:`q_o` besides the gold one (all but the pad class for ``"others_except_pad"``):
+
+    .. math::
+        \ell_{\text{cross\_entropy}} = (q_y - q_o)(-\log p_y) + q_o \sum_{c \in S \cup \{y\}} (-\log p_c),
+        \qquad
+        \ell_{\text{kl}} = \ell_{\text{cross\_entropy}} - H(q),\quad
+        H(q) = -q_y\log q_y - |S|\,q_o \log q_o
+
+    The KL form is ``F.kl_div(log_p, q, reduction="sum")`` per row (OpenNMT-py, T5X): a
+    prediction equal to :math:`q` scores 0. The pad column is selected out (never
+    multiplied by 0), so :math:`\log p_{pad} = -\infty` costs nothing. Rows are valid steps
+    (the gold class is never the pad class); ``labels`` ``(n,)``, ``log_p`` ``(n, C)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.pointwise import smoothed_cross_entropy
+    >>> q = np.array([[0.9, 0.05, 0.05, 0.0]])           # others_except_pad, eps 0.1, pad 3
+    >>> with np.errstate(divide="ignore"):
+    ...     log_q = np.log(q)
+    >>> float(smoothed_cross_entropy(np.array([0]), log_q, 0.1, "others_except_pad", "kl", pad_index=3)[0])
+    0.0
+    """
+    if form not in SMOOTHING_FORMS:
+        raise ValueError(f"smoothing form must be one of {SMOOTHING_FORMS}, got {form!r}")
+    num_classes = log_p.shape[-1]
+    q_gold, q_other = smoothed_target(num_classes, label_smoothing, rule, pad_index)
+    rows = np.arange(labels.shape[0])
+    gold = negative_log_weighted(np.full(labels.shape[0], q_gold - q_other), log_p[rows, labels])
+    counted = np.ones(num_classes, dtype=bool)
+    if rule == "others_except_pad":
+        counted[int(pad_index)] = False  # type: ignore[arg-type]
+    with np.errstate(invalid="ignore"):
+        spread = np.sum(np.where(counted, negative_log_weighted(np.full(log_p.shape, q_other), log_p), 0.0), axis=-1)
+    loss = _float64(gold + spread)
+    if form == "kl":
+        others = int(counted.sum()) - 1  # classes with q_other, the gold one excluded
+        entropy = -_xlogx(q_gold) - others * _xlogx(q_other)
+        loss = _float64(loss - entropy)
+    return loss

@@ -49,7 +49,16 @@ import numpy.typing as npt
 from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
 from maskloss._types import FloatArray
 
-__all__ = ["REDUCTIONS", "SCALAR_REDUCTIONS", "MaskedTotals", "power_of_two_scale", "reduce", "reduce_terms"]
+__all__ = [
+    "REDUCTIONS",
+    "SCALAR_REDUCTIONS",
+    "WEIGHT_NORMALIZATIONS",
+    "MaskedTotals",
+    "power_of_two_scale",
+    "reduce",
+    "reduce_terms",
+    "renormalized_value",
+]
 
 #: Names accepted by ``reduction=``, in the order of the table above.
 REDUCTIONS: tuple[str, ...] = ("none", "sum", "token_mean", "sequence_mean", "batch_mean", "element_mean")
@@ -298,3 +307,56 @@ def reduce(
     with np.errstate(invalid="ignore", over="ignore"):
         numerator = np.where(valid, w * np.where(valid, vals, 0).astype(np.float64), 0.0)
     return unscale(reduce_terms(numerator, w, reduction), reduction, exponent)
+
+
+#: How a sample weight enters a mean (see :func:`renormalized_value`).
+WEIGHT_NORMALIZATIONS: tuple[str, ...] = ("weighted", "numerator", "nonzero_fraction")
+
+
+def renormalized_value(
+    weighted: MaskedTotals,
+    unweighted: MaskedTotals,
+    reduction: str,
+    normalization: str = "weighted",
+    weight: npt.ArrayLike | None = None,
+) -> np.float64:
+    r"""A scalar reduction with the sample weight in the numerator and/or the denominator.
+
+    ``weighted`` holds :math:`N_b = \sum_t m\,w\,\ell` and :math:`D^w_b = \sum_t m\,w`;
+    ``unweighted`` the same loss without the sample weight (:math:`D_b = \sum_t m`):
+
+    ======================  ==========================================================  =================
+    ``normalization``       ``token_mean``                                              framework
+    ======================  ==========================================================  =================
+    ``"weighted"``          :math:`\sum N_b / \sum D^w_b`                               torch, maskloss
+    ``"numerator"``         :math:`\sum N_b / \sum D_b`                                 Keras 3, tf.keras
+    ``"nonzero_fraction"``  :math:`\frac{K}{\operatorname{nnz}(w)}\sum N_b / \sum D_b`  Keras 2.0-2.2
+    ======================  ==========================================================  =================
+
+    (:math:`K` = entries of ``weight``, ``B`` per sequence or ``B*T`` per step, padded
+    entries included, as Keras 2 counts them; the other reductions take the same
+    denominators, see :class:`MaskedTotals`.) Every value is still an additive numerator
+    over a denominator, so micro-batches recombine exactly.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.reductions import MaskedTotals, renormalized_value
+    >>> w = np.array([2.0, 0.0])                    # per-sequence weights, one step each
+    >>> weighted = MaskedTotals.from_terms(np.array([[2.0], [0.0]]), np.array([[2.0], [0.0]]))
+    >>> unweighted = MaskedTotals.from_terms(np.array([[1.0], [3.0]]), np.array([[1.0], [1.0]]))
+    >>> rules = ("weighted", "numerator", "nonzero_fraction")
+    >>> [float(renormalized_value(weighted, unweighted, "token_mean", n, w)) for n in rules]
+    [1.0, 1.0, 2.0]
+    """
+    check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
+    if normalization not in WEIGHT_NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {WEIGHT_NORMALIZATIONS}, got {normalization!r}")
+    if normalization == "weighted":
+        return weighted.value(reduction)
+    value = MaskedTotals(weighted.numerator, unweighted.denominator, weighted.steps).value(reduction)
+    if normalization == "numerator" or weight is None:
+        return value
+    w = np.asarray(weight, dtype=np.float64)
+    nonzero = int(np.count_nonzero(w))
+    return np.float64(np.nan if nonzero == 0 else float(value) * (w.size / nonzero))

@@ -141,6 +141,25 @@ def fairseq_label_smoothed_nll(target, logits, mask, epsilon=0.1, ignore_index=1
     return float((1.0 - epsilon - eps_i) * nll.sum() + eps_i * smooth.sum())
 
 
+def opennmt_label_smoothing_loss(target, logits, mask, label_smoothing=0.1, padding_idx=1):
+    """OpenNMT/OpenNMT-py (1.x/2.x), ``onmt/utils/loss.py``, ``LabelSmoothingLoss.forward`` on
+    ``output = log_softmax(logits)`` (the generator's ``LogSoftmax``), rows ``(B*T, C)``:
+    ``one_hot`` filled with ``label_smoothing / (C - 2)`` and 0 at ``padding_idx``;
+    ``model_prob.scatter_(1, target, confidence)``; ``masked_fill_(target == padding_idx, 0)``;
+    ``F.kl_div(output, model_prob, reduction='sum')`` = ``sum(xlogy(q, q) - q * output)``: the
+    eps/(C-2) rule without the pad class, the KL form, a sum; ``0 * output`` at padded rows."""
+    c = logits.shape[-1]
+    output = _log_softmax(logits).reshape(-1, c)
+    t = target.reshape(-1)
+    model_prob = np.full((t.size, c), label_smoothing / (c - 2))
+    model_prob[:, padding_idx] = 0.0
+    model_prob[np.arange(t.size), np.where(t == padding_idx, 0, t)] = 1.0 - label_smoothing
+    model_prob[t == padding_idx] = 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xlogy = np.where(model_prob > 0, model_prob * np.log(model_prob), 0.0)
+    return float(np.sum(xlogy - model_prob * output))
+
+
 def tf_tutorial_masked_loss(label, pred, mask):
     """tensorflow/text, ``docs/tutorials/transformer.ipynb``, ``masked_loss``: ``mask = label
     != 0``; ``loss *= mask``; ``reduce_sum(loss) / reduce_sum(mask)`` (float32, as Keras)."""
@@ -189,8 +208,6 @@ class Case(NamedTuple):
     verdict: str  # "passes" or the first failing property
     finding: str
 
-
-C = 4  # classes where a rule depends on the count (fairseq's eps / (C - 1))
 
 CASES = [
     Case(
@@ -281,13 +298,27 @@ CASES = [
             "from_logits": True,
             "ignore_index": 1,
             "reduction": "sum",
-            "label_smoothing": 0.1 * C / (C - 1),
-            "min_features": C,
-            "max_features": C,
-            "all_masked": 0.0,
+            "label_smoothing": 0.1,
+            "smoothing_rule": "others",
         },
         "passes",
-        "correct: eps/(C-1) is maskloss's eps/C rule with eps * C/(C-1)",
+        "correct: the eps/(C-1) rule (smoothing_rule='others'), a sum",
+    ),
+    Case(
+        "OpenNMT-py LabelSmoothingLoss",
+        opennmt_label_smoothing_loss,
+        SPARSE,
+        {
+            "from_logits": True,
+            "ignore_index": 1,
+            "reduction": "sum",
+            "label_smoothing": 0.1,
+            "smoothing_rule": "others_except_pad",
+            "smoothing_form": "kl",
+            "min_features": 3,
+        },
+        "padding content",
+        "the rule and form agree (eps/(C-2) without the pad class, KL); kl_div's 0 * output leaks NaN",
     ),
     Case(
         "TF transformer tutorial masked_loss (float32)",
@@ -337,6 +368,7 @@ SOURCES = {
     fairseq_label_smoothed_nll: (
         "facebookresearch/fairseq `criterions/label_smoothed_cross_entropy.py` `label_smoothed_nll_loss`"
     ),
+    opennmt_label_smoothing_loss: "OpenNMT/OpenNMT-py `onmt/utils/loss.py` `LabelSmoothingLoss`",
     tf_tutorial_masked_loss: "tensorflow/text `docs/tutorials/transformer.ipynb` `masked_loss`",
     chatbot_mask_nll_objective: "pytorch/tutorials `beginner_source/chatbot_tutorial.py` `maskNLLLoss`",
     saits_masked_mae_cal: "WenjieDu/SAITS `modeling/utils.py` `masked_mae_cal`",

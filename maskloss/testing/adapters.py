@@ -32,7 +32,7 @@ def torch_adapter(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[...,
     def to_torch(x: Any) -> Any:
         if not isinstance(x, np.ndarray):
             return x
-        t = torch.from_numpy(np.ascontiguousarray(x))
+        t = torch.from_numpy(np.ascontiguousarray(x) if x.flags.writeable else np.array(x, copy=True))
         if x.dtype.kind == "f" and dtype is not None:
             t = t.to(dtype)
         elif x.dtype.kind in "iu":

@@ -114,7 +114,7 @@ def _single_token_batches(b: PaddedBatch, label_fill: int | None, steps: int = 3
         y_pred = np.repeat(b.y_pred[:1, :1], steps, axis=1)
         if b.kind == "sparse" and label_fill is not None:
             y_true = np.where(mask, y_true, label_fill)
-        w = None if b.sample_weight is None else np.ones(1)
+        w = None if b.sample_weight is None else np.ones((1, steps) if b.sample_weight.ndim == 2 else 1)
         side = "left" if t == steps - 1 else ("right" if t == 0 else "arbitrary")
         out.append(PaddedBatch(y_true, y_pred, mask, mask.sum(axis=1), w, b.kind, side))
     return out
@@ -128,7 +128,7 @@ def _all_masked_batch(
     if b.kind == "sparse" and label_fill is not None:
         y_true = np.full(shape, label_fill, dtype=b.y_true.dtype)
     y_pred = np.broadcast_to(b.y_pred[:1, :1], shape + b.y_pred.shape[2:]).copy()
-    w = None if b.sample_weight is None else np.ones(shape[0])
+    w = None if b.sample_weight is None else np.ones(shape if b.sample_weight.ndim == 2 else shape[0])
     mask = np.zeros(shape, dtype=bool)
     return PaddedBatch(y_true, y_pred, mask, mask.sum(axis=1), w, b.kind, "right")
 

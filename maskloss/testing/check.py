@@ -14,7 +14,6 @@ import hypothesis
 import numpy as np
 from hypothesis import HealthCheck, Verbosity, given, settings
 
-from maskloss import losses
 from maskloss.strategies import PADDINGS, PaddedBatch, padded_batches, round_to_bfloat16
 from maskloss.testing.batches import (
     _all_masked_batch,
@@ -23,17 +22,12 @@ from maskloss.testing.batches import (
     _single_token_batches,
 )
 from maskloss.testing.properties import _Checker, _error, _Failure
+from maskloss.testing.setup import check_options_apply as _check_options_apply  # noqa: F401
+from maskloss.testing.setup import check_pad_label as _check_pad_label  # noqa: F401
+from maskloss.testing.setup import resolve
 from maskloss.testing.tolerances import _dtype_name
 
 __all__ = ["check_loss"]
-
-_KIND_OF: dict[Callable[..., Any], str] = {
-    losses.mae: "regression",
-    losses.mse: "regression",
-    losses.binary_crossentropy: "binary",
-    losses.categorical_crossentropy: "dense",
-    losses.sparse_categorical_crossentropy: "sparse",
-}
 
 _QUIET_CHECKS = [
     HealthCheck.too_slow,
@@ -98,7 +92,7 @@ def check_loss(
     factor: float = 2.0,
     all_masked: float | None = None,
     padding: str | Sequence[str] = PADDINGS,
-    weights: bool = False,
+    weights: bool | str = False,
     max_batch: int = 4,
     max_steps: int = 6,
     min_features: int | None = None,
@@ -107,6 +101,10 @@ def check_loss(
     pad_label: int | None = None,
     scale: float = 1.0,
     shift: int = 0,
+    smoothing_rule: str | None = None,
+    smoothing_form: str | None = None,
+    weight_normalization: str | None = None,
+    allow_empty_rows: bool = True,
     derandomize: bool = True,
     seed: int | None = None,
     **options: Any,
@@ -120,6 +118,15 @@ def check_loss(
     ``class_weight``) and are passed to ``like`` only. ``mask`` is True at valid steps;
     with ``ignore_index`` every padded label also holds that index, so a loss may use
     either.
+
+    ``like`` may also be a framework mirror of :mod:`maskloss.conventions`
+    (``maskloss.conventions.torch.cross_entropy``, ``...fairseq.label_smoothed_nll_loss``,
+    ``...keras3.sparse_categorical_crossentropy``, ...; the list and each call are in
+    :mod:`maskloss.testing.likes`). The candidate is then called exactly as the mirror is,
+    with the mirror's own arguments (``candidate(logits.reshape(-1, C), labels.reshape(-1),
+    ignore_index=-100, ...)`` for torch), ``**options`` go to both, and every property
+    runs, split and recombine with the mirror's own denominator; a property that cannot
+    apply to a mirror is named in a warning with the reason.
 
     Properties checked on every generated batch, in this order (the first that fails
     on the smallest failing batch is reported):
@@ -178,8 +185,9 @@ def check_loss(
         when no step is valid (default: keep the oracle's NaN).
     padding : str or sequence of str
         Padding styles to generate (right, left, arbitrary).
-    weights : bool, default False
-        Also generate ``sample_weight`` (``(B,)`` or ``(B, T)``) and pass it.
+    weights : bool or {"sequence", "step"}, default False
+        Also generate ``sample_weight`` and pass it: ``True`` either shape, ``"sequence"``
+        one weight per sequence ``(B,)``, ``"step"`` one per step ``(B, T)``.
     max_batch, max_steps : int
         Size of the generated batches (small sizes find bugs as well and shrink fast).
     min_features, max_features : int, optional
@@ -203,6 +211,26 @@ def check_loss(
     scale : float, default 1.0
         The candidate computes ``scale * like`` (a loss scaled by a constant, e.g. a
         sum over steps divided by a fixed length); every property still applies.
+    smoothing_rule : {"uniform", "others", "others_except_pad"}, optional
+        Where ``label_smoothing`` puts its mass (sparse cross-entropy only; see
+        :func:`maskloss.pointwise.smoothed_target`): ``"uniform"`` (default) ε/C on every
+        class (torch, Keras, HF); ``"others"`` ε/(C-1) on the wrong classes (fairseq >=
+        0.12, T5X); ``"others_except_pad"`` ε/(C-2) on the wrong classes but the pad class
+        ``ignore_index``, which gets 0 (OpenNMT-py ``LabelSmoothingLoss``).
+    smoothing_form : {"cross_entropy", "kl"}, optional
+        Score the prediction by the smoothed target's cross-entropy (default) or by the KL
+        divergence, the cross-entropy minus the target's entropy (``F.kl_div``: OpenNMT-py, T5X).
+    weight_normalization : {"weighted", "numerator", "nonzero_fraction"}, optional
+        How the sample weight enters the mean (see
+        :func:`maskloss.reductions.renormalized_value`): ``"weighted"`` (default)
+        :math:`\sum mw\ell/\sum mw` (torch, maskloss); ``"numerator"``
+        :math:`\sum mw\ell/\sum m` (Keras 3 and tf.keras ``sum_over_batch_size``);
+        ``"nonzero_fraction"`` that times :math:`K/\operatorname{nnz}(w)` (Keras 2.0-2.2
+        ``weighted_masked_objective``). Needs ``weights``.
+    allow_empty_rows : bool, default True
+        Whether generated batches may hold a sequence with no valid step. ``False`` for
+        code that divides per sequence and cannot take one; the all-masked batch is then
+        not checked (a warning says so).
     derandomize : bool, default True
         Use hypothesis's fixed example sequence so that a test is reproducible (the
         sequence is derived from check_loss's own code, so it changes between maskloss
@@ -237,19 +265,27 @@ def check_loss(
         raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
     if not callable(candidate) or not callable(like):
         raise TypeError(f"candidate and like must be callables, got {candidate!r} and {like!r}")
-    kind = _KIND_OF.get(like) if kind is None else kind
-    if kind is None:
-        raise ValueError(f"like={getattr(like, '__name__', like)!r} is not a maskloss loss; pass kind=")
+    if not isinstance(allow_empty_rows, bool):
+        raise TypeError(f"allow_empty_rows must be True or False, got {allow_empty_rows!r}")
     dt = _dtype_name(dtype)
-    reduction = options.get("reduction", "token_mean")
+    setup = resolve(
+        like,
+        options,
+        kind=kind,
+        pad_label=pad_label,
+        shift=shift if isinstance(shift, int) and not isinstance(shift, bool) else 0,
+        grad=grad,
+        weights=weights,
+        min_features=min_features,
+        smoothing_rule=smoothing_rule,
+        smoothing_form=smoothing_form,
+        weight_normalization=weight_normalization,
+    )
+    kind, reduction, label_fill = setup.kind, setup.reduction, setup.label_fill
     if grad is not None and reduction == "none":
         raise ValueError("grad= needs a scalar reduction, not reduction='none'")
-    _check_options_apply(like, options)
-    ignore_index = options.get("ignore_index")
-    _check_pad_label(pad_label, kind, ignore_index, min_features)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale == 0:
         raise ValueError(f"scale must be a finite nonzero number (the candidate is scale * like), got {scale!r}")
-    label_fill = ignore_index if ignore_index is not None else pad_label
     if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
         raise ValueError(f"shift must be an int >= 0 (the causal shift), got {shift!r}")
     if shift and kind != "sparse":
@@ -265,10 +301,10 @@ def check_loss(
     checker = _Checker(
         candidate=wrap(candidate),
         grad=None if grad is None else wrap(grad),
-        oracle=like,
-        oracle_grad=None if grad is None else (expected_grad or _oracle_grad(like)),
+        oracle=setup.oracle,
+        oracle_grad=None if grad is None else (expected_grad or _oracle_grad(setup.oracle)),
         reference_lowp=None if reference_lowp is None else wrap(reference_lowp),
-        options=options,
+        options=setup.options,
         reduction=reduction,
         dtype=dt,
         rtol=rtol,
@@ -276,26 +312,30 @@ def check_loss(
         factor=factor,
         all_masked=all_masked,
         label_fill=label_fill,
-        splittable=like in _KIND_OF,
+        splittable=setup.splittable,
         scale=float(scale),
         shift=shift,
+        spec=setup.spec,
+        denominator_of=setup.denominator_of,
+        pure=setup.pure,
     )
     strategy = padded_batches(
         kind,
         max_batch=max_batch,
-        min_features=min_features,
+        min_features=setup.min_features,
         max_features=max_features,
         max_steps=max_steps,
         padding=padding,
-        from_logits=bool(options.get("from_logits", False)),
+        allow_empty_rows=allow_empty_rows,
+        from_logits=setup.from_logits,
         ignore_index=label_fill if kind == "sparse" else None,  # fills padded labels only
-        weights=weights,
+        weights=bool(weights),
         dtype=dt,
     )
+    if weights in ("sequence", "step"):
+        strategy = strategy.map(lambda b: _weights_as(b, weights))
     name = getattr(candidate, "__name__", repr(candidate))
-    like_call = (
-        f"maskloss.{getattr(like, '__name__', like)}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
-    )
+    like_call = setup.like_call
     if scale != 1.0:
         like_call = f"{float(scale)!r} * {like_call}"
     if shift:
@@ -330,11 +370,21 @@ def check_loss(
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         test = hypothesis.seed(seed)(test)
-    if not checker.splittable:
+    if setup.not_applicable:
+        for prop, why in setup.not_applicable.items():
+            warnings.warn(f"check_loss: {prop} not checked for {like_call}: {why}", UserWarning, stacklevel=2)
+    elif not checker.splittable:
         warnings.warn(
             f"check_loss: split and recombine not checked for like={getattr(like, '__name__', like)!r}: "
             "it is not a maskloss loss, so the micro-batch weights (its per-sequence denominators) are "
             "unknown; use a maskloss loss with shift=, scale=, pad_label= where they state the convention",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not allow_empty_rows:
+        warnings.warn(
+            "check_loss: all-masked batch not checked: allow_empty_rows=False says the candidate cannot take "
+            "a sequence with no valid step",
             UserWarning,
             stacklevel=2,
         )
@@ -343,13 +393,30 @@ def check_loss(
             test()
         with np.errstate(all="ignore"):
             base = _base_batch(checker, kind, weights)
-            _special_batches(checker, base, grad is not None, label_fill, count)
+            _special_batches(checker, base, grad is not None, label_fill, count, allow_empty_rows)
     except _Failure as failure:
         raise _error(failure, name, like_call, checker, count) from None
 
 
+def _weights_as(b: PaddedBatch, shape: str) -> PaddedBatch:
+    """``weights="sequence"``: one weight per sequence, (B,); ``"step"``: one per step, (B, T)."""
+    w = b.sample_weight
+    if w is None:
+        return b
+    if shape == "sequence" and w.ndim == 2:
+        return b._replace(sample_weight=w[:, 0].copy())
+    if shape == "step" and w.ndim == 1:
+        return b._replace(sample_weight=np.repeat(w[:, None], b.mask.shape[1], axis=1))
+    return b
+
+
 def _special_batches(
-    checker: _Checker, base: PaddedBatch, with_grad: bool, label_fill: int | None, count: list[int]
+    checker: _Checker,
+    base: PaddedBatch,
+    with_grad: bool,
+    label_fill: int | None,
+    count: list[int],
+    allow_empty_rows: bool = True,
 ) -> None:
     """Single-token and all-masked batches, made from one simple valid step."""
     for gradient in (False, True) if with_grad else (False,):
@@ -357,6 +424,8 @@ def _special_batches(
         for single in _single_token_batches(base, label_fill):
             count[0] += 1
             checker.check("single-token batch", single)
+        if not allow_empty_rows:
+            continue
         empty = _all_masked_batch(base, label_fill)
         count[0] += 1
         for junked in [empty, *_junk_variants(empty, label_fill, checker.dtype)[:1]]:
@@ -366,47 +435,7 @@ def _special_batches(
                 checker.check("junk labels", junked)
 
 
-def _check_options_apply(like: Callable[..., Any], options: dict[str, Any]) -> None:
-    """Every ``**options`` entry is a keyword of ``like`` (label_smoothing for mse contradicts it)."""
-    import inspect
-
-    try:
-        params = inspect.signature(like).parameters
-    except (TypeError, ValueError):
-        return  # no signature to read (a builtin): like itself will say
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    names = [n for n, p in params.items() if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
-    for key in options:
-        if key not in names:
-            raise ValueError(
-                f"option {key}= does not apply to like={getattr(like, '__name__', like)!r}: it takes "
-                f"{', '.join(n for n in names if n not in ('y_true', 'y_pred', 'mask'))}"
-            )
-
-
-def _check_pad_label(pad_label: object, kind: str, ignore_index: object, min_features: int | None) -> None:
-    """``pad_label`` is a class id every generated batch has, for sparse labels without ignore_index."""
-    if pad_label is None:
-        return
-    if kind != "sparse":
-        raise ValueError(f"pad_label= applies only to sparse labels (kind='sparse'), not kind={kind!r}")
-    if ignore_index is not None:
-        raise ValueError(
-            f"pad_label={pad_label!r} contradicts ignore_index={ignore_index!r}: padded labels hold the "
-            "ignore index; pass one of the two"
-        )
-    if isinstance(pad_label, bool) or not isinstance(pad_label, (int, np.integer)):
-        raise TypeError(f"pad_label must be an int (a class id), got {pad_label!r}")
-    classes = 2 if min_features is None else min_features
-    if not 0 <= int(pad_label) < classes:
-        raise ValueError(
-            f"pad_label={int(pad_label)} is outside the classes: generated batches have at least "
-            f"{classes} classes (min_features={min_features}), so pad_label must be in [0, {classes - 1}]"
-        )
-
-
-def _base_batch(checker: _Checker, kind: str, weights: bool) -> PaddedBatch:
+def _base_batch(checker: _Checker, kind: str, weights: bool | str) -> PaddedBatch:
     """One valid step with simple fixed values, in the checked dtype: the seed of the special batches."""
     logits = bool(checker.options.get("from_logits", False))
     if kind == "regression":
@@ -429,5 +458,6 @@ def _base_batch(checker: _Checker, kind: str, weights: bool) -> PaddedBatch:
         y_pred = round_to_bfloat16(y_pred)
         y_true = y_true if kind == "sparse" else round_to_bfloat16(y_true)
     mask = np.ones((1, 1), dtype=bool)
-    return PaddedBatch(y_true, y_pred, mask, mask.sum(axis=1), np.ones(1) if weights else None, kind, "right")
+    w = (np.ones((1, 1)) if weights == "step" else np.ones(1)) if weights else None
+    return PaddedBatch(y_true, y_pred, mask, mask.sum(axis=1), w, kind, "right")
 

@@ -91,6 +91,13 @@ class _Checker:
     returned_dtype: str | None = None  # the lowest precision the candidate has returned
     shift: int = 0  # causal shift: like sees labels[:, s:] against predictions[:, :-s]
     gradient: bool = False  # which of value/gradient is being checked
+    #: A framework mirror's entry (maskloss.testing.likes): how candidate and oracle are called.
+    spec: Any = None
+    #: D(batch) with value * D additive over sequences (None: rows, concatenated); overrides the
+    #: maskloss totals of ``oracle`` (a mirror, another smoothing or weight rule).
+    denominator_of: Callable[[PaddedBatch], float | None] | None = None
+    #: The oracle never reads padded content, so junk there must leave the clean value.
+    pure: bool = True
 
     # ---- running the three parties on one batch
     def _shifted(self, b: PaddedBatch) -> PaddedBatch:
@@ -113,13 +120,25 @@ class _Checker:
         kwargs = {} if b.sample_weight is None else {"sample_weight": b.sample_weight}
         return (b.y_true, b.y_pred, b.mask), kwargs
 
+    def _call(self, fn: Callable[..., Any], b: PaddedBatch, *, oracle: bool) -> Any:
+        """``fn`` on ``b``: a mirror's call shape (both parties), or the maskloss one."""
+        if self.spec is not None:
+            return self.spec.call(fn, b, self.options)
+        args, kwargs = self._args(b)
+        return fn(*args, **kwargs, **self.options) if oracle else fn(*args, **kwargs)
+
     def run_candidate(self, prop: str, b: PaddedBatch) -> Any:
         fn = self.grad if self.gradient else self.candidate
         assert fn is not None
-        args, kwargs = self._args(b)
+        copied = b._replace(
+            y_true=np.array(b.y_true, copy=True),
+            y_pred=np.array(b.y_pred, copy=True),
+            mask=np.array(b.mask, copy=True),
+            sample_weight=None if b.sample_weight is None else np.array(b.sample_weight, copy=True),
+        )
         try:
             with np.errstate(all="ignore"):
-                result = fn(*(np.array(a, copy=True) for a in args), **kwargs)
+                result = self._call(fn, copied, oracle=False)
         except Exception as exc:  # the candidate crashing is a failure to report, not to propagate
             raise _Failure(prop, b, f"raised {type(exc).__name__}: {exc}", self.expect(b), "") from exc
         self._note_dtype(result)
@@ -153,8 +172,10 @@ class _Checker:
         return value if self.scale == 1.0 else self.scale * np.asarray(value, dtype=np.float64)
 
     def oracle_value(self, b: PaddedBatch) -> Any:
-        args, kwargs = self._oracle_args(b)
         with np.errstate(all="ignore"):
+            if self.spec is not None:
+                return self.spec.call(self.oracle, b, self.options)
+            args, kwargs = self._oracle_args(b)
             return self.oracle(*args, **kwargs, **self.options)
 
     def check(self, prop: str, b: PaddedBatch, expected: Any = None, before: Any = None) -> Any:
@@ -179,9 +200,8 @@ class _Checker:
     def reference(self, b: PaddedBatch) -> Any:
         if self.reference_lowp is None or self.gradient:
             return None
-        args, kwargs = self._args(b)
         with np.errstate(all="ignore"):
-            return self.reference_lowp(*args, **kwargs)
+            return self._call(self.reference_lowp, b, oracle=False)
 
     # ---- per-sequence denominators, to recombine micro-batches
     def denominators(self, b: PaddedBatch) -> npt.NDArray[np.float64]:
@@ -193,6 +213,9 @@ class _Checker:
 
     def part_weight(self, part: PaddedBatch, whole: PaddedBatch) -> float:
         """c such that value(whole) = sum over parts of c * value(part)."""
+        if self.denominator_of is not None:
+            den_part, den_whole = self.denominator_of(part), self.denominator_of(whole)
+            return float(den_part) / float(den_whole) if den_part is not None and den_whole else 0.0
         r = self.reduction
         if r == "sum":
             return 1.0
@@ -211,7 +234,7 @@ class _Checker:
         expected = self.expect(b)
         clean = self.check("agreement", b, expected)
         # With a shift, a padded step's prediction may score a valid label (left padding): ask again.
-        same = expected if self.splittable and not self.shift else None
+        same = expected if self.pure and not self.shift else None
         for junked in _junk_variants(b, self.label_fill, self.dtype):
             # A maskloss loss never reads padding, so its value cannot change; a custom ``like``
             # (a causal shift, say) may read steps the mask calls padding, so ask it again.
@@ -232,13 +255,20 @@ class _Checker:
     def split(self, b: PaddedBatch) -> None:
         half = b.mask.shape[0] // 2
         parts = [_take(b, slice(None, half)), _take(b, slice(half, None))]
-        total = self.denominators(b).sum()
-        if self.reduction in ("token_mean", "sequence_mean") and total == 0:
-            return
+        rows = self.reduction == "none"
+        if self.denominator_of is not None:
+            whole = self.denominator_of(b)
+            rows = whole is None
+            if whole == 0:
+                return
+        elif not rows:
+            total = self.denominators(b).sum()
+            if self.reduction in ("token_mean", "sequence_mean") and total == 0:
+                return
         pieces = []
         for part in parts:
             value = self.run_candidate("split and recombine", part)
-            if self.reduction == "none":
+            if rows:
                 pieces.append(np.asarray(value))
                 continue
             c = self.part_weight(part, b)
@@ -246,7 +276,7 @@ class _Checker:
                 pieces.append(c * np.asarray(value) if c else np.zeros(part.y_pred.shape))
             else:
                 pieces.append(np.asarray(c * value if c else 0.0))
-        combined = np.concatenate(pieces) if self.reduction == "none" or self.gradient else sum(pieces)
+        combined = np.concatenate(pieces) if rows or self.gradient else sum(pieces)
         expected = self.expect(b)
         cmp = _compare(combined, expected, self.row, self.rtol, self.atol, self.reference(b), self.factor)
         if not cmp.ok:

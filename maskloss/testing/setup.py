@@ -1,0 +1,308 @@
+r"""What check_loss checks against, resolved from ``like`` and the options, before any batch runs.
+
+A maskloss loss (optionally with another label-smoothing rule or weight rule, see
+:mod:`maskloss.testing.oracles`) or a framework mirror (:mod:`maskloss.testing.likes`);
+every option that contradicts ``like`` is a ``ValueError`` naming it and its value.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from maskloss import losses
+from maskloss.accumulation import masked_totals
+from maskloss.pointwise import SMOOTHING_FORMS, SMOOTHING_RULES
+from maskloss.reductions import WEIGHT_NORMALIZATIONS
+from maskloss.strategies import PaddedBatch
+from maskloss.testing import oracles
+from maskloss.testing.likes import Like, like_of
+
+KIND_OF: dict[Callable[..., Any], str] = {
+    losses.mae: "regression",
+    losses.mse: "regression",
+    losses.binary_crossentropy: "binary",
+    losses.categorical_crossentropy: "dense",
+    losses.sparse_categorical_crossentropy: "sparse",
+}
+
+WEIGHT_SHAPES = (False, True, "sequence", "step")
+
+
+@dataclass
+class Setup:
+    kind: str
+    oracle: Callable[..., Any]
+    options: dict[str, Any]
+    reduction: str
+    label_fill: int | None
+    from_logits: bool
+    like_call: str
+    spec: Like | None = None
+    denominator_of: Callable[[PaddedBatch], float | None] | None = None
+    pure: bool = True
+    splittable: bool = True
+    min_features: int | None = None
+    not_applicable: dict[str, str] = field(default_factory=dict)
+
+
+def _fmt(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in options.items())
+
+
+def check_options_apply(like: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Every ``**options`` entry is a keyword of ``like`` (label_smoothing for mse contradicts it)."""
+    try:
+        params = inspect.signature(like).parameters
+    except (TypeError, ValueError):
+        return  # no signature to read (a builtin): like itself will say
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    names = [n for n, p in params.items() if p.kind is not inspect.Parameter.POSITIONAL_ONLY]
+    for key in options:
+        if key not in names:
+            raise ValueError(
+                f"option {key}={options[key]!r} does not apply to like={getattr(like, '__name__', like)!r}: "
+                f"it takes {', '.join(n for n in names if n not in ('y_true', 'y_pred', 'mask'))}"
+            )
+
+
+def check_pad_label(pad_label: object, kind: str, ignore_index: object, min_features: int | None) -> None:
+    """``pad_label`` is a class id every generated batch has, for sparse labels without ignore_index."""
+    if pad_label is None:
+        return
+    if kind != "sparse":
+        raise ValueError(f"pad_label={pad_label!r} applies only to sparse labels (kind='sparse'), not kind={kind!r}")
+    if ignore_index is not None:
+        raise ValueError(
+            f"pad_label={pad_label!r} contradicts ignore_index={ignore_index!r}: padded labels hold the "
+            "ignore index; pass one of the two"
+        )
+    if isinstance(pad_label, bool) or not isinstance(pad_label, (int, np.integer)):
+        raise TypeError(f"pad_label must be an int (a class id), got {pad_label!r}")
+    classes = 2 if min_features is None else min_features
+    if not 0 <= int(pad_label) < classes:
+        raise ValueError(
+            f"pad_label={int(pad_label)} is outside the classes: generated batches have at least "
+            f"{classes} classes (min_features={min_features}), so pad_label must be in [0, {classes - 1}]"
+        )
+
+
+def _mirror(
+    like: Callable[..., Any], spec: Like, options: dict[str, Any], kind: str | None, pad_label: int | None,
+    shift: int, grad: object, weights: object, min_features: int | None, extra: dict[str, Any],
+) -> Setup:
+    name = f"like=maskloss.conventions.{spec.name}"
+    if kind is not None and kind != spec.kind:
+        raise ValueError(f"kind={kind!r} contradicts {name}, whose batches are kind={spec.kind!r}")
+    for key, value in extra.items():
+        raise ValueError(
+            f"option {key}={value!r} does not apply to {name}: a framework mirror states its own convention "
+            "(pass its own options instead)"
+        )
+    for key in options:
+        if key not in spec.defaults:
+            raise ValueError(
+                f"option {key}={options[key]!r} does not apply to {name}: it takes "
+                f"{', '.join(spec.defaults) or 'no options'}"
+            )
+    for key in spec.required:
+        if options.get(key) is None:
+            raise ValueError(f"{name} needs the option {key}= (it has no default), got {options.get(key)!r}")
+    if shift:
+        raise ValueError(
+            f"shift={shift} does not apply to {name}: "
+            + ("the mirror shifts the labels itself" if spec.name.startswith("hf.") else "it is not a causal LM loss")
+        )
+    if grad is not None:
+        raise ValueError(f"grad= is not supported with {name}; check the gradient against a maskloss loss")
+    if weights and not spec.takes_weights:
+        raise ValueError(f"weights={weights!r} does not apply to {name}: it takes no per-sequence or per-step weight")
+    call_options = dict(options)
+    fill = None
+    if spec.label_fill is not None:
+        fill = call_options.setdefault(spec.label_fill, spec.defaults[spec.label_fill])
+        if isinstance(fill, bool) or not isinstance(fill, (int, np.integer)):
+            raise TypeError(f"{spec.label_fill} must be an int, got {fill!r}")
+    check_pad_label(pad_label, spec.kind, fill, min_features if min_features is not None else spec.min_features)
+    na = spec.not_applicable(call_options)
+    return Setup(
+        kind=spec.kind,
+        oracle=like,
+        options=call_options,
+        reduction="none",
+        label_fill=fill if fill is not None else pad_label,
+        from_logits=spec.logits(call_options),
+        like_call=f"maskloss.conventions.{spec.name}({_fmt(call_options)})",
+        spec=spec,
+        denominator_of=lambda b: spec.denominator(b, call_options),
+        pure=not spec.reads_padding,
+        splittable="split and recombine" not in na,
+        min_features=min_features if min_features is not None else spec.min_features,
+        not_applicable=na,
+    )
+
+
+def resolve(
+    like: Callable[..., Any],
+    options: dict[str, Any],
+    *,
+    kind: str | None,
+    pad_label: int | None,
+    shift: int,
+    grad: object,
+    weights: object,
+    min_features: int | None,
+    smoothing_rule: str | None,
+    smoothing_form: str | None,
+    weight_normalization: str | None,
+) -> Setup:
+    """The oracle, its options and the micro-batch rule for ``like``; ValueError on a contradiction."""
+    if weights not in WEIGHT_SHAPES or not isinstance(weights, (bool, str)):
+        raise ValueError(f"weights must be one of {WEIGHT_SHAPES}, got {weights!r}")
+    extra = {
+        key: value
+        for key, value in (
+            ("smoothing_rule", smoothing_rule),
+            ("smoothing_form", smoothing_form),
+            ("weight_normalization", weight_normalization),
+        )
+        if value is not None
+    }
+    spec = like_of(like)
+    if spec is not None:
+        return _mirror(like, spec, options, kind, pad_label, shift, grad, weights, min_features, extra)
+    kind = KIND_OF.get(like) if kind is None else kind
+    if kind is None:
+        raise ValueError(f"like={getattr(like, '__name__', like)!r} is not a maskloss loss or mirror; pass kind=")
+    check_options_apply(like, options)
+    reduction = options.get("reduction", "token_mean")
+    ignore_index = options.get("ignore_index")
+    check_pad_label(pad_label, kind, ignore_index, min_features)
+    oracle, denominator_of = like, None
+    if smoothing_rule is not None or smoothing_form is not None:
+        oracle = _smoothing(like, options, smoothing_rule, smoothing_form, ignore_index, min_features)
+    if weight_normalization is not None:
+        oracle, denominator_of = _weights(like, options, weight_normalization, weights, reduction, shift, oracle)
+    elif oracle is not like and reduction != "none":
+        denominator_of = _denominator_of(like, options, reduction, shift)
+    name = getattr(like, "__name__", like)
+    call = {**options, **extra}
+    return Setup(
+        kind=kind,
+        oracle=oracle,
+        options=options,
+        reduction=reduction,
+        label_fill=ignore_index if ignore_index is not None else pad_label,
+        from_logits=bool(options.get("from_logits", False)),
+        like_call=f"maskloss.{name}({_fmt(call)})",
+        denominator_of=denominator_of,
+        pure=like in KIND_OF,
+        splittable=like in KIND_OF,
+        min_features=min_features,
+    )
+
+
+def _smoothing(
+    like: Callable[..., Any], options: dict[str, Any], rule: str | None, form: str | None,
+    ignore_index: int | None, min_features: int | None,
+) -> Callable[..., Any]:
+    if like is not losses.sparse_categorical_crossentropy:
+        what = "smoothing_rule" if rule is not None else "smoothing_form"
+        raise ValueError(
+            f"option {what}={rule if rule is not None else form!r} applies to "
+            f"like=maskloss.sparse_categorical_crossentropy only, not like={getattr(like, '__name__', like)!r}"
+        )
+    if rule is not None and rule not in SMOOTHING_RULES:
+        raise ValueError(f"smoothing_rule must be one of {SMOOTHING_RULES}, got {rule!r}")
+    if form is not None and form not in SMOOTHING_FORMS:
+        raise ValueError(f"smoothing_form must be one of {SMOOTHING_FORMS}, got {form!r}")
+    eps = options.get("label_smoothing", 0.0)
+    if rule not in (None, "uniform") and not eps:
+        raise ValueError(
+            f"smoothing_rule={rule!r} contradicts label_smoothing={eps!r}: a loss without smoothing has no rule; "
+            "pass label_smoothing > 0"
+        )
+    if options.get("class_weight") is not None:
+        raise ValueError(
+            f"smoothing_rule={rule!r} / smoothing_form={form!r} do not take class_weight= "
+            f"(got {options['class_weight']!r}): only the uniform cross-entropy form weighs classes"
+        )
+    if rule == "others_except_pad":
+        if ignore_index is None:
+            raise ValueError(
+                "smoothing_rule='others_except_pad' excludes the pad class, which is ignore_index=; got "
+                "ignore_index=None (OpenNMT-py's padding_idx is both)"
+            )
+        classes = 2 if min_features is None else min_features
+        if classes < 3:
+            raise ValueError(
+                f"smoothing_rule='others_except_pad' spreads eps / (C - 2): pass min_features >= 3, got "
+                f"min_features={min_features!r}"
+            )
+        if not 0 <= int(ignore_index) < classes:
+            raise ValueError(
+                f"smoothing_rule='others_except_pad' needs the pad class ignore_index={ignore_index!r} to be a "
+                f"class, in [0, {classes - 1}] (min_features={min_features!r})"
+            )
+    rule_, form_ = rule or "uniform", form or "cross_entropy"
+
+    def oracle(y_true: Any, y_pred: Any, mask: Any = None, **kwargs: Any) -> Any:
+        return oracles.smoothed_sparse(y_true, y_pred, mask, smoothing_rule=rule_, smoothing_form=form_, **kwargs)
+
+    oracle.__name__ = "sparse_categorical_crossentropy"
+    return oracle
+
+
+def _weights(
+    like: Callable[..., Any], options: dict[str, Any], normalization: str, weights: object, reduction: str,
+    shift: int, oracle: Callable[..., Any],
+) -> tuple[Callable[..., Any], Callable[[PaddedBatch], float | None]]:
+    if normalization not in WEIGHT_NORMALIZATIONS:
+        raise ValueError(f"weight_normalization must be one of {WEIGHT_NORMALIZATIONS}, got {normalization!r}")
+    if not weights:
+        raise ValueError(
+            f"weight_normalization={normalization!r} says how sample weights are normalised, but weights="
+            f"{weights!r} draws none; pass weights=True, 'sequence' or 'step'"
+        )
+    if reduction == "none":
+        raise ValueError(f"weight_normalization={normalization!r} needs a scalar reduction, not reduction='none'")
+    if oracle is not like:
+        raise ValueError(
+            f"weight_normalization={normalization!r} cannot be combined with smoothing_rule/smoothing_form"
+        )
+    oracle = oracles.weight_normalized(like, normalization)
+    return oracle, _denominator_of(like, options, reduction, shift, normalization)
+
+
+def _denominator_of(
+    like: Callable[..., Any], options: dict[str, Any], reduction: str, shift: int, normalization: str = "weighted"
+) -> Callable[[PaddedBatch], float | None]:
+    """D(batch) of ``like``'s totals (the unweighted ones for the numerator-only rules), for split weights."""
+    totals = masked_totals(like)
+    plain = {k: v for k, v in options.items() if k != "reduction"}
+
+    def denominator(b: PaddedBatch) -> float | None:
+        if shift:
+            sw = b.sample_weight
+            b = b._replace(
+                y_true=b.y_true[:, shift:],
+                y_pred=b.y_pred[:, : b.y_pred.shape[1] - shift],
+                mask=b.mask[:, shift:],
+                sample_weight=sw if sw is None or sw.ndim == 1 else sw[:, shift:],
+            )
+        w = b.sample_weight
+        if normalization == "weighted":
+            t = totals(b.y_true, b.y_pred, b.mask, sample_weight=w, **plain)
+        else:
+            t = totals(b.y_true, b.y_pred, b.mask, **plain)
+        den = oracles.denominator(t, reduction)
+        if normalization == "nonzero_fraction" and w is not None:
+            den *= np.count_nonzero(w) / w.size
+        return den
+
+    return denominator
