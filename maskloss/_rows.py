@@ -47,7 +47,7 @@ _pool_lock = threading.Lock()
 
 def valid_rows(valid: BoolArray) -> IntArray:
     """Flat indices of the valid steps."""
-    return np.flatnonzero(valid.ravel())
+    return valid.reshape(-1).nonzero()[0]
 
 
 def row_chunks(rows: IntArray, width: int) -> Iterator[IntArray]:
@@ -135,12 +135,22 @@ def map_rows(
     size = valid.size
     out = np.zeros(size if k is None else (size, k))
     rows = valid_rows(valid)
-    width = max((a.shape[-1] for a in arrays if a.ndim == 2), default=1)
+    width = 1
+    for a in arrays:
+        if a.ndim == 2:
+            width = max(width, a.shape[1])
     grad: np.ndarray[Any, Any] | None = None
     if grad_scale is not None:
         grad = grad_out if grad_out is not None else np.empty((size, arrays[-1].shape[-1]))
     flat_valid = valid.reshape(-1)
-    threads = max(1, min(_threads.get_num_threads(), rows.shape[0] * width // MIN_ELEMENTS_PER_THREAD))
+    work_size = rows.shape[0] * width
+    if work_size <= min(SMALL_CHUNK, CHUNK_ELEMENTS):
+        # One small chunk, on the calling thread: no pool, no scratch buffers, the same per-row math.
+        if grad is not None:
+            grad[~flat_valid] = 0.0
+        _run_chunk(step, rows, [a.take(rows, axis=0) for a in arrays], out, grad, grad_scale)
+        return out, grad
+    threads = max(1, min(_threads.get_num_threads(), work_size // MIN_ELEMENTS_PER_THREAD))
     bounds = [rows.shape[0] * i // threads for i in range(threads + 1)]
 
     def work(i: int) -> None:
@@ -153,14 +163,7 @@ def map_rows(
             if grad is not None:
                 grad[np.flatnonzero(~flat_valid[lo:hi]) + lo] = 0.0
             for chunk in row_chunks(mine, width):
-                pieces = [_gather(a, chunk, j) for j, a in enumerate(arrays)]
-                if grad is None or grad_scale is None:
-                    out[chunk] = step(chunk, *pieces)
-                    continue
-                out[chunk], dpred = step(chunk, *pieces, grad=True)
-                factor = grad_scale[chunk, None]
-                with np.errstate(invalid="ignore"):  # a 0 factor selects 0, even against an inf derivative
-                    grad[chunk] = np.where(factor == 0, 0.0, dpred * factor)
+                _run_chunk(step, chunk, [_gather(a, chunk, j) for j, a in enumerate(arrays)], out, grad, grad_scale)
         finally:
             _local.buffers = None
 
@@ -173,6 +176,24 @@ def map_rows(
             if error is not None:
                 raise error
     return out, grad
+
+
+def _run_chunk(
+    step: StepFn,
+    chunk: IntArray,
+    pieces: list[np.ndarray[Any, Any]],
+    out: FloatArray,
+    grad: np.ndarray[Any, Any] | None,
+    grad_scale: FloatArray | None,
+) -> None:
+    """``step`` on one chunk of valid rows: results into ``out[chunk]``, scaled derivative rows into ``grad``."""
+    if grad is None or grad_scale is None:
+        out[chunk] = step(chunk, *pieces)
+        return
+    out[chunk], dpred = step(chunk, *pieces, grad=True)
+    factor = grad_scale[chunk, None]
+    with np.errstate(invalid="ignore"):  # a 0 factor selects 0, even against an inf derivative
+        grad[chunk] = np.where(factor == 0, 0.0, dpred * factor)
 
 
 def check_probabilities(p: FloatArray, rows: IntArray, steps_shape: tuple[int, ...], name: str) -> None:

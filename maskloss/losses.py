@@ -78,7 +78,7 @@ def _with_grad(grad: bool, loss: FloatArray, derivative: Callable[..., FloatArra
     return (loss, derivative(*args)) if grad else loss
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pipeline:
     r"""A validated loss call: everything but the per-row math is decided here, once.
 
@@ -109,8 +109,9 @@ class Pipeline:
 
     def _denominator_terms(self, weight: FloatArray | None = None) -> FloatArray:
         w = self.weight if weight is None else weight
-        denominator = w if self.step_weight is None else w * self.step_weight
-        return np.where(self.valid, denominator, 0.0)
+        if self.step_weight is None:
+            return w  # already 0 at masked steps
+        return np.where(self.valid, w * self.step_weight, 0.0)
 
     def _reduce(self, losses: FloatArray) -> Any:
         """Numerator terms :math:`w\\,\\ell`, denominator terms :math:`w\\,cw_y`, reduced.
@@ -121,7 +122,7 @@ class Pipeline:
         if self.reduction == "none":
             return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction)
         w, exponent = power_of_two_scale(self.weight)
-        value = reduce_terms(w * losses, self._denominator_terms(w), self.reduction)
+        value = MaskedTotals.from_terms(w * losses, self._denominator_terms(w)).value(self.reduction)
         return unscale(value, self.reduction, exponent)
 
     def value(self) -> Any:

@@ -60,9 +60,14 @@ def _float64(x: Any) -> FloatArray:
     return np.asarray(x, dtype=np.float64)
 
 
+def _feature_mean(terms: FloatArray) -> FloatArray:
+    """The mean over the last axis: ``np.mean``'s sum-then-divide, bit for bit, without its overhead."""
+    return _float64(np.add.reduce(terms, axis=-1) / terms.shape[-1])
+
+
 def absolute_error(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
     r""":math:`\frac1F \sum_f |y_f - \hat y_f|` (Keras ``mae``, mean over the last axis)."""
-    return _float64(np.mean(np.abs(y_true - y_pred), axis=-1))
+    return _feature_mean(np.abs(y_true - y_pred))
 
 
 def absolute_error_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
@@ -76,7 +81,7 @@ def absolute_error_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
 
 def squared_error(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
     r""":math:`\frac1F \sum_f (y_f - \hat y_f)^2` (Keras ``mse``, mean over the last axis)."""
-    return _float64(np.mean(np.square(y_true - y_pred), axis=-1))
+    return _feature_mean(np.square(y_true - y_pred))
 
 
 def squared_error_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
@@ -121,7 +126,7 @@ def binary_cross_entropy(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
     terms = negative_log_weighted(y_true, _log(y_pred))
     with np.errstate(divide="ignore"):
         terms += negative_log_weighted(1.0 - y_true, np.log1p(-y_pred))  # log(1 - p) without rounding 1 - p
-    return _float64(np.mean(terms, axis=-1))
+    return _feature_mean(terms)
 
 
 def binary_cross_entropy_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
@@ -136,7 +141,7 @@ def binary_cross_entropy_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatAr
 def binary_cross_entropy_with_logits(y_true: FloatArray, logits: FloatArray) -> FloatArray:
     r"""Stable logit form :math:`\frac1F\sum_f \max(x_f,0) - x_f y_f + \log(1+e^{-|x_f|})`."""
     terms = np.maximum(logits, 0.0) - logits * y_true + np.log1p(np.exp(-np.abs(logits)))
-    return _float64(np.mean(terms, axis=-1))
+    return _feature_mean(terms)
 
 
 def sigmoid(x: FloatArray) -> FloatArray:
