@@ -191,9 +191,14 @@ def _run_chunk(
         out[chunk] = step(chunk, *pieces)
         return
     out[chunk], dpred = step(chunk, *pieces, grad=True)
-    factor = grad_scale[chunk, None]
-    with np.errstate(invalid="ignore"):  # a 0 factor selects 0, even against an inf derivative
-        grad[chunk] = np.where(factor == 0, 0.0, dpred * factor)
+    factor = grad_scale[chunk]
+    scaled = scratch("scaled", dpred.shape, np.float64)  # no fresh 2 MiB temporaries per chunk
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.multiply(dpred, factor[:, None], out=scaled)
+    unscaled = factor == 0
+    if unscaled.any():
+        scaled[unscaled] = 0.0  # a 0 factor selects 0, even against an inf derivative
+    grad[chunk] = scaled
 
 
 def check_probabilities(p: FloatArray, rows: IntArray, steps_shape: tuple[int, ...], name: str) -> None:
