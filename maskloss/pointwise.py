@@ -121,12 +121,29 @@ def smooth_categorical_targets(y_true: FloatArray, label_smoothing: float) -> Fl
     return _float64(y_true * (1.0 - label_smoothing) + label_smoothing / y_true.shape[-1])
 
 
+def _zero_where(terms: FloatArray, coef: FloatArray) -> FloatArray:
+    r"""Set ``terms`` to 0 where ``coef`` is 0 (selection: :math:`0 \cdot \log 0 = 0`, not NaN)."""
+    np.copyto(terms, 0.0, where=coef == 0)
+    return terms
+
+
 def binary_cross_entropy(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
-    r""":math:`-\frac1F\sum_f \big(y_f \log p_f + (1-y_f)\log(1-p_f)\big)`, probabilities as given."""
-    terms = negative_log_weighted(y_true, _log(y_pred))
-    with np.errstate(divide="ignore"):
-        terms += negative_log_weighted(1.0 - y_true, np.log1p(-y_pred))  # log(1 - p) without rounding 1 - p
-    return _feature_mean(terms)
+    r""":math:`-\frac1F\sum_f \big(y_f \log p_f + (1-y_f)\log(1-p_f)\big)`, probabilities as given.
+
+    A term whose coefficient (:math:`y_f` or :math:`1-y_f`) is 0 is 0, even at
+    :math:`p_f \in \{0, 1\}`. Computed in reused scratch buffers (no temporaries per chunk).
+    """
+    complement = np.subtract(1.0, y_true, out=scratch("bce_complement", y_true.shape))
+    positive = scratch("bce_positive", y_pred.shape)
+    negative = scratch("bce_negative", y_pred.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.log(y_pred, out=positive)
+        np.multiply(positive, y_true, out=positive)
+        np.negative(y_pred, out=negative)
+        np.log1p(negative, out=negative)  # log(1 - p) without rounding 1 - p
+        np.multiply(negative, complement, out=negative)
+    np.add(_zero_where(positive, y_true), _zero_where(negative, complement), out=positive)
+    return _float64(np.subtract(0.0, np.add.reduce(positive, axis=-1)) / y_pred.shape[-1])
 
 
 def binary_cross_entropy_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
@@ -134,13 +151,29 @@ def binary_cross_entropy_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatAr
 
     Each term is 0 where its coefficient (:math:`y_f` or :math:`1-y_f`) is 0.
     """
-    dp = negative_log_weighted_grad(y_true, y_pred) - negative_log_weighted_grad(1.0 - y_true, 1.0 - y_pred)
-    return _float64(dp / y_pred.shape[-1])
+    complement = np.subtract(1.0, y_true, out=scratch("bce_complement", y_true.shape))
+    positive = scratch("bce_positive", y_pred.shape)
+    negative = scratch("bce_negative", y_pred.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(y_true, y_pred, out=positive)
+        np.subtract(1.0, y_pred, out=negative)
+        np.divide(complement, negative, out=negative)
+    np.subtract(_zero_where(negative, complement), _zero_where(positive, y_true), out=positive)
+    positive /= y_pred.shape[-1]
+    return positive
 
 
 def binary_cross_entropy_with_logits(y_true: FloatArray, logits: FloatArray) -> FloatArray:
     r"""Stable logit form :math:`\frac1F\sum_f \max(x_f,0) - x_f y_f + \log(1+e^{-|x_f|})`."""
-    terms = np.maximum(logits, 0.0) - logits * y_true + np.log1p(np.exp(-np.abs(logits)))
+    terms = np.maximum(logits, 0.0, out=scratch("bce_terms", logits.shape))
+    product = np.multiply(logits, y_true, out=scratch("bce_product", logits.shape))
+    with np.errstate(invalid="ignore", over="ignore"):
+        np.subtract(terms, product, out=terms)
+        softplus = np.abs(logits, out=product)
+        np.negative(softplus, out=softplus)
+        np.exp(softplus, out=softplus)
+        np.log1p(softplus, out=softplus)
+        np.add(terms, softplus, out=terms)
     return _feature_mean(terms)
 
 
@@ -157,11 +190,21 @@ def binary_cross_entropy_with_logits_grad(y_true: FloatArray, logits: FloatArray
     :math:`x \ge 0` (and :math:`\big(e(1-y) - y\big)/(1+e)`, :math:`e = e^{x}`, below), so
     that :math:`\sigma(40) - 1 = -4.2\cdot 10^{-18}` is not rounded to 0.
     """
-    e = np.exp(-np.abs(logits))
+    e = np.abs(logits, out=scratch("bce_exp", logits.shape))
+    np.negative(e, out=e)
+    np.exp(e, out=e)
     positive = logits >= 0
-    upper = np.where(positive, 1.0 - y_true, e * (1.0 - y_true))
-    lower = np.where(positive, y_true * e, y_true)
-    return _float64((upper - lower) / (1.0 + e) / logits.shape[-1])
+    complement = np.subtract(1.0, y_true, out=scratch("bce_complement", y_true.shape))
+    with np.errstate(invalid="ignore", over="ignore"):
+        upper = np.multiply(e, complement, out=scratch("bce_upper", logits.shape))
+        np.copyto(upper, complement, where=positive)
+        lower = np.multiply(y_true, e, out=scratch("bce_lower", logits.shape))
+        np.copyto(lower, y_true, where=~positive)
+        np.subtract(upper, lower, out=upper)
+        np.add(e, 1.0, out=e)
+        np.divide(upper, e, out=upper)
+    upper /= logits.shape[-1]
+    return upper
 
 
 def _shifted_exp(logits: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
