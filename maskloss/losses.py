@@ -39,7 +39,7 @@ from maskloss._checks import (
     check_reduction,
     check_sample_weight,
 )
-from maskloss._rows import StepFn, as_rows, check_probabilities, map_rows, to_float64
+from maskloss._rows import StepFn, as_rows, check_probabilities, map_rows, scratch, to_float64
 from maskloss._types import BoolArray, FloatArray
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, reduce_terms, unscale
 
@@ -435,7 +435,7 @@ def _log_probabilities(
         return pointwise.log_softmax(pred), None
     check_probabilities(pred, rows, steps_shape, "y_pred")
     with np.errstate(divide="ignore"):
-        return np.log(pred), None
+        return np.log(pred, out=scratch("log_p", pred.shape)), None
 
 
 def _categorical_pipeline(

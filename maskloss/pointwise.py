@@ -89,19 +89,38 @@ def squared_error_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
     return _float64(2.0 * (y_pred - y_true) / y_pred.shape[-1])
 
 
-def negative_log_weighted(coef: FloatArray, log_p: FloatArray) -> FloatArray:
-    r""":math:`-c \log p` elementwise, with :math:`0 \cdot \log 0 = 0` (no NaN from ``0·inf``)."""
+def negative_log_weighted(coef: FloatArray, log_p: FloatArray, *, buffer: str | None = None) -> FloatArray:
+    r""":math:`-c \log p` elementwise, with :math:`0 \cdot \log 0 = 0` (no NaN from ``0·inf``).
+
+    With ``buffer``, the result is written into that reused scratch buffer
+    (:func:`maskloss._rows.scratch`): only for a result consumed before the next call.
+    """
+    if buffer is None:
+        with np.errstate(invalid="ignore"):
+            return np.where(coef == 0, 0.0, -coef * log_p)
+    out = scratch(buffer, np.broadcast_shapes(np.shape(coef), np.shape(log_p)))
     with np.errstate(invalid="ignore"):
-        return np.where(coef == 0, 0.0, -coef * log_p)
+        np.multiply(coef, log_p, out=out)
+    np.negative(out, out=out)
+    np.copyto(out, 0.0, where=coef == 0)
+    return out
 
 
-def negative_log_weighted_grad(coef: FloatArray, p: FloatArray) -> FloatArray:
+def negative_log_weighted_grad(coef: FloatArray, p: FloatArray, *, buffer: str | None = None) -> FloatArray:
     r""":math:`\partial(-c \log p)/\partial p = -c/p`, and 0 where :math:`c = 0` (even at :math:`p = 0`).
 
     A positive ``c`` at :math:`p = 0` gives :math:`-\infty`, the honest derivative.
+    ``buffer`` as in :func:`negative_log_weighted`.
     """
+    if buffer is None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(coef == 0, 0.0, -coef / p)
+    out = scratch(buffer, np.broadcast_shapes(np.shape(coef), np.shape(p)))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(coef == 0, 0.0, -coef / p)
+        np.divide(coef, p, out=out)
+    np.negative(out, out=out)
+    np.copyto(out, 0.0, where=coef == 0)
+    return out
 
 
 def _log(p: FloatArray) -> FloatArray:
@@ -247,11 +266,14 @@ def cross_entropy(
     targets: FloatArray, log_p: FloatArray, class_weight: FloatArray | None = None
 ) -> FloatArray:
     r""":math:`-\sum_c cw_c\, q_c \log p_c` for dense (possibly soft, unnormalised) targets ``q``."""
-    return _float64(np.sum(negative_log_weighted(_coefficients(targets, class_weight), log_p), axis=-1))
+    terms = negative_log_weighted(_coefficients(targets, class_weight), log_p, buffer="terms")
+    return _float64(np.add.reduce(terms, axis=-1))
 
 
 def _coefficients(targets: FloatArray, class_weight: FloatArray | None) -> FloatArray:
-    return targets if class_weight is None else targets * class_weight
+    if class_weight is None:
+        return targets
+    return np.multiply(targets, class_weight, out=scratch("coefficients", targets.shape))
 
 
 def cross_entropy_grad(
@@ -273,7 +295,7 @@ def cross_entropy_grad(
     """
     coef = _coefficients(targets, class_weight)
     if not from_logits:
-        return negative_log_weighted_grad(coef, pred)
+        return negative_log_weighted_grad(coef, pred, buffer="derivative")
     if softmax is None:
         softmax = log_softmax_and_softmax(pred)[1]
     return _float64(softmax * np.sum(coef, axis=-1, keepdims=True) - coef)
@@ -296,7 +318,7 @@ def sparse_cross_entropy(
     if label_smoothing:
         cw = np.ones(log_p.shape[-1]) if class_weight is None else class_weight
         spread = np.broadcast_to(label_smoothing / log_p.shape[-1] * cw, log_p.shape)
-        loss = loss + np.sum(negative_log_weighted(spread, log_p), axis=-1)
+        loss = loss + np.add.reduce(negative_log_weighted(spread, log_p, buffer="terms"), axis=-1)
     return loss
 
 
@@ -309,7 +331,7 @@ def sparse_target_coefficients(
     """
     rows = np.arange(labels.shape[0])
     cw = np.ones(num_classes) if class_weight is None else class_weight
-    coef = np.empty((labels.shape[0], num_classes))
+    coef = scratch("coefficients", (labels.shape[0], num_classes))
     coef[:] = label_smoothing / num_classes * cw
     coef[rows, labels] += (1.0 - label_smoothing) * cw[labels]
     return coef
