@@ -223,7 +223,7 @@ def binary_cross_entropy_with_logits_grad(y_true: FloatArray, logits: FloatArray
         np.add(e, 1.0, out=e)
         np.divide(upper, e, out=upper)
     upper /= logits.shape[-1]
-    return upper
+    return _float64(upper)
 
 
 def _shifted_exp(logits: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -273,7 +273,7 @@ def cross_entropy(
 def _coefficients(targets: FloatArray, class_weight: FloatArray | None) -> FloatArray:
     if class_weight is None:
         return targets
-    return np.multiply(targets, class_weight, out=scratch("coefficients", targets.shape))
+    return _float64(np.multiply(targets, class_weight, out=scratch("coefficients", targets.shape)))
 
 
 def cross_entropy_grad(
