@@ -198,6 +198,10 @@ def _run_chunk(
     unscaled = factor == 0
     if unscaled.any():
         scaled[unscaled] = 0.0  # a 0 factor selects 0, even against an inf derivative
+    if not np.isfinite(factor).all():
+        # w/D overflowed (a subnormal denominator): a derivative of exactly 0 (a step whose
+        # class weight is 0) still contributes exactly 0, not 0 * inf = NaN.
+        np.copyto(scaled, 0.0, where=dpred == 0)
     grad[chunk] = scaled
 
 

@@ -180,3 +180,18 @@ def test_a_subnormal_denominator_gives_a_finite_gradient(reduction):
     assert np.all(np.isfinite(grad))
     np.testing.assert_allclose(value, exact_value, rtol=1e-13)
     np.testing.assert_allclose(grad, exact_grad, rtol=1e-13, atol=1e-300)
+
+
+def test_a_step_with_class_weight_0_gets_gradient_0_when_the_factor_overflows():
+    # token_mean with class weights [1e-310, 0]: D = sum of w * cw_y is subnormal, so each
+    # step's factor w/D overflows to inf. The step labelled with the class of weight 0 does
+    # not depend on its logits at all (no label smoothing): its gradient is exactly 0, and
+    # must not become 0 * inf = NaN. (The other step's gradient w*cw*(p - onehot)/D also needs
+    # more range than w/D has, so only its class-weight-0 neighbour is pinned here.)
+    labels = np.array([[0, 1]])
+    logits = np.array([[[0.3, -1.2], [2.0, 0.1]]])
+    loss = maskloss.value_and_grad(maskloss.sparse_categorical_crossentropy)
+    with np.errstate(over="ignore", invalid="ignore"):
+        value, grad = loss(labels, logits, from_logits=True, class_weight=np.array([1e-310, 0.0]))
+    assert np.isfinite(value)
+    np.testing.assert_array_equal(grad[0, 1], [0.0, 0.0])
