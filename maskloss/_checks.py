@@ -48,13 +48,16 @@ def as_numeric(x: npt.ArrayLike, name: str, *, min_ndim: int = 0) -> np.ndarray[
     float64 chunk by chunk; booleans, integers, float16/32/64 and extension floats
     that cast safely to float64 (such as ``ml_dtypes.bfloat16``) are accepted.
     """
-    if x is None:
-        raise TypeError(f"{name} must be an array of numbers, got None")
-    x = to_numpy(x)  # torch/jax tensors (requires_grad, GPU, bfloat16) become numpy
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as exc:  # ragged nested lists and the like
-        raise TypeError(f"{name} must be an array of numbers; could not convert {_describe(x)}: {exc}") from None
+    if type(x) is np.ndarray:  # the common case, without the conversions below
+        arr: np.ndarray[Any, Any] = x
+    else:
+        if x is None:
+            raise TypeError(f"{name} must be an array of numbers, got None")
+        x = to_numpy(x)  # torch/jax tensors (requires_grad, GPU, bfloat16) become numpy
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as exc:  # ragged nested lists and the like
+            raise TypeError(f"{name} must be an array of numbers; could not convert {_describe(x)}: {exc}") from None
     if arr.dtype.kind not in _NUMERIC_KINDS and not np.can_cast(arr.dtype, np.float64, "safe"):
         raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype} ({_describe(x)})")
     if arr.ndim < min_ndim:
