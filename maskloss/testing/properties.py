@@ -105,8 +105,9 @@ class _Checker:
     denominator_of: Callable[[PaddedBatch], float | None] | None = None
     #: The oracle never reads padded content, so junk there must leave the clean value.
     pure: bool = True
-    #: The oracle's results on the batches asked about, by (what, id(batch)); each entry holds its
-    #: batch, so that no id is reused while it is cached (batches are never modified in place).
+    #: The oracle's results on the batches asked about, by (what, id(batch)), the latest _MEMO_SIZE
+    #: (several examples' worth); each entry holds its batch, so that no id is reused while it is
+    #: cached (batches are never modified in place).
     _memo: dict[tuple[str, int], tuple[PaddedBatch, Any]] = field(default_factory=dict, repr=False)
     _totals: Callable[..., MaskedTotals] | None = field(default=None, repr=False)  # masked_totals(oracle), built once
 
@@ -117,8 +118,8 @@ class _Checker:
         if hit is not None and hit[0] is b:
             return hit[1]
         value = compute()
-        if len(self._memo) >= _MEMO_SIZE:  # an example asks about ~20 batches: forget the older ones
-            self._memo.clear()
+        if len(self._memo) >= _MEMO_SIZE:  # forget the oldest: an example asks about ~20-40 batches
+            del self._memo[next(iter(self._memo))]
         self._memo[key] = (b, value)
         return value
 
