@@ -4,6 +4,7 @@ Run from the repository root (writes ``benchmarks/README.md`` and ``benchmarks/v
 
     python -m benchmarks                 # full sizes, 5 rounds
     python benchmarks/run.py --rounds 5 --scale 0.25
+    python -m benchmarks --only check_loss --rounds 5   # one section, printed (README.md untouched)
 
 Contenders are interleaved within each round (load from other processes spreads over all
 of them); each cell is the median of the rounds, with min and max. Peak memory is measured
@@ -14,6 +15,7 @@ inputs were built. No test asserts a time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -234,6 +236,164 @@ def regression_cases(rounds: int, scale: float) -> dict[str, dict[str, list[floa
     return out
 
 
+CHECK_LOSS_HEADING = "## check_loss overhead"
+CHECK_LOSS_EXAMPLES = 100
+
+
+class _Stopwatch:
+    """Seconds spent inside wrapped callables, by name (reset per check_loss call)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, what: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - start
+
+        timed.__name__ = getattr(fn, "__name__", what)
+        timed.unwrapped = fn  # type: ignore[attr-defined]
+        return timed
+
+
+@contextlib.contextmanager
+def _timed_check_loss(watch: _Stopwatch) -> Iterator[None]:
+    """Time check_loss's reference (its oracle and masked_totals), its examples and hypothesis's draws.
+
+    The oracle is wrapped where check_loss resolves it, masked_totals where the properties
+    build it, the test function where hypothesis's ``given`` receives it (and the special
+    batches run after it: together "examples"), and the batch strategy in a composite that
+    times each draw; all restored after.
+    """
+    import functools
+
+    from hypothesis import strategies as st
+
+    import maskloss.testing.check as check
+    import maskloss.testing.properties as properties
+
+    names = [(check, "resolve"), (properties, "masked_totals"), (check, "padded_batches"), (check, "given"),
+             (check, "_special_batches")]
+    resolve, totals, batches, given, special = (getattr(module, name) for module, name in names)
+
+    def timed_resolve(*args: Any, **kwargs: Any) -> Any:
+        setup = resolve(*args, **kwargs)
+        setup.oracle = watch.wrap("reference", setup.oracle)
+        return setup
+
+    def timed_totals(fn: Callable[..., Any]) -> Callable[..., Any]:
+        return watch.wrap("reference", totals(getattr(fn, "unwrapped", fn)))
+
+    def timed_batches(*args: Any, **kwargs: Any) -> Any:
+        inner = batches(*args, **kwargs)
+
+        @st.composite
+        def drawn(draw: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return draw(inner)
+            finally:
+                watch.seconds["drawing"] = watch.seconds.get("drawing", 0.0) + time.perf_counter() - start
+
+        return drawn()
+
+    def timed_given(*strategies: Any) -> Callable[[Callable[..., Any]], Any]:
+        def decorate(test: Callable[..., Any]) -> Any:
+            return given(*strategies)(functools.wraps(test)(watch.wrap("examples", test)))
+        return decorate
+
+    timed = [timed_resolve, timed_totals, timed_batches, timed_given, watch.wrap("examples", special)]
+    for (module, name), fn in zip(names, timed, strict=True):
+        setattr(module, name, fn)
+    try:
+        yield
+    finally:
+        for (module, name), fn in zip(names, [resolve, totals, batches, given, special], strict=True):
+            setattr(module, name, fn)
+
+
+def check_loss_cases(rounds: int) -> dict[str, dict[str, list[float]]]:
+    """check_loss(candidate, maskloss.mae, max_examples=100) with a correct NumPy and a correct torch candidate.
+
+    Per contender and round: total seconds, and the seconds inside the candidate, the
+    reference, the examples and hypothesis's draws (wrappers around each).
+    """
+    from maskloss.testing import check_loss, torch_adapter
+
+    watch = _Stopwatch()
+    runs: dict[str, Callable[[int], None]] = {}
+
+    def numpy_mae(y_true: Any, y_pred: Any, mask: Any) -> Any:
+        return maskloss.mae(y_true, y_pred, mask)
+
+    timed_numpy = watch.wrap("candidate", numpy_mae)
+    runs["NumPy candidate (maskloss.mae)"] = lambda n: check_loss(timed_numpy, maskloss.mae, max_examples=n)
+    try:
+        import torch
+
+        def torch_mae(y_true: Any, y_pred: Any, mask: Any) -> Any:
+            per_step = torch.where(mask[..., None], (y_true - y_pred).abs(), 0.0).mean(-1)
+            return per_step.sum() / mask.sum()
+
+        timed_torch = watch.wrap("candidate", torch_mae)  # inside the adapter: conversions are overhead
+        runs["torch candidate (torch_adapter)"] = lambda n: check_loss(
+            timed_torch, maskloss.mae, adapter=torch_adapter, max_examples=n)
+    except ImportError:
+        pass
+    parts = ("total", "candidate", "reference", "examples", "drawing")
+    out: dict[str, dict[str, list[float]]] = {name: {k: [] for k in parts} for name in runs}
+
+    def measured(name: str) -> Callable[[], None]:
+        def run() -> None:
+            watch.seconds = {}
+            start = time.perf_counter()
+            runs[name](CHECK_LOSS_EXAMPLES)
+            out[name]["total"].append(time.perf_counter() - start)
+            for k in parts[1:]:
+                out[name][k].append(watch.seconds.get(k, 0.0))
+        return run
+
+    with _timed_check_loss(watch):
+        for run in runs.values():
+            run(5)  # imports and first-call setup outside the timing
+        interleaved({name: measured(name) for name in runs}, rounds)
+    return out
+
+
+def check_loss_section(rounds: int) -> str:
+    """The markdown section of check_loss's time, split into candidate, reference, draws and the rest."""
+    cases = check_loss_cases(rounds)
+    n = CHECK_LOSS_EXAMPLES
+    rows = [CHECK_LOSS_HEADING, "",
+            f"`check_loss(candidate, maskloss.mae, max_examples={n})` on its default batches (regression, up to "
+            "4 sequences x 6 steps x 2-5 features), seconds per call, split by wrappers into: the candidate "
+            "(the torch function itself: torch_adapter's NumPy/torch conversions count as overhead); the "
+            "reference (maskloss's oracle and `masked_totals`); outside the examples (hypothesis drawing the "
+            "batches, of which the drawing is shown, and its engine; check_loss's once-per-call setup). "
+            f"Overhead per example: (total - candidate - reference) / {n}, in ms; check_loss's own: the time "
+            "inside the examples (the properties, the special batches) minus candidate and reference, per "
+            f"example. Medians of {rounds} interleaved rounds (min-max).", "",
+            "| candidate | total s | candidate s | reference s | outside the examples s | of which drawing s "
+            "| overhead / example ms | check_loss's own / example ms |", "|---|---|---|---|---|---|---|---|"]
+    for name, t in cases.items():
+        cand_ref = [c + r for c, r in zip(t["candidate"], t["reference"], strict=True)]
+        outside = [a - e for a, e in zip(t["total"], t["examples"], strict=True)]
+        rest = [(a - cr) / n for a, cr in zip(t["total"], cand_ref, strict=True)]
+        own = [(e - cr) / n for e, cr in zip(t["examples"], cand_ref, strict=True)]
+        rows.append(f"| {name} | {cell(t['total'])} | {cell(t['candidate'])} | {cell(t['reference'])} "
+                    f"| {cell(outside)} | {cell(t['drawing'])} | {cell(rest, 1e3, '{:.2f}')} "
+                    f"| {cell(own, 1e3, '{:.2f}')} |")
+    if len(cases) < 2:
+        rows.append("| torch candidate | torch not installed | | | | | | |")
+    return "\n".join(rows) + "\n"
+
+
+SECTIONS = {"check_loss": check_loss_section}
+
+
 def versions() -> str:
     parts = [f"Python {platform.python_version()}", f"numpy {np.__version__}"]
     for mod in ("torch", "jax"):
@@ -250,7 +410,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full batch sizes")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--only-memory", action="store_true", help="measure memory only; rewrite that section")
+    parser.add_argument("--only", choices=sorted(SECTIONS), help="run one section and print it (README.md untouched)")
     args = parser.parse_args(argv)
+    if args.only:
+        print(SECTIONS[args.only](max(5, args.rounds)))
+        return
     if args.only_memory:
         n = max(64, int(8192 * args.scale))
         section = memory_section(n)
@@ -283,6 +447,7 @@ def main(argv: list[str] | None = None) -> None:
         sweep_vocab[vocab] = (valid, interleaved(contenders("fwd", lab, lg), rounds))
         del lab, lg
     regression = regression_cases(rounds, scale)
+    check_section = check_loss_section(rounds)
     floor = floors(1 << 29, rounds)
 
     def ratio_row(times: dict[str, list[float]]) -> dict[str, str]:
@@ -327,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     for case, t in regression.items():
         for k, v in t.items():
             lines.append(f"| {case} | {k} | {cell(v)} |")
-    lines.append("")
+    lines += ["", check_section]
     if not args.no_memory:
         lines.append(memory_section(n_main))
     with open(os.path.join(HERE, "README.md"), "w") as fh:

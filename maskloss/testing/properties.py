@@ -4,18 +4,20 @@ oracle and the comparison on a batch and its transformations, and reports the fi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from maskloss.accumulation import masked_totals
+from maskloss.reductions import MaskedTotals
 from maskloss.strategies import PaddedBatch
 from maskloss.testing.batches import (
     _describe_batch,
     _junk_label_variants,
     _junk_variants,
+    _packed_mask,
     _pad_more,
     _repad,
     _take,
@@ -70,6 +72,11 @@ _PROPERTIES = {
     "all-masked batch": "a batch with no valid step gives the wrong result",
 }
 
+#: Dtypes from the highest precision to the lowest (the tolerance rows a result may move to).
+_PRECISION_ORDER = ("float64", "float32", "float16", "bfloat16")
+_FLOAT64 = np.dtype(np.float64)
+_MEMO_SIZE = 256
+
 
 @dataclass
 class _Checker:
@@ -98,6 +105,23 @@ class _Checker:
     denominator_of: Callable[[PaddedBatch], float | None] | None = None
     #: The oracle never reads padded content, so junk there must leave the clean value.
     pure: bool = True
+    #: The oracle's results on the batches asked about, by (what, id(batch)), the latest _MEMO_SIZE
+    #: (several examples' worth); each entry holds its batch, so that no id is reused while it is
+    #: cached (batches are never modified in place).
+    _memo: dict[tuple[str, int], tuple[PaddedBatch, Any]] = field(default_factory=dict, repr=False)
+    _totals: Callable[..., MaskedTotals] | None = field(default=None, repr=False)  # masked_totals(oracle), built once
+
+    def _cached(self, what: str, b: PaddedBatch, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per batch object: the oracle is asked once about each batch it sees."""
+        key = (what, id(b))
+        hit = self._memo.get(key)
+        if hit is not None and hit[0] is b:
+            return hit[1]
+        value = compute()
+        if len(self._memo) >= _MEMO_SIZE:  # forget the oldest: an example asks about ~20-40 batches
+            del self._memo[next(iter(self._memo))]
+        self._memo[key] = (b, value)
+        return value
 
     # ---- running the three parties on one batch
     def _shifted(self, b: PaddedBatch) -> PaddedBatch:
@@ -147,9 +171,10 @@ class _Checker:
     def _note_dtype(self, result: Any) -> None:
         """Dtype awareness: a candidate returning float32 (or lower) is held to that row."""
         dt = getattr(result, "dtype", None)
+        if dt is _FLOAT64:  # the common case, and the highest precision: nothing to note
+            return
         name = getattr(dt, "name", None)
-        order = ["float64", "float32", "float16", "bfloat16"]
-        if name in order and order.index(name) > order.index(self.row):
+        if name in _PRECISION_ORDER and _PRECISION_ORDER.index(name) > _PRECISION_ORDER.index(self.row):
             self.returned_dtype = name
 
     @property
@@ -158,6 +183,10 @@ class _Checker:
         return self.returned_dtype or self.dtype
 
     def expect(self, b: PaddedBatch) -> Any:
+        """The oracle's value (or gradient) on ``b``, as the candidate's must be (computed once per batch)."""
+        return self._cached("gradient" if self.gradient else "value", b, lambda: self._expect(b))
+
+    def _expect(self, b: PaddedBatch) -> Any:
         args, kwargs = self._oracle_args(b)
         if self.gradient:
             assert self.oracle_grad is not None
@@ -172,6 +201,10 @@ class _Checker:
         return value if self.scale == 1.0 else self.scale * np.asarray(value, dtype=np.float64)
 
     def oracle_value(self, b: PaddedBatch) -> Any:
+        """The oracle's value on ``b`` (computed once per batch)."""
+        return self._cached("oracle", b, lambda: self._oracle_value(b))
+
+    def _oracle_value(self, b: PaddedBatch) -> Any:
         with np.errstate(all="ignore"):
             if self.spec is not None:
                 return self.spec.call(self.oracle, b, self.options)
@@ -200,15 +233,24 @@ class _Checker:
     def reference(self, b: PaddedBatch) -> Any:
         if self.reference_lowp is None or self.gradient:
             return None
+        return self._cached("reference", b, lambda: self._reference(b))
+
+    def _reference(self, b: PaddedBatch) -> Any:
+        assert self.reference_lowp is not None
         with np.errstate(all="ignore"):
             return self._call(self.reference_lowp, b, oracle=False)
 
     # ---- per-sequence denominators, to recombine micro-batches
     def denominators(self, b: PaddedBatch) -> npt.NDArray[np.float64]:
-        """Per-sequence denominators of ``like`` on ``b`` (its :class:`MaskedTotals`)."""
+        """Per-sequence denominators of ``like`` on ``b`` (its :class:`MaskedTotals`), once per batch."""
+        return self._cached("denominators", b, lambda: self._denominators(b))  # type: ignore[no-any-return]
+
+    def _denominators(self, b: PaddedBatch) -> npt.NDArray[np.float64]:
+        if self._totals is None:
+            self._totals = masked_totals(self.oracle)
         args, kwargs = self._oracle_args(b)
         with np.errstate(all="ignore"):
-            totals = masked_totals(self.oracle)(*args, **kwargs, **self.options)
+            totals = self._totals(*args, **kwargs, **self.options)
         return totals.denominator
 
     def part_weight(self, part: PaddedBatch, whole: PaddedBatch) -> float:
@@ -244,9 +286,9 @@ class _Checker:
                 self.check("junk labels", junked, same, before=clean)
         self.check("padding amount", _pad_more(b, self.label_fill), before=clean)
         for side in ("right", "left"):
-            moved = _repad(b, side, self.label_fill)
-            if not np.array_equal(moved.mask, b.mask):
-                self.check("left vs right padding", moved, before=clean)
+            if np.array_equal(_packed_mask(b.mask, side), b.mask):
+                continue  # already padded on that side: repadding would return the same batch
+            self.check("left vs right padding", _repad(b, side, self.label_fill), before=clean)
         if b.mask.shape[0] > 1:
             self.check("batch order", _take(b, slice(None, None, -1)), before=clean)
             if self.splittable:

@@ -67,6 +67,10 @@ def _compare(
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         return _Comparison(False, math.nan, math.nan, (), f"shape {a.shape} instead of {e.shape}")
+    if not a.ndim:
+        r = None if reference_lowp is None else np.asarray(reference_lowp, dtype=np.float64)
+        if r is None or not r.ndim:
+            return _compare_scalar(float(a), float(e), rt, at, None if r is None else float(r), factor, dtype)
     a, e = np.broadcast_arrays(a, e)
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(a - e)
@@ -85,6 +89,25 @@ def _compare(
     score = np.where(bad, np.nan_to_num(err, nan=np.inf, posinf=np.inf), -1.0)
     idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(score)), a.shape)) if a.ndim else ()
     return _Comparison(False, float(a[idx]), float(e[idx]), idx, bound)
+
+
+def _compare_scalar(
+    a: float, e: float, rt: float, at: float, r: float | None, factor: float, dtype: str
+) -> _Comparison:
+    """:func:`_compare` of two scalars in Python floats (the same IEEE float64 arithmetic, without arrays).
+
+    Most checked values are scalars, and array machinery costs more than the comparison itself.
+    """
+    err = abs(a - e)
+    if r is None:
+        allowed = at + rt * abs(e)
+        bound = f"rtol={rt:g}, atol={at:g} for {dtype}"
+    else:
+        allowed = factor * abs(r - e) + at
+        bound = f"<= {factor:g} x |reference_lowp - expected| + {at:g}"
+    same_special = (math.isnan(a) and math.isnan(e)) or (math.isinf(e) and a == e)
+    good = same_special or (math.isfinite(e) and math.isfinite(a) and err <= allowed)
+    return _Comparison(True, math.nan, math.nan, (), bound) if good else _Comparison(False, a, e, (), bound)
 
 
 def _check_tolerance(value: object, name: str) -> float | None:
