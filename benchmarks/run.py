@@ -45,6 +45,10 @@ def lm_inputs(n: int, vocab: int, ignored: float, seed: int = 0) -> tuple[np.nda
     return labels, logits
 
 
+#: maskloss's value_and_grad writing into a float64 gradient buffer allocated once (``out=``).
+OUT_BUFFER = "maskloss (out= buffer)"
+
+
 def contenders(
     kind: str, labels: np.ndarray, logits: np.ndarray, only: str | None = None
 ) -> dict[str, Callable[[], Any]]:
@@ -59,6 +63,9 @@ def contenders(
             labels, logits, from_logits=True, ignore_index=-100)
     else:
         out["maskloss"] = lambda: vg(labels, logits, from_logits=True, ignore_index=-100)
+        if out.wants(OUT_BUFFER):
+            buffer = np.empty(logits.shape)  # float64: one gradient buffer reused by every call
+            out[OUT_BUFFER] = lambda: vg(labels, logits, from_logits=True, ignore_index=-100, out=buffer)
     try:
         import torch
         import torch.nn.functional as F
@@ -180,14 +187,20 @@ def memory_section(n: int) -> str:
             f"Sparse CE on ({n}, 32000) float32 logits, 30% ignored: peak RSS during one call minus the peak "
             "after building the inputs and the contender, in a fresh subprocess per contender (MiB). "
             "The value_and_grad rows include the gradient returned (float64 for maskloss and torch float64, "
-            f"{n * 32000 * 8 / 2**20:.0f} MiB; float32 for torch float32 and jax).", "",
+            f"{n * 32000 * 8 / 2**20:.0f} MiB; float32 for torch float32 and jax), except with `out=`, where "
+            "the caller's buffer exists before the call.", "",
             "| contender | forward | value and gradient |", "|---|---|---|"]
-    names = ["maskloss", "torch float32", "torch float64", "jax float32 (jit)"]
+    names = ["maskloss", OUT_BUFFER, "torch float32", "torch float64", "jax float32 (jit)"]
     for name in names:
-        try:
-            cells = [f"{peak_memory(kind, name, n, 32000, 0.3):.0f}" for kind in ("fwd", "vag")]
-        except (subprocess.CalledProcessError, ValueError, IndexError):
-            cells = ["not installed", "not installed"]
+        cells = []
+        for kind in ("fwd", "vag"):
+            if name == OUT_BUFFER and kind == "fwd":
+                cells.append("-")
+                continue
+            try:
+                cells.append(f"{peak_memory(kind, name, n, 32000, 0.3):.0f}")
+            except (subprocess.CalledProcessError, ValueError, IndexError):
+                cells.append("not installed")
         rows.append(f"| {name} | {cells[0]} | {cells[1]} |")
     return "\n".join(rows) + "\n"
 
@@ -394,6 +407,25 @@ def check_loss_section(rounds: int) -> str:
 SECTIONS = {"check_loss": check_loss_section}
 
 
+def targets_section(main_times: dict[str, dict[str, list[float]]], small_ratio: float) -> list[str]:
+    """Issue 10's targets against this run's medians (the how: docs/reference/speed.rst)."""
+    def vs_torch(kind: str, name: str = "maskloss") -> str:
+        times = main_times[kind]
+        if "torch float32" not in times or name not in times:
+            return "torch not installed"
+        return f"{statistics.median(times[name]) / statistics.median(times['torch float32']):.2f}x"
+
+    rows = ["## Against the targets", "",
+            "How the oracle gets there without changing a bit: `docs/reference/speed.rst`.", "",
+            "| target | this run |", "|---|---|",
+            f"| sparse CE forward <= 0.8x torch float32 | {vs_torch('fwd')} |",
+            f"| sparse CE value_and_grad <= 0.8x torch float32 forward + backward | {vs_torch('vag')} "
+            f"(with `out=`: {vs_torch('vag', OUT_BUFFER)}) |",
+            f"| masked MAE on (2, 5, 3) <= 3x the bare NumPy expression | {small_ratio:.1f}x |",
+            "| peak memory beyond inputs and result <= 256 MiB | see the last section |", ""]
+    return rows
+
+
 def versions() -> str:
     parts = [f"Python {platform.python_version()}", f"numpy {np.__version__}"]
     for mod in ("torch", "jax"):
@@ -478,6 +510,7 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {k} | {cell(v, 1e6, '{:.1f}')} |")
     ratio = statistics.median(small["maskloss.mae"]) / statistics.median(small["bare NumPy expression"])
     lines += ["", f"maskloss / bare expression: {ratio:.1f}x.", ""]
+    lines += targets_section(main_times, ratio)
     lines += ["## Forward vs fraction ignored (V = 32000)", "", "| ignored | " + " | ".join(sweep_ignored[0.0]) + " |",
               "|---" * (len(sweep_ignored[0.0]) + 1) + "|"]
     for frac, t in sweep_ignored.items():
