@@ -64,7 +64,7 @@ def contenders(
     else:
         out["maskloss"] = lambda: vg(labels, logits, from_logits=True, ignore_index=-100)
         if out.wants(OUT_BUFFER):
-            buffer = np.empty(logits.shape)  # float64: one gradient buffer reused by every call
+            buffer = np.full(logits.shape, np.nan)  # float64, touched here: one gradient buffer for every call
             out[OUT_BUFFER] = lambda: vg(labels, logits, from_logits=True, ignore_index=-100, out=buffer)
     try:
         import torch
@@ -156,12 +156,28 @@ def floors(n_bytes: int, rounds: int) -> dict[str, float]:
             "exp_Gps": e.size / statistics.median(exps) / 1e9}
 
 
+def _peak_rss_kib() -> int:
+    """This process's peak RSS in KiB: ``VmHWM`` of ``/proc/self/status`` where there is one.
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that over from the parent through
+    fork and exec, so a child of the (large) benchmark process would start at its peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def memory_child(kind: str, name: str, n: int, vocab: int, ignored: float) -> None:
     labels, logits = lm_inputs(n, vocab, ignored)
     fns = contenders(kind, labels, logits, only=name)  # jax compiles here, before the baseline
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _peak_rss_kib()
     fns[name]()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _peak_rss_kib()
     print(json.dumps({"extra_MiB": (peak - base) / 1024}))
 
 
@@ -188,7 +204,8 @@ def memory_section(n: int) -> str:
             "after building the inputs and the contender, in a fresh subprocess per contender (MiB). "
             "The value_and_grad rows include the gradient returned (float64 for maskloss and torch float64, "
             f"{n * 32000 * 8 / 2**20:.0f} MiB; float32 for torch float32 and jax), except with `out=`, where "
-            "the caller's buffer exists before the call.", "",
+            "the caller's buffer exists before the call. jax's compiling call runs before the baseline, "
+            "and its allocator keeps what that call allocated, so its rows show only what a later call adds.", "",
             "| contender | forward | value and gradient |", "|---|---|---|"]
     names = ["maskloss", OUT_BUFFER, "torch float32", "torch float64", "jax float32 (jit)"]
     for name in names:
@@ -198,7 +215,7 @@ def memory_section(n: int) -> str:
                 cells.append("-")
                 continue
             try:
-                cells.append(f"{peak_memory(kind, name, n, 32000, 0.3):.0f}")
+                cells.append(f"{max(peak_memory(kind, name, n, 32000, 0.3), 0.0):.0f}")
             except (subprocess.CalledProcessError, ValueError, IndexError):
                 cells.append("not installed")
         rows.append(f"| {name} | {cells[0]} | {cells[1]} |")
