@@ -67,16 +67,22 @@ def test_every_loss_and_reduction_is_bit_identical_for_any_threads_and_chunks(ca
         assert np.all(gg[~case.mask] == 0)
 
 
+def _assert_splits_over_two_threads(elements: int) -> None:
+    """The batch is big enough that 2 threads really split it (without lowering the threshold)."""
+    assert elements // _rows.MIN_ELEMENTS_PER_THREAD >= 2, elements
+
+
 def _lm_batch(dtype=np.float32):
     rng = np.random.default_rng(0)
-    logits = (rng.normal(size=(4, 96, 700)) * 3).astype(dtype)
-    labels = rng.integers(0, 700, size=(4, 96))
-    labels[rng.random((4, 96)) < 0.3] = -100
+    logits = (rng.normal(size=(4, 128, 1000)) * 3).astype(dtype)
+    labels = rng.integers(0, 1000, size=(4, 128))
+    labels[rng.random((4, 128)) < 0.3] = -100
+    _assert_splits_over_two_threads(int(np.sum(labels != -100)) * 1000)
     logits[labels == -100] = np.nan  # garbage at ignored steps
     return labels, logits
 
 
-@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "class_weight": np.linspace(0.5, 2, 700)}])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "class_weight": np.linspace(0.5, 2, 1000)}])
 def test_a_real_multithreaded_batch_is_bit_identical(options):
     labels, logits = _lm_batch()
     results = []
@@ -93,6 +99,54 @@ def test_a_real_multithreaded_batch_is_bit_identical(options):
         _assert_bitwise(value, results[0][0])
         _assert_bitwise(grad, results[0][1])
     assert np.isfinite(results[0][0]) and np.all(results[0][1][labels == -100] == 0)
+
+
+def _dense_batch(kind: str):
+    """A batch big enough for the real thread split and the buffered gather, NaN under the mask."""
+    rng = np.random.default_rng(1)
+    shape = (4, 128, 1000)
+    mask = rng.random(shape[:2]) > 0.3
+    _assert_splits_over_two_threads(int(mask.sum()) * shape[-1])
+    if kind.startswith("categorical"):
+        y_true = np.eye(shape[-1], dtype=np.float32)[rng.integers(0, shape[-1], size=shape[:2])]
+        logits = kind.endswith("logits")
+        y_pred = rng.normal(size=shape) * 3 if logits else rng.dirichlet(np.ones(shape[-1]), size=shape[:2])
+    else:
+        y_true = rng.random(shape)
+        logits = kind.endswith("logits")
+        y_pred = rng.normal(size=shape) * 3 if logits else rng.uniform(0.01, 0.99, size=shape)
+    y_pred = y_pred.astype(np.float32)
+    y_pred[~mask] = np.nan
+    options = {"from_logits": True} if kind.endswith("logits") else {}
+    return y_true, y_pred, mask, options
+
+
+_DENSE_LOSSES = {
+    "mae": maskloss.mae, "mse": maskloss.mse,
+    "binary": maskloss.binary_crossentropy, "binary logits": maskloss.binary_crossentropy,
+    "categorical": maskloss.categorical_crossentropy, "categorical logits": maskloss.categorical_crossentropy,
+}
+
+
+@pytest.mark.parametrize("kind", list(_DENSE_LOSSES))
+def test_every_dense_loss_on_a_real_multithreaded_batch_is_bit_identical(kind):
+    y_true, y_pred, mask, options = _dense_batch(kind)
+    vg = maskloss.value_and_grad(_DENSE_LOSSES[kind])
+    results = []
+    for threads, chunk in [(1, 1 << 18), (2, 1 << 18), (2, 1 << 12), (1, 5000)]:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_rows, "CHUNK_ELEMENTS", chunk)
+            previous = maskloss.set_num_threads(threads)
+            try:
+                results.append(vg(y_true, y_pred, mask, **options))
+            finally:
+                maskloss.set_num_threads(previous)
+    for value, grad in results[1:]:
+        _assert_bitwise(value, results[0][0])
+        _assert_bitwise(grad, results[0][1])
+    value, grad = results[0]
+    assert np.isfinite(value) and np.all(np.isfinite(grad)) and np.all(grad[~mask] == 0)
+    assert value == _DENSE_LOSSES[kind](y_true, y_pred, mask, **options)
 
 
 def test_the_conventions_share_the_chunk_loop_and_its_bit_identity():
