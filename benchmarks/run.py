@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -181,6 +182,7 @@ def memory_child(kind: str, name: str, n: int, vocab: int, ignored: float) -> No
     print(json.dumps({"extra_MiB": (peak - base) / 1024}))
 
 
+@functools.cache  # the targets table and the memory section share measurements
 def peak_memory(kind: str, name: str, n: int, vocab: int, ignored: float) -> float:
     """Peak RSS growth during one call, in a fresh subprocess (inputs and jit compile before the baseline).
 
@@ -424,7 +426,20 @@ def check_loss_section(rounds: int) -> str:
 SECTIONS = {"check_loss": check_loss_section}
 
 
-def targets_section(main_times: dict[str, dict[str, list[float]]], small_ratio: float) -> list[str]:
+def _memory_target(n: int | None) -> str:
+    """maskloss's peak extra memory beyond its inputs and its result (the gradient), in MiB."""
+    if n is None:
+        return "not measured (--no-memory)"
+    forward = peak_memory("fwd", "maskloss", n, 32000, 0.3)
+    beyond_gradient = peak_memory("vag", "maskloss", n, 32000, 0.3) - n * 32000 * 8 / 2**20
+    with_out = peak_memory("vag", OUT_BUFFER, n, 32000, 0.3)
+    return (f"forward {max(forward, 0.0):.0f}; value_and_grad {max(beyond_gradient, 0.0):.0f} beyond its "
+            f"float64 gradient, {max(with_out, 0.0):.0f} with `out=`")
+
+
+def targets_section(
+    main_times: dict[str, dict[str, list[float]]], small_ratio: float, memory_n: int | None = None
+) -> list[str]:
     """Issue 10's targets against this run's medians (the how: docs/reference/speed.rst)."""
     def vs_torch(kind: str, name: str = "maskloss") -> str:
         times = main_times[kind]
@@ -439,7 +454,7 @@ def targets_section(main_times: dict[str, dict[str, list[float]]], small_ratio: 
             f"| sparse CE value_and_grad <= 0.8x torch float32 forward + backward | {vs_torch('vag')} "
             f"(with `out=`: {vs_torch('vag', OUT_BUFFER)}) |",
             f"| masked MAE on (2, 5, 3) <= 3x the bare NumPy expression | {small_ratio:.1f}x |",
-            "| peak memory beyond inputs and result <= 256 MiB | see the last section |", ""]
+            f"| peak memory beyond inputs and result <= 256 MiB | {_memory_target(memory_n)} |", ""]
     return rows
 
 
@@ -527,7 +542,7 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {k} | {cell(v, 1e6, '{:.1f}')} |")
     ratio = statistics.median(small["maskloss.mae"]) / statistics.median(small["bare NumPy expression"])
     lines += ["", f"maskloss / bare expression: {ratio:.1f}x.", ""]
-    lines += targets_section(main_times, ratio)
+    lines += targets_section(main_times, ratio, None if args.no_memory else n_main)
     lines += ["## Forward vs fraction ignored (V = 32000)", "", "| ignored | " + " | ".join(sweep_ignored[0.0]) + " |",
               "|---" * (len(sweep_ignored[0.0]) + 1) + "|"]
     for frac, t in sweep_ignored.items():
