@@ -130,7 +130,8 @@ def map_rows(
     predictions): ``step(..., grad=True)``'s derivative rows times their factor,
     exactly 0 at masked steps (never computed). The gradient is written into
     ``grad_out`` when given (``(steps, C)``, any float dtype), else into a fresh
-    float64 array first touched by the thread that fills it.
+    float64 array of zeros from the operating system (``np.zeros``: pages that no valid row
+    shares are never written), first touched by the thread that fills it.
     """
     size = valid.size
     out = np.zeros(size if k is None else (size, k))
@@ -141,13 +142,14 @@ def map_rows(
             width = max(width, a.shape[1])
     grad: np.ndarray[Any, Any] | None = None
     if grad_scale is not None:
-        grad = grad_out if grad_out is not None else np.empty((size, arrays[-1].shape[-1]))
+        # A caller's buffer gets its masked rows zeroed; a fresh one is zero already.
+        grad = grad_out if grad_out is not None else np.zeros((size, arrays[-1].shape[-1]))
     flat_valid = valid.reshape(-1)
     work_size = rows.shape[0] * width
     if work_size <= min(SMALL_CHUNK, CHUNK_ELEMENTS):
         # One small chunk, on the calling thread: no pool, no scratch buffers, the same per-row math.
-        if grad is not None:
-            grad[~flat_valid] = 0.0
+        if grad_out is not None:
+            grad_out[~flat_valid] = 0.0
         _run_chunk(step, rows, [a.take(rows, axis=0) for a in arrays], out, grad, grad_scale)
         return out, grad
     threads = max(1, min(_threads.get_num_threads(), work_size // MIN_ELEMENTS_PER_THREAD))
@@ -160,8 +162,8 @@ def map_rows(
         hi = size if i == threads - 1 else int(rows[bounds[i + 1]])
         _local.buffers = {}
         try:
-            if grad is not None:
-                grad[np.flatnonzero(~flat_valid[lo:hi]) + lo] = 0.0
+            if grad_out is not None:
+                grad_out[np.flatnonzero(~flat_valid[lo:hi]) + lo] = 0.0
             for chunk in row_chunks(mine, width):
                 _run_chunk(step, chunk, [_gather(a, chunk, j) for j, a in enumerate(arrays)], out, grad, grad_scale)
         finally:

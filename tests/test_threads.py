@@ -181,6 +181,14 @@ def test_value_and_grad_writes_into_out_in_float64_or_the_input_dtype():
         v, g = vg(labels, logits, from_logits=True, ignore_index=-100, out=out)
         assert g is out and v == value
         np.testing.assert_array_equal(out, grad.astype(dtype))
+    # A batch small enough for the one-chunk path: its masked rows are zeroed in out= too.
+    assert np.any(labels[:1, 3:7] == -100)  # an ignored step (NaN logits) among them
+    assert np.sum(labels[:1, 3:7] != -100) * logits.shape[-1] <= _rows.SMALL_CHUNK
+    small_value, small_grad = vg(labels[:1, 3:7], logits[:1, 3:7], from_logits=True, ignore_index=-100)
+    out = np.full(logits[:1, 3:7].shape, 7.0)
+    v, g = vg(labels[:1, 3:7], logits[:1, 3:7], from_logits=True, ignore_index=-100, out=out)
+    assert g is out and v == small_value
+    np.testing.assert_array_equal(out, small_grad)
 
 
 @pytest.mark.parametrize(
