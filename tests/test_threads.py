@@ -67,6 +67,27 @@ def test_every_loss_and_reduction_is_bit_identical_for_any_threads_and_chunks(ca
         assert np.all(gg[~case.mask] == 0)
 
 
+#: (threads, chunk elements) of the real-size tests: the thread split is not forced there.
+REAL_CONFIGS = [(1, 1 << 18), (2, 1 << 18), (2, 1 << 12), (1, 5000)]
+
+
+def _bit_identical_over_real_configs(call):
+    """``call()``'s (value, gradient) under every REAL_CONFIGS entry: asserted bit-identical, returned once."""
+    results = []
+    for threads, chunk in REAL_CONFIGS:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_rows, "CHUNK_ELEMENTS", chunk)
+            previous = maskloss.set_num_threads(threads)
+            try:
+                results.append(call())
+            finally:
+                maskloss.set_num_threads(previous)
+    for value, grad in results[1:]:
+        _assert_bitwise(value, results[0][0])
+        _assert_bitwise(grad, results[0][1])
+    return results[0]
+
+
 def _assert_splits_over_two_threads(elements: int) -> None:
     """The batch is big enough that 2 threads really split it (without lowering the threshold)."""
     assert elements // _rows.MIN_ELEMENTS_PER_THREAD >= 2, elements
@@ -85,20 +106,10 @@ def _lm_batch(dtype=np.float32):
 @pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "class_weight": np.linspace(0.5, 2, 1000)}])
 def test_a_real_multithreaded_batch_is_bit_identical(options):
     labels, logits = _lm_batch()
-    results = []
-    for threads, chunk in [(1, 1 << 18), (2, 1 << 18), (2, 1 << 12), (1, 5000)]:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_rows, "CHUNK_ELEMENTS", chunk)
-            previous = maskloss.set_num_threads(threads)
-            try:
-                vg = maskloss.value_and_grad(maskloss.sparse_categorical_crossentropy)
-                results.append(vg(labels, logits, from_logits=True, ignore_index=-100, **options))
-            finally:
-                maskloss.set_num_threads(previous)
-    for value, grad in results[1:]:
-        _assert_bitwise(value, results[0][0])
-        _assert_bitwise(grad, results[0][1])
-    assert np.isfinite(results[0][0]) and np.all(results[0][1][labels == -100] == 0)
+    vg = maskloss.value_and_grad(maskloss.sparse_categorical_crossentropy)
+    value, grad = _bit_identical_over_real_configs(
+        lambda: vg(labels, logits, from_logits=True, ignore_index=-100, **options))
+    assert np.isfinite(value) and np.all(grad[labels == -100] == 0)
 
 
 def _dense_batch(kind: str):
@@ -107,17 +118,16 @@ def _dense_batch(kind: str):
     shape = (4, 128, 1000)
     mask = rng.random(shape[:2]) > 0.3
     _assert_splits_over_two_threads(int(mask.sum()) * shape[-1])
+    logits = kind.endswith("logits")
     if kind.startswith("categorical"):
         y_true = np.eye(shape[-1], dtype=np.float32)[rng.integers(0, shape[-1], size=shape[:2])]
-        logits = kind.endswith("logits")
         y_pred = rng.normal(size=shape) * 3 if logits else rng.dirichlet(np.ones(shape[-1]), size=shape[:2])
     else:
         y_true = rng.random(shape)
-        logits = kind.endswith("logits")
         y_pred = rng.normal(size=shape) * 3 if logits else rng.uniform(0.01, 0.99, size=shape)
     y_pred = y_pred.astype(np.float32)
     y_pred[~mask] = np.nan
-    options = {"from_logits": True} if kind.endswith("logits") else {}
+    options = {"from_logits": True} if logits else {}
     return y_true, y_pred, mask, options
 
 
@@ -132,19 +142,7 @@ _DENSE_LOSSES = {
 def test_every_dense_loss_on_a_real_multithreaded_batch_is_bit_identical(kind):
     y_true, y_pred, mask, options = _dense_batch(kind)
     vg = maskloss.value_and_grad(_DENSE_LOSSES[kind])
-    results = []
-    for threads, chunk in [(1, 1 << 18), (2, 1 << 18), (2, 1 << 12), (1, 5000)]:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(_rows, "CHUNK_ELEMENTS", chunk)
-            previous = maskloss.set_num_threads(threads)
-            try:
-                results.append(vg(y_true, y_pred, mask, **options))
-            finally:
-                maskloss.set_num_threads(previous)
-    for value, grad in results[1:]:
-        _assert_bitwise(value, results[0][0])
-        _assert_bitwise(grad, results[0][1])
-    value, grad = results[0]
+    value, grad = _bit_identical_over_real_configs(lambda: vg(y_true, y_pred, mask, **options))
     assert np.isfinite(value) and np.all(np.isfinite(grad)) and np.all(grad[~mask] == 0)
     assert value == _DENSE_LOSSES[kind](y_true, y_pred, mask, **options)
 
