@@ -140,46 +140,34 @@ def smooth_categorical_targets(y_true: FloatArray, label_smoothing: float) -> Fl
     return _float64(y_true * (1.0 - label_smoothing) + label_smoothing / y_true.shape[-1])
 
 
-def _zero_where(terms: FloatArray, coef: FloatArray) -> FloatArray:
-    r"""Set ``terms`` to 0 where ``coef`` is 0 (selection: :math:`0 \cdot \log 0 = 0`, not NaN)."""
-    np.copyto(terms, 0.0, where=coef == 0)
-    return terms
-
-
 def binary_cross_entropy(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
     r""":math:`-\frac1F\sum_f \big(y_f \log p_f + (1-y_f)\log(1-p_f)\big)`, probabilities as given.
 
     A term whose coefficient (:math:`y_f` or :math:`1-y_f`) is 0 is 0, even at
-    :math:`p_f \in \{0, 1\}`. Computed in reused scratch buffers (no temporaries per chunk).
+    :math:`p_f \in \{0, 1\}` (:func:`negative_log_weighted`, in reused scratch buffers).
     """
     complement = np.subtract(1.0, y_true, out=scratch("bce_complement", y_true.shape))
-    positive = scratch("bce_positive", y_pred.shape)
-    negative = scratch("bce_negative", y_pred.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.log(y_pred, out=positive)
-        np.multiply(positive, y_true, out=positive)
-        np.negative(y_pred, out=negative)
-        np.log1p(negative, out=negative)  # log(1 - p) without rounding 1 - p
-        np.multiply(negative, complement, out=negative)
-    np.add(_zero_where(positive, y_true), _zero_where(negative, complement), out=positive)
-    return _float64(np.subtract(0.0, np.add.reduce(positive, axis=-1)) / y_pred.shape[-1])
+    with np.errstate(divide="ignore"):
+        log_p = np.log(y_pred, out=scratch("bce_positive", y_pred.shape))
+        log_q = np.negative(y_pred, out=scratch("bce_negative", y_pred.shape))
+        np.log1p(log_q, out=log_q)  # log(1 - p) without rounding 1 - p
+    terms = negative_log_weighted(y_true, log_p, buffer="bce_positive")
+    terms += negative_log_weighted(complement, log_q, buffer="bce_negative")
+    return _feature_mean(terms)
 
 
 def binary_cross_entropy_grad(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:
     r""":math:`\partial/\partial p_f = \big(-y_f/p_f + (1-y_f)/(1-p_f)\big)/F`.
 
-    Each term is 0 where its coefficient (:math:`y_f` or :math:`1-y_f`) is 0.
+    Each term is 0 where its coefficient (:math:`y_f` or :math:`1-y_f`) is 0
+    (:func:`negative_log_weighted_grad`, in reused scratch buffers).
     """
     complement = np.subtract(1.0, y_true, out=scratch("bce_complement", y_true.shape))
-    positive = scratch("bce_positive", y_pred.shape)
-    negative = scratch("bce_negative", y_pred.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(y_true, y_pred, out=positive)
-        np.subtract(1.0, y_pred, out=negative)
-        np.divide(complement, negative, out=negative)
-    np.subtract(_zero_where(negative, complement), _zero_where(positive, y_true), out=positive)
-    positive /= y_pred.shape[-1]
-    return positive
+    one_minus_p = np.subtract(1.0, y_pred, out=scratch("bce_negative", y_pred.shape))
+    dp = negative_log_weighted_grad(y_true, y_pred, buffer="bce_positive")
+    dp -= negative_log_weighted_grad(complement, one_minus_p, buffer="bce_negative")
+    dp /= y_pred.shape[-1]
+    return dp
 
 
 def binary_cross_entropy_with_logits(y_true: FloatArray, logits: FloatArray) -> FloatArray:
