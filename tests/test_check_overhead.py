@@ -15,7 +15,6 @@ import maskloss
 import maskloss.testing.check as check_module
 import maskloss.testing.properties as properties_module
 from maskloss.testing import check_loss
-from maskloss.testing.batches import _packed_mask
 from maskloss.testing.tolerances import _compare
 
 
@@ -134,9 +133,12 @@ def test_scalar_comparison_keeps_the_shape_check():
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_packed_mask_is_the_mask_repad_returns(side):
+def test_padding_side_tells_exactly_when_repadding_changes_nothing(side):
+    # check_loss skips "left vs right padding" on a side where padding_side says the batch is
+    # already padded (or unpadded): that must be exactly when repad returns the same mask.
     rng = np.random.default_rng(0)
     masks = [rng.random((b, t)) < p for b in (1, 3) for t in (1, 4, 7) for p in (0.0, 0.3, 0.8, 1.0)]
     for mask in masks:
         _, repadded = maskloss.repad(np.zeros(mask.shape), mask, side=side)
-        assert np.array_equal(_packed_mask(mask, side), repadded), (mask.astype(int), side)
+        skipped = maskloss.padding_side(mask) in (side, "none")
+        assert skipped == np.array_equal(repadded, mask), (mask.astype(int), side)

@@ -87,16 +87,6 @@ def _pad_more(b: PaddedBatch, label_fill: int | None, extra: int = 2) -> PaddedB
     )
 
 
-def _packed_mask(mask: npt.NDArray[np.bool_], side: str) -> npt.NDArray[np.bool_]:
-    """The mask :func:`maskloss.repad` returns for ``side``: each row's valid steps packed at the
-    start (``"right"``) or the end (``"left"``), so a batch already padded that way can be told
-    without repadding it."""
-    counts = mask.sum(axis=1, keepdims=True)
-    steps = np.arange(mask.shape[1])
-    packed: npt.NDArray[np.bool_] = steps < counts if side == "right" else steps >= mask.shape[1] - counts
-    return packed
-
-
 def _repad(b: PaddedBatch, side: str, label_fill: int | None) -> PaddedBatch:
     fill = _pad_value(b, label_fill)
     y_true, mask = repad(b.y_true, b.mask, side=side, fill=fill)  # type: ignore[arg-type]

@@ -67,20 +67,19 @@ def _compare(
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         return _Comparison(False, math.nan, math.nan, (), f"shape {a.shape} instead of {e.shape}")
+    bound = _bound(rt, at, dtype, reference_lowp is not None, factor)
     if not a.ndim:
         r = None if reference_lowp is None else np.asarray(reference_lowp, dtype=np.float64)
         if r is None or not r.ndim:
-            return _compare_scalar(float(a), float(e), rt, at, None if r is None else float(r), factor, dtype)
+            return _compare_scalar(float(a), float(e), rt, at, None if r is None else float(r), factor, bound)
     a, e = np.broadcast_arrays(a, e)
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(a - e)
         if reference_lowp is None:
             allowed = at + rt * np.abs(e)
-            bound = f"rtol={rt:g}, atol={at:g} for {dtype}"
         else:
             r = np.broadcast_to(np.asarray(reference_lowp, dtype=np.float64), e.shape)
             allowed = factor * np.abs(r - e) + at
-            bound = f"<= {factor:g} x |reference_lowp - expected| + {at:g}"
         same_special = (np.isnan(a) & np.isnan(e)) | (np.isinf(e) & (a == e))
         good = same_special | (np.isfinite(e) & np.isfinite(a) & (err <= allowed))
     if good.all():
@@ -91,20 +90,22 @@ def _compare(
     return _Comparison(False, float(a[idx]), float(e[idx]), idx, bound)
 
 
+def _bound(rt: float, at: float, dtype: str, with_reference: bool, factor: float) -> str:
+    """The tolerance a comparison applies, as its report states it."""
+    if with_reference:
+        return f"<= {factor:g} x |reference_lowp - expected| + {at:g}"
+    return f"rtol={rt:g}, atol={at:g} for {dtype}"
+
+
 def _compare_scalar(
-    a: float, e: float, rt: float, at: float, r: float | None, factor: float, dtype: str
+    a: float, e: float, rt: float, at: float, r: float | None, factor: float, bound: str
 ) -> _Comparison:
     """:func:`_compare` of two scalars in Python floats (the same IEEE float64 arithmetic, without arrays).
 
     Most checked values are scalars, and array machinery costs more than the comparison itself.
     """
     err = abs(a - e)
-    if r is None:
-        allowed = at + rt * abs(e)
-        bound = f"rtol={rt:g}, atol={at:g} for {dtype}"
-    else:
-        allowed = factor * abs(r - e) + at
-        bound = f"<= {factor:g} x |reference_lowp - expected| + {at:g}"
+    allowed = at + rt * abs(e) if r is None else factor * abs(r - e) + at
     same_special = (math.isnan(a) and math.isnan(e)) or (math.isinf(e) and a == e)
     good = same_special or (math.isfinite(e) and math.isfinite(a) and err <= allowed)
     return _Comparison(True, math.nan, math.nan, (), bound) if good else _Comparison(False, a, e, (), bound)
