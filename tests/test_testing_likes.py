@@ -78,9 +78,6 @@ def test_each_mirror_passes_against_itself(name):
 
 @pytest.mark.parametrize(("name", "options"), VARIANTS, ids=[f"{n}-{o}" for n, o in VARIANTS])
 def test_each_reduction_rule_recombines(name, options):
-    if name == "tfa.sequence_loss" and not options.get("average_across_timesteps", True) and \
-            not options.get("sum_over_timesteps", False) and options.get("average_across_batch", True):
-        pytest.skip("covered by the (T,) test below")
     _run(name, options)
 
 

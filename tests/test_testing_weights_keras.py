@@ -31,8 +31,8 @@ def keras_mse(y_true, y_pred, mask, sample_weight=None):
 
 @pytest.mark.parametrize("weights", ["sequence", "step"])
 def test_real_keras3_is_the_numerator_rule(weights):
-    if keras.backend.backend() != "jax":
-        pytest.skip("run with KERAS_BACKEND=jax")
+    assert keras.backend.backend() == "jax", (
+        f"keras was imported with the {keras.backend.backend()} backend before this module; run with KERAS_BACKEND=jax")
     with pytest.raises(LossCheckError) as info:
         check_loss(keras_mse, maskloss.mse, weights=weights, weight_normalization="numerator", max_examples=40)
     assert info.value.property == "padding content", str(info.value)
