@@ -199,13 +199,18 @@ def peak_memory(kind: str, name: str, n: int, vocab: int, ignored: float) -> flo
 MEMORY_HEADING = "## Peak extra memory"
 
 
+def _gradient_mib(n: int) -> float:
+    """Size of maskloss's float64 gradient of (n, 32000) logits, in MiB."""
+    return n * 32000 * 8 / 2**20
+
+
 def memory_section(n: int) -> str:
     """The markdown section of peak RSS growth per contender (fresh subprocess each)."""
     rows = [MEMORY_HEADING, "",
             f"Sparse CE on ({n}, 32000) float32 logits, 30% ignored: peak RSS during one call minus the peak "
             "after building the inputs and the contender, in a fresh subprocess per contender (MiB). "
             "The value_and_grad rows include the gradient returned (float64 for maskloss and torch float64, "
-            f"{n * 32000 * 8 / 2**20:.0f} MiB; float32 for torch float32 and jax), except with `out=`, where "
+            f"{_gradient_mib(n):.0f} MiB; float32 for torch float32 and jax), except with `out=`, where "
             "the caller's buffer exists before the call. jax's compiling call runs before the baseline, "
             "and its allocator keeps what that call allocated, so its rows show only what a later call adds.", "",
             "| contender | forward | value and gradient |", "|---|---|---|"]
@@ -300,8 +305,6 @@ def _timed_check_loss(watch: _Stopwatch) -> Iterator[None]:
     batches run after it: together "examples"), and the batch strategy in a composite that
     times each draw; all restored after.
     """
-    import functools
-
     from hypothesis import strategies as st
 
     import maskloss.testing.check as check
@@ -431,7 +434,7 @@ def _memory_target(n: int | None) -> str:
     if n is None:
         return "not measured (--no-memory)"
     forward = peak_memory("fwd", "maskloss", n, 32000, 0.3)
-    beyond_gradient = peak_memory("vag", "maskloss", n, 32000, 0.3) - n * 32000 * 8 / 2**20
+    beyond_gradient = peak_memory("vag", "maskloss", n, 32000, 0.3) - _gradient_mib(n)
     with_out = peak_memory("vag", OUT_BUFFER, n, 32000, 0.3)
     return (f"forward {max(forward, 0.0):.0f}; value_and_grad {max(beyond_gradient, 0.0):.0f} beyond its "
             f"float64 gradient, {max(with_out, 0.0):.0f} with `out=`")
