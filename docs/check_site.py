@@ -240,6 +240,7 @@ def check(site: Path, shots: Path) -> list[str]:
         finally:
             browser.close()
             server.shutdown()
+            server.server_close()  # shutdown() only stops serving: the listening socket is closed here
     return failures
 
 
