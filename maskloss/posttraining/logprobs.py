@@ -1,0 +1,136 @@
+"""Masked token and sequence log-probabilities of the labels under the logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss import pointwise
+from maskloss._checks import as_numeric, check_mask, first_bad_position
+from maskloss._rows import as_rows, to_float64
+from maskloss._types import FloatArray
+from maskloss.losses import Pipeline
+from maskloss.posttraining._common import _positive, _steps
+
+
+def _logprob_pipeline(
+    labels: npt.ArrayLike,
+    logits: npt.ArrayLike,
+    mask: npt.ArrayLike | None,
+    ignore_index: int | None,
+    temperature: float,
+    weight: FloatArray | None,
+    reduction: str,
+) -> Pipeline:
+    lab = _steps(labels, "labels")
+    z = as_numeric(logits, "logits")
+    if z.ndim != 3 or z.shape[:2] != lab.shape:
+        raise ValueError(
+            f"logits must have shape labels.shape + (vocabulary,) = {lab.shape + ('V',)}, got {z.shape}"
+        )
+    if z.shape[-1] == 0:
+        raise ValueError(f"logits has an empty vocabulary axis (shape {z.shape})")
+    tau = _positive(temperature, "temperature")
+    valid = check_mask(mask, lab.shape)
+    if ignore_index is not None:
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        valid = valid & (lab != ignore_index)
+    if lab.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {lab.dtype}")
+    safe = np.where(valid, lab, 0)
+    out_of_range = valid & ((safe < 0) | (safe >= z.shape[-1]))
+    if np.any(out_of_range):
+        pos = first_bad_position(out_of_range, lab.shape)
+        raise ValueError(
+            f"labels must be in [0, {z.shape[-1]}) at valid steps; labels{list(pos)} is {int(lab[pos])}"
+        )
+    w = np.where(valid, 1.0, 0.0) if weight is None else np.where(valid, weight, 0.0)
+
+    def step(rows: Any, lab_rows: Any, z_rows: Any, grad: bool = False) -> Any:
+        scaled = to_float64(z_rows) / tau
+        picked = np.arange(scaled.shape[0])
+        if not grad:
+            return pointwise.log_softmax(scaled)[picked, lab_rows]
+        log_p, p = pointwise.log_softmax_and_softmax(scaled)
+        p *= -1.0 / tau
+        p[picked, lab_rows] += 1.0 / tau  # d log p_y / d z = (onehot - softmax) / tau
+        return log_p[picked, lab_rows], p
+
+    return Pipeline(step, (safe.reshape(-1), as_rows(z)), valid, w, reduction, z.shape)
+
+
+def token_logprobs(
+    labels: npt.ArrayLike,
+    logits: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    ignore_index: int | None = None,
+    temperature: float = 1.0,
+) -> FloatArray:
+    r"""Log-probabilities of the labels, :math:`\log\operatorname{softmax}(z_{bt}/\tau)_{y_{bt}}`, ``(B, T)``.
+
+    Exactly 0 at masked (and ignored) steps, whatever the logits hold there. Chunked over
+    the vocabulary rows like the cross-entropies (a (16, 512, 32000) float32 batch is never
+    promoted whole). For gradients use :func:`policy_gradient_objective`.
+
+    Parameters
+    ----------
+    labels : array_like of int, shape (B, T)
+        The sampled (or target) tokens; already aligned with ``logits`` (shift them first).
+    logits : array_like, shape (B, T, V)
+    mask : array_like of bool, shape (B, T), optional
+        True at response tokens.
+    ignore_index : int, optional
+        A label that also marks a masked step (HF's -100).
+    temperature : float > 0
+        The sampling temperature the logits are divided by (TRL, verl).
+
+    Examples
+    --------
+    >>> import numpy as np, maskloss
+    >>> logits = np.log([[[0.5, 0.5], [0.25, 0.75], [np.nan, np.nan]]])
+    >>> maskloss.token_logprobs([[0, 1, 0]], logits, [[True, True, False]]).round(6).tolist()
+    [[-0.693147, -0.287682, 0.0]]
+    """
+    return _logprob_pipeline(labels, logits, mask, ignore_index, temperature, None, "none").value()  # type: ignore[no-any-return]
+
+
+def sequence_logprobs(
+    labels: npt.ArrayLike,
+    logits: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    average: bool = False,
+    ignore_index: int | None = None,
+    temperature: float = 1.0,
+) -> FloatArray:
+    r"""Per-sequence log-probabilities, ``(B,)``: sums (DPO) or means over valid tokens (SimPO, IPO).
+
+    .. math:: \log\pi(y_b) = \sum_t m_{bt}\log p_{bt}, \qquad
+              \overline{\log\pi}(y_b) = \frac{\sum_t m_{bt}\log p_{bt}}{\sum_t m_{bt}}
+
+    An empty response (no valid token) has sum 0 and mean NaN (0/0: there is no average
+    log-probability of nothing; TRL's ``clamp(min=1)`` turns it into 0, see
+    :mod:`maskloss.conventions.trl`).
+
+    Examples
+    --------
+    >>> import numpy as np, maskloss
+    >>> logits = np.log([[[0.5, 0.5], [0.25, 0.75]], [[0.5, 0.5], [0.5, 0.5]]])
+    >>> mask = [[True, True], [False, False]]
+    >>> maskloss.sequence_logprobs([[0, 1], [0, 0]], logits, mask).round(6).tolist()
+    [-0.980829, 0.0]
+    >>> maskloss.sequence_logprobs([[0, 1], [0, 0]], logits, mask, average=True).round(6).tolist()
+    [-0.490415, nan]
+    """
+    if not isinstance(average, (bool, np.bool_)):
+        raise TypeError(f"average must be True or False, got {average!r}")
+    pipeline = _logprob_pipeline(labels, logits, mask, ignore_index, temperature, None, "none")
+    totals = pipeline.totals()
+    if not average:
+        return totals.numerator
+    nonempty = totals.denominator > 0
+    return np.where(nonempty, totals.numerator / np.where(nonempty, totals.denominator, 1.0), np.nan)
