@@ -30,11 +30,18 @@ mask never reaches a value or a gradient) and never writes into its inputs.
 
 from __future__ import annotations
 
-from maskloss.posttraining.aggregation import AGGREGATIONS, aggregate
-from maskloss.posttraining.kl import KL_ESTIMATORS, kl_estimate
+from maskloss.posttraining import aggregation as _aggregation
+from maskloss.posttraining import kl as _kl
+from maskloss.posttraining.aggregation import aggregate
+from maskloss.posttraining.kl import kl_estimate
 from maskloss.posttraining.logprobs import sequence_logprobs, token_logprobs
 from maskloss.posttraining.policy import clipped_surrogate, policy_gradient_objective, sequence_ratio
 from maskloss.posttraining.preference import dpo_loss
+
+#: Names accepted by :func:`aggregate`'s ``mode``.
+AGGREGATIONS: tuple[str, ...] = _aggregation.AGGREGATIONS
+#: Names accepted by :func:`kl_estimate`'s ``estimator``.
+KL_ESTIMATORS: tuple[str, ...] = _kl.KL_ESTIMATORS
 
 __all__ = [
     "AGGREGATIONS",
