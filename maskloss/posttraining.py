@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric, check_mask, first_bad_position
+from maskloss._checks import as_numeric, check_label_smoothing, check_mask, first_bad_position
 from maskloss._rows import as_rows, to_float64
 from maskloss._types import BoolArray, FloatArray
 from maskloss.losses import Pipeline, register_pipeline
@@ -410,7 +410,7 @@ def kl_estimate(
         return -x
     if estimator == "k2":
         return 0.5 * x * x
-    return np.where(valid, np.expm1(x) - x, 0.0)
+    return np.where(valid, pointwise.expm1_minus_x(x), 0.0)
 
 
 def _log_sigmoid(x: FloatArray) -> FloatArray:
@@ -446,8 +446,8 @@ def dpo_loss(
     b = _positive(beta, "beta")
     if loss_type not in ("sigmoid", "ipo"):
         raise ValueError(f"loss_type must be 'sigmoid' or 'ipo'; got {loss_type!r}")
-    eps = float(label_smoothing)
-    if not 0.0 <= eps <= 0.5:
+    eps = check_label_smoothing(label_smoothing)
+    if eps > 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing!r}")
     arrays: list[FloatArray] = []
     for name, x in (("chosen_logps", chosen_logps), ("rejected_logps", rejected_logps),
