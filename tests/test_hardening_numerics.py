@@ -53,3 +53,19 @@ def test_dpo_label_smoothing_numpy_scalar_is_accepted() -> None:
     a = maskloss.dpo_loss([-1.0], [-2.0], [-1.0], [-1.0], label_smoothing=np.float32(0.25))
     b = maskloss.dpo_loss([-1.0], [-2.0], [-1.0], [-1.0], label_smoothing=0.25)
     assert a.tolist() == b.tolist()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [({"rtol": -1}, ValueError, "rtol"), ({"rtol": float("nan")}, ValueError, "rtol"),
+     ({"rtol": "x"}, TypeError, "rtol"), ({"atol": -1e-9}, ValueError, "atol"),
+     ({"max_batch": 2**40}, ValueError, "max_batch"), ({"max_batch": 0}, ValueError, "max_batch"),
+     ({"max_steps": 2**40}, ValueError, "max_steps"), ({"max_steps": 2.0}, ValueError, "max_steps")],
+)
+def test_check_loss_options_are_validated_first(kwargs: dict[str, object], error: type[Exception], name: str) -> None:
+    # rtol=-1/nan reported a "mismatch" of equal values, rtol="x" a format-code error, and
+    # max_batch=2**40 could end in a 74 GiB MemoryError.
+    from maskloss.testing import check_loss
+
+    with pytest.raises(error, match=name):
+        check_loss(maskloss.mae, maskloss.mae, max_examples=2, **kwargs)  # type: ignore[arg-type]
