@@ -69,3 +69,13 @@ def test_check_loss_options_are_validated_first(kwargs: dict[str, object], error
 
     with pytest.raises(error, match=name):
         check_loss(maskloss.mae, maskloss.mae, max_examples=2, **kwargs)  # type: ignore[arg-type]
+
+
+def test_global_token_mean_refuses_a_count_below_the_valid_tokens() -> None:
+    # A global count smaller than this micro-batch's 4 valid tokens cannot be a count of the step.
+    loss = np.array([[1.0, 1.0, 1.0], [4.0, np.nan, np.nan]])
+    mask = np.array([[1, 1, 1], [1, 0, 0]], dtype=bool)
+    with pytest.raises(ValueError, match="global_count=3 is below this micro-batch's own 4 valid tokens"):
+        maskloss.aggregate(loss, mask, mode="global_token_mean", global_count=3)
+    # exactly the micro-batch's own count is the one-micro-batch step: the token mean (7 / 4)
+    assert float(maskloss.aggregate(loss, mask, mode="global_token_mean", global_count=4)) == 1.75
