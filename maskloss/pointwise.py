@@ -36,6 +36,7 @@ __all__ = [
     "binary_cross_entropy_with_logits_grad",
     "cross_entropy",
     "cross_entropy_grad",
+    "expm1_minus_x",
     "log_softmax",
     "log_softmax_and_softmax",
     "negative_log_weighted",
@@ -63,6 +64,32 @@ def _float64(x: Any) -> FloatArray:
 def _feature_mean(terms: FloatArray) -> FloatArray:
     """The mean over the last axis: ``np.mean``'s sum-then-divide, bit for bit, without its overhead."""
     return _float64(np.add.reduce(terms, axis=-1) / terms.shape[-1])
+
+
+#: Taylor coefficients 1/k! for k = 2..18 of e^x - 1 - x (the remainder below 2^-60 of the sum for |x| < 1/2).
+_EXPM1_MINUS_X_TAYLOR = tuple(1.0 / float(np.prod(np.arange(1, k + 1, dtype=np.float64))) for k in range(2, 19))
+
+
+def expm1_minus_x(x: FloatArray) -> FloatArray:
+    r"""Compute :math:`e^x - 1 - x` to full relative precision, also where it is tiny.
+
+    ``np.expm1(x) - x`` cancels catastrophically near 0 (it is 0 at :math:`x = 2^{-60}`, where the
+    value is :math:`2^{-121}`); for :math:`|x| < 1/2` the Taylor series
+    :math:`x^2 \sum_{k\ge2} x^{k-2}/k!` (Horner, terms to :math:`k = 18`) is used instead.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(expm1_minus_x(np.array(2.0**-60)) / 2.0**-121)    # x^2/2 + x^3/6 + ...
+    1.0
+    """
+    x = _float64(x)
+    small = np.abs(x) < 0.5
+    xs = np.where(small, x, 0.0)
+    series = np.zeros_like(xs)
+    for c in reversed(_EXPM1_MINUS_X_TAYLOR):
+        series = series * xs + c
+    return np.where(small, xs * xs * series, np.expm1(np.where(small, 0.0, x)) - x)
 
 
 def absolute_error(y_true: FloatArray, y_pred: FloatArray) -> FloatArray:

@@ -163,11 +163,18 @@ def test_dpo_and_ipo_by_hand():
 # --------------------------------------------------------------------------- properties
 
 
+def _mode_kwargs(mode, mask):
+    """The divisor a mode needs: a constant, or a global count of at least the batch's valid tokens."""
+    if mode == "constant":
+        return {"constant": 7.0}
+    return {"global_count": 11.0 + mask.sum()} if mode == "global_token_mean" else {}
+
+
 @given(sizes, st.sampled_from(pt.AGGREGATIONS), st.integers(0, 3))
 def test_aggregate_ignores_padding_content_amount_and_side(size, mode, extra):
     seed, b, t, _ = size
     rng, mask, _, _, loss = _batch(seed, b, t, 2)
-    kwargs = {"constant": 7.0} if mode == "constant" else {"global_count": 11.0} if mode == "global_token_mean" else {}
+    kwargs = _mode_kwargs(mode, mask)
     base = maskloss.aggregate(loss, mask, mode=mode, **kwargs)
     junk = np.where(mask, loss, rng.choice([np.inf, -np.inf, 1e300], loss.shape))
     wider = np.concatenate([junk, np.full((b, extra), np.nan)], axis=1)
@@ -182,7 +189,7 @@ def test_aggregate_ignores_padding_content_amount_and_side(size, mode, extra):
 def test_aggregate_batch_order(size, mode):
     seed, b, t, _ = size
     rng, mask, _, _, loss = _batch(seed, b, t, 2)
-    kwargs = {"constant": 7.0} if mode == "constant" else {"global_count": 11.0} if mode == "global_token_mean" else {}
+    kwargs = _mode_kwargs(mode, mask)
     perm = rng.permutation(b)
     got = maskloss.aggregate(loss[perm], mask[perm], mode=mode, **kwargs)
     assert got == pytest.approx(maskloss.aggregate(loss, mask, mode=mode, **kwargs), rel=1e-12, abs=1e-14, nan_ok=True)

@@ -25,7 +25,10 @@ from maskloss.testing.properties import _Checker, _error, _Failure
 from maskloss.testing.setup import check_options_apply as _check_options_apply  # noqa: F401
 from maskloss.testing.setup import check_pad_label as _check_pad_label  # noqa: F401
 from maskloss.testing.setup import resolve
-from maskloss.testing.tolerances import _dtype_name
+from maskloss.testing.tolerances import _check_tolerance, _dtype_name
+
+#: Largest ``max_batch``/``max_steps`` check_loss accepts (hypothesis draws far smaller batches).
+_MAX_SIZE = 1024
 
 __all__ = ["check_loss"]
 
@@ -189,7 +192,9 @@ def check_loss(
         Also generate ``sample_weight`` and pass it: ``True`` either shape, ``"sequence"``
         one weight per sequence ``(B,)``, ``"step"`` one per step ``(B, T)``.
     max_batch, max_steps : int
-        Size of the generated batches (small sizes find bugs as well and shrink fast).
+        Size of the generated batches (small sizes find bugs as well and shrink fast); each an
+        int in ``[1, 1024]`` (hypothesis cannot draw larger batches, and larger bounds only
+        allocate).
     min_features, max_features : int, optional
         Bounds on the last axis (features, or classes: default 2 to 5); fix it when an
         option depends on it, e.g. ``class_weight`` of length C.
@@ -263,6 +268,10 @@ def check_loss(
     """
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
+    for size_name, size in (("max_batch", max_batch), ("max_steps", max_steps)):
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= _MAX_SIZE:
+            raise ValueError(f"{size_name} must be an int in [1, {_MAX_SIZE}], got {size!r:.80}")
+    rtol, atol = _check_tolerance(rtol, "rtol"), _check_tolerance(atol, "atol")
     if not callable(candidate) or not callable(like):
         raise TypeError(f"candidate and like must be callables, got {candidate!r} and {like!r}")
     if not isinstance(allow_empty_rows, bool):
