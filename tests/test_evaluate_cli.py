@@ -122,7 +122,7 @@ def test_timeout_must_be_positive_and_finite(files, timeout):
 
 
 def test_error_found_while_dask_computes_is_one_line(files):
-    path, labels, logits, _ = files
+    path, labels, _, _ = files
     bad = labels.copy()
     bad[2, 3] = 99  # out of range for 5 classes: found only when the chunk is computed
     np.save(path / "bad.npy", bad)
