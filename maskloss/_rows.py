@@ -15,6 +15,7 @@ across rows here, so results are bit for bit the same for any thread count or ch
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,16 @@ _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
+
+
+def _forget_pool_after_fork() -> None:
+    """In a forked child the parent's pool threads do not exist: start from no pool."""
+    global _pool, _pool_size, _pool_lock
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - every POSIX Python >= 3.7
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def valid_rows(valid: BoolArray) -> IntArray:
@@ -93,8 +104,8 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size < threads:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
+            # The old pool is not shut down: another thread may have just looked it up and be
+            # about to submit to it; its idle workers exit once the last reference is gone.
             _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="maskloss")
             _pool_size = threads
         return _pool
@@ -172,7 +183,8 @@ def map_rows(
     if threads == 1:
         work(0)
     else:
-        futures = [_executor(threads).submit(work, i) for i in range(threads)]
+        pool = _executor(threads)
+        futures = [pool.submit(work, i) for i in range(threads)]
         errors = [f.exception() for f in futures]  # waits for all; the first range's error wins
         for error in errors:
             if error is not None:

@@ -87,6 +87,18 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``maskloss`` console script."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (``maskloss demo | head``): no traceback; stdout goes to devnull
+        # so that the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _build_parser()
     if not (sys.argv[1:] if argv is None else list(argv)):  # bare ``maskloss``: show what it can do
         parser.print_help()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import sys
 from typing import Any
 
@@ -35,7 +36,7 @@ def run(args: Any) -> int:
     options: dict[str, Any] = {}
     for name in ("from_logits", "ignore_index", "label_smoothing"):
         value = getattr(args, name)
-        if value not in (None, False):
+        if value is not None and value is not False:  # not ``in (None, False)``: 0 == False
             options[name] = value
     def load(path: str, name: str) -> Any:
         try:
@@ -57,7 +58,32 @@ def run(args: Any) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise SystemExit(f"maskloss evaluate: error: {exc}") from None
 
+    if not math.isfinite(args.timeout) or args.timeout <= 0:
+        raise SystemExit(f"maskloss evaluate: error: --timeout must be a positive number of seconds, "
+                         f"got {args.timeout!r}")
     reductions = maskloss.SCALAR_REDUCTIONS if args.all_reductions else (args.reduction,)
+    try:
+        computed = _compute(stats, args)
+    except (ValueError, TypeError) as exc:  # found while Dask computes: a label out of range, ...
+        raise SystemExit(f"maskloss evaluate: error: {exc}") from None
+    summary = mdask.Summary.from_stats(computed)
+    values = {r: float(summary.value(r)) for r in reductions}
+    counts = summary.counts()
+    if args.json:
+        # NaN and inf are not JSON: a value that is not finite is null.
+        finite = {r: (v if math.isfinite(v) else None) for r, v in values.items()}
+        print(json.dumps({"loss": args.loss, "options": options, "values": finite, "counts": counts},
+                         allow_nan=False))
+    else:
+        print(f"{args.loss}" + "".join(f" {k}={v}" for k, v in options.items()))
+        for r, v in values.items():
+            print(f"  {r:<14} {v!r}")
+        print("  counts: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
+def _compute(stats: Any, args: Any) -> Any:
+    """The computed summary statistics, on ``--scheduler`` or local threads."""
     if args.scheduler:
         progress: Any = importlib.import_module("distributed").progress
         client = _connect(args.scheduler, args.timeout)
@@ -72,14 +98,4 @@ def run(args: Any) -> int:
         progress_bar: Any = importlib.import_module("dask.diagnostics").ProgressBar
         with progress_bar(minimum=2.0, out=sys.stderr):
             computed = stats.compute(scheduler="threads")
-    summary = mdask.Summary.from_stats(computed)
-    values = {r: float(summary.value(r)) for r in reductions}
-    counts = summary.counts()
-    if args.json:
-        print(json.dumps({"loss": args.loss, "options": options, "values": values, "counts": counts}))
-    else:
-        print(f"{args.loss}" + "".join(f" {k}={v}" for k, v in options.items()))
-        for r, v in values.items():
-            print(f"  {r:<14} {v!r}")
-        print("  counts: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
-    return 0
+    return computed

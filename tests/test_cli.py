@@ -52,3 +52,16 @@ def test_no_arguments_prints_the_help():
     assert proc.stdout.startswith("usage: maskloss")
     assert "demo" in proc.stdout and "conformance" in proc.stdout
     assert "error" not in proc.stderr
+
+
+def test_demo_into_a_closed_pipe_prints_no_traceback():
+    """``maskloss demo | head``: the reader closes the pipe before the demo writes."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "maskloss", "demo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child has finished importing, so every write hits a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+    assert proc.returncode != 0

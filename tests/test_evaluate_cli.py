@@ -83,3 +83,51 @@ def test_scheduler_on_a_running_cluster(files, capsys):
     value = json.loads(capsys.readouterr().out)["values"]["token_mean"]
     expected = maskloss.sparse_categorical_crossentropy(labels, logits, from_logits=True, ignore_index=-100)
     assert value == pytest.approx(float(expected), rel=1e-12)
+
+
+def _sparse_args(path, *extra):
+    return ["evaluate", "sparse_categorical_crossentropy", str(path / "labels.npy"), str(path / "logits.npy"),
+            "--from-logits", *extra]
+
+
+def test_ignore_index_zero_is_applied(files, capsys):
+    """0 == False: ``--ignore-index 0`` (the T5X and Keras pad id) used to be dropped."""
+    path, labels, logits, _ = files
+    pad0 = np.where(labels == -100, 0, labels)
+    np.save(path / "labels.npy", pad0)
+    assert main(_sparse_args(path, "--ignore-index", "0", "--json")) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["options"]["ignore_index"] == 0
+    assert out["counts"]["valid_steps"] == int((pad0 != 0).sum()) < pad0.size
+    expected = maskloss.sparse_categorical_crossentropy(pad0, logits, from_logits=True, ignore_index=0)
+    assert out["values"]["token_mean"] == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_json_of_a_nan_value_is_valid_json(files, capsys):
+    path, labels, logits, _ = files
+    np.save(path / "none.npy", np.zeros(labels.shape, dtype=bool))
+    assert main(_sparse_args(path, "--mask", str(path / "none.npy"), "--json")) == 0
+    text = capsys.readouterr().out
+    assert "NaN" not in text
+    assert json.loads(text)["values"]["token_mean"] is None  # nothing valid: the in-memory value is NaN
+    assert np.isnan(maskloss.sparse_categorical_crossentropy(labels, logits, np.zeros(labels.shape, bool),
+                                                             from_logits=True))
+
+
+@pytest.mark.parametrize("timeout", ["nan", "-1", "0", "inf"])
+def test_timeout_must_be_positive_and_finite(files, timeout):
+    path, *_ = files
+    with pytest.raises(SystemExit, match=r"--timeout must be a positive number of seconds"):
+        main(_sparse_args(path, "--timeout", timeout, "--ignore-index", "-100"))
+
+
+def test_error_found_while_dask_computes_is_one_line(files):
+    path, labels, _, _ = files
+    bad = labels.copy()
+    bad[2, 3] = 99  # out of range for 5 classes: found only when the chunk is computed
+    np.save(path / "bad.npy", bad)
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "sparse_categorical_crossentropy", str(path / "bad.npy"), str(path / "logits.npy"),
+              "--from-logits", "--ignore-index", "-100"])
+    message = str(info.value.code)
+    assert message.startswith("maskloss evaluate: error:") and "99" in message and "\n" not in message
