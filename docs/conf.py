@@ -53,7 +53,16 @@ numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 numpydoc_validation_checks: set[str] = set()
 
-html_theme = "alabaster"
-html_title = "maskloss"
-html_static_path: list[str] = []
-html_theme_options = {"description": "The ground truth for masked sequence losses", "fixed_sidebar": True}
+# sphinx-book-theme (as jax and optax): a responsive column; _static/maskloss.css wraps code to the
+# column and lets wide tables scroll inside themselves, so nothing is cut off at 1280 or 800 pixels.
+html_theme = "sphinx_book_theme"
+html_title = "maskloss: the ground truth for masked sequence losses"
+html_static_path = ["_static"]
+html_css_files = ["maskloss.css"]
+html_favicon = "_static/favicon.svg"  # else the browser asks for /favicon.ico: a 404 in the console
+html_theme_options = {
+    "show_toc_level": 2,
+    "use_download_button": False,  # the course chapters' own notebook links are the downloads
+    "home_page_in_toc": True,
+}
+html_context = {"default_mode": "light"}  # a fresh browser profile has no stored mode: no console error
