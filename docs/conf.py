@@ -66,3 +66,22 @@ html_theme_options = {
     "home_page_in_toc": True,
 }
 html_context = {"default_mode": "light"}  # a fresh browser profile has no stored mode: no console error
+
+
+def _link_every_image(app: object, doctree: object) -> None:
+    """Give every image a scale, so Sphinx wraps it in a link to its full-size file (click to enlarge).
+
+    Sphinx links only images with a width, height or scale (``html_scaled_image_link``); the CSS
+    keeps each inside the column, so a figure shown smaller than it was drawn is one click away.
+    """
+    from docutils import nodes
+
+    assert isinstance(doctree, nodes.Node)
+    for image in doctree.findall(nodes.image):
+        if not any(key in image for key in ("scale", "width", "height")):
+            image["scale"] = 100
+
+
+def setup(app: object) -> None:
+    connect = getattr(app, "connect")
+    connect("doctree-read", _link_every_image)
