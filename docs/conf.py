@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -82,6 +86,5 @@ def _link_every_image(app: object, doctree: object) -> None:
             image["scale"] = 100
 
 
-def setup(app: object) -> None:
-    connect = getattr(app, "connect")
-    connect("doctree-read", _link_every_image)
+def setup(app: Sphinx) -> None:
+    app.connect("doctree-read", _link_every_image)
