@@ -11,7 +11,10 @@ On every page, after MathJax has finished typesetting, the check fails when
 * a text node outside code blocks still shows TeX (``$$``, ``\\frac``, ``\\sum``, ``\\(``, ``\\[``),
   or MathJax reports an error node (``mjx-merror``);
 * an image is broken (``naturalWidth == 0``);
-* the console logs an error, or a script throws.
+* the console logs an error, or a script throws;
+* the page, a code block or a table overflows horizontally (wider content than its box, without
+  the box scrolling inside itself), at each of the widths of ``WIDTHS`` (1280 and 800 pixels);
+* an image is shown below 60% of its natural width and is not inside a link (to its full size).
 
 Full-page screenshots (up to 6000 px tall) of the start page, the reductions chapter and the
 figures appendix are saved to ``<site>/../screenshots/*.png`` (that is ``docs/_build/screenshots/``).
@@ -50,6 +53,7 @@ SCREENSHOTS = {
     "appendix/figures.html": "figures.png",
 }
 TIMEOUT_S = 30.0
+WIDTHS = (1280, 800)  # window widths in CSS pixels: every page is checked at each
 
 # Runs in the page: waits for MathJax, then reports what is broken. Returns a JSON string.
 PAGE_CHECK = r"""
@@ -78,6 +82,31 @@ PAGE_CHECK = r"""
   for (const img of document.images) {
     if (!img.complete) await new Promise(r => { img.onload = img.onerror = r; });
     if (img.naturalWidth === 0) problems.push("broken image: " + img.getAttribute("src"));
+  }
+  const root = document.documentElement;
+  if (root.scrollWidth > root.clientWidth + 1) {
+    problems.push("page overflows: " + root.scrollWidth + " px wide in a " + root.clientWidth + " px window");
+  }
+  for (const box of document.querySelectorAll("pre, table")) {
+    const style = getComputedStyle(box);
+    const scrolls = ["auto", "scroll"].includes(style.overflowX);
+    let wrapped = false;  // inside a box that scrolls horizontally: the reader can reach it all
+    for (let up = box.parentElement; up && up !== document.body && !wrapped; up = up.parentElement) {
+      wrapped = ["auto", "scroll"].includes(getComputedStyle(up).overflowX);
+    }
+    const clipped = box.scrollWidth > box.clientWidth + 1 && !scrolls;
+    const spills = box.getBoundingClientRect().right > root.clientWidth + 1 && !wrapped;
+    if (clipped || spills) {
+      const what = box.tagName.toLowerCase() === "pre" ? "code block" : "table";
+      problems.push(what + " overflows: " + box.scrollWidth + " px of content in " + box.clientWidth
+                    + " px: " + box.textContent.trim().slice(0, 60));
+    }
+  }
+  for (const img of document.images) {
+    if (img.naturalWidth > 0 && img.width < 0.6 * img.naturalWidth && !img.closest("a[href]")) {
+      problems.push("image shrunk to " + img.width + " of " + img.naturalWidth + " px without a link to the full size: "
+                    + img.getAttribute("src"));
+    }
   }
   const math = document.querySelectorAll("mjx-container").length;
   const images = document.images.length;
@@ -205,12 +234,12 @@ def check(site: Path, shots: Path) -> list[str]:
             session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Page", "Runtime", "Log"):
                 browser.send(f"{domain}.enable", session=session)
-            browser.send(
-                "Emulation.setDeviceMetricsOverride",
-                {"width": 1280, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
-                session=session,
-            )
-            for page in pages(site):
+            for width, page in ((w, p) for w in WIDTHS for p in pages(site)):
+                browser.send(
+                    "Emulation.setDeviceMetricsOverride",
+                    {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+                    session=session,
+                )
                 browser.events.clear()
                 browser.send("Page.navigate", {"url": base + page}, session=session)
                 browser.wait_event("Page.loadEventFired")
@@ -220,13 +249,15 @@ def check(site: Path, shots: Path) -> list[str]:
                     session=session,
                 )
                 if "exceptionDetails" in reply:
-                    failures.append(f"{page}: the check script failed: {reply['exceptionDetails'].get('text')}")
+                    text = reply["exceptionDetails"].get("text")
+                    failures.append(f"{page} at {width} px: the check script failed: {text}")
                     continue
                 report = json.loads(reply["result"]["value"])
                 problems = report["problems"] + console_errors(browser.events)
-                failures += [f"{page}: {problem}" for problem in problems]
-                print(f"{'FAIL' if problems else 'ok  '} {page}: {report['math']} formulas, {report['images']} images")
-                if page in SCREENSHOTS:
+                failures += [f"{page} at {width} px: {problem}" for problem in problems]
+                status = "FAIL" if problems else "ok  "
+                print(f"{status} {page} at {width} px: {report['math']} formulas, {report['images']} images")
+                if page in SCREENSHOTS and width == WIDTHS[0]:
                     size = browser.send("Page.getLayoutMetrics", session=session)["cssContentSize"]
                     clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 6000), "scale": 1}
                     shot = browser.send(

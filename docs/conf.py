@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -53,7 +57,34 @@ numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 numpydoc_validation_checks: set[str] = set()
 
-html_theme = "alabaster"
-html_title = "maskloss"
-html_static_path: list[str] = []
-html_theme_options = {"description": "The ground truth for masked sequence losses", "fixed_sidebar": True}
+# sphinx-book-theme (as jax and optax): a responsive column; _static/maskloss.css wraps code to the
+# column and lets wide tables scroll inside themselves, so nothing is cut off at 1280 or 800 pixels.
+html_theme = "sphinx_book_theme"
+html_title = "maskloss: the ground truth for masked sequence losses"
+html_static_path = ["_static"]
+html_css_files = ["maskloss.css"]
+html_favicon = "_static/favicon.svg"  # else the browser asks for /favicon.ico: a 404 in the console
+html_theme_options = {
+    "show_toc_level": 2,
+    "use_download_button": False,  # the course chapters' own notebook links are the downloads
+    "home_page_in_toc": True,
+}
+html_context = {"default_mode": "light"}  # a fresh browser profile has no stored mode: no console error
+
+
+def _link_every_image(app: object, doctree: object) -> None:
+    """Give every image a scale, so Sphinx wraps it in a link to its full-size file (click to enlarge).
+
+    Sphinx links only images with a width, height or scale (``html_scaled_image_link``); the CSS
+    keeps each inside the column, so a figure shown smaller than it was drawn is one click away.
+    """
+    from docutils import nodes
+
+    assert isinstance(doctree, nodes.Node)
+    for image in doctree.findall(nodes.image):
+        if not any(key in image for key in ("scale", "width", "height")):
+            image["scale"] = 100
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("doctree-read", _link_every_image)
