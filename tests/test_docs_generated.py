@@ -147,6 +147,27 @@ def test_bug_gallery_table_runs_check_loss_on_the_gallery(monkeypatch: pytest.Mo
     assert "| 1. mean over all steps, padding included | padding amount | 1 |" in text
 
 
+def test_bug_gallery_solutions_name_every_property_the_gallery_accepts() -> None:
+    gallery = pytest.importorskip("tests.bug_gallery")
+    text = (DOCS / "course" / "08-solutions.md").read_text(encoding="utf-8").lower()
+    for entry in gallery.GALLERY:
+        number = entry.name.split(".")[0].rstrip("ab")
+        start = text.index(f"\n{number}. **")
+        end = text.find("\n", text.find("**", start + len(number) + 5))
+        answer = text[start:end]
+        for prop in entry.properties:
+            assert prop in answer, (entry.name, prop, answer)
+
+
+def test_bug_gallery_table_refuses_a_property_the_solutions_do_not_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    gallery = pytest.importorskip("tests.bug_gallery")
+    entry = gallery.GALLERY[0]  # reported as "padding amount" (test above)
+    narrowed = gallery.Entry(entry.name, entry.bug, entry.fixed, entry.like, entry.options, properties=("agreement",))
+    monkeypatch.setattr(gallery, "GALLERY", (narrowed,))
+    with pytest.raises(AssertionError, match="reported 'padding amount'"):
+        _module("tables", "bug_gallery_table").render()
+
+
 def test_bug_gallery_table_refuses_a_bug_check_loss_does_not_catch(monkeypatch: pytest.MonkeyPatch) -> None:
     gallery = pytest.importorskip("tests.bug_gallery")
     entry = gallery.GALLERY[0]
