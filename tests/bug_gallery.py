@@ -251,7 +251,7 @@ GALLERY: tuple[Entry, ...] = (
           {"from_logits": True}, properties=("agreement",)),
     Entry("7. left-padded batch with a right-padding mask", bug_right_mask_from_lengths,
           fixed_mask_from_lengths_and_side, SPARSE, {"from_logits": True},
-          properties=("agreement", "padding amount", "left vs right padding")),
+          properties=("agreement", "padding amount", "padding content", "left vs right padding")),
     Entry("8. causal shift counted on unshifted labels", bug_causal_count_unshifted,
           fixed_causal_count_shifted, SPARSE,
           {"from_logits": True, "ignore_index": IGNORE, "shift": 1}, properties=("agreement",)),

@@ -81,8 +81,9 @@ def _hf_causal(labels, logits, num_items_in_batch):
 
 def hf_causal_lm_trainer_count(labels, logits, mask):
     """transformers ``ForCausalLMLoss`` with ``num_items_in_batch`` as ``Trainer`` counts it
-    (``src/transformers/trainer.py``, ``get_batch_samples``: ``(labels != -100).sum()`` on the
-    unshifted labels), one token per sequence too many."""
+    before transformers PR #46204 (merged May 2026; ``src/transformers/trainer.py``,
+    ``get_batch_samples``: ``(labels != -100).sum()`` on the unshifted labels), one token per
+    sequence too many. transformers 5.24 counts ``labels[..., 1:]`` instead."""
     return _hf_causal(labels, logits, (labels != -100).sum())
 
 
@@ -172,7 +173,8 @@ def tf_tutorial_masked_loss(label, pred, mask):
 def chatbot_mask_nll_objective(target, logits, mask):
     """pytorch/tutorials, ``beginner_source/chatbot_tutorial.py``, ``maskNLLLoss`` in the
     ``train`` loop: per time step ``crossEntropy.masked_select(mask).mean()``, summed over
-    the T steps (``loss += mask_loss``) and back-propagated: T times the token mean it prints."""
+    the T steps (``loss += mask_loss``) and back-propagated: T times the token mean it prints
+    only when every step has the same number of valid tokens."""
     probs = np.exp(_log_softmax(logits))
     total = 0.0
     for t in range(target.shape[1]):  # the tutorial's decoder loop over time
@@ -256,7 +258,7 @@ CASES = [
         SPARSE,
         {"from_logits": True, "ignore_index": -100, "shift": 1, "reduction": "token_mean"},
         "agreement",
-        "num_items_in_batch counts unshifted labels",
+        "num_items_in_batch counts unshifted labels (transformers before PR #46204)",
     ),
     Case(
         "HF ForCausalLMLoss, shifted count",
@@ -334,7 +336,7 @@ CASES = [
         SPARSE,
         {"from_logits": True, "pad_label": 0},
         "padding amount",
-        "a sum of per-step means: a fully padded step is NaN, and T times the token mean",
+        "a sum of per-step means: a fully padded step is NaN, not T times the token mean",
     ),
     Case(
         "SAITS masked_mae_cal",

@@ -78,11 +78,33 @@ def test_f3_weights_are_the_value_and_grad_gradient() -> None:
 
 def test_f7_multiply_leaks_nan_and_select_does_not() -> None:
     f7 = _module("figures", "f7_nan_multiply_vs_select")
-    value_mul, grad_mul = f7.multiply()
+    value_mul, grad_losses_mul, grad_mul = f7.multiply()
     value_sel, grad_sel = f7.select()
-    assert np.isnan(value_mul) and np.all(np.isnan(grad_mul))
-    assert value_sel == pytest.approx((0.5 + 1.0 + 1.5 + 2.0) / 4)  # the four valid steps, by hand
-    np.testing.assert_array_equal(grad_sel, [0.25, 0.25, 0.25, 0.25, 0.0, 0.0])
+    assert np.isnan(value_mul)
+    assert value_sel == pytest.approx((0.5 + 2.0 + 4.5 + 8.0) / 4)  # 0.5 * p**2 of p = 1..4, by hand
+    np.testing.assert_array_equal(grad_losses_mul, [0.25, 0.25, 0.25, 0.25, 0.0, 0.0])
+    np.testing.assert_array_equal(grad_mul[:4], [0.25, 0.5, 0.75, 1.0])  # p / 4, by hand
+    assert np.all(np.isnan(grad_mul[4:]))
+    np.testing.assert_array_equal(grad_sel, [0.25, 0.5, 0.75, 1.0, 0.0, 0.0])
+
+
+def test_f7_backward_panel_is_what_torch_autograd_computes() -> None:
+    torch = pytest.importorskip("torch", reason="torch is in the frameworks extra; CI installs it")
+    f7 = _module("figures", "f7_nan_multiply_vs_select")
+    _, grad_losses_mul, grad_mul = f7.multiply()
+    pred = torch.tensor(f7.PREDICTIONS, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor(f7.MASK, dtype=torch.float64)
+    losses = 0.5 * pred**2
+    losses.retain_grad()
+    (torch.sum(losses * mask) / torch.sum(mask)).backward()
+    assert losses.grad is not None and pred.grad is not None
+    np.testing.assert_array_equal(losses.grad.numpy()[0], grad_losses_mul)
+    np.testing.assert_array_equal(pred.grad.numpy()[0], grad_mul)  # NaN where NaN (array_equal treats NaN as equal)
+    pred_sel = torch.tensor(f7.PREDICTIONS, dtype=torch.float64, requires_grad=True)
+    safe = torch.where(mask.bool(), pred_sel, torch.zeros_like(pred_sel))
+    (torch.sum(torch.where(mask.bool(), 0.5 * safe**2, torch.zeros_like(safe))) / torch.sum(mask)).backward()
+    assert pred_sel.grad is not None
+    np.testing.assert_array_equal(pred_sel.grad.numpy()[0], f7.select()[1])
 
 
 def test_tolerance_table_lists_every_dtype_of_tolerances() -> None:
@@ -123,6 +145,27 @@ def test_bug_gallery_table_runs_check_loss_on_the_gallery(monkeypatch: pytest.Mo
     monkeypatch.setattr(gallery, "GALLERY", gallery.GALLERY[:1])  # bug 1: caught on the first example
     text = _module("tables", "bug_gallery_table").render()
     assert "| 1. mean over all steps, padding included | padding amount | 1 |" in text
+
+
+def test_bug_gallery_solutions_name_every_property_the_gallery_accepts() -> None:
+    gallery = pytest.importorskip("tests.bug_gallery")
+    text = (DOCS / "course" / "08-solutions.md").read_text(encoding="utf-8").lower()
+    for entry in gallery.GALLERY:
+        number = entry.name.split(".")[0].rstrip("ab")
+        start = text.index(f"\n{number}. **")
+        end = text.find("\n", text.find("**", start + len(number) + 5))
+        answer = text[start:end]
+        for prop in entry.properties:
+            assert prop in answer, (entry.name, prop, answer)
+
+
+def test_bug_gallery_table_refuses_a_property_the_solutions_do_not_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    gallery = pytest.importorskip("tests.bug_gallery")
+    entry = gallery.GALLERY[0]  # reported as "padding amount" (test above)
+    narrowed = gallery.Entry(entry.name, entry.bug, entry.fixed, entry.like, entry.options, properties=("agreement",))
+    monkeypatch.setattr(gallery, "GALLERY", (narrowed,))
+    with pytest.raises(AssertionError, match="reported 'padding amount'"):
+        _module("tables", "bug_gallery_table").render()
 
 
 def test_bug_gallery_table_refuses_a_bug_check_loss_does_not_catch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,6 +25,11 @@ def rows() -> list[tuple[str, str, int]]:
         try:
             check_loss(entry.bug, entry.like, seed=SEED, **entry.options)
         except LossCheckError as err:
+            if err.property not in entry.properties:  # the solutions (08-solutions.md) name only these
+                raise AssertionError(
+                    f"check_loss reported {err.property!r} for gallery bug {entry.name!r}, "
+                    f"which the gallery and its solutions do not list: {entry.properties}"
+                ) from err
             out.append((entry.name, str(err.property), int(err.examples)))
         else:
             raise AssertionError(f"check_loss did not catch gallery bug {entry.name!r}")
