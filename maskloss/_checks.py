@@ -25,6 +25,7 @@ __all__ = [
     "check_class_weight",
     "check_feature_pair",
     "check_flag",
+    "check_head_option",
     "check_label_smoothing",
     "check_labels",
     "check_mask",
@@ -135,6 +136,18 @@ def check_label_smoothing(label_smoothing: object, name: str = "label_smoothing"
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {label_smoothing!r}")
     return eps
+
+
+def check_head_option(value: object, name: str, *, allow_zero: bool = False) -> float:
+    """A head option (``temperature``, ``softcap``, ``z_loss``) must be a finite real number > 0
+    (>= 0 with ``allow_zero``); returns it as ``float``."""
+    bound = ">= 0" if allow_zero else "> 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite real number {bound}, got {value!r}")
+    v = float(value)
+    if not np.isfinite(v) or v < 0.0 or (v == 0.0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite real number {bound}, got {value!r}")
+    return v
 
 
 def check_sample_weight(sample_weight: npt.ArrayLike | None, valid: BoolArray) -> FloatArray:

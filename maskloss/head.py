@@ -1,0 +1,204 @@
+r"""The LLM head: temperature, softcapping and the z-loss on rows of logits, with chain rules.
+
+Pure float64 math on ``(n, V)`` rows of already selected valid steps (as in
+:mod:`maskloss.pointwise`): nothing here sees padding. The options compose in one
+documented order,
+
+.. math::
+
+    h = c \tanh\!\left(\frac{x / T}{c}\right), \qquad
+    \ell = -\log \operatorname{softmax}(h)_y + z \operatorname{lse}(h)^2,
+
+temperature :math:`T` first, then the softcap :math:`c` (Gemma 2/3, Liger, Cut
+Cross-Entropy), then log-softmax, then the z-loss :math:`z \operatorname{lse}(h)^2`
+(PaLM; Liger's ``lse_square_scale``, CCE's ``compute_z_loss``). A ``-inf`` logit (a
+padded vocabulary lane) stays ``-inf`` under the softcap, so it keeps probability 0
+(``tanh`` alone would map it to ``-c`` and leak mass to it).
+
+The chain rules, for an upstream gradient :math:`g = \partial L / \partial h`:
+
+.. math::
+
+    \frac{\partial h}{\partial x} = \frac{1}{T}\left(1 - \left(\frac{h}{c}\right)^2\right),
+    \qquad
+    \frac{\partial\, z \operatorname{lse}(h)^2}{\partial h} = 2 z \operatorname{lse}(h)\,
+    \operatorname{softmax}(h),
+
+and 0 at a ``-inf`` lane. Each function takes logits rows and returns loss rows, or
+gradient rows when asked, so the fused linear cross-entropy can reuse them chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from maskloss._types import FloatArray, IntArray
+from maskloss.pointwise import log_softmax_and_softmax
+
+__all__ = [
+    "apply_head",
+    "head_cross_entropy",
+    "head_grad",
+    "logsumexp",
+    "softcap",
+    "softcap_grad",
+    "z_loss_grad",
+    "z_loss_terms",
+]
+
+
+def softcap(logits: FloatArray, cap: float | None) -> FloatArray:
+    r""":math:`c \tanh(x / c)`, with ``-inf`` kept as ``-inf``; ``cap=None`` returns a copy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.head import softcap
+    >>> softcap(np.array([[0.0, 30.0, -np.inf]]), 30.0)   # 30 tanh(1) = 22.8478...
+    array([[ 0.        , 22.84782468,        -inf]])
+    """
+    x = np.array(logits, dtype=np.float64)
+    if cap is None:
+        return x
+    lanes = np.isneginf(x)
+    np.divide(x, cap, out=x)
+    np.tanh(x, out=x)
+    x *= cap
+    x[lanes] = -np.inf
+    return x
+
+
+def softcap_grad(capped: FloatArray, cap: float | None, upstream: FloatArray) -> FloatArray:
+    r"""Chain rule of :func:`softcap`: :math:`g \left(1 - (h / c)^2\right)`, 0 at ``-inf`` lanes.
+
+    ``capped`` is the softcapped row :math:`h` (the forward output), ``upstream`` the
+    gradient with respect to it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.head import softcap, softcap_grad
+    >>> h = softcap(np.array([[0.0, 30.0, -np.inf]]), 30.0)
+    >>> softcap_grad(h, 30.0, np.ones((1, 3)))           # 1 - tanh(1)^2 = 0.41997...
+    array([[1.        , 0.41997434, 0.        ]])
+    """
+    g = np.array(upstream, dtype=np.float64)
+    if cap is None:
+        return g
+    finite = ~np.isneginf(capped)
+    ratio = np.divide(capped, cap, out=np.zeros_like(g), where=finite)
+    g *= 1.0 - ratio * ratio
+    return np.where(finite, g, 0.0)
+
+
+def apply_head(logits: FloatArray, *, temperature: float = 1.0, cap: float | None = None) -> FloatArray:
+    r"""The head's logits :math:`h = c \tanh(x / (T c))` (temperature first, then the softcap).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.head import apply_head
+    >>> apply_head(np.array([[2.0, -4.0]]), temperature=2.0)
+    array([[ 1., -2.]])
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    return softcap(x / temperature, cap)
+
+
+def head_grad(
+    capped: FloatArray, upstream: FloatArray, *, temperature: float = 1.0, cap: float | None = None
+) -> FloatArray:
+    r"""Gradient with respect to the raw logits :math:`x` from :math:`g = \partial L/\partial h`.
+
+    :math:`\partial L / \partial x = g \left(1 - (h/c)^2\right) / T`, with ``capped`` the
+    output :math:`h` of :func:`apply_head`.
+    """
+    g = softcap_grad(capped, cap, upstream)
+    g /= temperature
+    return g
+
+
+def logsumexp(logits: FloatArray) -> FloatArray:
+    r""":math:`\operatorname{lse}(h) = \max h + \log \sum_k e^{h_k - \max h}` per row, shape ``(n,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.head import logsumexp
+    >>> logsumexp(np.array([[0.0, 0.0], [1000.0, -np.inf]])).tolist()   # log 2 and 1000
+    [0.6931471805599453, 1000.0]
+    """
+    h = np.asarray(logits, dtype=np.float64)
+    m = np.max(h, axis=-1)
+    with np.errstate(invalid="ignore"):
+        total = np.sum(np.exp(h - m[:, None]), axis=-1)
+    out: FloatArray = m + np.log(total)
+    return out
+
+
+def z_loss_terms(logits: FloatArray, z: float) -> FloatArray:
+    r"""The z-loss per row, :math:`z \operatorname{lse}(h)^2`, shape ``(n,)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.head import z_loss_terms
+    >>> z_loss_terms(np.array([[0.0, 0.0]]), 1e-4)        # 1e-4 * log(2)^2
+    array([4.80453014e-05])
+    """
+    lse = logsumexp(logits)
+    out: FloatArray = z * lse * lse
+    return out
+
+
+def z_loss_grad(logits: FloatArray, z: float) -> FloatArray:
+    r"""Gradient of :func:`z_loss_terms`: :math:`2 z \operatorname{lse}(h) \operatorname{softmax}(h)`."""
+    _, p = log_softmax_and_softmax(np.asarray(logits, dtype=np.float64))
+    p *= (2.0 * z) * logsumexp(logits)[:, None]
+    return p
+
+
+def head_cross_entropy(
+    labels: IntArray,
+    logits: FloatArray,
+    *,
+    temperature: float = 1.0,
+    cap: float | None = None,
+    z: float = 0.0,
+    grad: bool = False,
+) -> FloatArray | tuple[FloatArray, FloatArray]:
+    r"""Sparse cross-entropy rows through the head, with the z-loss added per row.
+
+    .. math:: \ell = -\log\operatorname{softmax}(h)_y + z \operatorname{lse}(h)^2,
+        \qquad h = c \tanh(x / (T c)).
+
+    With ``grad=True`` returns ``(loss rows, gradient rows w.r.t. x)``; the gradient with
+    respect to :math:`h` is :math:`\operatorname{softmax}(h) (1 + 2 z \operatorname{lse}(h))
+    - \mathbb{1}_y`, then :func:`head_grad`.
+
+    Examples
+    --------
+    Logits (3, 3) at temperature 3 become :math:`h = (1, 1)`: the cross-entropy is
+    :math:`\log 2`, :math:`\operatorname{lse}(h) = 1 + \log 2` and a z-loss of 1 adds its
+    square, :math:`0.6931 + 2.8667`.
+
+    >>> import numpy as np
+    >>> from maskloss.head import head_cross_entropy
+    >>> head_cross_entropy(np.array([0]), np.array([[3.0, 3.0]]), temperature=3.0, z=1.0)
+    array([3.55989456])
+    """
+    h = apply_head(logits, temperature=temperature, cap=cap)
+    log_p, p = log_softmax_and_softmax(h)
+    rows = np.arange(h.shape[0])
+    loss: FloatArray = -log_p[rows, labels]
+    lse = None
+    if z:
+        lse = logsumexp(h)
+        loss = loss + z * lse * lse
+    if not grad:
+        return loss
+    g = p
+    if lse is not None:
+        g *= 1.0 + (2.0 * z) * lse[:, None]
+    g[rows, labels] -= 1.0
+    return loss, head_grad(h, g, temperature=temperature, cap=cap)
