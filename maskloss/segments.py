@@ -225,7 +225,7 @@ def segment_ids_from_lengths(lengths: npt.ArrayLike, row_length: int | None = No
     return np.where(inside, seg, -1)
 
 
-def _check_segment_ids(segment_ids: npt.ArrayLike, name: str = "segment_ids") -> Int64Array:
+def check_segment_ids(segment_ids: npt.ArrayLike, name: str = "segment_ids") -> Int64Array:
     """Validate packed segment ids (see the module docstring) and return them as int64."""
     seg = _whole(segment_ids, name, ndim=(1, 2))
     s = _rows(seg)
@@ -270,7 +270,7 @@ def lengths_from_segment_ids(segment_ids: npt.ArrayLike) -> Int64Array:
     array([[3, 2, 0],
            [1, 1, 1]])
     """
-    s = _rows(_check_segment_ids(segment_ids))
+    s = _rows(check_segment_ids(segment_ids))
     kept = s >= 0
     counts = np.bincount(s[kept], minlength=0).astype(np.int64)
     rows = np.repeat(np.arange(s.shape[0]), s.shape[1])[kept.ravel()]
@@ -308,7 +308,7 @@ def next_token_targets(
     array([[1, 1, 0, 1, 0, 0]])
     """
     x = _whole(ids, "ids", ndim=(1, 2))
-    seg = _check_segment_ids(segment_ids)
+    seg = check_segment_ids(segment_ids)
     if seg.shape != x.shape:
         raise ValueError(f"segment_ids must have the shape of ids {x.shape}, got {seg.shape}")
     xr, sr = _rows(x), _rows(seg)

@@ -177,3 +177,37 @@ def test_inputs_are_not_written() -> None:
     maskloss.lengths_from_segment_ids(seg)
     np.testing.assert_array_equal(seg, before)
     np.testing.assert_array_equal(pos, [[0, 1, 0, 1]])
+
+
+# ----------------------------------------------------------------------------- per-document reductions
+
+
+@settings(max_examples=150, deadline=None)
+@given(mst.masks(allow_empty_rows=False), st.integers(0, 2), st.sampled_from(["given", "first_fit", "flat"]), st.data())
+def test_packed_documents_reduce_as_the_padded_batch(
+    mask: np.ndarray, extra: int, order: str, data: st.DataObject
+) -> None:
+    y_true = np.array(data.draw(st.lists(st.floats(-5, 5), min_size=mask.size, max_size=mask.size))).reshape(mask.shape)
+    y_pred = np.array(data.draw(st.lists(st.floats(-5, 5), min_size=mask.size, max_size=mask.size))).reshape(mask.shape)
+    longest = int(mask.sum(axis=1).max())
+    p = maskloss.pack(mask) if order == "flat" else maskloss.pack(mask, longest + extra, order=order)  # type: ignore[arg-type]
+    per_step = maskloss.mse(y_true[..., None], y_pred[..., None], mask, reduction="none")
+    packed_terms = p.pack_array(np.where(mask, per_step, 0.0))
+    totals = maskloss.MaskedTotals.from_segments(packed_terms, p.mask.astype(np.float64), p.segment_ids)
+    for reduction in ("sum", "token_mean", "sequence_mean", "batch_mean"):
+        padded = maskloss.mse(y_true[..., None], y_pred[..., None], mask, reduction=reduction)
+        np.testing.assert_allclose(totals.value(reduction), padded, rtol=1e-13, atol=1e-300)
+    # the loop oracle of the per-document mean: each document's own mean, then their mean
+    docs = [per_step[b][mask[b]] for b in range(mask.shape[0])]
+    np.testing.assert_allclose(totals.value("sequence_mean"), np.mean([d.mean() for d in docs]), rtol=1e-13)
+    # gradient of each packed numerator term maps back to the padded step's factor
+    grad = np.where(p.mask, totals.sequence_scale("sequence_mean")[np.maximum(p.segment_ids, 0)], 0.0)
+    expected = np.where(mask, 1.0 / mask.sum(axis=1, keepdims=True) / mask.shape[0], 0.0)
+    np.testing.assert_allclose(maskloss.unpack(grad, p), expected, rtol=1e-13)
+
+
+def test_per_token_and_per_document_means_differ_on_one_packed_row() -> None:
+    # By hand: documents [1, 3] and [8]: per token (1 + 3 + 8) / 3 = 4, per document (2 + 8) / 2 = 5.
+    t = maskloss.MaskedTotals.from_segments(np.array([[1.0, 3.0, 8.0]]), np.ones((1, 3)), [[0, 0, 1]])
+    assert t.value("token_mean") == 4.0
+    assert t.value("sequence_mean") == 5.0
