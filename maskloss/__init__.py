@@ -29,6 +29,7 @@ from maskloss.masks import (
     padding_side,
     repad,
 )
+from maskloss.packing import Packing, pack, unpack
 from maskloss.posttraining import (
     aggregate,
     clipped_surrogate,
@@ -40,6 +41,13 @@ from maskloss.posttraining import (
     token_logprobs,
 )
 from maskloss.reductions import REDUCTIONS, SCALAR_REDUCTIONS, MaskedTotals, reduce
+from maskloss.segments import (
+    lengths_from_segment_ids,
+    next_token_targets,
+    segment_ids_from_cu_seqlens,
+    segment_ids_from_lengths,
+    segment_ids_from_position_ids,
+)
 
 __version__ = "0.1.0"
 
@@ -48,6 +56,7 @@ __all__ = [
     "SCALAR_REDUCTIONS",
     "GlobalCounts",
     "MaskedTotals",
+    "Packing",
     "aggregate",
     "binary_crossentropy",
     "categorical_crossentropy",
@@ -56,6 +65,7 @@ __all__ = [
     "get_num_threads",
     "kl_estimate",
     "lengths_from_mask",
+    "lengths_from_segment_ids",
     "mae",
     "mask_from_ids",
     "mask_from_lengths",
@@ -64,14 +74,20 @@ __all__ = [
     "masked_totals",
     "micro_batch_value_and_grad",
     "mse",
+    "next_token_targets",
+    "pack",
     "padding_side",
     "policy_gradient_objective",
     "reduce",
     "repad",
+    "segment_ids_from_cu_seqlens",
+    "segment_ids_from_lengths",
+    "segment_ids_from_position_ids",
     "sequence_logprobs",
     "sequence_ratio",
     "set_num_threads",
     "sparse_categorical_crossentropy",
     "token_logprobs",
+    "unpack",
     "value_and_grad",
 ]

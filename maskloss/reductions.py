@@ -48,6 +48,7 @@ import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
 from maskloss._types import FloatArray
+from maskloss.segments import check_segment_ids
 
 __all__ = [
     "REDUCTIONS",
@@ -113,6 +114,46 @@ class MaskedTotals:
         steps = np.empty(batch)
         steps.fill(per_sequence)
         return cls(_add(n2, axis=1), _add(d2, axis=1), steps)
+
+    @classmethod
+    def from_segments(
+        cls, numerator_terms: FloatArray, denominator_terms: FloatArray, segment_ids: npt.ArrayLike
+    ) -> MaskedTotals:
+        r"""Per-document totals of packed ``(R, L)`` terms: a packed batch's documents are its sequences.
+
+        :math:`N_d = \sum_{s_{rt} = d} n_{rt}` (likewise :math:`D_d`), and :math:`S_d` is the
+        length of document :math:`d` (a packed document has no padding of its own, so
+        ``element_mean`` counts the documents' steps). Every reduction is then the one rule of
+        :meth:`value`; the gradient of a packed step's numerator term is
+        ``sequence_scale(reduction)[segment_ids]`` (0 at padding, ``segment_ids == -1``).
+
+        >>> import numpy as np
+        >>> from maskloss.reductions import MaskedTotals
+        >>> t = MaskedTotals.from_segments(np.array([[1.0, 3.0, 8.0, 0.0]]), np.array([[1.0, 1.0, 1.0, 0.0]]),
+        ...                                [[0, 0, 1, -1]])
+        >>> t.value("token_mean"), t.value("sequence_mean")   # (1 + 3 + 8) / 3 and (2 + 8) / 2
+        (np.float64(4.0), np.float64(5.0))
+        """
+        seg = check_segment_ids(segment_ids)
+        n = np.asarray(numerator_terms, dtype=np.float64)
+        d = np.asarray(denominator_terms, dtype=np.float64)
+        if n.shape[: seg.ndim] != seg.shape or d.shape != n.shape:
+            raise ValueError(
+                f"segment_ids {seg.shape} must be the leading shape of the terms; "
+                f"got numerator {n.shape}, denominator {d.shape}"
+            )
+        per_step = math.prod(n.shape[seg.ndim :])
+        kept = seg.ravel() >= 0
+        ids = seg.ravel()[kept]
+        docs = int(ids.max()) + 1 if ids.size else 0
+        n_steps = n.reshape(-1, per_step)[kept].sum(axis=1)
+        d_steps = d.reshape(-1, per_step)[kept].sum(axis=1)
+        steps = np.bincount(ids, minlength=docs).astype(np.float64) * per_step
+        return cls(
+            np.bincount(ids, weights=n_steps, minlength=docs).astype(np.float64),
+            np.bincount(ids, weights=d_steps, minlength=docs).astype(np.float64),
+            steps,
+        )
 
     @classmethod
     def concat(cls, parts: Iterable[MaskedTotals]) -> MaskedTotals:
