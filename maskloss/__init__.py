@@ -40,6 +40,7 @@ from maskloss.posttraining import (
     token_logprobs,
 )
 from maskloss.reductions import REDUCTIONS, SCALAR_REDUCTIONS, MaskedTotals, reduce
+from maskloss.sharding import Shard, ShardLayout, ShardScales, shard_scales
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,9 @@ __all__ = [
     "SCALAR_REDUCTIONS",
     "GlobalCounts",
     "MaskedTotals",
+    "Shard",
+    "ShardLayout",
+    "ShardScales",
     "aggregate",
     "binary_crossentropy",
     "categorical_crossentropy",
@@ -71,6 +75,7 @@ __all__ = [
     "sequence_logprobs",
     "sequence_ratio",
     "set_num_threads",
+    "shard_scales",
     "sparse_categorical_crossentropy",
     "token_logprobs",
     "value_and_grad",
