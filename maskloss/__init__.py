@@ -48,6 +48,7 @@ from maskloss.segments import (
     segment_ids_from_lengths,
     segment_ids_from_position_ids,
 )
+from maskloss.sharding import Shard, ShardLayout, ShardScales, shard_scales
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,9 @@ __all__ = [
     "GlobalCounts",
     "MaskedTotals",
     "Packing",
+    "Shard",
+    "ShardLayout",
+    "ShardScales",
     "aggregate",
     "binary_crossentropy",
     "categorical_crossentropy",
@@ -86,6 +90,7 @@ __all__ = [
     "sequence_logprobs",
     "sequence_ratio",
     "set_num_threads",
+    "shard_scales",
     "sparse_categorical_crossentropy",
     "token_logprobs",
     "unpack",

@@ -1,0 +1,158 @@
+r"""Cross-entropy over vocabulary shards: per-shard partial sums that merge exactly.
+
+A tensor-parallel head holds logits :math:`z_{c}` for classes :math:`c \in [a, b)` only.
+Each shard reports, per token, its maximum :math:`M_s`, its sum of exponentials
+:math:`E_s = \sum_{c\in s} e^{z_c - M_s}`, the target logit when the label falls inside it
+(else 0) and the sum of its logits; these merge into
+:math:`\operatorname{lse} = M + \log\sum_s E_s e^{M_s - M}` (:math:`M = \max_s M_s`),
+and the per-token loss of :func:`merged_cross_entropy` is
+
+.. math::
+    \ell = \operatorname{lse} - (1-\varepsilon) z_y - \varepsilon\,\bar z + \zeta\,\operatorname{lse}^2,
+
+with :math:`\bar z = \frac1V\sum_c z_c` (torch, ``smoothing_rule="uniform"``: mass
+:math:`\varepsilon/V` on every class) or :math:`\bar z = \frac{1}{V-1}\sum_{c\ne y} z_c`
+(``"others"``: mass :math:`\varepsilon/(V-1)` on the other classes, Liger-Kernel#1260).
+:math:`V` is the *global* vocabulary size: dividing by a shard's own size is Megatron-LM#737.
+
+>>> import numpy as np, maskloss.vocab_parallel as vp
+>>> logits = np.array([[2.0, 0.0, 1.0, -1.0]])
+>>> parts = [vp.vocab_partials(logits[:, a:b], [2], (a, b)) for a, b in ((0, 1), (1, 4))]
+>>> merged = vp.merge_vocab_partials(parts)
+>>> round(float(merged.lse[0]), 12) == round(float(np.log(np.exp(logits).sum())), 12)
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss._checks import as_numeric
+from maskloss._types import FloatArray
+
+__all__ = ["SMOOTHING_RULES", "MergedVocab", "VocabPartials", "merge_vocab_partials", "merged_cross_entropy",
+           "vocab_partials", "vocab_shard_grad"]
+
+#: Names accepted by ``smoothing_rule``.
+SMOOTHING_RULES: tuple[str, ...] = ("uniform", "others")
+
+
+@dataclass(frozen=True)
+class VocabPartials:
+    """One vocabulary shard's per-token partial sums (all shape ``(N,)``, float64)."""
+
+    vocab_range: tuple[int, int]
+    max: FloatArray
+    sum_exp: FloatArray
+    target_logit: FloatArray
+    logit_sum: FloatArray
+
+
+@dataclass(frozen=True)
+class MergedVocab:
+    """The merged statistics of every token: ``lse``, target logit, sum of all logits, ``V``."""
+
+    lse: FloatArray
+    target_logit: FloatArray
+    logit_sum: FloatArray
+    vocab_size: int
+
+
+def _shard(logits: npt.ArrayLike, labels: npt.ArrayLike, vocab_range: tuple[int, int]) -> tuple[FloatArray, np.ndarray]:
+    z = np.asarray(as_numeric(logits, "logits"), dtype=np.float64)
+    y = np.asarray(as_numeric(labels, "labels"))
+    a, b = (int(v) for v in vocab_range)
+    if z.ndim != 2 or z.shape[1] != b - a or b <= a:
+        raise ValueError(f"logits must have shape (N, {b - a}) for vocab_range {vocab_range}, got {z.shape}")
+    if y.shape != (z.shape[0],):
+        raise ValueError(f"labels must have shape ({z.shape[0]},), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"labels must be integers, got dtype {y.dtype}")
+    if not np.all(np.isfinite(z)):
+        raise ValueError("logits must be finite (select valid tokens before sharding)")
+    return z, y.astype(np.int64)
+
+
+def vocab_partials(logits: npt.ArrayLike, labels: npt.ArrayLike, vocab_range: tuple[int, int]) -> VocabPartials:
+    r"""The partial sums of one shard: ``logits`` ``(N, b - a)`` holds classes ``[a, b)``; ``labels`` global ids."""
+    z, y = _shard(logits, labels, vocab_range)
+    a, b = (int(v) for v in vocab_range)
+    local = y - a
+    inside = (local >= 0) & (local < b - a)
+    top = z.max(axis=1)
+    picked = np.take_along_axis(z, np.where(inside, local, 0)[:, None], axis=1)[:, 0]
+    return VocabPartials(
+        (a, b), top, np.exp(z - top[:, None]).sum(axis=1), np.where(inside, picked, 0.0), z.sum(axis=1)
+    )
+
+
+def merge_vocab_partials(parts: Sequence[VocabPartials]) -> MergedVocab:
+    """Merge the shards' partials (they must tile ``[0, V)`` exactly) into the full-vocabulary statistics."""
+    items = sorted(parts, key=lambda p: p.vocab_range)
+    if not items or items[0].vocab_range[0] != 0:
+        raise ValueError("vocabulary shards must start at class 0")
+    for left, right in itertools.pairwise(items):
+        if left.vocab_range[1] != right.vocab_range[0]:
+            raise ValueError(f"vocabulary shards {left.vocab_range} and {right.vocab_range} leave a gap or overlap")
+    top = np.max([p.max for p in items], axis=0)
+    total = np.sum([p.sum_exp * np.exp(p.max - top) for p in items], axis=0)
+    return MergedVocab(
+        top + np.log(total),
+        np.sum([p.target_logit for p in items], axis=0),
+        np.sum([p.logit_sum for p in items], axis=0),
+        items[-1].vocab_range[1],
+    )
+
+
+def _smoothing_mean(merged: MergedVocab, smoothing_rule: str) -> FloatArray:
+    if smoothing_rule not in SMOOTHING_RULES:
+        raise ValueError(f"smoothing_rule must be 'uniform' or 'others'; got {smoothing_rule!r}")
+    if smoothing_rule == "uniform":
+        return merged.logit_sum / merged.vocab_size
+    return (merged.logit_sum - merged.target_logit) / max(merged.vocab_size - 1, 1)
+
+
+def merged_cross_entropy(
+    merged: MergedVocab, *, label_smoothing: float = 0.0, smoothing_rule: str = "uniform", z_loss: float = 0.0
+) -> FloatArray:
+    r"""The per-token loss :math:`\ell` of the module formula, shape ``(N,)``."""
+    eps = float(label_smoothing)
+    return (
+        merged.lse - (1.0 - eps) * merged.target_logit - eps * _smoothing_mean(merged, smoothing_rule)
+        + float(z_loss) * merged.lse**2
+    )
+
+
+def vocab_shard_grad(
+    logits: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    vocab_range: tuple[int, int],
+    merged: MergedVocab,
+    *,
+    label_smoothing: float = 0.0,
+    smoothing_rule: str = "uniform",
+    z_loss: float = 0.0,
+) -> FloatArray:
+    r"""The gradient of :func:`merged_cross_entropy` on one shard's logits, shape of ``logits``.
+
+    .. math::
+        \partial\ell/\partial z_c = p_c(1 + 2\zeta\,\operatorname{lse}) - (1-\varepsilon)[c=y]
+            - \varepsilon\,\partial\bar z/\partial z_c
+    """
+    z, y = _shard(logits, labels, vocab_range)
+    _smoothing_mean(merged, smoothing_rule)
+    eps = float(label_smoothing)
+    classes = np.arange(*vocab_range)[None, :]
+    is_target = classes == y[:, None]
+    p = np.exp(z - merged.lse[:, None])
+    if smoothing_rule == "uniform":
+        smooth = np.full(z.shape, 1.0 / merged.vocab_size)
+    else:
+        smooth = np.where(is_target, 0.0, 1.0 / max(merged.vocab_size - 1, 1))
+    grad: FloatArray = p * (1.0 + 2.0 * float(z_loss) * merged.lse[:, None]) - (1.0 - eps) * is_target - eps * smooth
+    return grad
