@@ -13,6 +13,7 @@ with the mask), and reduces with one of :data:`REDUCTIONS`, each defined once in
 from maskloss._threads import get_num_threads, set_num_threads
 from maskloss.accumulation import GlobalCounts, masked_totals, micro_batch_value_and_grad
 from maskloss.gradients import value_and_grad
+from maskloss.linear import linear_cross_entropy
 from maskloss.losses import (
     binary_crossentropy,
     categorical_crossentropy,
@@ -70,6 +71,7 @@ __all__ = [
     "kl_estimate",
     "lengths_from_mask",
     "lengths_from_segment_ids",
+    "linear_cross_entropy",
     "mae",
     "mask_from_ids",
     "mask_from_lengths",

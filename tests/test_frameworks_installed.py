@@ -19,3 +19,11 @@ FRAMEWORKS = ("torch", "jax", "optax", "keras", "tensorflow", "tf_keras", "trans
 def test_framework_imports_in_ci(name):
     module = importlib.import_module(name)  # an ImportError here fails the CI run
     assert getattr(module, "__version__", None), f"{name} imported but has no __version__"
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="only CI is required to have every framework installed")
+def test_litgpt_imports_in_ci():
+    """litgpt is installed without its dependencies (it pins huggingface-hub < 1.4): its loss must import."""
+    from litgpt.utils import chunked_cross_entropy
+
+    assert callable(chunked_cross_entropy)

@@ -22,10 +22,16 @@ import numpy as np
 from maskloss.conformance import Tally, random_mask
 from maskloss.conformance._result import ConformanceResult
 from maskloss.conventions import torch as conv
+from maskloss.linear import linear_cross_entropy_value_and_grad
 
 FRAMEWORK = "torch"
 TOLERANCE = 1e-12
 IGNORE = -100
+
+
+def _grad_of(tensor: Any) -> Any:
+    """The gradient torch accumulated on a leaf tensor, as NumPy."""
+    return tensor.grad.numpy()
 
 
 def version() -> str | None:
@@ -58,6 +64,44 @@ def _index_batch(rng: np.random.Generator, first: bool) -> tuple[Any, Any]:
     if rng.random() < 0.25:  # a 2-D input (N, C): the steps of the batch as rows
         return logits.reshape(-1, classes), labels.reshape(-1)
     return np.moveaxis(logits, -1, 1), labels
+
+
+def _linear_case(rng: np.random.Generator, case: int, check: Callable[..., None], grads: Tally) -> None:
+    """``F.linear_cross_entropy`` (reference and chunked paths): values, and gradients of the mean."""
+    import torch
+    import torch.nn.functional as F
+
+    tokens, hidden, classes = int(rng.integers(1, 12)), int(rng.integers(1, 6)), int(rng.integers(2, 9))
+    x = rng.normal(0.0, 1.0, (tokens, hidden))
+    w = rng.normal(0.0, 1.0, (classes, hidden))
+    b = rng.normal(0.0, 1.0, classes) if rng.random() < 0.5 else None
+    y = np.where(rng.random(tokens) < 0.3, IGNORE, rng.integers(0, classes, tokens))
+    if case == 0:
+        y[:] = IGNORE
+    x[y == IGNORE] = np.nan  # ignored rows are never read
+    cw = _class_weight(rng, classes)
+    eps = _smoothing(rng)
+    # torch's chunked path (options) takes no label smoothing (it would warn and fall back).
+    chunked = rng.random() < 0.5
+    eps = 0.0 if chunked else eps
+    options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=3) if chunked else None
+    check("linear_cross_entropy", conv.linear_cross_entropy, F.linear_cross_entropy, x, w, y,
+          linear_bias=b, weight=cw, label_smoothing=eps, options=options)
+    if case == 0:
+        return
+    xt = torch.tensor(np.where(np.isnan(x), 0.0, x), requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = None if b is None else torch.tensor(b, requires_grad=True)
+    cw_t = None if cw is None else torch.as_tensor(cw)
+    loss: Any = F.linear_cross_entropy(xt, wt, torch.as_tensor(y), linear_bias=bt, weight=cw_t, label_smoothing=eps)
+    loss.backward()
+    _, (dx, dw, db) = linear_cross_entropy_value_and_grad(
+        x[None], w, y[None], bias=b, ignore_index=IGNORE, class_weight=cw, label_smoothing=eps
+    )
+    grads.compare(dx[0], _grad_of(xt), "d input")
+    grads.compare(dw, _grad_of(wt), "d linear_weight")
+    if bt is not None and db is not None:
+        grads.compare(db, _grad_of(bt), "d linear_bias")
 
 
 def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
@@ -128,6 +172,8 @@ def _run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
         sw = np.broadcast_to(mask[..., None], shape).astype(np.float64) if rng.random() < 0.5 else None
         check("l1_loss", conv.l1_loss, F.l1_loss, a, b, weight=sw)
         check("mse_loss", conv.mse_loss, F.mse_loss, a, b, weight=sw)
+
+        _linear_case(rng, case, check, tallies.setdefault("linear_cross_entropy, gradients", Tally(TOLERANCE)))
 
     ver = str(torch.__version__)
     note = f"float64; tol {TOLERANCE:g} x max(1, |torch|); reductions none/mean/sum"

@@ -71,6 +71,7 @@ from maskloss import pointwise
 from maskloss._checks import as_numeric, check_label_smoothing, check_labels
 from maskloss._rows import as_rows
 from maskloss._types import FloatArray
+from maskloss.linear import linear_cross_entropy as _linear_cross_entropy
 from maskloss.losses import per_step, sparse_categorical_crossentropy
 from maskloss.reductions import reduce_terms
 
@@ -79,6 +80,7 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "cross_entropy",
     "l1_loss",
+    "linear_cross_entropy",
     "mse_loss",
     "nll_loss",
 ]
@@ -494,3 +496,92 @@ def mse_loss(
     5.0
     """
     return _regression(pointwise.squared_error, input, target, reduction, weight)
+
+
+def linear_cross_entropy(
+    input: npt.ArrayLike,
+    linear_weight: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    linear_bias: npt.ArrayLike | None = None,
+    weight: npt.ArrayLike | None = None,
+    reduction: str = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    options: Any = None,
+) -> Any:
+    r"""``torch.nn.functional.linear_cross_entropy`` (torch >= 2.12): cross-entropy of ``linear(input)``.
+
+    torch defines it as ``cross_entropy(linear(input, linear_weight, linear_bias), target,
+    weight=..., ignore_index=..., label_smoothing=..., reduction=...)`` with
+    ``ignore_index=None`` meaning -100. ``options`` (a ``LinearCrossEntropyOptions``)
+    selects torch's chunked implementation, which (torch 2.13) **reads the ignored rows**:
+    a NaN or inf in the input of an ignored row makes that row's ``"none"`` value NaN, and
+    ``"mean"``/``"sum"`` NaN (and NaN reaches their gradient), where the reference path
+    (``options=None``) gives 0 there; this mirror reproduces that (torch applies the
+    chunked path only without label smoothing). For a 2-D ``input`` (N, H) and
+    non-negative class weights the value comes from
+    :func:`maskloss.linear_cross_entropy` (the logits are never held); otherwise the
+    logits are formed and :func:`cross_entropy` applied.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.torch import linear_cross_entropy
+    >>> x = np.array([[1.0, 2.0], [0.5, -1.0]]); W = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> y = np.array([2, -100])                     # row 0's logits are [1, 2, 3]; row 1 is ignored
+    >>> round(float(linear_cross_entropy(x, W, y)), 6), round(float(np.log(np.exp([1, 2, 3]).sum()) - 3), 6)
+    (0.407606, 0.407606)
+    """
+    value = _linear_cross_entropy_reference(
+        input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing
+    )
+    if options is None or label_smoothing != 0:  # torch's chunked path takes no smoothing
+        return value
+    # The chunked path reads ignored rows: a NaN or inf in their input gives NaN (x * 0).
+    x = as_numeric(input, "input", min_ndim=1)
+    t = as_numeric(target, "target")
+    ignore = -100 if ignore_index is None else int(ignore_index)
+    with np.errstate(invalid="ignore"):
+        poisoned = (t == ignore) & ~np.all(np.isfinite(x.astype(np.float64)), axis=-1)
+    if not np.any(poisoned):
+        return value
+    if reduction == "none":
+        return np.where(poisoned, np.nan, value)
+    return np.float64(np.nan)
+
+
+def _linear_cross_entropy_reference(
+    input: npt.ArrayLike,
+    linear_weight: npt.ArrayLike,
+    target: npt.ArrayLike,
+    linear_bias: npt.ArrayLike | None,
+    weight: npt.ArrayLike | None,
+    reduction: str,
+    ignore_index: int | None,
+    label_smoothing: float,
+) -> Any:
+    """torch's reference path: ``cross_entropy(linear(input))``; ignored rows are never read."""
+    ignore = -100 if ignore_index is None else _check_ignore_index(ignore_index)
+    x = as_numeric(input, "input", min_ndim=1)
+    w = as_numeric(linear_weight, "linear_weight")
+    red = _check_reduction(reduction)
+    cw = None if weight is None else _class_weight(weight, int(w.shape[0]) if w.ndim == 2 else -1)
+    if x.ndim == 2 and w.ndim == 2 and _core_accepts(cw):
+        t = as_numeric(target, "target")
+        if t.shape != x.shape[:1]:
+            raise ValueError(f"target must have shape ({x.shape[0]},) for input {x.shape}; got {t.shape}")
+        out = _linear_cross_entropy(
+            x[None], w, t[None], bias=linear_bias, ignore_index=ignore, label_smoothing=label_smoothing,
+            class_weight=cw, reduction={"none": "none", "sum": "sum", "mean": "token_mean"}[red],
+        )
+        return out[0] if red == "none" else out
+    if w.ndim != 2 or x.shape[-1] != w.shape[1]:
+        raise ValueError(f"input {x.shape} and linear_weight {w.shape} do not fit linear(): need (..., H) and (C, H)")
+    logits = x.astype(np.float64) @ w.astype(np.float64).T
+    if linear_bias is not None:
+        logits = logits + as_numeric(linear_bias, "linear_bias").astype(np.float64)
+    if logits.ndim > 2:  # linear keeps the feature axis last; cross_entropy wants classes at axis 1
+        logits = np.moveaxis(logits, -1, 1)
+    return cross_entropy(logits, target, weight=weight, ignore_index=ignore, reduction=red,
+                         label_smoothing=label_smoothing)

@@ -58,5 +58,11 @@ def aggregate(
     if mode == "global_token_mean":
         if global_count is None:
             raise TypeError("mode='global_token_mean' needs global_count= (valid tokens of the whole step)")
-        return np.float64(totals.value("sum") / _positive(global_count, "global_count"))
+        count = _positive(global_count, "global_count")
+        if count < int(np.count_nonzero(valid)):
+            raise ValueError(
+                f"global_count={global_count!r} is below this micro-batch's own {np.count_nonzero(valid)} valid "
+                "tokens; it counts the valid tokens of the whole optimiser step (all micro-batches and ranks)"
+            )
+        return np.float64(totals.value("sum") / count)
     return totals.value(mode)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from maskloss import pointwise
 from maskloss._checks import as_numeric, check_mask
 from maskloss._types import FloatArray
 from maskloss.posttraining._common import _steps, _valid_values
@@ -48,4 +49,4 @@ def kl_estimate(
         return -x
     if estimator == "k2":
         return 0.5 * x * x
-    return np.where(valid, np.expm1(x) - x, 0.0)
+    return np.where(valid, pointwise.expm1_minus_x(x), 0.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric
+from maskloss._checks import as_numeric, check_label_smoothing
 from maskloss._types import FloatArray
 from maskloss.posttraining._common import _positive, _valid_values
 
@@ -43,8 +43,8 @@ def dpo_loss(
     b = _positive(beta, "beta")
     if loss_type not in ("sigmoid", "ipo"):
         raise ValueError(f"loss_type must be 'sigmoid' or 'ipo'; got {loss_type!r}")
-    eps = float(label_smoothing)
-    if not 0.0 <= eps <= 0.5:
+    eps = check_label_smoothing(label_smoothing)
+    if eps > 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5], got {label_smoothing!r}")
     arrays: list[FloatArray] = []
     for name, x in (("chosen_logps", chosen_logps), ("rejected_logps", rejected_logps),

@@ -1,0 +1,475 @@
+r"""Linear cross-entropy: the loss of an LM head from hidden states and the head's weight.
+
+Fused LM-head kernels (Liger's fused linear cross-entropy, Cut Cross-Entropy, torchtune's
+chunked output loss, litgpt's ``chunked_cross_entropy``) take the hidden states
+:math:`h` ``(..., H)`` and the weight :math:`W` ``(V, H)`` (``nn.Linear`` layout) and never
+hold the ``(tokens, V)`` logits :math:`z = h W^\top + b`. This module is their oracle: the
+same loss, exact in float64, computed tile by tile so that the float64 logits are never
+held either.
+
+Only the rows of valid steps are read (compaction), so NaN or garbage in the hidden states
+of masked steps never reaches a value or a gradient. Per valid row the loss is the sparse
+cross-entropy of :func:`maskloss.sparse_categorical_crossentropy` on the logits, with the
+head options applied to the logits in this order:
+
+.. math::
+    z = \frac{h W^\top + b}{\tau}, \qquad
+    z' = c \tanh(z / c)\ \text{(softcap)}, \qquad
+    \mathrm{lse} = \log\sum_c e^{z'_c},
+
+.. math::
+    \ell = (1-\varepsilon)\,cw_y\,(\mathrm{lse} - z'_y)
+         + \frac{\varepsilon}{V}\sum_c cw_c\,(\mathrm{lse} - z'_c)
+         + \zeta\,\mathrm{lse}^2 .
+
+Tiles have fixed sizes (:data:`TOKEN_TILE` rows by :data:`VOCAB_TILE` classes): the
+log-sum-exp of a row is accumulated over the vocabulary tiles in a fixed order, so results
+do not depend on the thread count. The value costs one product :math:`hW^\top`; the value
+and the three gradients cost four (the logits are recomputed once rather than stored).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss._checks import (
+    as_numeric,
+    check_class_weight,
+    check_label_smoothing,
+    check_labels,
+    check_mask,
+    check_reduction,
+    check_sample_weight,
+)
+from maskloss._types import BoolArray, FloatArray, IntArray
+from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, unscale
+
+__all__ = ["TOKEN_TILE", "VOCAB_TILE", "linear_cross_entropy", "linear_cross_entropy_value_and_grad"]
+
+#: Rows (valid tokens) of one tile.
+TOKEN_TILE = 4096
+#: Classes of one tile: a float64 tile of logits is at most ``TOKEN_TILE * VOCAB_TILE * 8``
+#: bytes (64 MiB).
+VOCAB_TILE = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """A validated linear cross-entropy call: the compacted valid rows and the options."""
+
+    hidden: np.ndarray[Any, Any]  # (steps, H), the caller's dtype
+    rows: IntArray  # flat indices of the valid steps
+    labels: IntArray  # (n,) labels of the valid rows
+    weight: np.ndarray[Any, Any]  # (V, H)
+    bias: np.ndarray[Any, Any] | None  # (V,)
+    class_weight: FloatArray | None
+    smoothing: float
+    z_loss: float
+    softcap: float | None
+    temperature: float
+    valid: BoolArray
+    sample_weight: FloatArray  # (steps shape), 0 at masked steps
+    reduction: str
+    hidden_shape: tuple[int, ...]
+
+    @property
+    def vocab(self) -> int:
+        return int(self.weight.shape[0])
+
+
+def _positive_or_none(value: object, name: str) -> float | None:
+    if value is None:
+        return None
+    return _positive(value, name)
+
+
+def _positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a positive real number, got {value!r}")
+    out = float(value)
+    if not (math.isfinite(out) and out > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return out
+
+
+def _non_negative(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number >= 0, got {value!r}")
+    out = float(value)
+    if not (math.isfinite(out) and out >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return out
+
+
+def _finite_everywhere(x: np.ndarray[Any, Any], name: str) -> None:
+    """The weight and bias are read at every class: they must be finite everywhere."""
+    bad = ~np.isfinite(x)
+    if np.any(bad):
+        pos = tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), x.shape))
+        raise ValueError(f"{name} must be finite everywhere (every class is read); found {x[pos].item()!r} at {pos}")
+
+
+def _check(
+    hidden: npt.ArrayLike,
+    weight: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    mask: npt.ArrayLike | None,
+    bias: npt.ArrayLike | None,
+    ignore_index: int | None,
+    label_smoothing: float,
+    class_weight: npt.ArrayLike | None,
+    z_loss: float,
+    softcap: float | None,
+    temperature: float,
+    reduction: str,
+    sample_weight: npt.ArrayLike | None,
+) -> _Head:
+    h = as_numeric(hidden, "hidden", min_ndim=1)
+    w = as_numeric(weight, "weight")
+    if w.ndim != 2:
+        raise ValueError(f"weight must have shape (V, H) (the nn.Linear layout), got shape {w.shape}")
+    if w.shape[1] != h.shape[-1]:
+        raise ValueError(
+            f"hidden and weight must share the hidden size H: hidden {h.shape} has H={h.shape[-1]}, "
+            f"weight {w.shape} has H={w.shape[1]}"
+        )
+    vocab = int(w.shape[0])
+    if vocab == 0:
+        raise ValueError(f"weight has no classes: shape {w.shape}")
+    _finite_everywhere(w, "weight")
+    b = None
+    if bias is not None:
+        b = as_numeric(bias, "bias")
+        if b.shape != (vocab,):
+            raise ValueError(f"bias must have shape ({vocab},), one value per class of weight; got {b.shape}")
+        _finite_everywhere(b, "bias")
+    lab = as_numeric(labels, "labels")
+    if lab.shape != h.shape[:-1]:
+        raise ValueError(
+            f"labels must have the shape of hidden without its last axis, {h.shape[:-1]}; got {lab.shape}"
+        )
+    valid = check_mask(mask, lab.shape)
+    if ignore_index is not None:
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        valid = valid & (lab != ignore_index)
+    check_reduction(reduction)
+    eps = check_label_smoothing(label_smoothing)
+    cw = check_class_weight(class_weight, vocab)
+    sw = check_sample_weight(sample_weight, valid)
+    safe = check_labels(lab, valid, vocab, name="labels")
+    rows = valid.reshape(-1).nonzero()[0]
+    return _Head(
+        hidden=h.reshape(-1, h.shape[-1]),
+        rows=rows,
+        labels=safe.reshape(-1)[rows],
+        weight=w,
+        bias=b,
+        class_weight=cw,
+        smoothing=eps,
+        z_loss=_non_negative(z_loss, "z_loss"),
+        softcap=_positive_or_none(softcap, "softcap"),
+        temperature=_positive(temperature, "temperature"),
+        valid=valid,
+        sample_weight=sw,
+        reduction=reduction,
+        hidden_shape=h.shape,
+    )
+
+
+def _tiles(n: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _f64(x: np.ndarray[Any, Any]) -> FloatArray:
+    return x if x.dtype == np.float64 else x.astype(np.float64)
+
+
+class _Tile:
+    """Logits of one (token tile, vocabulary tile) pair, with the head transforms applied."""
+
+    def __init__(self, head: _Head, h64: FloatArray, v0: int, v1: int) -> None:
+        self.v0, self.v1 = v0, v1
+        self.w64 = _f64(head.weight[v0:v1])
+        z = h64 @ self.w64.T
+        if head.bias is not None:
+            z += _f64(head.bias[v0:v1])
+        if head.temperature != 1.0:
+            z /= head.temperature
+        self.tanh: FloatArray | None = None
+        if head.softcap is not None:
+            np.divide(z, head.softcap, out=z)
+            self.tanh = np.tanh(z, out=z)
+            z = self.tanh * head.softcap
+        self.z = z
+
+
+def _class_weight_tile(head: _Head, v0: int, v1: int) -> FloatArray | None:
+    return None if head.class_weight is None else head.class_weight[v0:v1]
+
+
+def _log_sum_exp_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Per row: the log-sum-exp, the target logit and the (class-weighted) sum of logits."""
+    n = h64.shape[0]
+    running_max = np.full(n, -np.inf)
+    running_sum = np.zeros(n)
+    target = np.zeros(n)
+    logit_sum = np.zeros(n)
+    for v0, v1 in _tiles(head.vocab, VOCAB_TILE):
+        z = _Tile(head, h64, v0, v1).z
+        inside = (labels >= v0) & (labels < v1)
+        where = inside.nonzero()[0]
+        target[where] = z[where, labels[where] - v0]
+        if head.smoothing:
+            cw = _class_weight_tile(head, v0, v1)
+            logit_sum += z.sum(axis=1) if cw is None else z @ cw
+        tile_max = z.max(axis=1)
+        new_max = np.maximum(running_max, tile_max)
+        running_sum *= np.exp(running_max - new_max)
+        z -= new_max[:, None]
+        np.exp(z, out=z)
+        running_sum += z.sum(axis=1)
+        running_max = new_max
+    return running_max + np.log(running_sum), target, logit_sum
+
+
+def _row_losses(
+    head: _Head, labels: IntArray, lse: FloatArray, target: FloatArray, logit_sum: FloatArray
+) -> FloatArray:
+    eps = head.smoothing
+    cw = head.class_weight
+    gold = lse - target if cw is None else cw[labels] * (lse - target)
+    loss = (1.0 - eps) * gold if eps else gold.copy()
+    if eps:
+        total_cw = float(head.vocab) if cw is None else float(cw.sum())
+        loss += (eps / head.vocab) * (total_cw * lse - logit_sum)
+    if head.z_loss:
+        loss += head.z_loss * lse * lse
+    return loss
+
+
+def _forward(head: _Head) -> FloatArray:
+    """The per-row losses of the valid rows, tile by tile."""
+    out = np.empty(head.rows.shape[0])
+    for t0, t1 in _tiles(head.rows.shape[0], TOKEN_TILE):
+        h64 = _f64(head.hidden[head.rows[t0:t1]])
+        labels = head.labels[t0:t1]
+        lse, target, logit_sum = _log_sum_exp_pass(head, h64, labels)
+        out[t0:t1] = _row_losses(head, labels, lse, target, logit_sum)
+    return out
+
+
+def _backward(head: _Head, factor: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+    r"""Gradients of :math:`\sum_i g_i \ell_i` (``factor`` holds :math:`g_i` per valid row).
+
+    With :math:`p = \mathrm{softmax}(z')`, per row
+    :math:`\partial\ell/\partial z'_c = a\,p_c - (1-\varepsilon)cw_y[c=y] - \tfrac{\varepsilon}{V}cw_c`
+    with :math:`a = (1-\varepsilon)cw_y + \tfrac{\varepsilon}{V}\sum cw + 2\zeta\,\mathrm{lse}`;
+    the softcap contributes :math:`1 - \tanh^2`, the temperature :math:`1/\tau`.
+    """
+    eps, vocab, cw = head.smoothing, head.vocab, head.class_weight
+    d_hidden = np.zeros((head.hidden.shape[0], head.hidden.shape[1]))
+    d_weight = np.zeros(head.weight.shape)
+    d_bias = None if head.bias is None else np.zeros(vocab)
+    single_token_tile = head.rows.shape[0] <= TOKEN_TILE
+    for t0, t1 in _tiles(head.rows.shape[0], TOKEN_TILE):
+        rows = head.rows[t0:t1]
+        labels = head.labels[t0:t1]
+        g = factor[t0:t1]
+        h64 = _f64(head.hidden[rows])
+        lse, _, _ = _log_sum_exp_pass(head, h64, labels)
+        gold_weight = np.ones(rows.shape[0]) if cw is None else cw[labels]
+        total_cw = float(vocab) if cw is None else float(cw.sum())
+        a = g * ((1.0 - eps) * gold_weight + (eps / vocab) * total_cw + 2.0 * head.z_loss * lse)
+        gold = g * (1.0 - eps) * gold_weight
+        dh = np.zeros_like(h64)
+        for v0, v1 in _tiles(vocab, VOCAB_TILE):
+            tile = _Tile(head, h64, v0, v1)
+            dz = tile.z
+            dz -= lse[:, None]
+            np.exp(dz, out=dz)
+            dz *= a[:, None]
+            inside = (labels >= v0) & (labels < v1)
+            where = inside.nonzero()[0]
+            dz[where, labels[where] - v0] -= gold[where]
+            if eps:
+                cw_tile = np.ones(v1 - v0) if cw is None else cw[v0:v1]
+                dz -= np.multiply.outer(g * (eps / vocab), cw_tile)
+            if tile.tanh is not None:
+                dz *= 1.0 - tile.tanh * tile.tanh
+            if head.temperature != 1.0:
+                dz /= head.temperature
+            dh += dz @ tile.w64
+            if single_token_tile:
+                np.matmul(dz.T, h64, out=d_weight[v0:v1])
+            else:
+                d_weight[v0:v1] += dz.T @ h64
+            if d_bias is not None:
+                d_bias[v0:v1] += dz.sum(axis=0)
+        d_hidden[rows] = dh
+    return d_hidden.reshape(head.hidden_shape), d_weight, d_bias
+
+
+def _per_step(head: _Head, row_values: FloatArray) -> FloatArray:
+    out = np.zeros(head.valid.size)
+    out[head.rows] = row_values
+    return out.reshape(head.valid.shape)
+
+
+def _denominator_terms(head: _Head, weight: FloatArray) -> FloatArray:
+    if head.class_weight is None:
+        return weight
+    labels = np.zeros(head.valid.size, dtype=np.intp)
+    labels[head.rows] = head.labels
+    return np.where(head.valid, weight * head.class_weight[labels.reshape(head.valid.shape)], 0.0)
+
+
+def _value(head: _Head, losses: FloatArray) -> Any:
+    if head.reduction == "none":
+        return head.sample_weight * losses
+    w, exponent = power_of_two_scale(head.sample_weight)
+    value = MaskedTotals.from_terms(w * losses, _denominator_terms(head, w)).value(head.reduction)
+    return unscale(value, head.reduction, exponent)
+
+
+def linear_cross_entropy(
+    hidden: npt.ArrayLike,
+    weight: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    bias: npt.ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    class_weight: npt.ArrayLike | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    reduction: str = "token_mean",
+    sample_weight: npt.ArrayLike | None = None,
+) -> Any:
+    r"""Masked cross-entropy of the logits :math:`hW^\top + b`, without holding them.
+
+    Equal to ``sparse_categorical_crossentropy(labels, hidden @ weight.T + bias,
+    from_logits=True, ...)`` (up to float64 rounding), computed in tiles of
+    :data:`TOKEN_TILE` valid rows by :data:`VOCAB_TILE` classes, so the extra memory is
+    bounded (about 100 MiB) whatever the vocabulary size.
+
+    Parameters
+    ----------
+    hidden : array_like, shape (..., H)
+        Hidden states; rows of masked or ignored steps are never read.
+    weight : array_like, shape (V, H)
+        The LM head's weight (the ``nn.Linear`` layout); finite everywhere.
+    labels : array_like of int, shape (...)
+        Class labels in ``[0, V)`` at valid steps.
+    mask : array_like of bool, shape (...), optional
+        True at valid steps.
+    bias : array_like, shape (V,), optional
+    ignore_index, label_smoothing, class_weight, reduction, sample_weight
+        As in :func:`maskloss.sparse_categorical_crossentropy` (torch's rules: class
+        weights in the numerator and the ``token_mean`` denominator; smoothing
+        :math:`\varepsilon/V` on every class).
+    z_loss : float >= 0
+        Coefficient :math:`\zeta` of :math:`\zeta\,\mathrm{lse}^2` added per valid step
+        (PaLM, Liger's ``lse_square_scale``, CCE's z-loss), not class-weighted.
+    softcap : float > 0, optional
+        Logits become :math:`c\tanh(z/c)` (Gemma 2) after the temperature.
+    temperature : float > 0
+        Logits are divided by it first.
+
+    Returns
+    -------
+    numpy.float64, or ndarray of ``labels``' shape for ``reduction="none"``
+
+    Examples
+    --------
+    Two tokens, a 3-class head of hidden size 2, the second token ignored:
+
+    >>> import numpy as np, maskloss
+    >>> hidden = np.array([[[1.0, 0.0], [np.nan, np.nan]]])    # NaN under the mask is never read
+    >>> weight = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    >>> labels = np.array([[0, -100]])
+    >>> logits = np.array([1.0, 0.0, 0.0])                     # hidden[0, 0] @ weight.T
+    >>> round(float(np.log(np.exp(logits).sum()) - logits[0]), 12)   # -log softmax(logits)[0]
+    0.551444713932
+    >>> round(float(maskloss.linear_cross_entropy(hidden, weight, labels, ignore_index=-100)), 12)
+    0.551444713932
+    """
+    head = _check(
+        hidden, weight, labels, mask, bias, ignore_index, label_smoothing, class_weight,
+        z_loss, softcap, temperature, reduction, sample_weight,
+    )
+    return _value(head, _per_step(head, _forward(head)))
+
+
+def linear_cross_entropy_value_and_grad(
+    hidden: npt.ArrayLike,
+    weight: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    bias: npt.ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    class_weight: npt.ArrayLike | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    reduction: str = "token_mean",
+    sample_weight: npt.ArrayLike | None = None,
+    cotangent: npt.ArrayLike | None = None,
+) -> tuple[Any, tuple[FloatArray, FloatArray, FloatArray | None]]:
+    r"""The loss and its gradients ``(d_hidden, d_weight, d_bias)``, all float64.
+
+    For a scalar ``reduction`` the gradients are those of the value. For
+    ``reduction="none"``, ``cotangent`` (the shape of ``labels``) is required and the
+    gradients are those of :math:`\sum_{bt} ct_{bt}\,\mathrm{value}_{bt}` (a
+    vector-Jacobian product, what a fused kernel's backward receives as
+    ``grad_output``). ``d_bias`` is None without a bias; masked rows of ``d_hidden``
+    are exactly 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.linear import linear_cross_entropy_value_and_grad
+    >>> hidden = np.array([[1.0, 0.0]]); weight = np.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> value, (dh, dw, db) = linear_cross_entropy_value_and_grad(hidden, weight, [1])
+    >>> p = np.exp([1.0, 0.0]) / np.exp([1.0, 0.0]).sum()     # softmax of the logits [1, 0]
+    >>> bool(np.allclose(dw, np.outer(p - [0, 1], hidden[0])))  # (p - onehot) h^T
+    True
+    >>> db is None
+    True
+    """
+    head = _check(
+        hidden, weight, labels, mask, bias, ignore_index, label_smoothing, class_weight,
+        z_loss, softcap, temperature, reduction, sample_weight,
+    )
+    losses = _per_step(head, _forward(head))
+    value = _value(head, losses)
+    if head.reduction == "none":
+        if cotangent is None:
+            raise ValueError('reduction="none" returns one value per step: pass cotangent= (the shape of labels)')
+        ct = as_numeric(cotangent, "cotangent")
+        if ct.shape != head.valid.shape:
+            raise ValueError(f"cotangent must have the shape of labels {head.valid.shape}, got {ct.shape}")
+        ct64 = np.where(head.valid, ct, 0.0).astype(np.float64)
+        if not np.all(np.isfinite(ct64)):
+            raise ValueError("cotangent must be finite at valid steps")
+        factor = (ct64 * head.sample_weight).reshape(-1)[head.rows]
+    else:
+        if cotangent is not None:
+            raise ValueError(f"cotangent= goes with reduction='none'; reduction={head.reduction!r} is a scalar")
+        if head.reduction not in SCALAR_REDUCTIONS:  # pragma: no cover - check_reduction covers it
+            raise AssertionError(head.reduction)
+        w, exponent = power_of_two_scale(head.sample_weight)
+        denominators = _denominator_terms(head, w)
+        totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
+        scale = unscale(totals.step_scale(head.reduction, w), head.reduction, exponent)
+        factor = scale.reshape(-1)[head.rows]
+    return value, _backward(head, factor)
