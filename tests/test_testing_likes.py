@@ -167,7 +167,10 @@ BUGS = [
                                             "sum_over_timesteps": True, "sum_over_batch": True}, "agreement"),
     ("optax.softmax_cross_entropy_with_integer_labels", _optax_no_where, {}, "padding content"),
     ("hf.for_causal_lm_loss", _hf_trainer_count, {}, "agreement"),
-    ("keras2.masked_objective_value", _keras2_weighted_mean, {}, "agreement"),
+    # Keras 2 divides by mean(m), so this bug breaks agreement and also the padding-amount
+    # comparison against the mirror; which of the two check_loss meets first depends on the
+    # examples hypothesis draws, and those depend on which modules are loaded (its local constants).
+    ("keras2.masked_objective_value", _keras2_weighted_mean, {}, ("agreement", "padding amount")),
     ("verl.agg_loss", _verl_mean_of_seq_means, {"loss_agg_mode": "token-mean"}, "agreement"),
 ]
 
@@ -179,7 +182,7 @@ def test_a_planted_bug_of_each_family_is_caught(name, bug, options, prop):
         warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(LossCheckError) as info:
             check_loss(bug, fn, weights=likes.like_of(fn).takes_weights, **options)
-    assert info.value.property == prop, str(info.value)
+    assert info.value.property in ((prop,) if isinstance(prop, str) else prop), str(info.value)
     assert f"maskloss.conventions.{name}(" in str(info.value)
 
 
