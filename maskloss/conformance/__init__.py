@@ -71,6 +71,7 @@ __all__ = [
     "Tally",
     "exit_code",
     "format_table",
+    "grad_of",
     "nothing_checked",
     "random_mask",
     "run_all",
@@ -86,6 +87,11 @@ DEFAULT_CASES = 50
 
 NOT_INSTALLED = "not installed"
 NOT_INSTALLABLE_STATUS = "not installable here: golden numbers in the tests"
+
+
+def grad_of(tensor: Any) -> Any:
+    """The gradient a framework accumulated on a leaf tensor (torch's ``.grad``), as NumPy."""
+    return tensor.grad.numpy()
 
 
 class Tally:

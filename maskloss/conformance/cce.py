@@ -15,11 +15,9 @@ sides get the same float32 inputs and the tolerance is float32 rounding:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from maskloss.conformance import Tally
+from maskloss.conformance import Tally, grad_of
 from maskloss.conformance._result import ConformanceResult
 from maskloss.conventions import cce as conv
 from maskloss.linear import linear_cross_entropy_value_and_grad
@@ -27,11 +25,6 @@ from maskloss.linear import linear_cross_entropy_value_and_grad
 FRAMEWORK = "cut-cross-entropy"
 TOLERANCE = 2e-5
 IGNORE = -100
-
-
-def _grad_of(tensor: Any) -> Any:
-    """The gradient torch accumulated on a leaf tensor, as NumPy."""
-    return tensor.grad.numpy()
 
 
 def version() -> str | None:
@@ -82,8 +75,8 @@ def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
             want_de[:, :-1] = dh
         else:
             want_de = dh
-        tallies["gradient"].compare(want_de, _grad_of(et), "d e")
-        tallies["gradient"].compare(dw, _grad_of(ct), "d c")
+        tallies["gradient"].compare(want_de, grad_of(et), "d e")
+        tallies["gradient"].compare(dw, grad_of(ct), "d c")
     ver = version() or "?"
     note = f"impl=torch_compile computes in float32; tol {TOLERANCE:g} x max(1, |cce|)"
     return [

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from maskloss.conformance import Tally, random_mask
+from maskloss.conformance import Tally, grad_of, random_mask
 from maskloss.conformance._result import ConformanceResult
 from maskloss.conventions import torch as conv
 from maskloss.linear import linear_cross_entropy_value_and_grad
@@ -27,11 +27,6 @@ from maskloss.linear import linear_cross_entropy_value_and_grad
 FRAMEWORK = "torch"
 TOLERANCE = 1e-12
 IGNORE = -100
-
-
-def _grad_of(tensor: Any) -> Any:
-    """The gradient torch accumulated on a leaf tensor, as NumPy."""
-    return tensor.grad.numpy()
 
 
 def version() -> str | None:
@@ -98,10 +93,10 @@ def _linear_case(rng: np.random.Generator, case: int, check: Callable[..., None]
     _, (dx, dw, db) = linear_cross_entropy_value_and_grad(
         x[None], w, y[None], bias=b, ignore_index=IGNORE, class_weight=cw, label_smoothing=eps
     )
-    grads.compare(dx[0], _grad_of(xt), "d input")
-    grads.compare(dw, _grad_of(wt), "d linear_weight")
+    grads.compare(dx[0], grad_of(xt), "d input")
+    grads.compare(dw, grad_of(wt), "d linear_weight")
     if bt is not None and db is not None:
-        grads.compare(db, _grad_of(bt), "d linear_bias")
+        grads.compare(db, grad_of(bt), "d linear_bias")
 
 
 def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
