@@ -30,7 +30,6 @@ and the three gradients cost four (the logits are recomputed once rather than st
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +39,13 @@ import numpy.typing as npt
 from maskloss._checks import (
     as_numeric,
     check_class_weight,
+    check_head_option,
     check_label_smoothing,
     check_labels,
     check_mask,
     check_reduction,
     check_sample_weight,
+    first_bad_position,
 )
 from maskloss._types import BoolArray, FloatArray, IntArray
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, unscale
@@ -82,35 +83,11 @@ class _Head:
         return int(self.weight.shape[0])
 
 
-def _positive_or_none(value: object, name: str) -> float | None:
-    if value is None:
-        return None
-    return _positive(value, name)
-
-
-def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a positive real number, got {value!r}")
-    out = float(value)
-    if not (math.isfinite(out) and out > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return out
-
-
-def _non_negative(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number >= 0, got {value!r}")
-    out = float(value)
-    if not (math.isfinite(out) and out >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return out
-
-
 def _finite_everywhere(x: np.ndarray[Any, Any], name: str) -> None:
     """The weight and bias are read at every class: they must be finite everywhere."""
     bad = ~np.isfinite(x)
     if np.any(bad):
-        pos = tuple(int(i) for i in np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), x.shape))
+        pos = first_bad_position(bad, x.shape)
         raise ValueError(f"{name} must be finite everywhere (every class is read); found {x[pos].item()!r} at {pos}")
 
 
@@ -172,9 +149,9 @@ def _check(
         bias=b,
         class_weight=cw,
         smoothing=eps,
-        z_loss=_non_negative(z_loss, "z_loss"),
-        softcap=_positive_or_none(softcap, "softcap"),
-        temperature=_positive(temperature, "temperature"),
+        z_loss=check_head_option(z_loss, "z_loss", allow_zero=True),
+        softcap=None if softcap is None else check_head_option(softcap, "softcap"),
+        temperature=check_head_option(temperature, "temperature"),
         valid=valid,
         sample_weight=sw,
         reduction=reduction,
