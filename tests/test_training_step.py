@@ -72,7 +72,8 @@ def test_the_smallest_failing_split_and_the_scales_are_reported():
 def test_logged_loss_is_checked():
     def step(shards):
         losses = global_tokens(shards)
-        logged = sum(float(F.cross_entropy(s.y_pred[s.mask], s.y_true[s.mask]).detach()) for s in shards if s.mask.any())
+        means = [F.cross_entropy(s.y_pred[s.mask], s.y_true[s.mask]).detach() for s in shards if s.mask.any()]
+        logged = float(sum(means))  # the sum of the micro-batch means: not the step's loss
         return losses, logged
 
     with pytest.raises(TrainingStepCheckError, match=r"the step logs .* but the full-batch loss"):
