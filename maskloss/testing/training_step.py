@@ -432,7 +432,8 @@ def check_training_step(
         raise ValueError(f"parallel must hold names from {PARALLELISMS}, got {unknown[0]!r}")
     if "tensor" in parallel and kind not in ("sparse", "dense"):
         raise ValueError(f"parallel='tensor' splits classes, but {like.__name__} has no class axis (kind={kind!r})")
-    for name, value, low in (("max_examples", max_examples, 1), ("max_classes", max_classes, 2)):
+    fewest = 4 if "tensor" in parallel else 2
+    for name, value, low in (("max_examples", max_examples, 1), ("max_classes", max_classes, fewest)):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _MAX_EXAMPLES:
             raise ValueError(f"{name} must be an integer in [{low}, {_MAX_EXAMPLES}], got {value!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -450,7 +451,7 @@ def check_training_step(
     like_call = f"maskloss.{like.__name__}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
 
     def strategy(shape: tuple[int, int]) -> st.SearchStrategy[PaddedBatch]:
-        low = 2 if "tensor" in parallel else None
+        low = 4 if "tensor" in parallel else None  # each of the 2 vocabulary shards holds >= 2 classes
         return padded_batches(kind, min_batch=shape[0], max_batch=shape[0], min_steps=shape[1], max_steps=shape[1],
                               weights=weights, dtype=dtype_name, ignore_index=ignore_index,
                               from_logits=bool(options.get("from_logits", False)),
