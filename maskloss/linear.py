@@ -47,7 +47,7 @@ from maskloss._checks import (
     check_sample_weight,
     first_bad_position,
 )
-from maskloss._types import BoolArray, FloatArray, IntArray
+from maskloss._types import BoolArray, FloatArray, IntArray, Reduction
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, unscale
 
 __all__ = ["TOKEN_TILE", "VOCAB_TILE", "linear_cross_entropy", "linear_cross_entropy_value_and_grad"]
@@ -75,7 +75,7 @@ class _Head:
     temperature: float
     valid: BoolArray
     sample_weight: FloatArray  # (steps shape), 0 at masked steps
-    reduction: str
+    reduction: Reduction
     hidden_shape: tuple[int, ...]
 
     @property
@@ -103,7 +103,7 @@ def _check(
     z_loss: float,
     softcap: float | None,
     temperature: float,
-    reduction: str,
+    reduction: Reduction,
     sample_weight: npt.ArrayLike | None,
 ) -> _Head:
     h = as_numeric(hidden, "hidden", min_ndim=1)
@@ -327,7 +327,7 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     temperature: float = 1.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked cross-entropy of the logits :math:`hW^\top + b`, without holding them.
@@ -398,7 +398,7 @@ def linear_cross_entropy_value_and_grad(
     z_loss: float = 0.0,
     softcap: float | None = None,
     temperature: float = 1.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
     cotangent: npt.ArrayLike | None = None,
 ) -> tuple[Any, tuple[FloatArray, FloatArray, FloatArray | None]]:
