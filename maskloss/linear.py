@@ -48,6 +48,7 @@ from maskloss._checks import (
     first_bad_position,
 )
 from maskloss._types import BoolArray, FloatArray, IntArray, Reduction
+from maskloss.head import RunningLogSumExp, apply_head, head_grad, z_loss_from_lse, z_loss_slope
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, unscale
 
 __all__ = ["TOKEN_TILE", "VOCAB_TILE", "linear_cross_entropy", "linear_cross_entropy_value_and_grad"]
@@ -81,6 +82,11 @@ class _Head:
     @property
     def vocab(self) -> int:
         return int(self.weight.shape[0])
+
+    @property
+    def transformed(self) -> bool:
+        """Whether the head options change the logits (a temperature or a softcap)."""
+        return self.temperature != 1.0 or self.softcap is not None
 
 
 def _finite_everywhere(x: np.ndarray[Any, Any], name: str) -> None:
@@ -168,7 +174,10 @@ def _f64(x: np.ndarray[Any, Any]) -> FloatArray:
 
 
 class _Tile:
-    """Logits of one (token tile, vocabulary tile) pair, with the head transforms applied."""
+    """Logits of one (token tile, vocabulary tile) pair, with the head transforms applied.
+
+    :func:`maskloss.head.apply_head` applies the temperature and the softcap in place.
+    """
 
     def __init__(self, head: _Head, h64: FloatArray, v0: int, v1: int) -> None:
         self.v0, self.v1 = v0, v1
@@ -176,13 +185,8 @@ class _Tile:
         z = h64 @ self.w64.T
         if head.bias is not None:
             z += _f64(head.bias[v0:v1])
-        if head.temperature != 1.0:
-            z /= head.temperature
-        self.tanh: FloatArray | None = None
-        if head.softcap is not None:
-            np.divide(z, head.softcap, out=z)
-            self.tanh = np.tanh(z, out=z)
-            z = self.tanh * head.softcap
+        if head.transformed:
+            apply_head(z, temperature=head.temperature, cap=head.softcap, out=z)
         self.z = z
 
 
@@ -193,8 +197,7 @@ def _class_weight_tile(head: _Head, v0: int, v1: int) -> FloatArray | None:
 def _log_sum_exp_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per row: the log-sum-exp, the target logit and the (class-weighted) sum of logits."""
     n = h64.shape[0]
-    running_max = np.full(n, -np.inf)
-    running_sum = np.zeros(n)
+    lse = RunningLogSumExp(n)
     target = np.zeros(n)
     logit_sum = np.zeros(n)
     for v0, v1 in _tiles(head.vocab, VOCAB_TILE):
@@ -205,14 +208,8 @@ def _log_sum_exp_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[F
         if head.smoothing:
             cw = _class_weight_tile(head, v0, v1)
             logit_sum += z.sum(axis=1) if cw is None else z @ cw
-        tile_max = z.max(axis=1)
-        new_max = np.maximum(running_max, tile_max)
-        running_sum *= np.exp(running_max - new_max)
-        z -= new_max[:, None]
-        np.exp(z, out=z)
-        running_sum += z.sum(axis=1)
-        running_max = new_max
-    return running_max + np.log(running_sum), target, logit_sum
+        lse.add(z)
+    return lse.value(), target, logit_sum
 
 
 def _row_losses(
@@ -226,7 +223,7 @@ def _row_losses(
         total_cw = float(head.vocab) if cw is None else float(cw.sum())
         loss += (eps / head.vocab) * (total_cw * lse - logit_sum)
     if head.z_loss:
-        loss += head.z_loss * lse * lse
+        loss += z_loss_from_lse(lse, head.z_loss)
     return loss
 
 
@@ -262,11 +259,12 @@ def _backward(head: _Head, factor: FloatArray) -> tuple[FloatArray, FloatArray, 
         lse, _, _ = _log_sum_exp_pass(head, h64, labels)
         gold_weight = np.ones(rows.shape[0]) if cw is None else cw[labels]
         total_cw = float(vocab) if cw is None else float(cw.sum())
-        a = g * ((1.0 - eps) * gold_weight + (eps / vocab) * total_cw + 2.0 * head.z_loss * lse)
+        a = g * ((1.0 - eps) * gold_weight + (eps / vocab) * total_cw + z_loss_slope(lse, head.z_loss))
         gold = g * (1.0 - eps) * gold_weight
         dh = np.zeros_like(h64)
         for v0, v1 in _tiles(vocab, VOCAB_TILE):
             tile = _Tile(head, h64, v0, v1)
+            capped = tile.z.copy() if head.softcap is not None else tile.z  # the chain rule needs h
             dz = tile.z
             dz -= lse[:, None]
             np.exp(dz, out=dz)
@@ -277,10 +275,8 @@ def _backward(head: _Head, factor: FloatArray) -> tuple[FloatArray, FloatArray, 
             if eps:
                 cw_tile = np.ones(v1 - v0) if cw is None else cw[v0:v1]
                 dz -= np.multiply.outer(g * (eps / vocab), cw_tile)
-            if tile.tanh is not None:
-                dz *= 1.0 - tile.tanh * tile.tanh
-            if head.temperature != 1.0:
-                dz /= head.temperature
+            if head.transformed:
+                dz = head_grad(capped, dz, temperature=head.temperature, cap=head.softcap)
             dh += dz @ tile.w64
             if single_token_tile:
                 np.matmul(dz.T, h64, out=d_weight[v0:v1])
