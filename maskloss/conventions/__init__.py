@@ -22,7 +22,8 @@ Modules
 torch
     ``torch.nn.functional``: ``cross_entropy`` (index and probability targets, class
     weights, ``ignore_index``, label smoothing), ``nll_loss``, ``binary_cross_entropy``
-    (log clamped at -100), ``binary_cross_entropy_with_logits``, ``l1_loss``, ``mse_loss``.
+    (log clamped at -100), ``binary_cross_entropy_with_logits``, ``l1_loss``, ``mse_loss``,
+    ``kl_div`` (``batchmean``, ``log_target``).
 keras3
     Keras 3 losses: ``sum_over_batch_size`` / ``mean_with_sample_weight`` / ``sum``
     reductions, ``ignore_class``, probability clipping and renormalising.
@@ -39,7 +40,8 @@ tfa
 optax
     ``softmax_cross_entropy``, ``softmax_cross_entropy_with_integer_labels`` and
     ``poly_loss_cross_entropy`` with ``where`` as a row mask or a class mask;
-    ``safe_softmax_cross_entropy``, ``sigmoid_binary_cross_entropy``.
+    ``safe_softmax_cross_entropy``, ``sigmoid_binary_cross_entropy``; ``kl_divergence``,
+    ``kl_divergence_with_log_targets``, ``generalized_kl_divergence`` (``convex_kl_divergence``).
 allennlp
     ``sequence_cross_entropy_with_logits`` (``average="batch"``/``"token"``/None,
     label smoothing, focal ``gamma``, ``alpha``).
@@ -52,7 +54,7 @@ hf
     transformers ``ForCausalLMLoss`` (label shift, ``num_items_in_batch``).
 trl
     TRL ``GRPOTrainer`` loss types (grpo, bnpo, dr_grpo, dapo, cispo, sapo, luspo) and the
-    DPO losses.
+    DPO losses; ``entropy_from_logits``, ``selective_log_softmax``.
 verl
     verl ``agg_loss`` (token-mean, token-sum, seq-mean-token-sum(-norm), seq-mean-token-mean;
     ``version="0.4"``), ``kl_penalty``, ``compute_policy_loss``.
