@@ -52,6 +52,9 @@ t5x
     normalising factors).
 hf
     transformers ``ForCausalLMLoss`` (label shift, ``num_items_in_batch``).
+torchtune
+    torchtune's distillation losses ``ForwardKLLoss``, ``ReverseKLLoss``, ``SymmetricKLLoss`` and
+    their chunked forms (the forward one is a cross-entropy; the empty batch gives 0).
 trl
     TRL ``GRPOTrainer`` loss types (grpo, bnpo, dr_grpo, dapo, cispo, sapo, luspo) and the
     DPO losses; ``entropy_from_logits``, ``selective_log_softmax``.
@@ -67,7 +70,8 @@ from types import ModuleType
 
 #: The convention modules, one per framework (each loads on first use; see above).
 MODULES: tuple[str, ...] = (
-    "allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch", "trl", "verl",
+    "allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch", "torchtune", "trl",
+    "verl",
 )
 
 __all__: list[str] = []
