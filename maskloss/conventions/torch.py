@@ -68,7 +68,7 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric, check_label_smoothing, check_labels
+from maskloss._checks import as_numeric, check_flag, check_label_smoothing, check_labels
 from maskloss._rows import as_rows
 from maskloss._types import FloatArray
 from maskloss.linear import linear_cross_entropy as _linear_cross_entropy
@@ -79,6 +79,7 @@ __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "kl_div",
     "l1_loss",
     "linear_cross_entropy",
     "mse_loss",
@@ -464,6 +465,55 @@ def _regression(
         raise ValueError(f"weight must have the input's shape {x.shape} (torch: same size); got {w.shape}")
     weighted = errors * w
     return _reduce(weighted, w, red)
+
+
+def kl_div(
+    input: npt.ArrayLike, target: npt.ArrayLike, reduction: str = "mean", log_target: bool = False
+) -> Any:
+    r"""``torch.nn.functional.kl_div``: :math:`\ell = y (\log y - x)` elementwise, ``input`` :math:`x` in log-space.
+
+    torch's ATen ``kl_div``: ``xlogy(target, target) - target * input`` (so a target of 0
+    contributes 0 unless ``input`` is :math:`\pm\infty` or NaN there: :math:`0 \cdot
+    (-\infty)` is NaN, as in torch); with ``log_target=True``,
+    ``exp(target) * (target - input)`` (a target of :math:`-\infty` on an input of
+    :math:`-\infty` is NaN too). Nothing is validated: a target that is not a
+    distribution is used as given. Reductions: ``"none"``, ``"sum"``, ``"mean"`` (over
+    **all elements**, classes included: torch warns that it is not the KL) and
+    ``"batchmean"`` (the sum divided by ``input.shape[0]``, the KL per row of an
+    ``(N, C)`` input; the plain sum for a 0-d input). ``input`` and ``target`` broadcast.
+    The masked, NaN-safe KL is :func:`maskloss.kl_divergence`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.torch import kl_div
+    >>> log_p = np.log([[0.25, 0.75]])
+    >>> float(kl_div(log_p, [[0.5, 0.5]], reduction="batchmean"))   # torch 2.13 prints the same numbers
+    0.14384103622589045
+    >>> float(kl_div(log_p, [[0.5, 0.5]], reduction="mean"))        # divided by 2 elements
+    0.07192051811294523
+    """
+    if reduction != "batchmean":
+        _check_reduction(reduction)
+    log = check_flag(log_target, "log_target")
+    x = as_numeric(input, "input").astype(np.float64)
+    y = as_numeric(target, "target").astype(np.float64)
+    try:
+        bx, by = np.broadcast_arrays(x, y)
+    except ValueError:
+        raise ValueError(f"input {x.shape} and target {y.shape} do not broadcast") from None
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if log:
+            terms = np.exp(by) * (by - bx)
+        else:
+            xlogy = np.where(by == 0, 0.0, by * np.log(np.where(by == 0, 1.0, by)))
+            terms = xlogy - by * bx
+    if reduction == "none":
+        return terms
+    if reduction == "batchmean":
+        total = np.float64(np.sum(terms))
+        return total if x.ndim == 0 else np.float64(total / x.shape[0])
+    return _reduce(terms, None, reduction)
 
 
 def l1_loss(
