@@ -27,3 +27,11 @@ def test_litgpt_imports_in_ci():
     from litgpt.utils import chunked_cross_entropy
 
     assert callable(chunked_cross_entropy)
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="only CI is required to have every framework installed")
+def test_torchtune_imports_in_ci():
+    """torchtune needs a torchao that matches both it and torch 2.13 (setup.cfg pins 0.17.0)."""
+    from torchtune.modules.loss import CEWithChunkedOutputLoss
+
+    assert callable(CEWithChunkedOutputLoss)
