@@ -76,7 +76,7 @@ def ce_with_chunked_output_loss(
         How ``labels`` is split (``labels.chunk(num_output_chunks, dim=1)``).
     ignore_index : int, default -100
     """
-    if isinstance(logits, np.ndarray) or not isinstance(logits, (list, tuple)):
+    if not isinstance(logits, (list, tuple)):  # an array would be iterated over its batch axis
         raise TypeError(
             "logits must be a list of (B, T_k, V) chunks along time, as torchtune's decoder returns them "
             f"with num_output_chunks set; got {type(logits).__name__}"
