@@ -12,7 +12,9 @@ with the mask), and reduces with one of :data:`REDUCTIONS`, each defined once in
 
 from maskloss._threads import get_num_threads, set_num_threads
 from maskloss.accumulation import GlobalCounts, masked_totals, micro_batch_value_and_grad
+from maskloss.divergences import entropy, jensen_shannon, kl_divergence
 from maskloss.gradients import value_and_grad
+from maskloss.head_terms import token_accuracy, z_loss
 from maskloss.linear import linear_cross_entropy
 from maskloss.losses import (
     binary_crossentropy,
@@ -41,7 +43,7 @@ from maskloss.posttraining import (
     sequence_ratio,
     token_logprobs,
 )
-from maskloss.reductions import REDUCTIONS, SCALAR_REDUCTIONS, MaskedTotals, reduce
+from maskloss.reductions import REDUCTIONS, SCALAR_REDUCTIONS, MaskedTotals, Reduction, reduce
 from maskloss.segments import (
     lengths_from_segment_ids,
     next_token_targets,
@@ -59,6 +61,7 @@ __all__ = [
     "GlobalCounts",
     "MaskedTotals",
     "Packing",
+    "Reduction",
     "Shard",
     "ShardLayout",
     "ShardScales",
@@ -67,7 +70,10 @@ __all__ = [
     "categorical_crossentropy",
     "clipped_surrogate",
     "dpo_loss",
+    "entropy",
     "get_num_threads",
+    "jensen_shannon",
+    "kl_divergence",
     "kl_estimate",
     "lengths_from_mask",
     "lengths_from_segment_ids",
@@ -94,7 +100,9 @@ __all__ = [
     "set_num_threads",
     "shard_scales",
     "sparse_categorical_crossentropy",
+    "token_accuracy",
     "token_logprobs",
     "unpack",
     "value_and_grad",
+    "z_loss",
 ]

@@ -219,13 +219,45 @@ def _run_chunk(
     grad[chunk] = scaled
 
 
-def check_probabilities(p: FloatArray, rows: IntArray, steps_shape: tuple[int, ...], name: str) -> None:
-    """Raise if a valid row of probabilities holds a value outside ``[0, 1]`` (or NaN)."""
+def _first_bad_row(bad_rows: BoolArray, rows: IntArray, steps_shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """``(i, step)``: the chunk index of the first bad row and its step in ``steps_shape``."""
+    i = int(np.flatnonzero(bad_rows)[0])
+    return i, tuple(int(k) for k in np.unravel_index(int(rows[i]), steps_shape))
+
+
+def check_probabilities(
+    p: FloatArray, rows: IntArray, steps_shape: tuple[int, ...], name: str, flag: str = "from_logits"
+) -> None:
+    """Raise if a valid row of probabilities holds a value outside ``[0, 1]`` (or NaN).
+
+    ``flag`` names the option that takes logits instead, for the message.
+    """
     bad_rows = ~np.all((p >= 0.0) & (p <= 1.0), axis=-1)
     if np.any(bad_rows):
-        i = int(np.flatnonzero(bad_rows)[0])
-        step = tuple(int(k) for k in np.unravel_index(int(rows[i]), steps_shape))
+        i, step = _first_bad_row(bad_rows, rows, steps_shape)
         raise ValueError(
-            f"{name} must hold probabilities in [0, 1] at valid steps (pass from_logits=True for "
+            f"{name} must hold probabilities in [0, 1] at valid steps (pass {flag}=True for "
             f"logits); step {step} holds {p[i].tolist()!r}"
+        )
+
+
+def check_distribution(
+    p: FloatArray, rows: IntArray, steps_shape: tuple[int, ...], name: str, dtype: Any = np.float64,
+    flag: str = "target_from_logits",
+) -> None:
+    """Raise unless every valid row is a distribution: entries in ``[0, 1]`` summing to 1.
+
+    The sum may miss 1 by the square root of the input dtype's epsilon (1.5e-8 in float64,
+    3.5e-4 in float32), the rounding of a normalised row stored in that dtype.
+    """
+    check_probabilities(p, rows, steps_shape, name, flag)
+    kind = np.dtype(dtype)
+    eps = float(np.finfo(kind).eps) if kind.kind == "f" else float(np.finfo(np.float64).eps)
+    totals = np.sum(p, axis=-1)
+    bad_rows = np.abs(totals - 1.0) > np.sqrt(eps)
+    if np.any(bad_rows):
+        i, step = _first_bad_row(bad_rows, rows, steps_shape)
+        raise ValueError(
+            f"{name} must be a distribution at valid steps (rows summing to 1; pass "
+            f"{flag}=True for logits); step {step} sums to {totals[i]!r}: {p[i].tolist()!r:.120}"
         )

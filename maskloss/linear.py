@@ -47,7 +47,7 @@ from maskloss._checks import (
     check_sample_weight,
     first_bad_position,
 )
-from maskloss._types import BoolArray, FloatArray, IntArray
+from maskloss._types import BoolArray, FloatArray, IntArray, Reduction
 from maskloss.head import RunningLogSumExp, apply_head, head_grad, z_loss_from_lse, z_loss_slope
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, unscale
 
@@ -83,7 +83,7 @@ class _Head:
     temperature: float
     valid: BoolArray
     sample_weight: FloatArray  # (steps shape), 0 at masked steps
-    reduction: str
+    reduction: Reduction
     hidden_shape: tuple[int, ...]
 
     @property
@@ -116,7 +116,7 @@ def _check(
     z_loss: float,
     softcap: float | None,
     temperature: float,
-    reduction: str,
+    reduction: Reduction,
     sample_weight: npt.ArrayLike | None,
 ) -> _Head:
     h = as_numeric(hidden, "hidden", min_ndim=1)
@@ -399,7 +399,7 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     temperature: float = 1.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked cross-entropy of the logits :math:`hW^\top + b`, without holding them.
@@ -470,7 +470,7 @@ def linear_cross_entropy_value_and_grad(
     z_loss: float = 0.0,
     softcap: float | None = None,
     temperature: float = 1.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
     cotangent: npt.ArrayLike | None = None,
 ) -> tuple[Any, tuple[FloatArray, FloatArray, FloatArray | None]]:

@@ -55,10 +55,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from maskloss import pointwise
 from maskloss._checks import as_numeric, check_mask
 from maskloss._types import BoolArray, FloatArray
 
-__all__ = ["DPO_LOSS_TYPES", "GRPO_LOSS_TYPES", "dpo_loss", "grpo_loss"]
+__all__ = [
+    "DPO_LOSS_TYPES",
+    "GRPO_LOSS_TYPES",
+    "dpo_loss",
+    "entropy_from_logits",
+    "grpo_loss",
+    "selective_log_softmax",
+    "selective_log_softmax_and_entropy",
+]
 
 #: The ``loss_type`` values of ``GRPOTrainer`` (TRL 1.16) mirrored here (all but ``vespo``).
 GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
@@ -216,3 +225,109 @@ def dpo_loss(
         x = beta * h
         per = -(np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x))))
     return np.float64(np.mean(per))
+
+
+def _logits_rows(logits: npt.ArrayLike, temperature: float) -> FloatArray:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)):
+        raise TypeError(f"temperature must be a real number > 0, got {temperature!r}")
+    if not temperature > 0:
+        raise ValueError("temperature must be positive")  # TRL's words
+    x = _f64(logits, "logits")
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"logits must have shape (..., num_classes) with num_classes >= 1, got {x.shape}")
+    return x if temperature == 1.0 else x / temperature
+
+
+def entropy_from_logits(logits: npt.ArrayLike, chunk_size: int = 128) -> FloatArray:
+    r"""``trl.trainer.utils.entropy_from_logits``: :math:`-\sum_c e^{\ell_c}\ell_c` per row.
+
+    :math:`\ell = \log\operatorname{softmax}(x)`, over the last axis.
+
+    Shape ``logits.shape[:-1]``; no mask (TRL masks afterwards). TRL writes the plain
+    product ``-(exp(logps) * logps).sum(-1)``, so a logit of :math:`-\infty` (a padded
+    vocabulary lane) gives **NaN** (:math:`0 \cdot (-\infty)`); the mirror reproduces it.
+    :func:`maskloss.entropy` gives that lane 0 and reduces over a mask. ``chunk_size`` only
+    bounds TRL's memory; the numbers do not depend on it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.trl import entropy_from_logits
+    >>> entropy_from_logits(np.array([[0.0, 0.0], [0.0, -np.inf]])).tolist()   # log 2, and TRL's NaN
+    [0.6931471805599453, nan]
+    """
+    x = _logits_rows(logits, 1.0)
+    with np.errstate(invalid="ignore"):
+        log_p = pointwise.log_softmax(x)
+        return np.asarray(-np.sum(np.exp(log_p) * log_p, axis=-1), dtype=np.float64)
+
+
+def selective_log_softmax(
+    logits: npt.ArrayLike,
+    index: npt.ArrayLike,
+    temperature: float = 1.0,
+    row_mask: npt.ArrayLike | None = None,
+) -> FloatArray:
+    r"""``trl.trainer.utils.selective_log_softmax``: :math:`\log\operatorname{softmax}(x/\tau)` at ``index``.
+
+    ``index`` is ``(...)`` (one token per row) or ``(..., K)`` (K tokens per row, top-K);
+    the result has its shape. ``row_mask`` (the shape of ``index``) sets the entries where
+    it is 0 to exactly 0 (TRL's ``masked_fill``; the logits of such a row may hold
+    anything). Every index must lie in ``[0, V)``, masked or not (``torch.gather`` raises
+    otherwise). The masked, reducible version is :func:`maskloss.token_logprobs`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.trl import selective_log_softmax
+    >>> logits = np.log([[[0.5, 0.5], [0.25, 0.75], [np.nan, np.nan]]])
+    >>> selective_log_softmax(logits, [[0, 1, 0]], row_mask=[[1, 1, 0]]).round(6).tolist()
+    [[-0.693147, -0.287682, 0.0]]
+    """
+    x = _logits_rows(logits, temperature)
+    idx = as_numeric(index, "index")
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"index must hold integers (torch.gather), got dtype {idx.dtype}")
+    squeeze = idx.ndim == x.ndim - 1
+    full = idx[..., None] if squeeze else idx
+    if full.shape[:-1] != x.shape[:-1]:
+        raise ValueError(f"index must have shape logits.shape[:-1] (+ (K,)) = {x.shape[:-1]}, got {idx.shape}")
+    vocab = x.shape[-1]
+    if np.any((full < 0) | (full >= vocab)):
+        raise ValueError(f"index must lie in [0, {vocab}) everywhere (torch.gather: index out of bounds)")
+    with np.errstate(invalid="ignore"):
+        out = np.take_along_axis(pointwise.log_softmax(x), full.astype(np.intp), axis=-1)
+    out = out[..., 0] if squeeze else out
+    if row_mask is None:
+        return np.asarray(out, dtype=np.float64)
+    keep = as_numeric(row_mask, "row_mask")
+    if keep.shape != idx.shape:
+        raise ValueError(f"row_mask must have the shape of index {idx.shape}, got {keep.shape}")
+    return np.where(keep != 0, out, 0.0)
+
+
+def selective_log_softmax_and_entropy(
+    logits: npt.ArrayLike,
+    index: npt.ArrayLike,
+    entropy_requires_grad: bool = True,
+    temperature: float = 1.0,
+    row_mask: npt.ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """``trl.trainer.utils.selective_log_softmax_and_entropy``: both of the above at temperature ``tau``.
+
+    The entropy is of the tempered logits, 0 where ``row_mask`` is 0;
+    ``entropy_requires_grad`` changes no number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.trl import selective_log_softmax_and_entropy
+    >>> lp, h = selective_log_softmax_and_entropy(np.array([[0.0, 2.0]]), [1], temperature=2.0)
+    >>> lp.round(6).tolist(), h.round(6).tolist()      # softmax((0, 1)) = (0.268941, 0.731059)
+    ([-0.313262], [0.582203])
+    """
+    logps = selective_log_softmax(logits, index, temperature, row_mask)
+    entropy = entropy_from_logits(_logits_rows(logits, temperature))
+    if row_mask is not None:
+        entropy = np.where(as_numeric(row_mask, "row_mask") != 0, entropy, 0.0)
+    return logps, entropy
