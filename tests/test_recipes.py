@@ -11,7 +11,7 @@ from maskloss.conventions import recipes
 from maskloss.conventions import trl as trl_mirror
 from maskloss.strategies import PaddedBatch
 from maskloss.testing import TrainingStepCheckError, check_training_step
-from maskloss.testing.training_step import _shards
+from maskloss.testing.training_step import _shards, run_step
 
 SCCE = maskloss.sparse_categorical_crossentropy
 ALL = ("accumulation", "data", "context", "tensor")
@@ -75,14 +75,7 @@ def _batch(lengths, length, classes, seed=0):
 
 
 def _backend_grad(recipe, batch, layout):
-    shards = _shards(batch, layout, torch=False)
-    total = np.zeros(batch.y_pred.shape)
-    for (_, grad), s in zip(recipe(shards), layout.shards, strict=True):
-        ix = np.ix_(np.asarray(s.rows, dtype=np.intp), s.time_index)
-        part = total[ix]
-        part[..., slice(*(s.vocab_range or (0, batch.y_pred.shape[-1])))] += grad
-        total[ix] = part
-    return total / layout.ranks if recipe.grad_reduction == "mean" else total
+    return run_step(recipe, batch.y_true, batch.y_pred, batch.mask, layout, grad_reduction=recipe.grad_reduction).grad
 
 
 @pytest.mark.parametrize("cp", [2, 4])
