@@ -130,3 +130,38 @@ def test_tensor_parallel_needs_a_class_axis():
         check_training_step(lambda shards: [], maskloss.mse, parallel=("tensor",))
     with pytest.raises(ValueError, match=r"like must be a maskloss loss"):
         check_training_step(lambda shards: [], np.mean)
+
+
+def _vocab_parallel_torch(shards):
+    """A tensor-parallel CE in torch: the log-sum-exp over every vocabulary shard of a token, each
+    shard's scalar back-propagated into its own logits only (as on a tensor-parallel rank)."""
+    groups = {}
+    for s in shards:
+        groups.setdefault((s.rows, s.time_range, s.rank, s.micro_batch), []).append(s)
+    tokens = sum(int(g[0].mask.sum()) for g in groups.values())
+    out = []
+    for s in shards:
+        group = sorted(groups[(s.rows, s.time_range, s.rank, s.micro_batch)], key=lambda t: t.vocab_range or (0, 0))
+        logits = torch.cat([t.y_pred if t is s else t.y_pred.detach() for t in group], dim=-1)
+        loss = F.cross_entropy(logits[s.mask], s.y_true[s.mask], reduction="sum") / max(tokens, 1)
+        out.append(loss)
+    return out
+
+
+def test_a_torch_vocabulary_parallel_step_passes_every_split():
+    check_training_step(_vocab_parallel_torch, SCCE, adapter=torch_adapter, parallel=("accumulation", "tensor"),
+                        from_logits=True, max_examples=10)
+
+
+def test_a_gradient_of_the_wrong_class_count_is_named():
+    value_grad = maskloss.value_and_grad(SCCE)
+
+    def step(shards):
+        out = []
+        for s in shards:
+            value, grad = value_grad(s.y_true, s.y_pred, s.mask, from_logits=True, reduction="sum")
+            out.append((value, grad[..., :-1]))  # one class short
+        return out
+
+    with pytest.raises(ValueError, match=r"the gradient of shard 0 has shape \(\d, \d, \d\), but its y_pred has shape"):
+        check_training_step(step, SCCE, from_logits=True, reduction="sum", max_examples=2)
