@@ -55,6 +55,7 @@ def test_correct_recipes_pass(recipe, parallel, kw):
         (recipes.trl("bnpo"), ("accumulation",), "micro-batches of"),    # a mean of micro-batch means
         (recipes.trl("grpo"), ("accumulation",), "micro-batches of"),
         (recipes.trl("dapo", generation_tokens=3.0), ("accumulation",), "one shard"),  # N of other steps
+        (recipes.trl("dapo", steps_per_generation=2, window_rescale=False), ("accumulation",), "one shard"),
     ],
     ids=lambda v: getattr(v, "name", None),
 )
@@ -126,3 +127,14 @@ def test_trl_steps_per_generation_divides_by_the_generation_batch():
             if s.mask.any():
                 assert float(w[s.mask][0]) == pytest.approx(2.0 / n_gen)     # = 1 / (N_gen / 1 * 2 / 4)
                 assert float(f[0]) == pytest.approx(1.0 / float(mask.sum()))  # what the step needs
+
+
+def test_trl_6024_steps_per_generation_4_ga_2_halves_the_gradient():
+    # TRL#6024's own configuration: steps_per_generation=4, gradient_accumulation_steps=2, before the fix
+    batch = _batch([4, 1, 3, 2], 4, 3)
+    layout = maskloss.ShardLayout.split(4, 4, micro_batches=[2, 2])
+    _, want = maskloss.value_and_grad(SCCE)(batch.y_true, batch.y_pred, batch.mask, from_logits=True)
+    before = _backend_grad(recipes.trl("dapo", steps_per_generation=4, window_rescale=False), batch, layout)
+    after = _backend_grad(recipes.trl("dapo", steps_per_generation=4), batch, layout)
+    np.testing.assert_allclose(before, want / 2, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(after, want, rtol=1e-12, atol=1e-15)

@@ -59,7 +59,7 @@ from maskloss._types import FloatArray
 from maskloss.conventions import verl as _verl
 from maskloss.vocab_parallel import merge_vocab_partials, merged_cross_entropy, vocab_partials, vocab_shard_grad
 
-__all__ = ["Recipe", "hf_trainer", "megatron", "torchtitan", "trl", "verl"]
+__all__ = ["TRL_LOSS_TYPES", "VERL_MODES", "Recipe", "hf_trainer", "megatron", "torchtitan", "trl", "verl"]
 
 #: ``loss_type`` values :func:`trl` re-creates.
 TRL_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
@@ -328,7 +328,7 @@ def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True) -> Re
 
 
 def trl(loss_type: str = "dapo", *, steps_per_generation: int | None = None,
-        generation_tokens: float | None = None) -> Recipe:
+        generation_tokens: float | None = None, window_rescale: bool = True) -> Recipe:
     r"""TRL 1.16's ``GRPOTrainer._compute_loss`` normalizers on a per-token loss, accelerate averaging.
 
     Per micro-batch (``GA`` micro-batches per rank, ``P`` ranks, ``B`` sequences in the
@@ -339,7 +339,10 @@ def trl(loss_type: str = "dapo", *, steps_per_generation: int | None = None,
     tokens of the whole *generation* batch; ``luspo`` :math:`\frac1B\sum_b S_b / GA`.
     ``steps_per_generation`` defaults to ``GA`` and ``generation_tokens`` to this step's
     tokens times ``steps_per_generation / GA`` (the other optimizer steps of the generation
-    batch as full as this one); any other ``generation_tokens`` is the TRL#6024 case.
+    batch as full as this one: only then is the step's token mean exact, otherwise TRL divides
+    by the generation batch's average per window). ``window_rescale=False`` drops the
+    :math:`GA/	ext{steps\_per\_generation}` factor, as TRL did before pull requests #5890 and
+    #6024 (``steps_per_generation=4``, ``GA=2``: half the gradient).
     """
     if loss_type not in TRL_LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {TRL_LOSS_TYPES}, got {loss_type!r}")
@@ -363,7 +366,8 @@ def trl(loss_type: str = "dapo", *, steps_per_generation: int | None = None,
                 w = np.full(valid.shape, 1.0 / rows / ga)
             else:
                 n = topo.tokens() * spg / ga if generation_tokens is None else float(generation_tokens)
-                w = np.full(valid.shape, 1.0 / (max(n, 1.0) / ranks * ga / spg))
+                window = ga / spg if window_rescale else 1.0
+                w = np.full(valid.shape, 1.0 / (max(n, 1.0) / ranks * window))
             out.append(np.where(valid, w, 0.0))
         return out
 
