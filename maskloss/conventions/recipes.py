@@ -19,25 +19,21 @@ grad_reduction=recipe.grad_reduction, **recipe.like_options)`` then passes.) The
 with :math:`S_s` the shard's sum of token losses, :math:`N` the valid tokens of the whole
 step, :math:`R` the ranks, :math:`P` the data-parallel ranks, ``GA`` the micro-batches per rank:
 
-=====================================  ================================================  =========
-recipe                                 loss back-propagated on shard :math:`s`           ranks
-=====================================  ================================================  =========
-``hf_trainer()`` (transformers 5.24)   :math:`S_s / N \cdot R` (``num_items_in_batch``   mean
-                                       gathered, times ``num_processes``)
-``hf_trainer(average_tokens_           :math:`S_s / N_r`, :math:`N_r` the rank's own     mean
-across_devices=False)``                tokens (transformers#34373 when ranks differ)
-``hf_trainer(version="4.45")``         :math:`\text{mean}_s / GA` (transformers#34191)   mean
-``torchtitan()``                       :math:`S_s / N` (``global_valid_tokens``)         sum
-``megatron()``                         :math:`S_s`, gradients times :math:`1/N` after    sum
-                                       the all-reduce (``calculate_per_token_loss``)
-``megatron(calculate_per_token_        :math:`S_s / n_s / GA`, :math:`n_s` the shard's   mean
-loss=False)``                          own count (Megatron-LM#7513: CP=2, one valid
-                                       token: half the gradient); ``cp_fix=True``:
-                                       :math:`S_s / n_{cp} \cdot c / GA`
-``verl(loss_agg_mode)`` (0.9.1)        ``agg_loss`` with the global ``batch_num_tokens``  mean
-                                       / ``global_batch_size`` and ``dp_size``
-``trl(loss_type)`` (1.16)              ``GRPOTrainer._compute_loss``'s normalizers       mean
-=====================================  ================================================  =========
+* ``hf_trainer()`` (transformers 5.24): :math:`S_s / N \cdot R` (``num_items_in_batch``
+  gathered over the ranks, the loss times ``num_processes``); ranks averaged.
+* ``hf_trainer(average_tokens_across_devices=False)``: :math:`S_s / N_r`, :math:`N_r` the
+  rank's own tokens (transformers#34373 when ranks differ); ranks averaged.
+* ``hf_trainer(version="4.45")``: each micro-batch's own mean over ``GA``
+  (transformers#34191); ranks averaged.
+* ``torchtitan()``: :math:`S_s / N` (``global_valid_tokens``); ranks summed.
+* ``megatron()``: :math:`S_s`, the gradients times :math:`1/N` after the all-reduce
+  (``calculate_per_token_loss``); ranks summed.
+* ``megatron(calculate_per_token_loss=False)``: :math:`S_s / n_s / GA`, :math:`n_s` the
+  shard's own count (Megatron-LM#7513: CP=2 and one valid token, half the gradient);
+  ``cp_fix=True``: :math:`S_s / n_{cp} \cdot c / GA`; ranks averaged.
+* ``verl(loss_agg_mode)`` (0.9.1): ``agg_loss`` with the global ``batch_num_tokens`` or
+  ``global_batch_size`` and ``dp_size``; ranks averaged.
+* ``trl(loss_type)`` (1.16): ``GRPOTrainer._compute_loss``'s normalizers; ranks averaged.
 
 ``megatron(label_smoothing=eps)`` smooths as megatron-core 0.16.1's
 ``vocab_parallel_cross_entropy`` does: each vocabulary shard of :math:`K_s` classes uses
