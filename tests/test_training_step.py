@@ -165,3 +165,25 @@ def test_a_gradient_of_the_wrong_class_count_is_named():
 
     with pytest.raises(ValueError, match=r"the gradient of shard 0 has shape \(\d, \d, \d\), but its y_pred has shape"):
         check_training_step(step, SCCE, from_logits=True, reduction="sum", max_examples=2)
+
+
+@pytest.mark.parametrize("reduction", ["token_mean", "sum", "batch_mean"])
+def test_sample_weights_reach_the_shards(reduction):
+    value_grad = maskloss.value_and_grad(SCCE)
+
+    def step(shards):
+        def full(s):
+            w = np.ones(s.mask.shape) if s.sample_weight is None else s.sample_weight
+            return np.where(s.mask, np.broadcast_to(w if w.ndim == 2 else w[:, None], s.mask.shape), 0.0)
+
+        weights = [full(s) for s in shards]
+        divisor = {"token_mean": sum(float(w.sum()) for w in weights), "sum": 1.0,
+                   "batch_mean": float(len({r for s in shards for r in s.rows}))}[reduction]
+        out = []
+        for s in shards:
+            value, grad = value_grad(s.y_true, s.y_pred, s.mask, sample_weight=s.sample_weight, from_logits=True,
+                                     reduction="sum")
+            out.append((value / divisor, grad / divisor))
+        return out
+
+    check_training_step(step, SCCE, weights=True, from_logits=True, reduction=reduction, max_examples=10)
