@@ -116,6 +116,10 @@ def test_bad_steps_are_named(step, message):
         ({"reduction": "none"}, r"reduction='none' has no gradient"),
         ({"dtype": "float16"}, r"dtype must be float64 or float32"),
         ({"colour": 1}, r"colour"),
+        ({"rtol": -1.0}, r"rtol must be a finite number >= 0, got -1.0"),
+        ({"atol": "tiny"}, r"atol must be a number >= 0 or None"),
+        ({"weights": "yes"}, r"weights must be True or False"),
+        ({"seed": 1.5}, r"seed must be an int or None"),
     ],
 )
 def test_bad_arguments_are_named_before_any_step(kwargs, message):

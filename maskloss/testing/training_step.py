@@ -29,7 +29,7 @@ from maskloss.testing.adapters import _torch_to_numpy, torch_adapter
 from maskloss.testing.batches import _describe_batch
 from maskloss.testing.check import _QUIET_CHECKS, _private_storage
 from maskloss.testing.setup import check_options_apply, kind_of
-from maskloss.testing.tolerances import TOLERANCES, _dtype_name
+from maskloss.testing.tolerances import TOLERANCES, _check_tolerance, _dtype_name
 
 __all__ = ["PARALLELISMS", "StepResult", "TrainingShard", "TrainingStepCheckError", "check_training_step", "run_step",
            "step_splits"]
@@ -519,8 +519,9 @@ def check_training_step(
     if dtype_name not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32 for a training-step check, got {dtype!r}")
     default_rtol, default_atol = TOLERANCES[dtype_name]
-    rt = default_rtol if rtol is None else float(rtol)
-    at = default_atol if atol is None else float(atol)
+    given_rtol, given_atol = _check_tolerance(rtol, "rtol"), _check_tolerance(atol, "atol")
+    rt = default_rtol if given_rtol is None else given_rtol
+    at = default_atol if given_atol is None else given_atol
     torch = adapter is torch_adapter
     ignore_index = options.get("ignore_index")
     like_call = f"maskloss.{like.__name__}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
