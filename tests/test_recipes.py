@@ -138,3 +138,15 @@ def test_trl_6024_steps_per_generation_4_ga_2_halves_the_gradient():
     after = _backend_grad(recipes.trl("dapo", steps_per_generation=4), batch, layout)
     np.testing.assert_allclose(before, want / 2, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(after, want, rtol=1e-12, atol=1e-15)
+
+
+def test_verl_5625_sample_share_times_local_token_mean():
+    # verl#5625's formula by hand: micro-batches of 1 and 3 sequences with 4 and 6 tokens; each token
+    # gets (1 / tokens_i) * (samples_i / 4): 1/16 and 1/8 instead of 1/10
+    batch = _batch([4, 1, 3, 2], 4, 3)
+    layout = maskloss.ShardLayout.split(4, 4, micro_batches=[1, 3])
+    _, want = maskloss.value_and_grad(SCCE)(batch.y_true, batch.y_pred, batch.mask, from_logits=True)
+    got = _backend_grad(recipes.verl("token-mean", global_counts=False), batch, layout)
+    ratio = got[..., 0][batch.mask] / want[..., 0][batch.mask]
+    np.testing.assert_allclose(ratio[:4], (1 / 16) / (1 / 10), rtol=1e-12)
+    np.testing.assert_allclose(ratio[4:], (1 / 8) / (1 / 10), rtol=1e-12)

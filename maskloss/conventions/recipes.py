@@ -294,9 +294,12 @@ def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True) -> Re
 
     ``batch_num_tokens`` (``"token-mean"``) and ``global_batch_size`` (sequence modes) are the
     mini-batch's valid tokens and non-empty sequences summed over the data-parallel group,
-    ``dp_size`` the group's size (``verl/workers/actor/dp_actor.py``); ``global_counts=False``
-    passes the micro-batch's own counts (verl 0.4's rule, verl#5625/#3741). Sequence shards
-    (context parallelism) are out of scope: verl's sequence modes need whole sequences.
+    ``dp_size`` the group's size (``verl/workers/actor/dp_actor.py``). ``global_counts=False``
+    is the legacy FSDP actor of verl#5625: ``global_batch_info`` empty, so ``agg_loss`` falls
+    back to the micro-batch's own counts (the fallback discussed in verl#7321), and each
+    micro-batch's loss is scaled by its share of the rank's sequences (``loss_scale_factor``).
+    Sequence shards (context parallelism) are out of scope: verl's sequence modes need whole
+    sequences.
     """
     if loss_agg_mode not in VERL_MODES:
         raise ValueError(f"loss_agg_mode must be one of {VERL_MODES}, got {loss_agg_mode!r}")
@@ -306,15 +309,20 @@ def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True) -> Re
         tokens = topo.tokens()
         nonempty = float(sum(int(v.any(axis=1).sum()) for i, v in enumerate(topo.valid) if i in topo.unique()))
         out = []
-        for valid in topo.valid:
+        for i, valid in enumerate(topo.valid):
             count = float(valid.sum()) if not global_counts else tokens
             rows = float(valid.any(axis=1).sum()) if not global_counts else nonempty
+            share = 1.0
+            if not global_counts:  # samples_i / total_samples of the rank (verl#5625)
+                s = topo.shards[i]
+                rank_rows = {r for t in topo.shards if t.rank == s.rank for r in t.rows}
+                share = len(s.rows) / max(len(rank_rows), 1)
             w = np.zeros(valid.shape)
             for b, t in np.argwhere(valid):  # agg_loss is linear in loss_mat: unit losses read its weights
                 unit = np.zeros(valid.shape)
                 unit[b, t] = 1.0
                 w[b, t] = _verl.agg_loss(unit, valid, loss_agg_mode, dp_size=dp, batch_num_tokens=count or 1.0,
-                                         global_batch_size=rows or 1.0)
+                                         global_batch_size=rows or 1.0) * share
             out.append(w)
         return out
 
