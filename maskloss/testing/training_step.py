@@ -554,7 +554,7 @@ def check_training_step(
                 problem = (f"the step logs {logged:.10g} when split as {split.name}, but the full-batch loss of "
                            f"{like_call} is {truth.value:.10g}")
             if problem is not None:
-                first = (f"it passes {', '.join(passed)}, so it changes when the same batch is split differently"
+                first = (f"it passes {'; '.join(passed)}, so it changes when the same batch is split differently"
                          if passed else "it fails on the batch in one piece already: the step computes another loss")
                 lines = [problem, f"({first}; grad_reduction={grad_reduction!r}, {split.layout.ranks} rank(s))"]
                 lines += _scales_report(split, b, truth, values, reduction, grad_reduction,
