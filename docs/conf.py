@@ -2,7 +2,8 @@
 
 Build: ``python -m sphinx -W --keep-going -b html docs docs/_build/html`` from the repository root.
 Figures (``docs/figures/*.py``) and tables (``docs/tables/*.py``) are generated at build time into
-``docs/_generated/`` by the local extension ``docs/_ext/maskloss_generated.py``.
+``docs/_generated/`` by the local extension ``docs/_ext/maskloss_generated.py``; every course chapter
+is turned into a Jupyter notebook and executed by ``docs/_ext/maskloss_notebooks.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx-mathjax-offline",  # bundles MathJax 3 into _static/mathjax: no CDN
     "maskloss_generated",
+    "maskloss_notebooks",  # every course chapter as an executed notebook, linked under its title
 ]
 
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]

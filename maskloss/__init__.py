@@ -43,7 +43,7 @@ from maskloss.posttraining import (
     sequence_ratio,
     token_logprobs,
 )
-from maskloss.reductions import REDUCTIONS, SCALAR_REDUCTIONS, MaskedTotals, reduce
+from maskloss.reductions import REDUCTIONS, SCALAR_REDUCTIONS, MaskedTotals, Reduction, reduce
 from maskloss.segments import (
     lengths_from_segment_ids,
     next_token_targets,
@@ -61,6 +61,7 @@ __all__ = [
     "GlobalCounts",
     "MaskedTotals",
     "Packing",
+    "Reduction",
     "Shard",
     "ShardLayout",
     "ShardScales",

@@ -1,4 +1,4 @@
-"""The ``maskloss`` command line: ``maskloss demo``, ``maskloss conformance``.
+"""The ``maskloss`` command line: ``maskloss demo``, ``maskloss conformance``, ``maskloss evaluate``.
 
 Each subcommand lives in its own module; this file only parses arguments and imports
 nothing heavy (no framework) before a subcommand runs.
@@ -56,6 +56,10 @@ def _build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     conf.add_argument("--allow-none", action="store_true",
                       help="exit 0 even when no framework is installed (nothing checked)")
+    conf.add_argument("--same-process", action="store_true",
+                      help="run every framework in this process instead of one child process each "
+                      "(quicker to start; Triton and TensorFlow loaded together abort the process)")
+    conf.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     _add_evaluate(sub)
     return parser
 
@@ -107,7 +111,11 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "conformance":
         from maskloss import conformance
 
-        runs = conformance.run_all(seed=args.seed, n_cases=args.cases)
+        def progress(line: str) -> None:
+            print(f"maskloss conformance {line}", file=sys.stderr, flush=True)
+
+        runs = conformance.run_all(seed=args.seed, n_cases=args.cases, isolate=not args.same_process,
+                                   progress=None if args.quiet else progress)
         if args.json:
             print(conformance.to_json(runs, seed=args.seed, n_cases=args.cases))
         else:

@@ -42,7 +42,7 @@ from maskloss._checks import (
     check_sample_weight,
 )
 from maskloss._rows import as_rows, check_distribution, check_probabilities, to_float64
-from maskloss._types import FloatArray, IntArray
+from maskloss._types import FloatArray, IntArray, Reduction
 from maskloss.losses import Pipeline, register_pipeline
 from maskloss.pointwise import log_softmax_and_softmax
 
@@ -97,7 +97,7 @@ def _divergence_pipeline(
     *,
     from_logits: bool,
     target_from_logits: bool,
-    reduction: str,
+    reduction: Reduction,
     beta: float | None,
 ) -> Pipeline:
     t, p = check_feature_pair(target, pred, true_name="target", pred_name="pred")
@@ -158,7 +158,7 @@ def kl_divergence(
     *,
     from_logits: bool = False,
     target_from_logits: bool = False,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
 ) -> Any:
     r"""Masked forward KL divergence :math:`\operatorname{KL}(q \,\|\, p)` per step, reduced.
 
@@ -214,7 +214,7 @@ def _kl_pipeline(
     *,
     from_logits: bool = False,
     target_from_logits: bool = False,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
 ) -> Pipeline:
     return _divergence_pipeline(
         target, pred, mask, from_logits=from_logits, target_from_logits=target_from_logits,
@@ -239,7 +239,7 @@ def jensen_shannon(
     beta: float = 0.5,
     from_logits: bool = False,
     target_from_logits: bool = False,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
 ) -> Any:
     r"""Masked generalised Jensen-Shannon divergence (Liger-Kernel's ``LigerJSD``).
 
@@ -279,7 +279,7 @@ def _jsd_pipeline(
     beta: float = 0.5,
     from_logits: bool = False,
     target_from_logits: bool = False,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
 ) -> Pipeline:
     b = _check_beta(beta)
     return _divergence_pipeline(
@@ -288,7 +288,7 @@ def _jsd_pipeline(
     )
 
 
-def entropy(logits: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, reduction: str = "token_mean") -> Any:
+def entropy(logits: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, reduction: Reduction = "token_mean") -> Any:
     r"""Masked entropy of the softmax of the logits (TRL's ``entropy_from_logits``, per token).
 
     .. math:: p = \operatorname{softmax}(x), \qquad
@@ -327,7 +327,7 @@ def _entropy_rows(rows: Any, x_rows: Any, grad: bool = False) -> Any:
 
 
 def _entropy_pipeline(
-    logits: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, reduction: str = "token_mean"
+    logits: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, reduction: Reduction = "token_mean"
 ) -> Pipeline:
     x = as_numeric(logits, "logits", min_ndim=1)
     if x.shape[-1] == 0:

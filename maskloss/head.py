@@ -36,19 +36,25 @@ from maskloss._types import FloatArray, IntArray
 from maskloss.pointwise import log_softmax_and_softmax
 
 __all__ = [
+    "RunningLogSumExp",
     "apply_head",
     "head_cross_entropy",
     "head_grad",
     "logsumexp",
     "softcap",
     "softcap_grad",
+    "z_loss_from_lse",
     "z_loss_grad",
+    "z_loss_slope",
     "z_loss_terms",
 ]
 
 
-def softcap(logits: FloatArray, cap: float | None) -> FloatArray:
+def softcap(logits: FloatArray, cap: float | None, *, out: FloatArray | None = None) -> FloatArray:
     r""":math:`c \tanh(x / c)`, with ``-inf`` kept as ``-inf``; ``cap=None`` returns a copy.
+
+    ``out`` (a float64 array of the same shape, possibly ``logits`` itself) receives the
+    result instead of a new array: the fused linear cross-entropy caps its tiles in place.
 
     Examples
     --------
@@ -57,7 +63,12 @@ def softcap(logits: FloatArray, cap: float | None) -> FloatArray:
     >>> softcap(np.array([[0.0, 30.0, -np.inf]]), 30.0)   # 30 tanh(1) = 22.8478...
     array([[ 0.        , 22.84782468,        -inf]])
     """
-    x = np.array(logits, dtype=np.float64)
+    if out is None:
+        x = np.array(logits, dtype=np.float64)
+    else:
+        x = out
+        if x is not logits:
+            np.copyto(x, logits)
     if cap is None:
         return x
     lanes = np.isneginf(x)
@@ -91,8 +102,12 @@ def softcap_grad(capped: FloatArray, cap: float | None, upstream: FloatArray) ->
     return np.where(finite, g, 0.0)
 
 
-def apply_head(logits: FloatArray, *, temperature: float = 1.0, cap: float | None = None) -> FloatArray:
+def apply_head(
+    logits: FloatArray, *, temperature: float = 1.0, cap: float | None = None, out: FloatArray | None = None
+) -> FloatArray:
     r"""The head's logits :math:`h = c \tanh(x / (T c))` (temperature first, then the softcap).
+
+    ``out`` as in :func:`softcap` (in place when it is ``logits``).
 
     Examples
     --------
@@ -101,8 +116,10 @@ def apply_head(logits: FloatArray, *, temperature: float = 1.0, cap: float | Non
     >>> apply_head(np.array([[2.0, -4.0]]), temperature=2.0)
     array([[ 1., -2.]])
     """
-    x = np.asarray(logits, dtype=np.float64)
-    return softcap(x / temperature, cap)
+    if out is None:
+        return softcap(np.asarray(logits, dtype=np.float64) / temperature, cap)
+    np.divide(logits, temperature, out=out)
+    return softcap(out, cap, out=out)
 
 
 def head_grad(
@@ -118,6 +135,48 @@ def head_grad(
     return g
 
 
+class RunningLogSumExp:
+    r"""The log-sum-exp of rows given in pieces (vocabulary tiles), left to right.
+
+    Keeps per row the running maximum :math:`m` and :math:`s = \sum_k e^{h_k - m}`; a
+    tile :math:`t` updates them to :math:`m' = \max(m, \max t)`,
+    :math:`s' = s\,e^{m - m'} + \sum_k e^{t_k - m'}`, and :attr:`value` is
+    :math:`m + \log s`. One tile holding the whole row gives :func:`logsumexp` exactly;
+    a fixed tiling gives the same bits whatever the thread count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.head import RunningLogSumExp, logsumexp
+    >>> row = np.array([[0.5, -1.0, 2.0, 0.0]])
+    >>> acc = RunningLogSumExp(1)
+    >>> acc.add(row[:, :3].copy()); acc.add(row[:, 3:].copy())
+    >>> bool(np.isclose(acc.value(), logsumexp(row))[0])
+    True
+    """
+
+    __slots__ = ("maximum", "total")
+
+    def __init__(self, n: int) -> None:
+        self.maximum: FloatArray = np.full(n, -np.inf)
+        self.total: FloatArray = np.zeros(n)
+
+    def add(self, tile: FloatArray) -> None:
+        """Fold in a ``(n, k)`` float64 tile of the rows; the tile is overwritten (its exponentials)."""
+        new_max = np.maximum(self.maximum, np.max(tile, axis=-1))
+        with np.errstate(invalid="ignore"):
+            self.total *= np.exp(self.maximum - new_max)
+            tile -= new_max[:, None]
+        np.exp(tile, out=tile)
+        self.total += np.sum(tile, axis=-1)
+        self.maximum = new_max
+
+    def value(self) -> FloatArray:
+        r""":math:`m + \log s` per row, shape ``(n,)``."""
+        out: FloatArray = self.maximum + np.log(self.total)
+        return out
+
+
 def logsumexp(logits: FloatArray) -> FloatArray:
     r""":math:`\operatorname{lse}(h) = \max h + \log \sum_k e^{h_k - \max h}` per row, shape ``(n,)``.
 
@@ -128,12 +187,10 @@ def logsumexp(logits: FloatArray) -> FloatArray:
     >>> logsumexp(np.array([[0.0, 0.0], [1000.0, -np.inf]])).tolist()   # log 2 and 1000
     [0.6931471805599453, 1000.0]
     """
-    h = np.asarray(logits, dtype=np.float64)
-    m = np.max(h, axis=-1)
-    with np.errstate(invalid="ignore"):
-        total = np.sum(np.exp(h - m[:, None]), axis=-1)
-    out: FloatArray = m + np.log(total)
-    return out
+    h = np.array(logits, dtype=np.float64)
+    acc = RunningLogSumExp(h.shape[0])
+    acc.add(h)
+    return acc.value()
 
 
 def z_loss_terms(logits: FloatArray, z: float) -> FloatArray:
@@ -146,15 +203,26 @@ def z_loss_terms(logits: FloatArray, z: float) -> FloatArray:
     >>> z_loss_terms(np.array([[0.0, 0.0]]), 1e-4)        # 1e-4 * log(2)^2
     array([4.80453014e-05])
     """
-    lse = logsumexp(logits)
+    return z_loss_from_lse(logsumexp(logits), z)
+
+
+def z_loss_from_lse(lse: FloatArray, z: float) -> FloatArray:
+    r""":math:`z \operatorname{lse}^2` from the rows' log-sum-exp (as :func:`z_loss_terms`)."""
     out: FloatArray = z * lse * lse
+    return out
+
+
+def z_loss_slope(lse: FloatArray, z: float) -> FloatArray:
+    r""":math:`\partial (z \operatorname{lse}^2) / \partial \operatorname{lse} = 2 z \operatorname{lse}`;
+    times :math:`\operatorname{softmax}(h)` it is the z-loss's gradient (:func:`z_loss_grad`)."""
+    out: FloatArray = (2.0 * z) * lse
     return out
 
 
 def z_loss_grad(logits: FloatArray, z: float) -> FloatArray:
     r"""Gradient of :func:`z_loss_terms`: :math:`2 z \operatorname{lse}(h) \operatorname{softmax}(h)`."""
     _, p = log_softmax_and_softmax(np.asarray(logits, dtype=np.float64))
-    p *= (2.0 * z) * logsumexp(logits)[:, None]
+    p *= z_loss_slope(logsumexp(logits), z)[:, None]
     return p
 
 
@@ -194,11 +262,11 @@ def head_cross_entropy(
     lse = None
     if z:
         lse = logsumexp(h)
-        loss = loss + z * lse * lse
+        loss = loss + z_loss_from_lse(lse, z)
     if not grad:
         return loss
     g = p
     if lse is not None:
-        g *= 1.0 + (2.0 * z) * lse[:, None]
+        g *= 1.0 + z_loss_slope(lse, z)[:, None]
     g[rows, labels] -= 1.0
     return loss, head_grad(h, g, temperature=temperature, cap=cap)

@@ -23,7 +23,7 @@ from maskloss._checks import (
     check_sample_weight,
 )
 from maskloss._rows import as_rows, to_float64
-from maskloss._types import BoolArray
+from maskloss._types import BoolArray, Reduction
 from maskloss.head import apply_head, head_grad, z_loss_grad, z_loss_terms
 from maskloss.losses import Pipeline, register_pipeline
 
@@ -64,7 +64,7 @@ def z_loss(
     coefficient: float = 1.0,
     temperature: float = 1.0,
     softcap: float | None = None,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
 ) -> Any:
     r"""The z-loss term alone, :math:`z \operatorname{lse}(h)^2` per valid step, reduced.
 
@@ -118,7 +118,7 @@ def _z_loss_pipeline(
     coefficient: float = 1.0,
     temperature: float = 1.0,
     softcap: float | None = None,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
 ) -> Pipeline:
     z = check_head_option(coefficient, "coefficient", allow_zero=True)
     t = check_head_option(temperature, "temperature")
@@ -142,7 +142,7 @@ def token_accuracy(
     mask: npt.ArrayLike | None = None,
     *,
     ignore_index: int | None = None,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
 ) -> Any:
     r"""Masked token accuracy: 1 where the arg-max of the logits is the label, else 0, reduced.
 
@@ -181,7 +181,7 @@ def _accuracy_pipeline(
     mask: npt.ArrayLike | None = None,
     *,
     ignore_index: int | None = None,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
 ) -> Pipeline:
     x, lab, valid = _logits_and_valid(logits, mask, labels, ignore_index, labels_required=True)
     assert lab is not None

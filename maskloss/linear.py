@@ -31,7 +31,7 @@ and the three gradients cost four (the logits are recomputed once rather than st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -47,10 +47,18 @@ from maskloss._checks import (
     check_sample_weight,
     first_bad_position,
 )
-from maskloss._types import BoolArray, FloatArray, IntArray
+from maskloss._types import BoolArray, FloatArray, IntArray, Reduction
+from maskloss.head import RunningLogSumExp, apply_head, head_grad, z_loss_from_lse, z_loss_slope
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, unscale
 
-__all__ = ["TOKEN_TILE", "VOCAB_TILE", "linear_cross_entropy", "linear_cross_entropy_value_and_grad"]
+__all__ = [
+    "TOKEN_TILE",
+    "VOCAB_TILE",
+    "LogitStats",
+    "linear_cross_entropy",
+    "linear_cross_entropy_value_and_grad",
+    "linear_logit_stats",
+]
 
 #: Rows (valid tokens) of one tile.
 TOKEN_TILE = 4096
@@ -75,12 +83,17 @@ class _Head:
     temperature: float
     valid: BoolArray
     sample_weight: FloatArray  # (steps shape), 0 at masked steps
-    reduction: str
+    reduction: Reduction
     hidden_shape: tuple[int, ...]
 
     @property
     def vocab(self) -> int:
         return int(self.weight.shape[0])
+
+    @property
+    def transformed(self) -> bool:
+        """Whether the head options change the logits (a temperature or a softcap)."""
+        return self.temperature != 1.0 or self.softcap is not None
 
 
 def _finite_everywhere(x: np.ndarray[Any, Any], name: str) -> None:
@@ -103,7 +116,7 @@ def _check(
     z_loss: float,
     softcap: float | None,
     temperature: float,
-    reduction: str,
+    reduction: Reduction,
     sample_weight: npt.ArrayLike | None,
 ) -> _Head:
     h = as_numeric(hidden, "hidden", min_ndim=1)
@@ -168,7 +181,10 @@ def _f64(x: np.ndarray[Any, Any]) -> FloatArray:
 
 
 class _Tile:
-    """Logits of one (token tile, vocabulary tile) pair, with the head transforms applied."""
+    """Logits of one (token tile, vocabulary tile) pair, with the head transforms applied.
+
+    :func:`maskloss.head.apply_head` applies the temperature and the softcap in place.
+    """
 
     def __init__(self, head: _Head, h64: FloatArray, v0: int, v1: int) -> None:
         self.v0, self.v1 = v0, v1
@@ -176,13 +192,8 @@ class _Tile:
         z = h64 @ self.w64.T
         if head.bias is not None:
             z += _f64(head.bias[v0:v1])
-        if head.temperature != 1.0:
-            z /= head.temperature
-        self.tanh: FloatArray | None = None
-        if head.softcap is not None:
-            np.divide(z, head.softcap, out=z)
-            self.tanh = np.tanh(z, out=z)
-            z = self.tanh * head.softcap
+        if head.transformed:
+            apply_head(z, temperature=head.temperature, cap=head.softcap, out=z)
         self.z = z
 
 
@@ -193,8 +204,7 @@ def _class_weight_tile(head: _Head, v0: int, v1: int) -> FloatArray | None:
 def _log_sum_exp_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Per row: the log-sum-exp, the target logit and the (class-weighted) sum of logits."""
     n = h64.shape[0]
-    running_max = np.full(n, -np.inf)
-    running_sum = np.zeros(n)
+    lse = RunningLogSumExp(n)
     target = np.zeros(n)
     logit_sum = np.zeros(n)
     for v0, v1 in _tiles(head.vocab, VOCAB_TILE):
@@ -205,14 +215,28 @@ def _log_sum_exp_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[F
         if head.smoothing:
             cw = _class_weight_tile(head, v0, v1)
             logit_sum += z.sum(axis=1) if cw is None else z @ cw
-        tile_max = z.max(axis=1)
-        new_max = np.maximum(running_max, tile_max)
-        running_sum *= np.exp(running_max - new_max)
-        z -= new_max[:, None]
-        np.exp(z, out=z)
-        running_sum += z.sum(axis=1)
-        running_max = new_max
-    return running_max + np.log(running_sum), target, logit_sum
+        lse.add(z)
+    return lse.value(), target, logit_sum
+
+
+def _stats_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[FloatArray, FloatArray, IntArray]:
+    """Per row: the log-sum-exp, the target logit and the first index of the largest logit."""
+    n = h64.shape[0]
+    lse = RunningLogSumExp(n)
+    target = np.zeros(n)
+    best = np.full(n, -np.inf)
+    argmax = np.zeros(n, dtype=np.intp)
+    for v0, v1 in _tiles(head.vocab, VOCAB_TILE):
+        z = _Tile(head, h64, v0, v1).z
+        where = ((labels >= v0) & (labels < v1)).nonzero()[0]
+        target[where] = z[where, labels[where] - v0]
+        tile_arg = np.argmax(z, axis=1)
+        tile_best = z[np.arange(n), tile_arg]
+        better = tile_best > best  # strict: the first maximum wins a tie across tiles
+        argmax[better] = tile_arg[better] + v0
+        best[better] = tile_best[better]
+        lse.add(z)
+    return lse.value(), target, argmax
 
 
 def _row_losses(
@@ -226,7 +250,7 @@ def _row_losses(
         total_cw = float(head.vocab) if cw is None else float(cw.sum())
         loss += (eps / head.vocab) * (total_cw * lse - logit_sum)
     if head.z_loss:
-        loss += head.z_loss * lse * lse
+        loss += z_loss_from_lse(lse, head.z_loss)
     return loss
 
 
@@ -262,11 +286,12 @@ def _backward(head: _Head, factor: FloatArray) -> tuple[FloatArray, FloatArray, 
         lse, _, _ = _log_sum_exp_pass(head, h64, labels)
         gold_weight = np.ones(rows.shape[0]) if cw is None else cw[labels]
         total_cw = float(vocab) if cw is None else float(cw.sum())
-        a = g * ((1.0 - eps) * gold_weight + (eps / vocab) * total_cw + 2.0 * head.z_loss * lse)
+        a = g * ((1.0 - eps) * gold_weight + (eps / vocab) * total_cw + z_loss_slope(lse, head.z_loss))
         gold = g * (1.0 - eps) * gold_weight
         dh = np.zeros_like(h64)
         for v0, v1 in _tiles(vocab, VOCAB_TILE):
             tile = _Tile(head, h64, v0, v1)
+            capped = tile.z.copy() if head.softcap is not None else tile.z  # the chain rule needs h
             dz = tile.z
             dz -= lse[:, None]
             np.exp(dz, out=dz)
@@ -277,10 +302,8 @@ def _backward(head: _Head, factor: FloatArray) -> tuple[FloatArray, FloatArray, 
             if eps:
                 cw_tile = np.ones(v1 - v0) if cw is None else cw[v0:v1]
                 dz -= np.multiply.outer(g * (eps / vocab), cw_tile)
-            if tile.tanh is not None:
-                dz *= 1.0 - tile.tanh * tile.tanh
-            if head.temperature != 1.0:
-                dz /= head.temperature
+            if head.transformed:
+                dz = head_grad(capped, dz, temperature=head.temperature, cap=head.softcap)
             dh += dz @ tile.w64
             if single_token_tile:
                 np.matmul(dz.T, h64, out=d_weight[v0:v1])
@@ -314,6 +337,55 @@ def _value(head: _Head, losses: FloatArray) -> Any:
     return unscale(value, head.reduction, exponent)
 
 
+class LogitStats(NamedTuple):
+    """Per-step statistics of the head's logits (0, or -1 for ``argmax``, at masked steps)."""
+
+    lse: FloatArray
+    target: FloatArray
+    argmax: IntArray
+
+
+def linear_logit_stats(
+    hidden: npt.ArrayLike,
+    weight: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    bias: npt.ArrayLike | None = None,
+    ignore_index: int | None = None,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+) -> LogitStats:
+    r"""Per valid step: :math:`\mathrm{lse}(z')`, the target logit :math:`z'_y` and :math:`\arg\max_c z'_c`.
+
+    The logits :math:`z'` are those of :func:`linear_cross_entropy` (bias, temperature,
+    softcap), computed in the same tiles and never held; ties in the arg max go to the
+    smallest class index. What fused kernels log next to the loss (the z-loss
+    :math:`\mathrm{lse}^2`, token accuracy, predicted tokens, :math:`p_y = e^{z'_y - \mathrm{lse}}`)
+    follows from these.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.linear import linear_logit_stats
+    >>> stats = linear_logit_stats([[1.0, 0.0], [0.0, 0.0]], np.eye(2), [1, -100], ignore_index=-100)
+    >>> stats.lse.round(6).tolist(), stats.target.tolist(), stats.argmax.tolist()  # log(e + 1) = 1.313262
+    ([1.313262, 0.0], [0.0, 0.0], [0, -1])
+    """
+    head = _check(
+        hidden, weight, labels, mask, bias, ignore_index, 0.0, None, 0.0, softcap, temperature, "none", None,
+    )
+    lse = np.zeros(head.rows.shape[0])
+    target = np.zeros(head.rows.shape[0])
+    argmax = np.zeros(head.rows.shape[0], dtype=np.intp)
+    for t0, t1 in _tiles(head.rows.shape[0], TOKEN_TILE):
+        h64 = _f64(head.hidden[head.rows[t0:t1]])
+        lse[t0:t1], target[t0:t1], argmax[t0:t1] = _stats_pass(head, h64, head.labels[t0:t1])
+    arg_steps = np.full(head.valid.size, -1, dtype=np.intp)
+    arg_steps[head.rows] = argmax
+    return LogitStats(_per_step(head, lse), _per_step(head, target), arg_steps.reshape(head.valid.shape))
+
+
 def linear_cross_entropy(
     hidden: npt.ArrayLike,
     weight: npt.ArrayLike,
@@ -327,7 +399,7 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     temperature: float = 1.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked cross-entropy of the logits :math:`hW^\top + b`, without holding them.
@@ -398,7 +470,7 @@ def linear_cross_entropy_value_and_grad(
     z_loss: float = 0.0,
     softcap: float | None = None,
     temperature: float = 1.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
     cotangent: npt.ArrayLike | None = None,
 ) -> tuple[Any, tuple[FloatArray, FloatArray, FloatArray | None]]:

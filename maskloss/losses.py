@@ -40,7 +40,7 @@ from maskloss._checks import (
     check_sample_weight,
 )
 from maskloss._rows import StepFn, as_rows, check_probabilities, map_rows, scratch, to_float64
-from maskloss._types import BoolArray, FloatArray
+from maskloss._types import BoolArray, FloatArray, Reduction
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, reduce_terms, unscale
 
 __all__ = [
@@ -103,7 +103,7 @@ class Pipeline:
     arrays: tuple[np.ndarray[Any, Any], ...]
     valid: BoolArray
     weight: FloatArray
-    reduction: str
+    reduction: Reduction
     pred_shape: tuple[int, ...]
     step_weight: FloatArray | None = None
 
@@ -206,7 +206,7 @@ def _regression(
     y_true: npt.ArrayLike,
     y_pred: npt.ArrayLike,
     mask: npt.ArrayLike | None,
-    reduction: str,
+    reduction: Reduction,
     sample_weight: npt.ArrayLike | None,
 ) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
@@ -227,7 +227,7 @@ def _mae_pipeline(
     y_pred: npt.ArrayLike,
     mask: npt.ArrayLike | None = None,
     *,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Pipeline:
     loss, derivative = pointwise.absolute_error, pointwise.absolute_error_grad
@@ -239,7 +239,7 @@ def _mse_pipeline(
     y_pred: npt.ArrayLike,
     mask: npt.ArrayLike | None = None,
     *,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Pipeline:
     loss, derivative = pointwise.squared_error, pointwise.squared_error_grad
@@ -251,7 +251,7 @@ def mae(
     y_pred: npt.ArrayLike,
     mask: npt.ArrayLike | None = None,
     *,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked mean absolute error.
@@ -299,7 +299,7 @@ def mse(
     y_pred: npt.ArrayLike,
     mask: npt.ArrayLike | None = None,
     *,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked mean squared error: :math:`\ell_{bt} = \frac1F\sum_f (y_{btf} - \hat y_{btf})^2`.
@@ -322,7 +322,7 @@ def binary_crossentropy(
     *,
     from_logits: bool = False,
     label_smoothing: float = 0.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked binary cross-entropy, mean over the last axis (Keras).
@@ -355,7 +355,7 @@ def _binary_pipeline(
     *,
     from_logits: bool = False,
     label_smoothing: float = 0.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
@@ -388,7 +388,7 @@ def categorical_crossentropy(
     from_logits: bool = False,
     label_smoothing: float = 0.0,
     class_weight: npt.ArrayLike | None = None,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked cross-entropy with dense (one-hot or soft) targets.
@@ -446,7 +446,7 @@ def _categorical_pipeline(
     from_logits: bool = False,
     label_smoothing: float = 0.0,
     class_weight: npt.ArrayLike | None = None,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
@@ -483,7 +483,7 @@ def sparse_categorical_crossentropy(
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     class_weight: npt.ArrayLike | None = None,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked cross-entropy with integer labels, exactly as torch's ``cross_entropy`` weighs it.
@@ -542,7 +542,7 @@ def _sparse_pipeline(
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     class_weight: npt.ArrayLike | None = None,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Pipeline:
     labels = as_numeric(y_true, "y_true")

@@ -1,126 +1,123 @@
-"""maskloss.conventions.liger.cross_entropy against the torch reference Liger's own tests use.
+"""conventions.liger.fused_linear_cross_entropy against Liger's own reference, run for real in torch.
 
-Liger-Kernel's Triton kernel needs a GPU, so it cannot run here, and its tests hold no literal
-golden numbers: ``test/transformers/test_cross_entropy.py`` (linkedin/Liger-Kernel) asserts that
-the kernel equals a torch reference, ``CrossEntropyWithZLoss`` (``F.cross_entropy`` with
-``weight``/``label_smoothing``/``ignore_index``/``reduction``, plus ``lse_square_scale * lse**2``
-on the kept rows, summed and divided by the number of kept rows for ``"mean"``), applied to
-``softcap * tanh(x / softcap)`` for the softcap cases. That reference is transcribed below and run
-on CPU in float64 (``rtol=1e-12``); the behaviours the reference does not cover (the all-ignored
-``"mean"``, token accuracy, predicted tokens) are read from the kernel source of liger-kernel
-0.8.5 and checked with numbers worked out by hand.
+Liger's kernels are Triton (GPU only), so the kernel itself cannot run here. Its tests
+(liger-kernel 0.8.5, test/transformers/test_cross_entropy.py and
+test_fused_linear_cross_entropy.py) compare the kernel with a torch reference:
+``CrossEntropyWithZLoss`` = ``F.cross_entropy(logits.float(), targets, weight=ce_weight,
+reduction=..., label_smoothing=..., ignore_index=...)`` plus
+``where(kept, lse_square_scale * lse**2, 0)`` summed and divided by the kept count for
+"mean"; ``_liger_reference`` below transcribes it (in float64), and the token-scaling
+reference of test_fused_linear_cross_entropy.py (loss times the detached target
+probability). The rules the reference does not cover (0 for an all-ignored "mean",
+token accuracy) are read from the kernel source and checked against a loop.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
-from maskloss.conventions import liger
+from maskloss.conventions.liger import CrossEntropyOutput, fused_linear_cross_entropy
+from tests.oracles_linear import linear_sparse
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
 
 
-def liger_test_reference(logits, targets, *, weight=None, lse_square_scale=0.0, reduction="mean",
-                         ignore_index=-100, label_smoothing=0.0, softcap=None):
-    """Liger's CrossEntropyWithZLoss (its test oracle), softcap first as its softcap tests do; float64 here."""
+def _liger_reference(weight, x, target, bias, ce_weight, lse_square_scale, label_smoothing, reduction, softcap,
+                     token_scaling=False):
+    logits = torch.from_numpy(x) @ torch.from_numpy(weight).T
+    if bias is not None:
+        logits = logits + torch.from_numpy(bias)
     if softcap is not None:
         logits = softcap * torch.tanh(logits / softcap)
-    target_mask = targets != ignore_index
-    ce_loss = F.cross_entropy(logits, targets, weight=weight, reduction=reduction,
-                              label_smoothing=label_smoothing, ignore_index=ignore_index)
+    t = torch.from_numpy(target)
+    cw = None if ce_weight is None else torch.from_numpy(ce_weight)
+    kept = t != -100
+    if token_scaling:  # test_fused_linear_cross_entropy.py: per-token losses times detached p_y
+        ce = F.cross_entropy(logits, t, weight=cw, reduction="none", label_smoothing=label_smoothing)
+        if reduction == "mean":
+            ce = ce / (kept.sum() if cw is None else cw[t.clamp(min=0)][kept].sum())
+    else:
+        ce = F.cross_entropy(logits, t, weight=cw, reduction=reduction, label_smoothing=label_smoothing)
     lse = torch.logsumexp(logits, dim=-1)
-    z_loss = torch.where(target_mask, lse_square_scale * (lse**2), 0.0)
+    z = torch.where(kept, lse_square_scale * lse**2, 0.0)
     if reduction == "mean":
-        z_loss = z_loss.sum() / target_mask.sum()
-    elif reduction == "sum":
-        z_loss = z_loss.sum()
-    return ce_loss + z_loss, z_loss
+        z = z / kept.sum()
+    if token_scaling:
+        p = torch.softmax(logits, dim=-1).gather(-1, t.clamp(min=0)[:, None])[:, 0]
+        total = torch.where(kept, (ce + z) * p, 0.0)
+        return total if reduction == "none" else total.sum()
+    return ce + (z if reduction == "none" else z.sum())
 
 
-OPTIONS = [
-    {},
-    {"lse_square_scale": 1e-4},
-    {"lse_square_scale": 0.3, "label_smoothing": 0.1},
-    {"softcap": 30.0},
-    {"softcap": 2.0, "lse_square_scale": 0.05, "label_smoothing": 0.2},
-    {"weight": True, "label_smoothing": 0.1},
-    {"weight": True, "lse_square_scale": 0.1, "softcap": 3.0, "ignore_index": 2},
-]
+def _case(seed, bias=True, weights=False, BT=11, H=5, V=13):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((BT, H))
+    weight = rng.standard_normal((V, H))
+    b = rng.standard_normal(V) if bias else None
+    target = rng.integers(0, V, BT)
+    target[rng.random(BT) < 0.3] = -100
+    ce_weight = rng.uniform(0.2, 2.0, V) if weights else None
+    return weight, x, target, b, ce_weight
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(o) or "plain")
-def test_cross_entropy_matches_the_liger_test_reference(reduction, options):
-    rng = np.random.default_rng(0)
-    rows, vocab = 24, 11
-    x = rng.normal(0, 4, (rows, vocab))
-    opts = dict(options)
-    ignore_index = opts.pop("ignore_index", -100)
-    target = rng.integers(0, vocab, rows)
-    target[rng.random(rows) < 0.3] = ignore_index
-    target[0] = 1 if ignore_index != 1 else 0
-    weight = rng.uniform(0.2, 2.0, vocab) if opts.pop("weight", False) else None
-    out = liger.cross_entropy(x, target, weight, ignore_index=ignore_index, reduction=reduction,
-                              return_z_loss=True, **opts)
-    ref_loss, ref_z = liger_test_reference(
-        torch.tensor(x), torch.tensor(target), weight=None if weight is None else torch.tensor(weight),
-        reduction=reduction, ignore_index=ignore_index, **opts)
-    np.testing.assert_allclose(out.loss, ref_loss.numpy(), rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(out.z_loss, ref_z.numpy(), rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(liger.cross_entropy(x, target, weight, ignore_index=ignore_index,
-                                                   reduction=reduction, **opts), out.loss, rtol=0)
+@pytest.mark.parametrize("options", [
+    {}, {"label_smoothing": 0.1}, {"lse_square_scale": 1e-2}, {"softcap": 3.0},
+    {"label_smoothing": 0.2, "lse_square_scale": 1e-3, "softcap": 2.0},
+])
+@pytest.mark.parametrize("weights", [False, True])
+def test_matches_liger_reference(reduction, options, weights):
+    weight, x, target, b, cw = _case(0, weights=weights)
+    ls, zs, cap = options.get("label_smoothing", 0.0), options.get("lse_square_scale", 0.0), options.get("softcap")
+    got = fused_linear_cross_entropy(weight, x, target, b, cw, -100, zs, ls, reduction, cap)
+    expected = _liger_reference(weight, x, target, b, cw, zs, ls, reduction, cap)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-12, atol=1e-15)
 
 
-def test_golden_numbers_worked_by_hand():
-    x = np.array([[0.0, 0.0], [0.0, math.log(3.0)], [5.0, 5.0]])
-    target = np.array([0, 1, -100])
-    out = liger.cross_entropy(x, target, lse_square_scale=0.1, return_z_loss=True, return_token_accuracy=True,
-                              return_predicted_tokens=True, reduction="none")
-    # row 0: log 2 + 0.1 log(2)^2; row 1: -log(3/4) + 0.1 log(4)^2; row 2 ignored
-    np.testing.assert_allclose(out.loss, [math.log(2) + 0.1 * math.log(2) ** 2,
-                                          math.log(4 / 3) + 0.1 * math.log(4) ** 2, 0.0], rtol=1e-15)
-    np.testing.assert_allclose(out.z_loss, [0.1 * math.log(2) ** 2, 0.1 * math.log(4) ** 2, 0.0], rtol=1e-15)
-    # ties go to the first class (the kernel's tl.min over the maximal offsets); ignored rows: 0 and -1
-    np.testing.assert_array_equal(out.token_accuracy, [1.0, 1.0, 0.0])
-    np.testing.assert_array_equal(out.predicted_tokens, [0, 1, -1])
-    summed = liger.cross_entropy(x, target, reduction="sum", return_token_accuracy=True)
-    assert summed.token_accuracy == 1.0  # a mean over the kept rows even for "sum"
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_token_scaling_matches_liger_reference(reduction):
+    weight, x, target, b, _ = _case(1)
+    got = fused_linear_cross_entropy(weight, x, target, b, None, -100, 1e-2, 0.1, reduction, 4.0,
+                                     use_token_scaling=True)
+    expected = _liger_reference(weight, x, target, b, None, 1e-2, 0.1, reduction, 4.0, token_scaling=True)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-12, atol=1e-15)
 
 
-def test_all_ignored_mean_is_zero_and_its_accuracy_nan():
-    x = np.zeros((3, 4))
-    target = np.full(3, -100)
-    out = liger.cross_entropy(x, target, lse_square_scale=0.1, return_z_loss=True, return_token_accuracy=True)
-    assert out.loss == 0.0 and out.z_loss == 0.0  # the kernel returns early on every row and sums zeros
-    assert math.isnan(out.token_accuracy)
-    ref, _ = liger_test_reference(torch.tensor(x), torch.tensor(target), lse_square_scale=0.1)
-    assert math.isnan(ref.item())  # what torch's cross-entropy (and the test reference) would say
+def test_all_ignored_mean_is_zero_and_accuracy_nan():
+    weight, x, target, b, _ = _case(2)
+    target[:] = -100
+    out = fused_linear_cross_entropy(weight, x, target, b, return_z_loss=True, return_token_accuracy=True)
+    assert isinstance(out, CrossEntropyOutput)
+    assert out.loss == 0.0 and out.z_loss == 0.0  # F.cross_entropy would give NaN
+    assert np.isnan(out.token_accuracy)
 
 
-def test_softcap_keeps_the_padded_vocabulary_lane_out():
-    rng = np.random.default_rng(1)
-    x = rng.normal(0, 3, (5, 6))
-    padded = np.concatenate([x, np.full((5, 2), -np.inf)], axis=1)
-    target = rng.integers(0, 6, 5)
-    np.testing.assert_allclose(liger.cross_entropy(padded, target, softcap=2.0, lse_square_scale=0.1),
-                               liger.cross_entropy(x, target, softcap=2.0, lse_square_scale=0.1), rtol=1e-15)
+def test_z_loss_accuracy_and_predicted_tokens_against_a_loop():
+    weight, x, target, b, cw = _case(3, weights=True)
+    out = fused_linear_cross_entropy(weight, x, target, b, cw, lse_square_scale=0.5, return_z_loss=True,
+                                     return_token_accuracy=True, return_predicted_tokens=True)
+    kept = [i for i in range(len(target)) if target[i] != -100]
+    logits = [x[i] @ weight.T + b for i in range(len(target))]
+    lse = [np.log(np.sum(np.exp(row))) for row in logits]
+    assert out.z_loss == pytest.approx(sum(0.5 * lse[i] ** 2 for i in kept) / len(kept), rel=1e-12)
+    # the mean's z-loss is divided by the count, the cross-entropy by the summed class weights
+    ce = linear_sparse(x[None], weight, target[None], np.ones((1, len(target)), bool), ignore_index=-100, bias=b,
+                       class_weight=cw)["token_mean"]
+    assert out.loss == pytest.approx(ce + out.z_loss, rel=1e-12)
+    predicted = [int(np.argmax(logits[i])) if target[i] != -100 else -1 for i in range(len(target))]
+    assert out.predicted_tokens.tolist() == predicted
+    assert out.token_accuracy == pytest.approx(sum(predicted[i] == target[i] for i in kept) / len(kept))
 
 
-@pytest.mark.parametrize(
-    "kwargs,error,match",
-    [
-        ({"target": np.array([0, 7])}, ValueError, "out of bounds"),
-        ({"reduction": "batchmean"}, ValueError, "reduction"),
-        ({"lse_square_scale": -1.0}, ValueError, "lse_square_scale"),
-        ({"softcap": 0.0}, ValueError, "softcap"),
-        ({"label_smoothing": 2.0}, ValueError, "label_smoothing"),
-        ({"weight": np.ones(3)}, ValueError, "size V"),
-    ],
-)
-def test_bad_input_is_named(kwargs, error, match):
-    args = {"input": np.zeros((2, 4)), "target": np.array([0, 1]), **kwargs}
-    with pytest.raises(error, match=match):
-        liger.cross_entropy(**args)
+def test_bad_input_is_named():
+    weight, x, target, _, _ = _case(4)
+    with pytest.raises(ValueError, match="reduction"):
+        fused_linear_cross_entropy(weight, x, target, reduction="token_mean")
+    with pytest.raises(ValueError, match=r"_input \(BT, H\)"):
+        fused_linear_cross_entropy(weight, x[None], target[None])
+    with pytest.raises(ValueError, match="outside"):
+        fused_linear_cross_entropy(weight, x, np.full(len(target), 99))
+    with pytest.raises(TypeError, match="return_z_loss"):
+        fused_linear_cross_entropy(weight, x, target, return_z_loss=1)

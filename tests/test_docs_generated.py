@@ -186,7 +186,7 @@ def test_conformance_output_shows_versions_errors_and_missing_frameworks(monkeyp
         FrameworkRun("torch", "torch", "2.13.0", "ok", (result,)),
         FrameworkRun("optax", "optax", None, "not installed"),
     ]
-    monkeypatch.setattr(table, "run_all", lambda: runs)  # the per-process runner of the table
+    monkeypatch.setattr(table, "run_all", lambda seed, n_cases: runs)  # maskloss.conformance.run_all
     text = table.render()
     assert "| torch | 2.13.0 | `cross_entropy` | 3 | 1.5e-16 | 2e-16 | pass |" in text
     assert "| optax |  | not installed |" in text

@@ -27,3 +27,16 @@ def test_litgpt_imports_in_ci():
     from litgpt.utils import chunked_cross_entropy
 
     assert callable(chunked_cross_entropy)
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="only CI is required to have every framework installed")
+def test_cut_cross_entropy_imports_in_ci():
+    """Cut Cross-Entropy must import, in a process of its own: its Triton and TensorFlow in one
+    process abort it (both register the same LLVM options), and this process may hold TensorFlow."""
+    import subprocess
+    import sys
+
+    code = "import cut_cross_entropy, triton; print(cut_cross_entropy.linear_cross_entropy.__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "linear_cross_entropy"

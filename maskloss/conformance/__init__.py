@@ -24,11 +24,16 @@ both are NaN, or both are the same infinity, or
 near 0. Each module states its ``tol`` in the result's ``note`` (about ``1e-12`` for
 frameworks that compute in float64, float32 rounding for those that cannot).
 
-:func:`run_all` imports each conformance module with :mod:`importlib` only when it runs,
-so ``maskloss conformance`` needs no framework to start: a module missing from this
-checkout or a framework that is not installed shows as ``not installed``; a crash in a
-framework becomes a failing row carrying the error text. Every framework gets a fresh
-``numpy.random.default_rng(seed)``, so its cases do not depend on which others ran.
+:func:`run_all` runs each framework in a Python process of its own
+(:func:`run_isolated`): frameworks cannot disturb one another there (Triton, which Cut
+Cross-Entropy needs and TRL imports when present, and TensorFlow both register the same
+LLVM options, and a process that loads both aborts), and a framework that kills its
+process becomes a failing row instead of ending the run. The child imports the
+conformance module with :mod:`importlib` only when it runs, so ``maskloss conformance``
+needs no framework to start: a module missing from this checkout or a framework that is
+not installed shows as ``not installed``; a crash in a framework becomes a failing row
+carrying the error text. Every framework gets a fresh ``numpy.random.default_rng(seed)``,
+so its cases do not depend on which others ran.
 
 Examples
 --------
@@ -48,13 +53,18 @@ import contextlib
 import importlib
 import json
 import os
+import pickle
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,6 +85,8 @@ __all__ = [
     "nothing_checked",
     "random_mask",
     "run_all",
+    "run_isolated",
+    "run_one",
     "to_json",
 ]
 
@@ -289,14 +301,97 @@ def _run_one(name: str, seed: int, n_cases: int) -> FrameworkRun:
                         detail="" if results else "the module compared nothing")
 
 
-def run_all(seed: int = 0, n_cases: int = DEFAULT_CASES) -> list[FrameworkRun]:
+#: What a child process of :func:`run_isolated` runs: :func:`run_one`, pickled to a file.
+_CHILD = (
+    "import pickle, sys\n"
+    "from maskloss.conformance import run_one\n"
+    "run = run_one(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))\n"
+    "with open(sys.argv[4], 'wb') as f:\n"
+    "    pickle.dump(run, f)\n"
+)
+#: Seconds one framework may take in its child process before it counts as a failure.
+CHILD_TIMEOUT = 1800.0
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    kept = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
+
+
+def _died(name: str, why: str) -> FrameworkRun:
+    nan = float("nan")
+    row = ConformanceResult(name, "?", "(child process died)", 0, nan, nan, nan, False, why)
+    return FrameworkRun(name, name, None, "FAIL", (row,), detail=why)
+
+
+def run_isolated(
+    name: str, seed: int = 0, n_cases: int = DEFAULT_CASES, *, timeout: float = CHILD_TIMEOUT
+) -> FrameworkRun:
+    """:func:`run_one` in a fresh Python process of this interpreter and this maskloss.
+
+    The child's output goes to this process's stderr (after :func:`run_one` has dropped
+    TensorFlow's start-up noise), never to stdout, so the table and ``--json`` stay clean.
+    A child that dies (a signal, an exit before it reports) or runs past ``timeout``
+    seconds gives a ``"FAIL"`` run whose detail says how it ended and its last stderr lines.
+    """
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([package_parent, *filter(None, [env.get("PYTHONPATH")])])
+    with tempfile.TemporaryDirectory(prefix="maskloss-conformance-") as tmp:
+        report = Path(tmp) / "run.pickle"
+        command = [sys.executable, "-c", _CHILD, name, str(seed), str(n_cases), str(report)]
+        try:
+            child = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                                   text=True, errors="replace", timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return _died(name, f"the child process ran past {timeout:g} s and was stopped")
+        output = child.stdout + child.stderr
+        if output.strip():
+            sys.stderr.write(output if output.endswith("\n") else output + "\n")
+        if child.returncode == 0 and report.exists():
+            with report.open("rb") as f:
+                run: FrameworkRun = pickle.load(f)
+            return run
+    if child.returncode < 0:
+        try:
+            how = f"signal {signal.Signals(-child.returncode).name}"
+        except ValueError:
+            how = f"signal {-child.returncode}"
+        why = f"the child process was killed by {how}"
+    else:
+        why = f"the child process exited with code {child.returncode} before reporting"
+    tail = _tail(child.stderr)
+    return _died(name, f"{why}; its last stderr lines: {tail}" if tail else why)
+
+
+def run_all(
+    seed: int = 0,
+    n_cases: int = DEFAULT_CASES,
+    *,
+    isolate: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> list[FrameworkRun]:
     """Run every module of :data:`FRAMEWORK_MODULES`, then list :data:`NOT_INSTALLABLE`.
+
+    Each framework runs in a process of its own (:func:`run_isolated`) unless ``isolate``
+    is False (then all run in this process, in turn: quicker to start, but Triton and
+    TensorFlow in one process abort it). ``progress``, when given, receives one line
+    before and after each framework (the command line prints them on stderr).
 
     Returns one :class:`FrameworkRun` per framework, in table order.
     """
     if isinstance(n_cases, bool) or not isinstance(n_cases, int) or n_cases < 1:
         raise ValueError(f"n_cases must be a positive int, got {n_cases!r}")
-    runs = [run_one(name, seed, n_cases) for name in FRAMEWORK_MODULES]
+    runs = []
+    for i, name in enumerate(FRAMEWORK_MODULES, 1):
+        if progress is not None:
+            progress(f"[{i}/{len(FRAMEWORK_MODULES)}] {name} ...")
+        start = time.perf_counter()
+        run = run_isolated(name, seed, n_cases) if isolate else run_one(name, seed, n_cases)
+        if progress is not None:
+            progress(f"[{i}/{len(FRAMEWORK_MODULES)}] {name}: {run.status} "
+                     f"({len(run.results)} conventions, {time.perf_counter() - start:.1f} s)")
+        runs.append(run)
     runs += [FrameworkRun(name, name, None, NOT_INSTALLABLE_STATUS) for name in NOT_INSTALLABLE]
     return runs
 
@@ -350,6 +445,13 @@ def format_table(runs: list[FrameworkRun], *, seed: int, n_cases: int, allow_non
 
     lines = [f"maskloss conformance: seed {seed}, {n_cases} random padded batches per convention; "
              "largest errors", ""]
+    lines += [
+        "A convention passes when every number compared (values and, where checked, gradients) has",
+        "    |maskloss - framework| <= tol * max(1, |framework|),",
+        "that is an absolute error within tol near 0 and a relative error within tol above 1.",
+        "The columns show the largest absolute and relative error over all of them.",
+        "",
+    ]
     lines += line(header) + line(tuple("-" * w for w in widths))
     notes: list[str] = []
     for run in runs:

@@ -1,4 +1,8 @@
-r"""Hugging Face transformers' causal-LM loss, as NumPy truth in float64.
+r"""Hugging Face transformers' causal-LM loss and padding-free collator, as NumPy truth in float64.
+
+:func:`data_collator_with_flattening` is ``DataCollatorWithFlattening`` (documents packed
+into one row, each document's first label replaced by the separator, position ids that
+restart per document); what follows is about :func:`for_causal_lm_loss`.
 
 Reproduces ``ForCausalLMLoss`` and ``fixed_cross_entropy`` of
 ``transformers/loss/loss_utils.py``, **transformers 4.46 - 5.24** (``num_items_in_batch``
@@ -48,6 +52,7 @@ for the same (float32) logits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,7 +61,7 @@ import numpy.typing as npt
 from maskloss._checks import as_numeric
 from maskloss.conventions.torch import cross_entropy
 
-__all__ = ["for_causal_lm_loss"]
+__all__ = ["data_collator_with_flattening", "for_causal_lm_loss"]
 
 
 def _shift(labels: np.ndarray[Any, Any], ignore_index: int) -> np.ndarray[Any, Any]:
@@ -134,3 +139,95 @@ def for_causal_lm_loss(
     with np.errstate(divide="ignore", invalid="ignore"):
         out: np.float64 = np.float64(total) / np.float64(count)
     return out
+
+
+def data_collator_with_flattening(
+    features: Sequence[Mapping[str, npt.ArrayLike]],
+    *,
+    separator_id: int = -100,
+    return_position_ids: bool = True,
+    return_flash_attn_kwargs: bool = False,
+    return_seq_idx: bool = False,
+    position_ids_start: int = 0,
+) -> dict[str, Any]:
+    r"""``transformers.DataCollatorWithFlattening()(features, return_tensors="np")``, exactly.
+
+    Reproduces the padding-free collator of **transformers 5.24** (checked against it by
+    ``maskloss conformance`` and the tests). Every feature (a document: ``input_ids`` and
+    optionally ``labels``) is concatenated into **one** row of shape ``(1, total)``:
+
+    * ``labels``: each document's labels with its *first* label replaced by
+      ``separator_id`` (its ``input_ids`` when it has no labels). After the causal shift of
+      :func:`for_causal_lm_loss` the last token of a document "predicts" that separator, so
+      no label is predicted across a document boundary;
+    * ``position_ids``: ``position_ids_start, position_ids_start + 1, ...`` restarting at
+      every document (what :func:`maskloss.segment_ids_from_position_ids` reads back);
+    * ``seq_idx``: the document of each token (int32), and with
+      ``return_flash_attn_kwargs`` ``cu_seq_lens_q``/``cu_seq_lens_k`` (int32, the
+      cumulative lengths ``[0, l_0, l_0 + l_1, ...]``) and ``max_length_q``/``max_length_k``
+      (Python ints).
+
+    Empty documents are dropped; a batch of only empty documents raises, as HF does.
+
+    What the model loss then computes on the packed row is the **token mean over every
+    document's tokens after its first** (each document's first token is never a target):
+    the same number as ``sparse_categorical_crossentropy(..., reduction="token_mean")`` on
+    the padded batch of the same documents with the causal shift inside each document.
+    Long documents weigh more than short ones; a per-document mean (``"sequence_mean"``)
+    is a different number, which this collator and HF's loss never compute.
+
+    Examples
+    --------
+    >>> from maskloss.conventions.hf import data_collator_with_flattening
+    >>> batch = data_collator_with_flattening([{"input_ids": [5, 6, 7]}, {"input_ids": [8, 9]}])
+    >>> batch["input_ids"].tolist(), batch["labels"].tolist(), batch["position_ids"].tolist()
+    ([[5, 6, 7, 8, 9]], [[-100, 6, 7, -100, 9]], [[0, 1, 2, 0, 1]])
+    """
+    for flag, name in ((return_position_ids, "return_position_ids"), (return_flash_attn_kwargs,
+                       "return_flash_attn_kwargs"), (return_seq_idx, "return_seq_idx")):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
+    for number, name in ((separator_id, "separator_id"), (position_ids_start, "position_ids_start")):
+        if isinstance(number, bool) or not isinstance(number, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {number!r}")
+    if isinstance(features, Mapping) or not isinstance(features, Sequence):
+        raise TypeError(f"features must be a sequence of mappings with 'input_ids', got {type(features).__name__}")
+    docs = []
+    for i, feature in enumerate(features):
+        if not isinstance(feature, Mapping) or "input_ids" not in feature:
+            raise TypeError(f"features[{i}] must be a mapping with 'input_ids', got {feature!r}")
+        ids = _token_ids(feature["input_ids"], f"features[{i}]['input_ids']")
+        if ids.size:
+            docs.append((i, ids, feature))
+    if not docs:
+        raise ValueError("DataCollatorWithFlattening received a batch where every example is empty.")
+    with_labels = "labels" in docs[0][2]
+    labels = []
+    for i, ids, feature in docs:
+        own = _token_ids(feature["labels"], f"features[{i}]['labels']") if with_labels else ids
+        labels.append(np.concatenate([[np.int64(separator_id)], own[1:]]))
+    lengths = np.array([ids.size for _, ids, _ in docs], dtype=np.int64)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    total = int(lengths.sum())
+    batch: dict[str, Any] = {
+        "input_ids": np.concatenate([ids for _, ids, _ in docs])[None, :],
+        "labels": np.concatenate(labels).astype(np.int64)[None, :],
+    }
+    if return_position_ids:
+        batch["position_ids"] = (np.arange(total, dtype=np.int64) - starts + position_ids_start)[None, :]
+    if return_seq_idx:
+        batch["seq_idx"] = np.repeat(np.arange(lengths.size, dtype=np.int32), lengths)[None, :]
+    if return_flash_attn_kwargs:
+        cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = cu
+        batch["max_length_q"] = batch["max_length_k"] = int(lengths.max())
+    return batch
+
+
+def _token_ids(values: npt.ArrayLike, name: str) -> np.ndarray[Any, Any]:
+    ids = as_numeric(values, name)
+    if ids.ndim != 1:
+        raise ValueError(f"{name} must be one document of token ids (1-d), got shape {ids.shape}")
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+    return ids.astype(np.int64)

@@ -1,78 +1,197 @@
-r"""Liger-Kernel's cross-entropy semantics, as NumPy truth in float64.
+r"""Liger-Kernel's cross-entropy and fused linear cross-entropy, as NumPy truth in float64.
 
-Reproduces ``liger_kernel.transformers.functional.liger_cross_entropy`` of **liger-kernel
-0.8.5** (``liger_kernel/ops/cross_entropy.py``, the Triton kernel
-``liger_cross_entropy_kernel`` and ``cross_entropy_forward``). The kernel needs a GPU, so
-it cannot run here: the mirror is read from that source and checked against the torch
-reference Liger's own tests hold the kernel to (``CrossEntropyWithZLoss`` and the
-softcap-first reference of ``test/transformers/test_cross_entropy.py``), rerun on CPU in
-``tests/test_conventions_liger.py``, and against golden numbers computed by hand.
+Reproduces ``liger_kernel/ops/fused_linear_cross_entropy.py`` and the Triton kernel
+``liger_cross_entropy_kernel`` (``liger_kernel/ops/cross_entropy.py``) of **liger-kernel
+0.8.5**, read from its released source: Liger's kernels are Triton and need a GPU, so
+this mirror is checked (tests/test_conventions_liger.py) against Liger's *own* reference,
+the torch computation its tests compare the kernel with (``CrossEntropyWithZLoss`` in
+``test/transformers/test_cross_entropy.py``: ``F.cross_entropy`` with ``weight``,
+``label_smoothing`` and ``ignore_index`` plus the z-loss term), run for real in float64.
 
-``input`` is ``(BT, V)`` logits, ``target`` ``(BT,)`` class indices. Per row whose target
-is not ``ignore_index``, with :math:`h = c \tanh(x / c)` (``softcap`` :math:`c`, else
-:math:`h = x`), :math:`\operatorname{lse} = \log\sum_v e^{h_v}`, class weights :math:`w`
-(1 without ``weight``), :math:`\varepsilon` = ``label_smoothing``:
+Per kept token :math:`i` (target not ``ignore_index``), with logits
+:math:`x = h W^\top + b`, softcapped to :math:`c\tanh(x/c)` when ``softcap`` is given,
+class weights :math:`w` (``ce_weight``, 1 without), :math:`\varepsilon` =
+``label_smoothing`` and :math:`V` classes:
 
 .. math::
-    \ell = (1 - \varepsilon)\, w_y (\operatorname{lse} - h_y)
-         + \frac{\varepsilon}{V} \sum_v w_v (\operatorname{lse} - h_v), \qquad
-    z = s \operatorname{lse}^2
+    \ell_i = (1-\varepsilon)\,w_{y_i}(\mathrm{lse}_i - x_{i,y_i})
+           + \frac{\varepsilon}{V}\sum_c w_c(\mathrm{lse}_i - x_{ic}), \qquad
+    \zeta_i = s\,\mathrm{lse}_i^2 \ (s = \texttt{lse\_square\_scale}).
 
-(``lse_square_scale`` :math:`s`), and the row's loss is :math:`\ell + z` **inside** the
-returned loss (``return_z_loss`` only reports :math:`z` besides it). Reductions:
-``"none"`` (per row, 0 at ignored rows), ``"sum"``, ``"mean"``: :math:`\sum \ell /
-\sum_{\text{kept}} w_y + \sum z / n` (:math:`n` = kept rows: the z-loss is **not**
-weighted, Liger's TODO).
+``reduction="mean"`` returns :math:`\sum_i \ell_i / \sum_i w_{y_i} + \sum_i \zeta_i / N`
+with :math:`N` the kept tokens: **the z-loss is divided by the token count, not by the
+summed class weights** (a TODO in the kernel: "z_loss is not scaled by weight").
+``"sum"`` returns :math:`\sum_i (\ell_i + \zeta_i)`; ``"none"`` one value per token, 0
+at ignored tokens.
 
 The quirks, stated plainly:
 
-* With every target ignored, ``"mean"`` is **0** (the kernel returns early on every row
-  and sums zeros), where torch's cross-entropy gives NaN; the reported
-  ``token_accuracy`` is then 0/0 = NaN.
-* ``return_token_accuracy``: 1 where the first arg-max of the softcapped logits is the
-  target; for ``"mean"`` **and** ``"sum"`` the mean over the kept rows (a sum is never
-  reported); ``return_predicted_tokens``: the arg-max, -1 at ignored rows.
-* Targets outside ``[0, V)`` that are not ``ignore_index`` raise (Liger asserts "out of
-  bounds"); ``ignore_index`` may be a real class id (then that class is never trained).
-* The kernel computes in float32; this mirror in float64.
+* **An all-ignored batch gives 0 with "mean"** (every token returns early, nothing is
+  divided), where ``torch.nn.functional.cross_entropy`` gives NaN.
+* ``use_token_scaling=True`` multiplies each token's :math:`\ell_i + \zeta_i` (and the
+  returned z-loss) by the detached probability of its target, :math:`p_{y_i} =
+  e^{x_{i,y_i} - \mathrm{lse}_i}`, *after* the mean's division.
+* ``return_token_accuracy``: 1 where the first arg max of the logits is the target;
+  for "mean" and "sum" the sum over tokens divided by :math:`N` (**NaN when nothing is
+  kept**); per token (0 when ignored) for "none". ``return_predicted_tokens``: the arg
+  max per token, -1 when ignored.
+* Targets outside ``[0, V)`` that are not ``ignore_index`` are read out of bounds by the
+  kernel; here they raise ``ValueError``.
+* The kernel computes in float32 (the weight gradient in the parameter dtype unless
+  ``accum_dtype`` is given: Liger#830); ``accum_dtype`` only changes that rounding and is
+  accepted and ignored here (the mirror is exact).
+
+:func:`cross_entropy` is ``liger_kernel.transformers.functional.liger_cross_entropy`` (the
+same kernel on given logits ``(BT, V)``: no bias, no token scaling), with every rule above.
+
+The argument order is that of ``LigerFusedLinearCrossEntropyLoss(...)(lin_weight,
+_input, target, bias)``, the constructor's options following as keywords (the
+functional ``liger_fused_linear_cross_entropy(input, weight, ...)`` takes the hidden
+states first).
 
 Examples
 --------
-Logits (0, 0) and (0, log 3), the second row ignored, z-loss :math:`s = 0.1`:
-:math:`\ell = \log 2` and :math:`z = 0.1 (\log 2)^2 = 0.048045`.
-
 >>> import numpy as np
->>> from maskloss.conventions import liger
->>> x = np.array([[0.0, 0.0], [0.0, np.log(3.0)]])
->>> out = liger.cross_entropy(x, np.array([0, -100]), lse_square_scale=0.1, return_z_loss=True)
+>>> from maskloss.conventions.liger import fused_linear_cross_entropy
+>>> weight = np.array([[1.0, 0.0], [0.0, 1.0]]); x = np.array([[1.0, 0.0], [3.0, 3.0]])
+>>> round(float(fused_linear_cross_entropy(weight, x, np.array([1, -100]))), 6)   # log(e + 1) - 0
+1.313262
+>>> float(fused_linear_cross_entropy(weight, x, np.array([-100, -100])))   # all ignored: 0, not NaN
+0.0
+
+Logits (0, 0) and (0, log 3), the second row ignored, z-loss :math:`s = 0.1`:
+:math:`\ell = \log 2` and :math:`\zeta = 0.1 (\log 2)^2 = 0.048045`, inside the loss:
+
+>>> from maskloss.conventions.liger import cross_entropy
+>>> out = cross_entropy(np.array([[0.0, 0.0], [0.0, np.log(3.0)]]), np.array([0, -100]), lse_square_scale=0.1,
+...                     return_z_loss=True)
 >>> round(float(out.loss), 6), round(float(out.z_loss), 6)
 (0.741192, 0.048045)
->>> float(liger.cross_entropy(x, np.array([-100, -100])))      # nothing kept: 0, not NaN
-0.0
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric, check_flag, check_head_option, check_label_smoothing
-from maskloss._types import FloatArray
-from maskloss.head import logsumexp
+from maskloss._checks import as_numeric, check_flag, check_head_option
+from maskloss.head import logsumexp, z_loss_from_lse
 from maskloss.head import softcap as apply_softcap
+from maskloss.linear import linear_cross_entropy, linear_logit_stats
+from maskloss.losses import sparse_categorical_crossentropy
 
-__all__ = ["CrossEntropyOutput", "cross_entropy"]
+__all__ = ["CrossEntropyOutput", "cross_entropy", "fused_linear_cross_entropy"]
+
+_REDUCTIONS = ("mean", "sum", "none")
 
 
-class CrossEntropyOutput(NamedTuple):
-    """Liger's ``CrossEntropyOutput``: what ``cross_entropy`` returns when anything is asked besides the loss."""
+@dataclass(frozen=True)
+class CrossEntropyOutput:
+    """What Liger returns when one of the ``return_*`` flags is set (its dataclass of the same name)."""
 
     loss: Any
-    z_loss: Any
-    token_accuracy: Any
-    predicted_tokens: Any
+    z_loss: Any = None
+    token_accuracy: Any = None
+    predicted_tokens: Any = None
+
+
+def fused_linear_cross_entropy(
+    lin_weight: npt.ArrayLike,
+    _input: npt.ArrayLike,
+    target: npt.ArrayLike,
+    bias: npt.ArrayLike | None = None,
+    ce_weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    lse_square_scale: float = 0.0,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    accum_dtype: Any = None,
+    use_token_scaling: bool = False,
+    return_token_accuracy: bool = False,
+    return_predicted_tokens: bool = False,
+) -> Any:
+    r"""Liger's ``LigerFusedLinearCrossEntropyLoss`` forward, exactly, in float64.
+
+    Parameters
+    ----------
+    lin_weight : array_like, shape (V, H)
+    _input : array_like, shape (BT, H)
+        Liger takes the flattened tokens (it unpacks ``BT, H = _input.shape``).
+    target : array_like of int, shape (BT,)
+    bias : array_like, shape (V,), optional
+    ce_weight : array_like, shape (V,), optional
+        Class weights, as torch's ``weight``.
+    ignore_index, lse_square_scale, label_smoothing, reduction, softcap
+        See the module notes (``label_smoothing`` in [0, 1], ``reduction`` one of
+        ``"mean"``, ``"sum"``, ``"none"``).
+    return_z_loss, return_token_accuracy, return_predicted_tokens : bool
+        When any is set a :class:`CrossEntropyOutput` is returned, else the loss alone.
+    accum_dtype
+        Accepted, changes nothing here.
+    use_token_scaling : bool
+
+    Returns
+    -------
+    numpy.float64 (or shape ``(BT,)`` for ``"none"``), or :class:`CrossEntropyOutput`
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean' or 'sum' or 'none' (as Liger asserts); got {reduction!r}")
+    for name, flag in (("return_z_loss", return_z_loss), ("use_token_scaling", use_token_scaling),
+                       ("return_token_accuracy", return_token_accuracy),
+                       ("return_predicted_tokens", return_predicted_tokens)):
+        check_flag(flag, name)
+    x = as_numeric(_input, "_input")
+    t = as_numeric(target, "target")
+    if x.ndim != 2 or t.ndim != 1:
+        raise ValueError(f"Liger takes _input (BT, H) and target (BT,); got _input {x.shape} and target {t.shape}")
+    head = {"bias": bias, "ignore_index": ignore_index, "softcap": softcap}
+    stats = linear_logit_stats(x, lin_weight, t, **head)  # type: ignore[arg-type]
+    kept = t != ignore_index
+    ce = linear_cross_entropy(x, lin_weight, t, label_smoothing=label_smoothing, class_weight=ce_weight,
+                              reduction="none", **head)  # type: ignore[arg-type]
+    z = np.where(kept, z_loss_from_lse(stats.lse, float(lse_square_scale)), 0.0)
+    p_target = np.where(kept, np.exp(stats.target - stats.lse), 0.0) if use_token_scaling else None
+    flags = (return_z_loss, return_token_accuracy, return_predicted_tokens)
+    return _outputs(ce, z, t, kept, ce_weight, reduction, p_target, stats.argmax, flags)
+
+
+def _outputs(
+    ce: Any, z: Any, t: Any, kept: Any, ce_weight: npt.ArrayLike | None, reduction: str, p_target: Any,
+    argmax: Any, flags: tuple[bool, bool, bool],
+) -> Any:
+    """Liger's reduction of per-token cross-entropies ``ce`` and z-losses ``z`` (0 at ignored tokens), and the extras.
+
+    ``p_target`` (the detached target probabilities) when token scaling is on; ``argmax``
+    the first arg max per token (-1 when ignored); ``flags`` the three ``return_*``.
+    """
+    count = int(np.sum(kept))
+    if reduction == "mean" and count:
+        cw = None if ce_weight is None else np.asarray(ce_weight, dtype=np.float64)
+        denominator = float(count) if cw is None else float(np.sum(cw[np.where(kept, t, 0)][kept]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ce = ce / denominator
+        z = z / count
+    if p_target is not None:
+        ce, z = ce * p_target, z * p_target
+    per_token = ce + z
+    loss = per_token if reduction == "none" else np.float64(np.sum(per_token))
+    return_z_loss, return_token_accuracy, return_predicted_tokens = flags
+    if not (return_z_loss or return_token_accuracy or return_predicted_tokens):
+        return loss
+    accuracy = np.where(kept, argmax == t, False).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        token_accuracy = accuracy if reduction == "none" else np.float64(np.sum(accuracy) / np.float64(count))
+    return CrossEntropyOutput(
+        loss=loss,
+        z_loss=(z if reduction == "none" else np.float64(np.sum(z))) if return_z_loss else None,
+        token_accuracy=token_accuracy if return_token_accuracy else None,
+        predicted_tokens=argmax.astype(np.int64) if return_predicted_tokens else None,
+    )
 
 
 def cross_entropy(
@@ -88,67 +207,46 @@ def cross_entropy(
     return_token_accuracy: bool = False,
     return_predicted_tokens: bool = False,
 ) -> Any:
-    r"""``liger_cross_entropy``: the loss, or a :class:`CrossEntropyOutput` when a ``return_*`` flag is set.
+    r"""``liger_cross_entropy(input, target, weight, ...)``: Liger's cross-entropy kernel on given logits.
 
-    See the module for the formula and the quirks. ``reduction`` is ``"mean"``, ``"sum"``
-    or ``"none"``.
+    The per-token terms (see the module) of the softcapped logits :math:`h`: the
+    cross-entropy is :func:`maskloss.sparse_categorical_crossentropy` of :math:`h` with
+    ``class_weight=weight`` and ``label_smoothing`` per token, the z-loss
+    ``lse_square_scale`` :math:`\operatorname{lse}(h)^2`; reduced and reported as
+    :func:`fused_linear_cross_entropy` does (0 for an all-ignored ``"mean"``, the z-loss
+    inside the loss and divided by the count).
+
+    Parameters
+    ----------
+    input : array_like, shape (BT, V)
+        Logits (a ``-inf`` lane stays ``-inf`` under the softcap).
+    target : array_like of int, shape (BT,)
+    weight : array_like, shape (V,), optional
+    ignore_index, reduction, label_smoothing, lse_square_scale, softcap, return_z_loss,
+    return_token_accuracy, return_predicted_tokens
+        As in :func:`fused_linear_cross_entropy`.
     """
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none' (Liger's names); got {reduction!r}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean' or 'sum' or 'none' (as Liger asserts); got {reduction!r}")
+    flags = (check_flag(return_z_loss, "return_z_loss"), check_flag(return_token_accuracy, "return_token_accuracy"),
+             check_flag(return_predicted_tokens, "return_predicted_tokens"))
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    eps = check_label_smoothing(label_smoothing)
     scale = check_head_option(lse_square_scale, "lse_square_scale", allow_zero=True)
     cap = None if softcap is None else check_head_option(softcap, "softcap")
-    flags = [check_flag(f, n) for f, n in ((return_z_loss, "return_z_loss"),
-                                             (return_token_accuracy, "return_token_accuracy"),
-                                             (return_predicted_tokens, "return_predicted_tokens"))]
     x = as_numeric(input, "input")
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise ValueError(f"input must be (BT, V) logits with V >= 1, got shape {x.shape}")
     t = as_numeric(target, "target")
-    if t.shape != (x.shape[0],) or t.dtype.kind not in "iu":
-        raise ValueError(f"target must be ({x.shape[0]},) integer class indices, got {t.dtype} {t.shape}")
-    vocab = x.shape[1]
+    if x.ndim != 2 or t.shape != x.shape[:1]:
+        raise ValueError(f"Liger takes input (BT, V) and target (BT,); got input {x.shape} and target {t.shape}")
     kept = t != ignore_index
-    if np.any(kept & ((t < 0) | (t >= vocab))):
-        raise ValueError(f"target {t[kept & ((t < 0) | (t >= vocab))][0]} is out of bounds: expected in [0, {vocab})")
-    w = np.ones(vocab) if weight is None else as_numeric(weight, "weight").astype(np.float64)
-    if w.shape != (vocab,):
-        raise ValueError(f"weight has to be a tensor of size V = {vocab}, got shape {w.shape}")
-
-    y = t[kept].astype(np.intp)
-    h = apply_softcap(x[kept].astype(np.float64), cap)
-    lse = logsumexp(h) if h.shape[0] else np.zeros(0)
-    rows = np.arange(y.shape[0])
-    with np.errstate(invalid="ignore"):
-        ce = w[y] * (lse - h[rows, y])
-        if eps > 0:
-            ce = (1.0 - eps) * ce + (eps / vocab) * np.sum(w * (lse[:, None] - h), axis=-1)
-    z = scale * lse * lse
-    n = int(y.shape[0])
-    if reduction == "mean" and n:
-        denominator = float(np.sum(w[y])) if weight is not None else float(n)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ce, z = ce / denominator, z / n
-    correct = (np.argmax(h, axis=-1) == y).astype(np.float64) if h.shape[0] else np.zeros(0)
-    loss: Any
-    z_loss: Any
-    accuracy: Any
-    loss, z_loss, accuracy = (_scatter(v, kept) for v in (ce + z, z, correct))
-    if reduction != "none":
-        loss, z_loss = np.float64(np.sum(loss)), np.float64(np.sum(z_loss))
-        accuracy = np.float64(np.sum(accuracy) / n) if n else np.float64(np.nan)
-    if not any(flags):
-        return loss
-    predicted = np.full(x.shape[0], -1, dtype=np.int64)
-    predicted[kept] = np.argmax(h, axis=-1) if h.shape[0] else predicted[kept]
-    return CrossEntropyOutput(
-        loss, z_loss if flags[0] else None, accuracy if flags[1] else None, predicted if flags[2] else None
-    )
-
-
-def _scatter(values: FloatArray, kept: npt.NDArray[np.bool_]) -> FloatArray:
-    out = np.zeros(kept.shape[0])
-    out[kept] = values
-    return out
+    h = apply_softcap(x, cap)
+    ce = sparse_categorical_crossentropy(t, h, kept, from_logits=True, label_smoothing=label_smoothing,
+                                         class_weight=weight, reduction="none")
+    rows = np.flatnonzero(kept)
+    z = np.zeros(x.shape[0])
+    argmax = np.full(x.shape[0], -1, dtype=np.intp)
+    if rows.size:
+        lse = logsumexp(h[rows])
+        z[rows] = z_loss_from_lse(lse, scale)
+        argmax[rows] = np.argmax(h[rows], axis=-1)
+    return _outputs(ce, z, t, kept, weight, reduction, None, argmax, flags)

@@ -73,7 +73,7 @@ from maskloss._rows import as_rows
 from maskloss._types import FloatArray
 from maskloss.linear import linear_cross_entropy as _linear_cross_entropy
 from maskloss.losses import per_step, sparse_categorical_crossentropy
-from maskloss.reductions import reduce_terms
+from maskloss.reductions import Reduction, reduce_terms
 
 __all__ = [
     "binary_cross_entropy",
@@ -87,6 +87,9 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
+
+#: The maskloss reduction of each of torch's.
+_OURS: dict[str, Reduction] = {"none": "none", "sum": "sum", "mean": "token_mean"}
 
 
 def _check_reduction(reduction: object) -> str:
@@ -287,7 +290,7 @@ def cross_entropy(
         ignore_index=ignore,
         label_smoothing=eps,
         class_weight=weight,
-        reduction={"none": "none", "sum": "sum", "mean": "token_mean"}[red],
+        reduction=_OURS[red],
     )
     return out.reshape(t.shape) if red == "none" else out
 
@@ -623,7 +626,7 @@ def _linear_cross_entropy_reference(
             raise ValueError(f"target must have shape ({x.shape[0]},) for input {x.shape}; got {t.shape}")
         out = _linear_cross_entropy(
             x[None], w, t[None], bias=linear_bias, ignore_index=ignore, label_smoothing=label_smoothing,
-            class_weight=cw, reduction={"none": "none", "sum": "sum", "mean": "token_mean"}[red],
+            class_weight=cw, reduction=_OURS[red],
         )
         return out[0] if red == "none" else out
     if w.ndim != 2 or x.shape[-1] != w.shape[1]:

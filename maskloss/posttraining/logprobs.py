@@ -10,7 +10,7 @@ import numpy.typing as npt
 from maskloss import pointwise
 from maskloss._checks import as_numeric, check_mask, first_bad_position
 from maskloss._rows import as_rows, to_float64
-from maskloss._types import FloatArray
+from maskloss._types import FloatArray, Reduction
 from maskloss.losses import Pipeline
 from maskloss.posttraining._common import _positive, _steps
 
@@ -22,7 +22,7 @@ def _logprob_pipeline(
     ignore_index: int | None,
     temperature: float,
     weight: FloatArray | None,
-    reduction: str,
+    reduction: Reduction,
 ) -> Pipeline:
     lab = _steps(labels, "labels")
     z = as_numeric(logits, "logits")
