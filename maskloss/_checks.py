@@ -130,6 +130,15 @@ def check_reduction(reduction: object, *, allowed: Sequence[str] = REDUCTION_NAM
     return reduction
 
 
+def check_ignore_index(ignore_index: object) -> int | None:
+    """``ignore_index`` must be an int (a label that marks a step to ignore, HF's -100) or None."""
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    return int(ignore_index)
+
+
 def check_label_smoothing(label_smoothing: object, name: str = "label_smoothing") -> float:
     """A smoothing amount (``label_smoothing``, fairseq's ``epsilon``) must be a real number in ``[0, 1]``."""
     if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
