@@ -21,13 +21,14 @@ import numpy as np
 from hypothesis import Verbosity, given, settings
 from hypothesis import strategies as st
 
+from maskloss import registry
 from maskloss.gradients import value_and_grad
 from maskloss.sharding import GRAD_REDUCTIONS, Shard, ShardLayout, shard_scales
 from maskloss.strategies import PaddedBatch, padded_batches
 from maskloss.testing.adapters import _torch_to_numpy, torch_adapter
 from maskloss.testing.batches import _describe_batch
 from maskloss.testing.check import _QUIET_CHECKS, _private_storage
-from maskloss.testing.setup import KIND_OF, check_options_apply
+from maskloss.testing.setup import check_options_apply, kind_of
 from maskloss.testing.tolerances import TOLERANCES, _dtype_name
 
 __all__ = ["PARALLELISMS", "TrainingShard", "TrainingStepCheckError", "check_training_step", "step_splits"]
@@ -281,7 +282,8 @@ def _scales_report(
         return ["  (per-shard scales not shown: class_weight changes the denominator shard_scales assumes)"]
     w = None if b.sample_weight is None else b.sample_weight
     try:
-        scales = shard_scales(truth.valid, layout, reduction=reduction, grad_reduction=grad_reduction, sample_weight=w)
+        scales = shard_scales(truth.valid, layout, reduction=reduction,  # type: ignore[arg-type]
+                              grad_reduction=grad_reduction, sample_weight=w)
     except ValueError:
         return []
     lines = []
@@ -415,9 +417,9 @@ def check_training_step(
     """
     if not callable(step):
         raise TypeError(f"step must be callable, got {type(step).__name__}")
-    kind = KIND_OF.get(like)
+    kind = kind_of(like)
     if kind is None:
-        raise ValueError(f"like must be a maskloss loss ({', '.join(f.__name__ for f in KIND_OF)}), got {like!r}")
+        raise ValueError(f"like must be a maskloss loss ({', '.join(registry.names(kind=True))}), got {like!r}")
     check_options_apply(like, options)
     reduction = options.get("reduction", "token_mean")
     if reduction == "none":
