@@ -28,6 +28,7 @@ __all__ = [
     "check_features",
     "check_flag",
     "check_head_option",
+    "check_head_options",
     "check_label_smoothing",
     "check_labels",
     "check_mask",
@@ -168,6 +169,29 @@ def check_head_option(value: object, name: str, *, allow_zero: bool = False) -> 
     if not np.isfinite(v) or v < 0.0 or (v == 0.0 and not allow_zero):
         raise ValueError(f"{name} must be a finite real number {bound}, got {value!r}")
     return v
+
+
+def check_head_options(
+    temperature: object, softcap: object, z_loss: object, *, from_logits: bool = True
+) -> tuple[float, float | None, float]:
+    """The head options of a loss, ``(temperature, softcap or None, z_loss)``, checked by :func:`check_head_option`.
+
+    They act on logits: with ``from_logits=False`` any of them at a non-default value is an
+    error naming it (probabilities have no logits to divide, cap or take the log-sum-exp of).
+    """
+    t = check_head_option(temperature, "temperature")
+    cap = None if softcap is None else check_head_option(softcap, "softcap")
+    z = check_head_option(z_loss, "z_loss", allow_zero=True)
+    if not from_logits:
+        given = [f"{name}={value!r}" for name, value, default in
+                 (("temperature", temperature, 1.0), ("softcap", softcap, None), ("z_loss", z_loss, 0.0))
+                 if value is not None and value != default]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} applies to logits only: pass from_logits=True (y_pred holds probabilities, "
+                f"which have no logits to divide by a temperature, softcap or take the log-sum-exp of)"
+            )
+    return t, cap, z
 
 
 def check_sample_weight(sample_weight: npt.ArrayLike | None, valid: BoolArray) -> FloatArray:

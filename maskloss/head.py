@@ -30,6 +30,9 @@ gradient rows when asked, so the fused linear cross-entropy can reuse them chunk
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from maskloss._types import FloatArray, IntArray
@@ -43,6 +46,7 @@ __all__ = [
     "logsumexp",
     "softcap",
     "softcap_grad",
+    "through_head",
     "z_loss_from_lse",
     "z_loss_grad",
     "z_loss_slope",
@@ -269,4 +273,41 @@ def head_cross_entropy(
     if lse is not None:
         g *= 1.0 + z_loss_slope(lse, z)[:, None]
     g[rows, labels] -= 1.0
+    return loss, head_grad(h, g, temperature=temperature, cap=cap)
+
+
+def through_head(
+    row_loss: Callable[[FloatArray, bool], Any],
+    logits: Any,
+    *,
+    temperature: float = 1.0,
+    cap: float | None = None,
+    z: float = 0.0,
+    grad: bool = False,
+) -> Any:
+    r"""Any softmax loss of rows, through the head: ``row_loss(h, grad)`` on :math:`h`, plus the z-loss.
+
+    :math:`h = c \tanh(x / (T c))`, :math:`\ell = \text{row\_loss}(h) + z \operatorname{lse}(h)^2`
+    (the documented order: temperature, softcap, the loss's log-softmax, smoothing and class
+    weights, then the z-loss). ``row_loss(h, grad)`` returns the loss rows, or with ``grad``
+    ``(loss rows, d loss / d h)``; the result is the same with the gradient with respect
+    to the raw logits :math:`x` (:func:`head_grad`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.head import through_head
+    >>> from maskloss.pointwise import log_softmax
+    >>> nll = lambda h, grad: -log_softmax(h)[:, 0]
+    >>> through_head(nll, np.array([[3.0, 3.0]]), temperature=3.0, z=1.0)   # as head_cross_entropy's example
+    array([3.55989456])
+    """
+    h = apply_head(logits, temperature=temperature, cap=cap)
+    out = row_loss(h, grad)
+    if not grad:
+        return out + z_loss_terms(h, z) if z else out
+    loss, g = out
+    if z:
+        loss = loss + z_loss_terms(h, z)
+        g = g + z_loss_grad(h, z)
     return loss, head_grad(h, g, temperature=temperature, cap=cap)

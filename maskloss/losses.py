@@ -31,6 +31,7 @@ from maskloss._checks import (
     check_feature_pair,
     check_features,
     check_flag,
+    check_head_options,
     check_ignore_index,
     check_label_smoothing,
     check_labels,
@@ -40,6 +41,7 @@ from maskloss._checks import (
 )
 from maskloss._rows import as_rows, check_probabilities, scratch, to_float64
 from maskloss._types import FloatArray, Reduction
+from maskloss.head import through_head
 from maskloss.pipeline import Pipeline as Pipeline
 from maskloss.pipeline import _with_grad
 from maskloss.pipeline import per_step as per_step
@@ -196,6 +198,9 @@ def categorical_crossentropy(
     class_weight: npt.ArrayLike | None = None,
     reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
+    temperature: float = 1.0,
+    softcap: float | None = None,
+    z_loss: float = 0.0,
 ) -> Pipeline:
     r"""Masked cross-entropy with dense (one-hot or soft) targets.
 
@@ -208,6 +213,14 @@ def categorical_crossentropy(
     quirk; see :mod:`maskloss.conventions`), and rows need not sum to 1. Class weights
     weight each class inside the sum and do **not** enter the denominator (torch's
     probability-target rule); the denominator is :math:`\sum m\,w`.
+
+    The LM-head options act on logits (``from_logits=True``; with probabilities they are an
+    error), in the documented order (:mod:`maskloss.head`): ``temperature`` :math:`T > 0`
+    divides the logits, ``softcap`` :math:`c > 0` maps them to :math:`c\tanh(x/c)` (``-inf``
+    stays ``-inf``), then the log-softmax, smoothing and class weights above, and ``z_loss``
+    :math:`z \ge 0` adds :math:`z\operatorname{lse}(h)^2` to every valid step's
+    :math:`\ell_{bt}` (not class-weighted), inside the same reduction. Their gradients flow
+    through :func:`maskloss.value_and_grad`; the defaults change no bit.
 
     Examples
     --------
@@ -225,6 +238,7 @@ def categorical_crossentropy(
     t, p = check_feature_pair(y_true, y_pred)
     num_classes = check_features(p)
     logits = check_flag(from_logits, "from_logits")
+    head = _head(temperature, softcap, z_loss, logits)
     eps = check_label_smoothing(label_smoothing)
     cw = check_class_weight(class_weight, num_classes)
     valid = check_mask(mask, p.shape[:-1])
@@ -236,6 +250,9 @@ def categorical_crossentropy(
         target = pointwise.smooth_categorical_targets(to_float64(t_rows, "target"), eps)
         if logits:
             coef = target if cw is None else target * cw
+            if head is not None:
+                return through_head(lambda h, g: pointwise.softmax_cross_entropy(coef, h, grad=g), p_rows,
+                                    **head, grad=grad)
             return pointwise.softmax_cross_entropy(coef, p_rows, grad=grad)
         pred = to_float64(p_rows)
         log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)
@@ -245,6 +262,14 @@ def categorical_crossentropy(
         return loss, pointwise.cross_entropy_grad(target, pred, cw, softmax, from_logits=logits)
 
     return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
+
+
+def _head(temperature: object, softcap: object, z_loss: object, from_logits: bool) -> dict[str, Any] | None:
+    """The head options as :func:`maskloss.head.through_head` keywords, or None at their defaults (no bit changes)."""
+    t, cap, z = check_head_options(temperature, softcap, z_loss, from_logits=from_logits)
+    if t == 1.0 and cap is None and z == 0.0:
+        return None
+    return {"temperature": t, "cap": cap, "z": z}
 
 
 def _log_probabilities(
@@ -275,6 +300,9 @@ def sparse_categorical_crossentropy(
     class_weight: npt.ArrayLike | None = None,
     reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
+    temperature: float = 1.0,
+    softcap: float | None = None,
+    z_loss: float = 0.0,
 ) -> Pipeline:
     r"""Masked cross-entropy with integer labels, exactly as torch's ``cross_entropy`` weighs it.
 
@@ -293,6 +321,14 @@ def sparse_categorical_crossentropy(
     so label smoothing never counts ignored steps, and class weights enter both the
     numerator and the denominator (torch's index-target rule).
 
+    The LM-head options act on logits (``from_logits=True``; with probabilities they are an
+    error), in the documented order (:mod:`maskloss.head`): ``temperature`` :math:`T > 0`
+    divides the logits, ``softcap`` :math:`c > 0` maps them to :math:`c\tanh(x/c)` (``-inf``
+    stays ``-inf``), then the log-softmax, smoothing and class weights above, and ``z_loss``
+    :math:`z \ge 0` adds :math:`z\operatorname{lse}(h)^2` to every valid step's
+    :math:`\ell_{bt}` (not class-weighted), inside the same reduction. Their gradients flow
+    through :func:`maskloss.value_and_grad`; the defaults change no bit.
+
     Parameters
     ----------
     y_true : array_like of int, shape (B, T)
@@ -304,6 +340,10 @@ def sparse_categorical_crossentropy(
         Label marking steps to ignore (torch's default is -100; here ``None`` means none).
     label_smoothing : float in [0, 1]
     class_weight : array_like, shape (C,), optional
+    temperature : float > 0, default 1.0
+    softcap : float > 0, optional
+    z_loss : float >= 0, default 0.0
+        The coefficient :math:`z` (Liger's ``lse_square_scale``, PaLM's :math:`10^{-4}`).
 
     Examples
     --------
@@ -315,6 +355,13 @@ def sparse_categorical_crossentropy(
     >>> round(float(maskloss.sparse_categorical_crossentropy(
     ...     labels, logits, from_logits=True, ignore_index=-100)), 6)   # (ln 2 + ln 4/3) / 2
     0.490415
+
+    Gemma's softcap: logits (60, 0) capped at 30 are :math:`h = (30 \tanh 2, 0) = (28.920827, 0)`, so
+    label 1 costs :math:`\operatorname{lse}(h) \approx 28.920827` instead of 60:
+
+    >>> round(float(maskloss.sparse_categorical_crossentropy(
+    ...     [[1]], [[[60.0, 0.0]]], from_logits=True, softcap=30.0)), 6)
+    28.920827
     """
     labels = as_numeric(y_true, "y_true")
     p = as_numeric(y_pred, "y_pred", min_ndim=1)
@@ -325,6 +372,7 @@ def sparse_categorical_crossentropy(
         )
     num_classes = check_features(p)
     logits = check_flag(from_logits, "from_logits")
+    head = _head(temperature, softcap, z_loss, logits)
     eps = check_label_smoothing(label_smoothing)
     cw = check_class_weight(class_weight, num_classes)
     valid = check_mask(mask, labels.shape)
@@ -337,6 +385,9 @@ def sparse_categorical_crossentropy(
 
     def step(rows: Any, lab: Any, p_rows: Any, grad: bool = False) -> Any:
         if logits:  # fused: the label column and the row totals only, from the input dtype
+            if head is not None:
+                return through_head(lambda h, g: pointwise.sparse_softmax_cross_entropy(lab, h, cw, eps, grad=g),
+                                    p_rows, **head, grad=grad)
             return pointwise.sparse_softmax_cross_entropy(lab, p_rows, cw, eps, grad=grad)
         pred = to_float64(p_rows)
         log_p, softmax = _log_probabilities(pred, logits, rows, steps_shape, grad)

@@ -26,6 +26,9 @@ TOLERANCE = 1e-12
 #: spend minutes compiling; the masks, not the shapes, carry the variety.
 SHAPES = ((4, 6, 5), (1, 3, 2))
 MODES = ("no where", "where = row mask", "where = class mask")
+KL_FUNCTIONS = ("kl_divergence", "kl_divergence_with_log_targets", "generalized_kl_divergence")
+#: optax's KLs sum with ``jnp.sum(..., where=where)``: a row mask is ``(B, T, 1)``, broadcast by numpy's rules.
+KL_MODES = ("no where", "where = (B, T, 1) row mask", "where = element mask")
 
 
 def version() -> str | None:
@@ -72,6 +75,9 @@ def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
     }
     tallies[("sigmoid_binary_cross_entropy", "elementwise")] = Tally(TOLERANCE)
     tallies[("safe_softmax_cross_entropy", "-inf logits under labels of 0")] = Tally(TOLERANCE)
+    for fn in KL_FUNCTIONS:
+        for mode in KL_MODES:
+            tallies[(fn, mode)] = Tally(TOLERANCE)
     with jax.enable_x64(True):
         # jit: one compilation per shape instead of per-operation dispatch (same XLA numerics)
         soft_ce = jax.jit(optax.softmax_cross_entropy, static_argnames=("axis",))
@@ -93,11 +99,38 @@ def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
                 tally = tallies[("softmax_cross_entropy_with_integer_labels", mode)]
                 tally.compare(ours, np.asarray(theirs), mode)
         _run_more(rng, n_cases, optax, jax, jnp, tallies)
+        _run_kl(rng, n_cases, optax, jax, jnp, tallies)
         ver = f"{optax.__version__} (jax {jax.__version__})"
     note = f"float64 (jax x64); per example; tol {TOLERANCE:g} x max(1, |optax|)"
     return [
         tally.result(FRAMEWORK, ver, f"{fn}, {mode}", n_cases, note) for (fn, mode), tally in tallies.items()
     ]
+
+
+def _run_kl(rng: np.random.Generator, n_cases: int, optax: Any, jax: Any, jnp: Any,
+            tallies: dict[tuple[str, str], Tally]) -> None:
+    """The three KLs: log-predictions against targets with exact zeros, NaN under a row mask."""
+    fns = {name: jax.jit(getattr(optax.losses, name)) for name in KL_FUNCTIONS}
+    for _ in range(n_cases):
+        batch, steps, classes = SHAPES[int(rng.integers(len(SHAPES)))]
+        log_p = np.asarray(jax.nn.log_softmax(jnp.asarray(rng.normal(0.0, 3.0, (batch, steps, classes)))))
+        q = rng.dirichlet(np.ones(classes), (batch, steps))
+        q[rng.random(q.shape) < 0.2] = 0.0
+        for mode in KL_MODES:
+            where: Any = None
+            if mode == "where = (B, T, 1) row mask":
+                where = random_mask(rng, batch, steps)[..., None]
+            elif mode == "where = element mask":
+                where = rng.random(q.shape) < 0.7
+            for name in KL_FUNCTIONS:
+                with np.errstate(divide="ignore"):
+                    second = np.log(q) if name == "kl_divergence_with_log_targets" else q.copy()
+                if where is not None and where.shape[-1] == 1:
+                    second[~np.broadcast_to(where, q.shape)] = np.nan  # never summed by optax's where
+                theirs = fns[name](jnp.asarray(log_p), jnp.asarray(second),
+                                   where=None if where is None else jnp.asarray(where))
+                ours = getattr(conv, name)(log_p, second, where=where)
+                tallies[(name, mode)].compare(ours, np.asarray(theirs), mode)
 
 
 def _run_more(rng: np.random.Generator, n_cases: int, optax: Any, jax: Any, jnp: Any,

@@ -99,6 +99,31 @@ def _linear_case(rng: np.random.Generator, case: int, check: Callable[..., None]
         grads.compare(db, grad_of(bt), "d linear_bias")
 
 
+def _kl_case(rng: np.random.Generator, tally: Tally) -> None:
+    """``kl_div`` on log-probabilities against targets with exact zeros (and -inf inputs), every reduction."""
+    import warnings
+
+    import torch
+    import torch.nn.functional as F
+
+    batch, steps, classes = _shape(rng)
+    log_p = torch.log_softmax(torch.as_tensor(rng.normal(0.0, 3.0, (batch * steps, classes))), dim=-1).numpy()
+    q = rng.dirichlet(np.ones(classes), batch * steps)
+    q[rng.random(q.shape) < 0.2] = 0.0  # xlogy(0, 0) = 0
+    if rng.random() < 0.3:
+        log_p[0, 0] = -np.inf  # 0 * -inf = NaN where the target is 0, inf where it is not
+    log_target = bool(rng.random() < 0.5)
+    with np.errstate(divide="ignore"):
+        target = np.log(q) if log_target else q
+    for reduction in ("none", "mean", "sum", "batchmean"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's note that "mean" is not the KL
+            theirs = F.kl_div(torch.as_tensor(log_p), torch.as_tensor(target), reduction=reduction,
+                              log_target=log_target).numpy()
+        ours = conv.kl_div(log_p, target, reduction=reduction, log_target=log_target)
+        tally.compare(ours, theirs, f"kl_div, reduction={reduction!r}, log_target={log_target}")
+
+
 def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
     import torch
 
@@ -169,6 +194,7 @@ def _run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
         check("mse_loss", conv.mse_loss, F.mse_loss, a, b, weight=sw)
 
         _linear_case(rng, case, check, tallies.setdefault("linear_cross_entropy, gradients", Tally(TOLERANCE)))
+        _kl_case(rng, tallies.setdefault("kl_div (none/mean/sum/batchmean, log_target)", Tally(TOLERANCE)))
 
     ver = str(torch.__version__)
     note = f"float64; tol {TOLERANCE:g} x max(1, |torch|); reductions none/mean/sum"

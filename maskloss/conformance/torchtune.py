@@ -1,14 +1,23 @@
 r"""Conformance of :mod:`maskloss.conventions.torchtune` with the installed torchtune.
 
+Two families: the chunked cross-entropy and the knowledge-distillation losses.
+
 ``torchtune.modules.loss.CEWithChunkedOutputLoss`` is called on float64 logit chunks
 (``logits.chunk(n, dim=1)``, as torchtune's decoder returns them) with ignored labels
 (an all-ignored batch first: NaN on both sides), for several ``num_output_chunks``, and
 once with the last chunk left out of the list (torchtune's ``zip`` drops its tokens but
 keeps counting them). torchtune casts every chunk to float32, so the tolerance is
 ``1e-5 * max(1, |torchtune|)``.
+
+The KD losses (every class of ``torchtune/modules/loss/kd_losses.py``): random ``(N, V)``
+student and teacher logits (sometimes a ``-inf`` padded vocabulary lane), labels with -100
+(sometimes all of them: the empty batch), ``normalize`` drawn, the chunked forms on ``(B,
+T/k, V)`` chunks; tolerance ``2e-5 * max(1, |torchtune|)`` (float32 softmax inside torchtune).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +27,9 @@ from maskloss.conventions import torchtune as conv
 
 FRAMEWORK = "torchtune"
 TOLERANCE = 1e-5
+KD_TOLERANCE = 2e-5
 IGNORE = -100
+KD_CLASSES = ("ForwardKLLoss", "ReverseKLLoss", "SymmetricKLLoss")
 
 
 def version() -> str | None:
@@ -58,4 +69,49 @@ def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
     ver = version() or "?"
     note = f"torchtune in float32; tol {TOLERANCE:g} x max(1, |torchtune|)"
     return [tally.result(FRAMEWORK, ver, f"CEWithChunkedOutputLoss, {name}", n_cases, note)
-            for name, tally in tallies.items()]
+            for name, tally in tallies.items()] + _run_kd(rng, n_cases, ver)
+
+
+def _kd_case(rng: np.random.Generator, batch: int, steps: int) -> tuple[Any, Any, Any]:
+    vocab = int(rng.integers(2, 9))
+    student = rng.normal(0.0, 3.0, (batch, steps, vocab))
+    teacher = rng.normal(0.0, 3.0, (batch, steps, vocab))
+    if rng.random() < 0.3 and vocab > 2:
+        student[..., -1] = teacher[..., -1] = -np.inf
+    labels = np.where(rng.random((batch, steps)) < 0.3, -100, rng.integers(0, vocab, (batch, steps)))
+    if rng.random() < 0.1:
+        labels[:] = -100  # the empty batch
+    return student, teacher, labels
+
+
+def _run_kd(rng: np.random.Generator, n_cases: int, ver: str) -> list[ConformanceResult]:
+    """The six KD losses against the mirror."""
+    import torch
+    from torchtune.modules import loss as kd
+
+    tallies = {name: Tally(KD_TOLERANCE) for name in KD_CLASSES}
+    chunked = {name.replace("Loss", "WithChunkedOutputLoss"): Tally(KD_TOLERANCE) for name in KD_CLASSES}
+    for _ in range(n_cases):
+        chunks = int(rng.integers(1, 4))
+        student, teacher, labels = _kd_case(rng, int(rng.integers(1, 4)), chunks * int(rng.integers(1, 4)))
+        s2, t2 = student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
+        normalize = bool(rng.random() < 0.8)
+        ratio = float(rng.choice([0.5, 0.2, 1.0, 0.0]))
+        for name in KD_CLASSES:
+            extra: dict[str, Any] = {"sym_kd_ratio": ratio} if name == "SymmetricKLLoss" else {}
+            theirs = getattr(kd, name)(**extra)(torch.tensor(s2), torch.tensor(t2), torch.tensor(labels.reshape(-1)),
+                                               normalize)
+            fn = getattr(conv, {"ForwardKLLoss": "forward_kl_loss", "ReverseKLLoss": "reverse_kl_loss",
+                                "SymmetricKLLoss": "symmetric_kl_loss"}[name])
+            tallies[name].compare(fn(s2, t2, labels.reshape(-1), normalize, **extra), theirs.item(), name)
+        s_chunks, t_chunks = np.split(student, chunks, axis=1), np.split(teacher, chunks, axis=1)
+        for name, tally in chunked.items():
+            extra = {"sym_kd_ratio": ratio} if name.startswith("Symmetric") else {}
+            theirs = getattr(kd, name)(num_output_chunks=chunks, **extra)(
+                [torch.tensor(c) for c in s_chunks], [torch.tensor(c) for c in t_chunks], torch.tensor(labels))
+            snake = {"Forward": "forward", "Reverse": "reverse", "Symmetric": "symmetric"}[name.split("KL")[0]]
+            ours = getattr(conv, f"{snake}_kl_with_chunked_output_loss")(s_chunks, t_chunks, labels,
+                                                                         num_output_chunks=chunks, **extra)
+            tally.compare(ours, theirs.item(), name)
+    note = f"torchtune in float32, the mirror in float64; tol {KD_TOLERANCE:g} x max(1, |torchtune|)"
+    return [tally.result(FRAMEWORK, ver, name, n_cases, note) for name, tally in {**tallies, **chunked}.items()]

@@ -189,6 +189,7 @@ def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
         _padding_free_case(rng, tally)
     results.append(tally.result(FRAMEWORK, ver, "DataCollatorForLanguageModeling(padding_free=True)", n_cases,
                                 "every array compared exactly, dtypes included"))
+    results.extend(_run_utils(rng, n_cases, ver))
     return results
 
 
@@ -217,3 +218,29 @@ def _padding_free_case(rng: np.random.Generator, tally: Tally) -> None:
         b = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
         a = np.asarray(ours[key])
         tally.compare(a.astype(np.float64) if a.dtype == b.dtype else np.nan, b.astype(np.float64), key)
+
+
+def _run_utils(rng: np.random.Generator, n_cases: int, ver: str) -> list[ConformanceResult]:
+    """``entropy_from_logits`` (with -inf lanes: TRL's NaN) and ``selective_log_softmax`` (temperature, row_mask)."""
+    import torch
+    from trl.trainer import utils
+
+    entropy, selective = Tally(TOLERANCE), Tally(TOLERANCE)
+    for _ in range(n_cases):
+        batch, steps, vocab = int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(2, 9))
+        logits = rng.normal(0.0, 3.0, (batch, steps, vocab))
+        if rng.random() < 0.3:
+            logits[..., -1] = -np.inf  # a padded vocabulary lane
+        entropy.compare(conv.entropy_from_logits(logits), utils.entropy_from_logits(torch.tensor(logits)).numpy())
+        index = rng.integers(0, vocab, (batch, steps, 2) if rng.random() < 0.3 else (batch, steps))
+        row_mask = random_mask(rng, batch, steps) if index.ndim == 2 and rng.random() < 0.6 else None
+        if row_mask is not None:
+            logits[~row_mask] = np.nan  # TRL fills these rows with 0 after computing them
+        temperature = float(rng.choice([1.0, 0.6, 1.5]))
+        theirs = utils.selective_log_softmax(torch.tensor(logits), torch.tensor(index), temperature=temperature,
+                                             row_mask=None if row_mask is None else torch.tensor(row_mask))
+        ours = conv.selective_log_softmax(logits, index, temperature=temperature, row_mask=row_mask)
+        selective.compare(ours, theirs.numpy(), f"T={temperature}, index {index.shape}")
+    note = f"float64; trl.trainer.utils on CPU tensors (no Triton); tol {TOLERANCE:g}"
+    return [entropy.result(FRAMEWORK, ver, "entropy_from_logits", n_cases, note),
+            selective.result(FRAMEWORK, ver, "selective_log_softmax", n_cases, note)]

@@ -37,6 +37,9 @@ keras2
 tfa
     TensorFlow Addons ``sequence_loss`` / ``SequenceLoss`` (average/sum across
     timesteps and batch).
+liger
+    Liger-Kernel's ``liger_cross_entropy`` (``lse_square_scale`` z-loss inside the loss,
+    ``return_z_loss``, ``softcap``, token accuracy; 0 for an all-ignored ``"mean"``).
 optax
     ``softmax_cross_entropy``, ``softmax_cross_entropy_with_integer_labels`` and
     ``poly_loss_cross_entropy`` with ``where`` as a row mask or a class mask;
@@ -70,8 +73,8 @@ from types import ModuleType
 
 #: The convention modules, one per framework (each loads on first use; see above).
 MODULES: tuple[str, ...] = (
-    "allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch", "torchtune", "trl",
-    "verl",
+    "allennlp", "fairseq", "hf", "keras2", "keras3", "liger", "optax", "t5x", "tf_keras", "tfa", "torch",
+    "torchtune", "trl", "verl",
 )
 
 __all__: list[str] = []

@@ -1,4 +1,4 @@
-r"""Liger-Kernel's fused linear cross-entropy, as NumPy truth in float64.
+r"""Liger-Kernel's cross-entropy and fused linear cross-entropy, as NumPy truth in float64.
 
 Reproduces ``liger_kernel/ops/fused_linear_cross_entropy.py`` and the Triton kernel
 ``liger_cross_entropy_kernel`` (``liger_kernel/ops/cross_entropy.py``) of **liger-kernel
@@ -41,6 +41,9 @@ The quirks, stated plainly:
   ``accum_dtype`` is given: Liger#830); ``accum_dtype`` only changes that rounding and is
   accepted and ignored here (the mirror is exact).
 
+:func:`cross_entropy` is ``liger_kernel.transformers.functional.liger_cross_entropy`` (the
+same kernel on given logits ``(BT, V)``: no bias, no token scaling), with every rule above.
+
 The argument order is that of ``LigerFusedLinearCrossEntropyLoss(...)(lin_weight,
 _input, target, bias)``, the constructor's options following as keywords (the
 functional ``liger_fused_linear_cross_entropy(input, weight, ...)`` takes the hidden
@@ -55,6 +58,15 @@ Examples
 1.313262
 >>> float(fused_linear_cross_entropy(weight, x, np.array([-100, -100])))   # all ignored: 0, not NaN
 0.0
+
+Logits (0, 0) and (0, log 3), the second row ignored, z-loss :math:`s = 0.1`:
+:math:`\ell = \log 2` and :math:`\zeta = 0.1 (\log 2)^2 = 0.048045`, inside the loss:
+
+>>> from maskloss.conventions.liger import cross_entropy
+>>> out = cross_entropy(np.array([[0.0, 0.0], [0.0, np.log(3.0)]]), np.array([0, -100]), lse_square_scale=0.1,
+...                     return_z_loss=True)
+>>> round(float(out.loss), 6), round(float(out.z_loss), 6)
+(0.741192, 0.048045)
 """
 
 from __future__ import annotations
@@ -65,11 +77,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric, check_flag
-from maskloss.head import z_loss_from_lse
+from maskloss._checks import as_numeric, check_flag, check_head_option
+from maskloss.head import logsumexp, z_loss_from_lse
+from maskloss.head import softcap as apply_softcap
 from maskloss.linear import linear_cross_entropy, linear_logit_stats
+from maskloss.losses import sparse_categorical_crossentropy
 
-__all__ = ["CrossEntropyOutput", "fused_linear_cross_entropy"]
+__all__ = ["CrossEntropyOutput", "cross_entropy", "fused_linear_cross_entropy"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -138,29 +152,101 @@ def fused_linear_cross_entropy(
     head = {"bias": bias, "ignore_index": ignore_index, "softcap": softcap}
     stats = linear_logit_stats(x, lin_weight, t, **head)  # type: ignore[arg-type]
     kept = t != ignore_index
-    count = int(np.sum(kept))
     ce = linear_cross_entropy(x, lin_weight, t, label_smoothing=label_smoothing, class_weight=ce_weight,
                               reduction="none", **head)  # type: ignore[arg-type]
     z = np.where(kept, z_loss_from_lse(stats.lse, float(lse_square_scale)), 0.0)
+    p_target = np.where(kept, np.exp(stats.target - stats.lse), 0.0) if use_token_scaling else None
+    flags = (return_z_loss, return_token_accuracy, return_predicted_tokens)
+    return _outputs(ce, z, t, kept, ce_weight, reduction, p_target, stats.argmax, flags)
+
+
+def _outputs(
+    ce: Any, z: Any, t: Any, kept: Any, ce_weight: npt.ArrayLike | None, reduction: str, p_target: Any,
+    argmax: Any, flags: tuple[bool, bool, bool],
+) -> Any:
+    """Liger's reduction of per-token cross-entropies ``ce`` and z-losses ``z`` (0 at ignored tokens), and the extras.
+
+    ``p_target`` (the detached target probabilities) when token scaling is on; ``argmax``
+    the first arg max per token (-1 when ignored); ``flags`` the three ``return_*``.
+    """
+    count = int(np.sum(kept))
     if reduction == "mean" and count:
         cw = None if ce_weight is None else np.asarray(ce_weight, dtype=np.float64)
         denominator = float(count) if cw is None else float(np.sum(cw[np.where(kept, t, 0)][kept]))
         with np.errstate(divide="ignore", invalid="ignore"):
             ce = ce / denominator
         z = z / count
-    if use_token_scaling:
-        p_target = np.where(kept, np.exp(stats.target - stats.lse), 0.0)
+    if p_target is not None:
         ce, z = ce * p_target, z * p_target
     per_token = ce + z
     loss = per_token if reduction == "none" else np.float64(np.sum(per_token))
+    return_z_loss, return_token_accuracy, return_predicted_tokens = flags
     if not (return_z_loss or return_token_accuracy or return_predicted_tokens):
         return loss
-    accuracy = np.where(kept, stats.argmax == t, False).astype(np.float64)
+    accuracy = np.where(kept, argmax == t, False).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         token_accuracy = accuracy if reduction == "none" else np.float64(np.sum(accuracy) / np.float64(count))
     return CrossEntropyOutput(
         loss=loss,
         z_loss=(z if reduction == "none" else np.float64(np.sum(z))) if return_z_loss else None,
         token_accuracy=token_accuracy if return_token_accuracy else None,
-        predicted_tokens=stats.argmax.astype(np.int64) if return_predicted_tokens else None,
+        predicted_tokens=argmax.astype(np.int64) if return_predicted_tokens else None,
     )
+
+
+def cross_entropy(
+    input: npt.ArrayLike,
+    target: npt.ArrayLike,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    return_token_accuracy: bool = False,
+    return_predicted_tokens: bool = False,
+) -> Any:
+    r"""``liger_cross_entropy(input, target, weight, ...)``: Liger's cross-entropy kernel on given logits.
+
+    The per-token terms (see the module) of the softcapped logits :math:`h`: the
+    cross-entropy is :func:`maskloss.sparse_categorical_crossentropy` of :math:`h` with
+    ``class_weight=weight`` and ``label_smoothing`` per token, the z-loss
+    ``lse_square_scale`` :math:`\operatorname{lse}(h)^2`; reduced and reported as
+    :func:`fused_linear_cross_entropy` does (0 for an all-ignored ``"mean"``, the z-loss
+    inside the loss and divided by the count).
+
+    Parameters
+    ----------
+    input : array_like, shape (BT, V)
+        Logits (a ``-inf`` lane stays ``-inf`` under the softcap).
+    target : array_like of int, shape (BT,)
+    weight : array_like, shape (V,), optional
+    ignore_index, reduction, label_smoothing, lse_square_scale, softcap, return_z_loss,
+    return_token_accuracy, return_predicted_tokens
+        As in :func:`fused_linear_cross_entropy`.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean' or 'sum' or 'none' (as Liger asserts); got {reduction!r}")
+    flags = (check_flag(return_z_loss, "return_z_loss"), check_flag(return_token_accuracy, "return_token_accuracy"),
+             check_flag(return_predicted_tokens, "return_predicted_tokens"))
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    scale = check_head_option(lse_square_scale, "lse_square_scale", allow_zero=True)
+    cap = None if softcap is None else check_head_option(softcap, "softcap")
+    x = as_numeric(input, "input")
+    t = as_numeric(target, "target")
+    if x.ndim != 2 or t.shape != x.shape[:1]:
+        raise ValueError(f"Liger takes input (BT, V) and target (BT,); got input {x.shape} and target {t.shape}")
+    kept = t != ignore_index
+    h = apply_softcap(x, cap)
+    ce = sparse_categorical_crossentropy(t, h, kept, from_logits=True, label_smoothing=label_smoothing,
+                                         class_weight=weight, reduction="none")
+    rows = np.flatnonzero(kept)
+    z = np.zeros(x.shape[0])
+    argmax = np.full(x.shape[0], -1, dtype=np.intp)
+    if rows.size:
+        lse = logsumexp(h[rows])
+        z[rows] = z_loss_from_lse(lse, scale)
+        argmax[rows] = np.argmax(h[rows], axis=-1)
+    return _outputs(ce, z, t, kept, weight, reduction, None, argmax, flags)

@@ -8,9 +8,10 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric, check_ignore_index, check_mask, first_bad_position
+from maskloss._checks import as_numeric, check_head_option, check_ignore_index, check_mask, first_bad_position
 from maskloss._rows import as_rows, to_float64
 from maskloss._types import FloatArray, Reduction
+from maskloss.head import through_head
 from maskloss.pipeline import Pipeline
 from maskloss.posttraining._common import _positive, _steps
 
@@ -23,6 +24,7 @@ def _logprob_pipeline(
     temperature: float,
     weight: FloatArray | None,
     reduction: Reduction,
+    softcap: float | None = None,
 ) -> Pipeline:
     lab = _steps(labels, "labels")
     z = as_numeric(logits, "logits")
@@ -33,6 +35,7 @@ def _logprob_pipeline(
     if z.shape[-1] == 0:
         raise ValueError(f"logits has an empty vocabulary axis (shape {z.shape})")
     tau = _positive(temperature, "temperature")
+    cap = None if softcap is None else check_head_option(softcap, "softcap")
     valid = check_mask(mask, lab.shape)
     if check_ignore_index(ignore_index) is not None:
         valid = valid & (lab != ignore_index)
@@ -47,6 +50,20 @@ def _logprob_pipeline(
         )
     w = np.where(valid, 1.0, 0.0) if weight is None else np.where(valid, weight, 0.0)
 
+    def capped_step(rows: Any, lab_rows: Any, z_rows: Any, grad: bool = False) -> Any:
+        """log softmax(h)_y through the head (softcap after the temperature), by :func:`maskloss.head.through_head`."""
+        picked = np.arange(z_rows.shape[0])
+
+        def logprob(h: FloatArray, g: bool) -> Any:
+            if not g:
+                return pointwise.log_softmax(h)[picked, lab_rows]
+            log_p, p = pointwise.log_softmax_and_softmax(h)
+            p *= -1.0
+            p[picked, lab_rows] += 1.0  # d log p_y / d h = onehot - softmax
+            return log_p[picked, lab_rows], p
+
+        return through_head(logprob, to_float64(z_rows), temperature=tau, cap=cap, grad=grad)
+
     def step(rows: Any, lab_rows: Any, z_rows: Any, grad: bool = False) -> Any:
         scaled = to_float64(z_rows) / tau
         picked = np.arange(scaled.shape[0])
@@ -57,7 +74,8 @@ def _logprob_pipeline(
         p[picked, lab_rows] += 1.0 / tau  # d log p_y / d z = (onehot - softmax) / tau
         return log_p[picked, lab_rows], p
 
-    return Pipeline(step, (safe.reshape(-1), as_rows(z)), valid, w, reduction, z.shape)
+    chosen = step if cap is None else capped_step  # without a softcap, the bits of before
+    return Pipeline(chosen, (safe.reshape(-1), as_rows(z)), valid, w, reduction, z.shape)
 
 
 def token_logprobs(
@@ -67,6 +85,7 @@ def token_logprobs(
     *,
     ignore_index: int | None = None,
     temperature: float = 1.0,
+    softcap: float | None = None,
 ) -> FloatArray:
     r"""Log-probabilities of the labels, :math:`\log\operatorname{softmax}(z_{bt}/\tau)_{y_{bt}}`, ``(B, T)``.
 
@@ -84,7 +103,11 @@ def token_logprobs(
     ignore_index : int, optional
         A label that also marks a masked step (HF's -100).
     temperature : float > 0
-        The sampling temperature the logits are divided by (TRL, verl).
+        The sampling temperature the logits are divided by (TRL, verl), first.
+    softcap : float > 0, optional
+        Gemma's final-logit softcap :math:`c \tanh(x / c)`, after the temperature (the
+        documented order of :mod:`maskloss.head`; ``-inf`` stays ``-inf``). The log-probs of a
+        Gemma 2/3 policy are those of the capped logits: without it they are wrong.
 
     Examples
     --------
@@ -93,7 +116,9 @@ def token_logprobs(
     >>> maskloss.token_logprobs([[0, 1, 0]], logits, [[True, True, False]]).round(6).tolist()
     [[-0.693147, -0.287682, 0.0]]
     """
-    return _logprob_pipeline(labels, logits, mask, ignore_index, temperature, None, "none").value()  # type: ignore[no-any-return]
+    return _logprob_pipeline(  # type: ignore[no-any-return]
+        labels, logits, mask, ignore_index, temperature, None, "none", softcap
+    ).value()
 
 
 def sequence_logprobs(
@@ -104,13 +129,15 @@ def sequence_logprobs(
     average: bool = False,
     ignore_index: int | None = None,
     temperature: float = 1.0,
+    softcap: float | None = None,
 ) -> FloatArray:
     r"""Per-sequence log-probabilities, ``(B,)``: sums (DPO) or means over valid tokens (SimPO, IPO).
 
     .. math:: \log\pi(y_b) = \sum_t m_{bt}\log p_{bt}, \qquad
               \overline{\log\pi}(y_b) = \frac{\sum_t m_{bt}\log p_{bt}}{\sum_t m_{bt}}
 
-    An empty response (no valid token) has sum 0 and mean NaN (0/0: there is no average
+    ``temperature`` and ``softcap`` as in :func:`token_logprobs`. An empty response (no valid
+    token) has sum 0 and mean NaN (0/0: there is no average
     log-probability of nothing; TRL's ``clamp(min=1)`` turns it into 0, see
     :mod:`maskloss.conventions.trl`).
 
@@ -126,7 +153,7 @@ def sequence_logprobs(
     """
     if not isinstance(average, (bool, np.bool_)):
         raise TypeError(f"average must be True or False, got {average!r}")
-    pipeline = _logprob_pipeline(labels, logits, mask, ignore_index, temperature, None, "none")
+    pipeline = _logprob_pipeline(labels, logits, mask, ignore_index, temperature, None, "none", softcap)
     totals = pipeline.totals()
     if not average:
         return totals.numerator

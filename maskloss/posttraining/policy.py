@@ -23,6 +23,7 @@ def policy_gradient_objective(
     *,
     ignore_index: int | None = None,
     temperature: float = 1.0,
+    softcap: float | None = None,
 ) -> Pipeline:
     r"""Any weighted sum of token log-probs, :math:`J = \sum_{bt} m_{bt}\, w_{bt} \log p_{bt}`.
 
@@ -30,7 +31,9 @@ def policy_gradient_objective(
     ``maskloss.value_and_grad(policy_gradient_objective)`` gives :math:`J` and
     :math:`\partial J/\partial z_{btv} = m_{bt} w_{bt} (\mathbb 1[v = y_{bt}] - p_{btv}) / \tau`,
     exactly 0 at masked steps. ``weight`` may be negative (advantages) and has shape
-    ``(B,)``, ``(B, 1)`` or ``(B, T)``; it must be finite at valid steps.
+    ``(B,)``, ``(B, 1)`` or ``(B, T)``; it must be finite at valid steps. ``temperature`` and
+    ``softcap`` as in :func:`token_logprobs` (the gradient then goes through the softcap's
+    chain rule).
 
     Examples
     --------
@@ -48,7 +51,7 @@ def policy_gradient_objective(
     if check_ignore_index(ignore_index) is not None:
         valid = valid & (lab != ignore_index)
     w = _per_step_like(weight, valid, "weight")
-    return _logprob_pipeline(lab, logits, mask, ignore_index, temperature, w, "sum")
+    return _logprob_pipeline(lab, logits, mask, ignore_index, temperature, w, "sum", softcap)
 
 
 # --------------------------------------------------------------------------------------------
