@@ -25,6 +25,7 @@ __all__ = [
     "as_numeric",
     "check_class_weight",
     "check_feature_pair",
+    "check_features",
     "check_flag",
     "check_head_option",
     "check_label_smoothing",
@@ -112,6 +113,14 @@ def check_feature_pair(
     return t, p
 
 
+def check_features(y_pred: np.ndarray[Any, Any], name: str = "y_pred") -> int:
+    """The last axis of ``y_pred`` (features or classes) must not be empty; returns its size."""
+    width = y_pred.shape[-1]
+    if width == 0:
+        raise ValueError(f"{name} has no features/classes: its last axis has size 0 (shape {y_pred.shape})")
+    return int(width)
+
+
 def check_flag(value: object, name: str) -> bool:
     """``value`` must be a real boolean (``from_logits`` and friends); returns it as ``bool``."""
     if not isinstance(value, (bool, np.bool_)):
@@ -128,6 +137,15 @@ def check_reduction(reduction: object, *, allowed: Sequence[str] = REDUCTION_NAM
     if not isinstance(reduction, str) or reduction not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {reduction!r}")
     return reduction
+
+
+def check_ignore_index(ignore_index: object) -> int | None:
+    """``ignore_index`` must be an int (a label that marks a step to ignore, HF's -100) or None."""
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    return int(ignore_index)
 
 
 def check_label_smoothing(label_smoothing: object, name: str = "label_smoothing") -> float:

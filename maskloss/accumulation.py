@@ -44,8 +44,9 @@ import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
 from maskloss._types import FloatArray, ScalarReduction
-from maskloss.losses import Pipeline, pipeline_transform
+from maskloss.pipeline import Pipeline
 from maskloss.reductions import COUNT_OF, SCALAR_REDUCTIONS, MaskedTotals
+from maskloss.registry import pipeline_transform
 
 __all__ = ["GlobalCounts", "masked_totals", "micro_batch_value_and_grad"]
 

@@ -41,8 +41,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from maskloss._checks import check_reduction
-from maskloss.losses import Pipeline, pipeline_of, pipeline_transform, sparse_categorical_crossentropy
+from maskloss.losses import sparse_categorical_crossentropy
+from maskloss.pipeline import Pipeline
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, Reduction, ScalarReduction
+from maskloss.registry import pipeline_of, pipeline_transform
 
 #: A dask array (dask ships no type information).
 DaskArray = Any

@@ -36,10 +36,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from maskloss import registry
 from maskloss._checks import (
     as_numeric,
     check_class_weight,
     check_head_option,
+    check_ignore_index,
     check_label_smoothing,
     check_labels,
     check_mask,
@@ -144,9 +146,7 @@ def _check(
             f"labels must have the shape of hidden without its last axis, {h.shape[:-1]}; got {lab.shape}"
         )
     valid = check_mask(mask, lab.shape)
-    if ignore_index is not None:
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    if check_ignore_index(ignore_index) is not None:
         valid = valid & (lab != ignore_index)
     check_reduction(reduction)
     eps = check_label_smoothing(label_smoothing)
@@ -522,3 +522,8 @@ def linear_cross_entropy_value_and_grad(
         scale = unscale(totals.step_scale(head.reduction, w), head.reduction, exponent)
         factor = scale.reshape(-1)[head.rows]
     return value, _backward(head, factor)
+
+
+registry.register(
+    linear_cross_entropy, value_and_grad=linear_cross_entropy_value_and_grad, wrt="(hidden, weight, bias)"
+)
