@@ -426,7 +426,14 @@ def check_loss_section(rounds: int) -> str:
     return "\n".join(rows) + "\n"
 
 
-SECTIONS = {"check_loss": check_loss_section}
+def linear_section(rounds: int) -> str:
+    """Linear cross-entropy at (4096, 1024) x V = 32000, 128000 (benchmarks/linear.py): one round, it is slow."""
+    from benchmarks.linear import section
+
+    return section()
+
+
+SECTIONS = {"check_loss": check_loss_section, "linear": linear_section}
 
 
 def _memory_target(n: int | None) -> str:

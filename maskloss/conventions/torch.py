@@ -575,7 +575,9 @@ def linear_cross_entropy(
     chunked path only without label smoothing). For a 2-D ``input`` (N, H) and
     non-negative class weights the value comes from
     :func:`maskloss.linear_cross_entropy` (the logits are never held); otherwise the
-    logits are formed and :func:`cross_entropy` applied.
+    logits are formed and :func:`cross_entropy` applied. With ``options=None`` this is
+    also the naive composition ``F.cross_entropy(x @ W.T + b, ...)`` that fused kernels'
+    own tests (Liger, CCE) take as their reference.
 
     Examples
     --------

@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from maskloss.testing.accumulation import AccumulationCheckError, check_accumulation
-from maskloss.testing.adapters import jax_adapter, jax_grad, torch_adapter, torch_grad
+from maskloss.testing.adapters import jax_adapter, jax_grad, torch_adapter, torch_grad, torch_linear_grad
 from maskloss.testing.aggregation import AggregationCheckError, check_aggregation
 from maskloss.testing.check import check_loss
 from maskloss.testing.properties import LossCheckError
@@ -82,4 +82,5 @@ __all__ = [
     "run_step",
     "torch_adapter",
     "torch_grad",
+    "torch_linear_grad",
 ]

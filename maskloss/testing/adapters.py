@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["jax_adapter", "jax_grad", "torch_adapter", "torch_grad"]
+__all__ = ["jax_adapter", "jax_grad", "torch_adapter", "torch_grad", "torch_linear_grad"]
 
 
 def torch_adapter(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[..., Any]:
@@ -50,6 +50,8 @@ def torch_adapter(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[...,
 def _torch_to_numpy(out: Any) -> Any:
     import torch
 
+    if isinstance(out, tuple):  # several gradients; None stays None (no bias)
+        return tuple(None if o is None else _torch_to_numpy(o) for o in out)
     if isinstance(out, torch.Tensor):
         arr = out.detach().to(torch.float64).cpu().numpy()
         return np.float64(arr) if arr.ndim == 0 else arr
@@ -80,6 +82,45 @@ def torch_grad(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[..., An
         return torch.zeros_like(y_pred) if g is None else g
 
     return torch_adapter(loss_and_pred, dtype=dtype)
+
+
+def torch_linear_grad(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[..., Any]:
+    r"""Gradients ``(d_hidden, d_weight, d_bias)`` of a torch fused LM-head loss, by autograd.
+
+    ``fn(hidden, weight, labels, mask, bias=None, ...)`` is the call shape of
+    ``check_loss(..., like=maskloss.linear_cross_entropy)``; ``d_bias`` is None without a
+    bias. A ``cotangent=`` keyword (what check_loss passes for ``reduction="none"``)
+    becomes autograd's ``grad_outputs``, the ``grad_output`` a fused kernel's backward
+    receives, so the result is the gradient of ``sum(cotangent * values)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> torch = __import__("pytest").importorskip("torch")
+    >>> from maskloss.testing import torch_linear_grad
+    >>> def naive(hidden, weight, labels, mask, bias=None):
+    ...     return torch.nn.functional.cross_entropy(hidden[mask] @ weight.T, labels[mask])
+    >>> dh, dw, db = torch_linear_grad(naive)(np.array([[[1.0, 0.0]]]), np.eye(2), np.array([[1]]),
+    ...                                        np.array([[True]]))
+    >>> p = np.exp([1.0, 0.0]) / np.exp([1.0, 0.0]).sum()       # softmax of the logits [1, 0]
+    >>> bool(np.allclose(dw, np.outer(p - [0, 1], [1.0, 0.0]))), db is None
+    (True, True)
+    """
+    import torch
+
+    def grads(hidden: Any, weight: Any, labels: Any, *rest: Any, bias: Any = None, cotangent: Any = None,
+              **kwargs: Any) -> Any:
+        leaves = [hidden.detach().requires_grad_(True), weight.detach().requires_grad_(True)]
+        if bias is not None:
+            leaves.append(bias.detach().requires_grad_(True))
+            kwargs["bias"] = leaves[2]
+        value = fn(leaves[0], leaves[1], labels, *rest, **kwargs)
+        outputs = None if cotangent is None else cotangent.to(value.dtype).reshape(value.shape)
+        found = torch.autograd.grad(value, leaves, grad_outputs=outputs, allow_unused=True)
+        got = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, found, strict=True)]
+        return (got[0], got[1], got[2] if bias is not None else None)
+
+    return torch_adapter(grads, dtype=dtype)
 
 
 def jax_adapter(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[..., Any]:

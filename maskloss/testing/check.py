@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, Verbosity, given, settings
 
 from maskloss.strategies import PADDINGS, PaddedBatch, padded_batches, round_to_bfloat16
+from maskloss.testing import linear_check
 from maskloss.testing.batches import (
     _all_masked_batch,
     _junk_label_variants,
@@ -121,6 +122,11 @@ def check_loss(
     ``class_weight``) and are passed to ``like`` only. ``mask`` is True at valid steps;
     with ``ignore_index`` every padded label also holds that index, so a loss may use
     either.
+
+    ``like=maskloss.linear_cross_entropy`` checks a fused LM-head loss,
+    ``candidate(hidden, weight, labels, mask[, bias=])``, on generated hidden states and
+    head weights, with chunk invariance and the gradients for hidden, weight and bias:
+    see :mod:`maskloss.testing.linear_check`.
 
     ``like`` may also be a framework mirror of :mod:`maskloss.conventions`
     (``maskloss.conventions.torch.cross_entropy``, ``...fairseq.label_smoothed_nll_loss``,
@@ -268,6 +274,16 @@ def check_loss(
     """
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
+    if linear_check.is_linear(like):  # hidden states and a head's weight, not logits: its own module
+        linear_check.refuse_options(kind=kind, pad_label=pad_label, scale=scale, shift=shift, weights=weights,
+                                    smoothing_rule=smoothing_rule, smoothing_form=smoothing_form,
+                                    weight_normalization=weight_normalization, expected_grad=expected_grad)
+        return linear_check.check_linear_loss(
+            candidate, max_examples=max_examples, grad=grad, adapter=adapter, dtype=dtype, rtol=rtol, atol=atol,
+            reference_lowp=reference_lowp, factor=factor, all_masked=all_masked, padding=padding,
+            max_batch=max_batch, max_steps=max_steps, min_features=min_features, max_features=max_features,
+            allow_empty_rows=allow_empty_rows, derandomize=derandomize, seed=seed, options=options,
+        )
     for size_name, size in (("max_batch", max_batch), ("max_steps", max_steps)):
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= _MAX_SIZE:
             raise ValueError(f"{size_name} must be an int in [1, {_MAX_SIZE}], got {size!r:.80}")
