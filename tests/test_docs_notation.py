@@ -113,7 +113,7 @@ def test_the_course_follows_the_notation_appendix() -> None:
 
 def test_every_course_chapter_is_seen() -> None:
     chapters = course()
-    assert sorted(chapters) == list(range(len(chapters))) and len(chapters) >= 10
+    assert set(range(10)) <= set(chapters)  # 00-09, and whatever later chapters exist
     assert len(introduced(APPENDIX.read_text(encoding="utf-8"))) >= 30
 
 
@@ -144,13 +144,19 @@ def test_a_toy_course_that_follows_the_appendix_passes() -> None:
 @pytest.mark.parametrize(
     ("chapters", "message"),
     [
-        ({0: ["$B$ and $N_b$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"]}, "N (introduced in 3) is used in chapter(s) [0]"),
+        (
+            {0: ["$B$ and $N_b$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"]},
+            "N (introduced in 3) is used in chapter(s) [0]",
+        ),
         ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 5: ["$V$ valid steps"]}, "V (introduced in 99)"),
         ({0: ["$B$"], 3: [r"$N_b$ $\mathcal{L}$"]}, "\\lambda is said to be introduced in chapter 3"),
         ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 5: [r"$L = \sum_b c_b N_b$"]}, "c_b"),
         ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 9: [r"$L_b = \sum_t m_{bt}$"]}, "a length is D_b"),
         ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 9: [r"$C = B \cdot T$"]}, "C is the number of classes"),
-        ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 9: [r"$\sum m / N_{\text{global}}$"]}, "not a token count"),
+        (
+            {0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 9: [r"$\sum m / N_{\text{global}}$"]},
+            "not a token count",
+        ),
     ],
 )
 def test_a_toy_course_that_breaks_the_appendix_fails(chapters: dict[int, list[str]], message: str) -> None:
