@@ -3,7 +3,7 @@
 Python loops over the steps and ``math`` on Python floats, written from the Keras sources
 (keras/src/losses/loss.py, keras/src/backend/jax/nn.py, tf_keras/src/backend.py,
 tf_keras/src/utils/losses_utils.py, Keras 2.2 keras/engine/training_utils.py) and the
-conventions of docs/course/07-frameworks.md. They share no code with maskloss.
+conventions of docs/reference/framework-conventions.md. They share no code with maskloss.
 
 Weights are passed to the reducers as ``None``, a Python float, or a 2-D array of shape
 ``(B, 1)``, ``(1, T)`` or ``(B, T)`` (the test expands ``(B,)`` itself).

@@ -36,7 +36,7 @@ def test_totals_of_any_split_merge_into_the_full_batch_value(case, data):
 
 
 def test_mean_of_micro_batch_means_is_not_the_full_batch_mean():
-    # docs/course/07-frameworks.md: micro-batches with 5 and 1 targets; the mean of means weighs the single
+    # docs/course/05-accumulation.md: micro-batches with 5 and 1 targets; the mean of means weighs the single
     # token like the five. Here with MAE: losses 1 (x5) and 4 (x1).
     y_true = np.zeros((2, 5, 1))
     y_pred = np.array([[[1.0]] * 5, [[4.0]] + [[np.nan]] * 4])

@@ -88,7 +88,7 @@ def test_hf_downcasts_float64_logits_to_float32(hf):
 
 
 def test_gradient_accumulation_worked_example():
-    """Two micro-batches with 5 and 1 causal targets, as in docs/course/07-frameworks.md."""
+    """Two micro-batches with 5 and 1 causal targets, as in docs/course/05-accumulation.md."""
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 6, 5))
     labels = np.array([[1, 2, 3, 4, 0, 1], [2, 3, -100, -100, -100, -100]])

@@ -255,7 +255,7 @@ def test_model_all_masked_evaluates_to_zero() -> None:
 
 
 def test_softmax_output_is_clipped_on_jax() -> None:
-    # docs/course/07-frameworks.md: logits [30, 0, -30], softmax, target class 3: 16.118 on jax/torch.
+    # docs/reference/framework-conventions.md: logits [30, 0, -30], softmax, target class 3: 16.118 on jax/torch.
     model = _model("categorical", 1, 1, 3)
     dense = model.layers[-1]
     dense.set_weights([np.zeros((1, 3)), np.array([30.0, 0.0, -30.0])])

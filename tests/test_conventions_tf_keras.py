@@ -188,7 +188,7 @@ def test_model_evaluate_uses_the_logits_of_a_softmax_output(kind: str) -> None:
 
 
 def test_model_softmax_output_is_not_clipped() -> None:
-    # docs/course/07-frameworks.md: logits [30, 0, -30], softmax, target class 3: 60.0 on TF, 16.118 clipped.
+    # docs/reference/framework-conventions.md: logits [30, 0, -30], softmax, target class 3: 60.0 on TF, 16.118 clipped.
     model, _ = _models("categorical", 1, 1, 3)
     model.layers[2].set_weights([np.zeros((1, 3)), np.array([30.0, 0.0, -30.0])])
     model.compile(loss="categorical_crossentropy")

@@ -1,6 +1,6 @@
 """The typed conventions table of chapter 7 checked against the mirrors it links to.
 
-The table (docs/course/07-frameworks.md, section "The table") is written by hand because
+The table (docs/reference/framework-conventions.md, section "The table") is written by hand because
 its cells quote framework code. Its "all masked" column is a claim about each mirror, so
 every row's claim is recomputed here: the mirror on a batch with no valid step (or, where the
 cell says so, an empty batch). Each row is addressed by its first two cells, so a reordered,
@@ -19,7 +19,7 @@ import pytest
 from maskloss.conventions import allennlp, fairseq, hf, keras2, keras3, optax, t5x, tf_keras, tfa
 from maskloss.conventions import torch as tc
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "course" / "07-frameworks.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "framework-conventions.md"
 B, T, C = 2, 3, 4
 RNG = np.random.default_rng(0)
 LOGITS = RNG.normal(size=(B, T, C))

@@ -145,6 +145,9 @@ def test_bug_gallery_table_runs_check_loss_on_the_gallery(monkeypatch: pytest.Mo
     monkeypatch.setattr(gallery, "GALLERY", gallery.GALLERY[:1])  # bug 1: caught on the first example
     text = _module("tables", "bug_gallery_table").render()
     assert "| 1. mean over all steps, padding included | padding amount | 1 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 1. "))
+    # "padding amount" can only fail on a batch with a padded step: the shrunk batch's mask shows a 0
+    assert "mask `[[1, 0" in row and "right padded" in row, row
 
 
 def test_bug_gallery_solutions_name_every_property_the_gallery_accepts() -> None:
