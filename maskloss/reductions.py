@@ -39,7 +39,7 @@ bug of gradient accumulation).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,7 @@ __all__ = [
     "SCALAR_REDUCTIONS",
     "WEIGHT_NORMALIZATIONS",
     "MaskedTotals",
+    "overflow_free",
     "power_of_two_scale",
     "reduce",
     "reduce_terms",
@@ -264,9 +265,13 @@ def power_of_two_scale(weight: FloatArray) -> tuple[FloatArray, int]:
     float64 maximum or ``5e-324`` cancels exactly in ``token_mean`` and
     ``sequence_mean`` (no ``inf/inf``, no subnormal rounding); the other reductions
     multiply their value back by :math:`2^e` (:func:`unscale`).
+
+    The largest weight is the largest in magnitude: signed weights (advantages in
+    :func:`maskloss.policy_gradient_objective`) scale by their largest magnitude, so a tiny
+    positive weight next to a huge negative one does not overflow.
     """
     w = np.asarray(weight, dtype=np.float64)
-    top = float(np.maximum.reduce(w, axis=None)) if w.size else 0.0
+    top = float(np.maximum.reduce(np.abs(w), axis=None)) if w.size else 0.0
     if top <= 0.0 or not math.isfinite(top):
         return w, 0
     exponent = math.frexp(top)[1]
@@ -280,6 +285,38 @@ def unscale(value: Any, reduction: str, exponent: int) -> Any:
     return np.ldexp(value, exponent)
 
 
+def overflow_free(
+    value_of: Callable[[MaskedTotals], Any], numerator_terms: FloatArray, denominator_terms: FloatArray
+) -> np.float64:
+    r"""``value_of(MaskedTotals.from_terms(n, d))``, without overflow in the sums of finite terms.
+
+    ``value_of`` is linear in the numerators (every reduction is, and so is a sum over a
+    constant). When its value is not finite although every term is, the sums overflowed
+    (the mean of six errors of ``1e308`` is ``1e308``, their sum is not a float64): the value
+    is computed again on :math:`n\,2^{-e}`, with the largest :math:`|n|` brought into
+    :math:`[1/2, 1)` exactly, and multiplied back by :math:`2^e`. Finite values are never
+    recomputed, so ordinary inputs give the same bits as a plain sum.
+
+    >>> import numpy as np
+    >>> from maskloss.reductions import overflow_free
+    >>> terms = np.full((2, 3), 1e308)
+    >>> float(overflow_free(lambda t: t.value("token_mean"), terms, np.ones((2, 3))))
+    1e+308
+    """
+    n = np.asarray(numerator_terms, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = np.float64(value_of(MaskedTotals.from_terms(n, denominator_terms)))
+    if math.isfinite(value) or not n.size:
+        return value
+    top = float(np.maximum.reduce(np.abs(n), axis=None))
+    if not 0.0 < top < math.inf:
+        return value  # a non-finite term (or nothing at all): the value is what it is
+    exponent = math.frexp(top)[1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = value_of(MaskedTotals.from_terms(np.ldexp(n, -exponent), denominator_terms))
+        return np.float64(np.ldexp(scaled, exponent))
+
+
 def _ratio(numerator: float, denominator: float) -> np.float64:
     return np.float64(np.nan if denominator == 0 else numerator / denominator)
 
@@ -291,7 +328,7 @@ def reduce_terms(
     check_reduction(reduction)
     if reduction == "none":
         return np.asarray(numerator_terms, dtype=np.float64)
-    return MaskedTotals.from_terms(numerator_terms, denominator_terms).value(reduction)
+    return overflow_free(lambda totals: totals.value(reduction), numerator_terms, denominator_terms)
 
 
 def reduce(

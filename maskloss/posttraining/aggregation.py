@@ -7,7 +7,7 @@ import numpy.typing as npt
 
 from maskloss._checks import check_mask
 from maskloss.posttraining._common import _positive, _steps, _valid_values
-from maskloss.reductions import MaskedTotals
+from maskloss.reductions import overflow_free, reduce_terms
 
 #: Names accepted by :func:`aggregate`'s ``mode``.
 AGGREGATIONS: tuple[str, ...] = (
@@ -50,11 +50,12 @@ def aggregate(
         raise ValueError(f"mode must be one of {', '.join(map(repr, AGGREGATIONS))}; got {mode!r}")
     loss = _steps(per_token_loss, "per_token_loss")
     valid = check_mask(mask, loss.shape)
-    totals = MaskedTotals.from_terms(_valid_values(loss, valid, "per_token_loss"), valid.astype(np.float64))
+    terms, counts = _valid_values(loss, valid, "per_token_loss"), valid.astype(np.float64)
     if mode == "constant":
         if constant is None:
             raise TypeError("mode='constant' needs constant= (Dr. GRPO: batch size * max_completion_length)")
-        return np.float64(totals.value("sum") / _positive(constant, "constant"))
+        divisor = _positive(constant, "constant")
+        return overflow_free(lambda totals: totals.value("sum") / divisor, terms, counts)
     if mode == "global_token_mean":
         if global_count is None:
             raise TypeError("mode='global_token_mean' needs global_count= (valid tokens of the whole step)")
@@ -64,5 +65,5 @@ def aggregate(
                 f"global_count={global_count!r} is below this micro-batch's own {np.count_nonzero(valid)} valid "
                 "tokens; it counts the valid tokens of the whole optimiser step (all micro-batches and ranks)"
             )
-        return np.float64(totals.value("sum") / count)
-    return totals.value(mode)
+        return overflow_free(lambda totals: totals.value("sum") / count, terms, counts)
+    return reduce_terms(terms, counts, mode)  # type: ignore[return-value]  # a scalar mode
