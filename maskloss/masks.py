@@ -4,6 +4,13 @@ r"""Build, inspect and convert masks.
 ``attention_mask`` and optax ``where`` convention). torch's ``key_padding_mask`` and
 ``numpy.ma`` use the opposite polarity (True = padding): pass ``~key_padding_mask``.
 
+**A numpy.ma array is refused, not read**: every function of maskloss (losses,
+reductions, post-training, masks) raises a TypeError naming the argument when one of its
+arguments is a ``numpy.ma`` array with a masked entry, since ``np.asarray`` would keep the
+data under that mask and drop the mask. Pass ``np.ma.getdata(x)`` and
+``mask=~np.ma.getmaskarray(x)`` (per-step values) instead; a ``numpy.ma`` array that masks
+nothing is read as its data.
+
 Every mask has the shape of the *steps* of a batch, ``(B, T)`` for a batch of
 sequences: the feature or class axis of the data is never part of a mask.
 """
