@@ -102,6 +102,35 @@ class MaskedTotals:
     denominator: FloatArray
     steps: FloatArray
 
+    def __post_init__(self) -> None:
+        """Refuse totals no loss can produce: they would give a wrong value, not an error."""
+        shape = None
+        for name in ("numerator", "denominator", "steps"):
+            raw = getattr(self, name)
+            if not isinstance(raw, np.ndarray):
+                raise TypeError(
+                    f"MaskedTotals: {name} must be a numpy array of shape (B,), got {type(raw).__name__} "
+                    f"{raw!r:.60} (pass np.asarray(...), or build totals with maskloss.masked_totals)"
+                )
+            if raw.dtype.kind not in "biuf":
+                raise TypeError(f"MaskedTotals: {name} must hold real numbers, got dtype {raw.dtype}")
+            if raw.ndim != 1 or (shape is not None and raw.shape != shape):
+                raise ValueError(
+                    f"MaskedTotals: numerator, denominator and steps must share one shape (B,); "
+                    f"got {name} of shape {raw.shape}" + ("" if shape is None else f", numerator {shape}")
+                )
+            shape = raw.shape
+            if raw.dtype != np.float64:
+                object.__setattr__(self, name, raw.astype(np.float64))
+        steps = self.steps
+        if steps.size and not (np.all(np.isfinite(steps)) and steps.min() >= 0 and np.all(steps == np.floor(steps))):
+            bad = int(np.flatnonzero(~(np.isfinite(steps) & (steps >= 0) & (steps == np.floor(steps))))[0])
+            raise ValueError(f"MaskedTotals: steps must be whole numbers >= 0; steps[{bad}] is {float(steps[bad])!r}")
+        den = self.denominator
+        if den.size and np.isnan(den).any():
+            bad = int(np.flatnonzero(np.isnan(den))[0])
+            raise ValueError(f"MaskedTotals: denominator[{bad}] is nan (a sum of step weights)")
+
     @classmethod
     def from_terms(cls, numerator_terms: FloatArray, denominator_terms: FloatArray) -> MaskedTotals:
         """Sum ``(B, ...)`` per-step terms (already 0 at masked steps) per sequence."""
@@ -192,6 +221,8 @@ class MaskedTotals:
         check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
         if reduction == "sum":
             return np.float64(float(_add(self.numerator)))
+        if reduction in SCALE_FREE_REDUCTIONS:
+            self._check_denominators(reduction)
         if reduction == "sequence_mean":
             nonempty = self.denominator > 0
             count = int(nonempty.sum())
@@ -243,6 +274,16 @@ class MaskedTotals:
             return factors.reshape(w.shape)
         den = self._denominator(reduction)
         return w / den if den != 0 else np.zeros_like(w)
+
+    def _check_denominators(self, reduction: str) -> None:
+        """A mean over weighted steps needs weights >= 0 (signed weights only make a ``"sum"``)."""
+        negative = self.denominator < 0
+        if negative.any():
+            bad = int(np.flatnonzero(negative)[0])
+            raise ValueError(
+                f"MaskedTotals: denominator[{bad}] is {float(self.denominator[bad])!r}, but {reduction!r} divides "
+                "by the sum of step weights, which must be >= 0 (signed weights, such as advantages, make a 'sum')"
+            )
 
     def _denominator(self, reduction: str) -> float:
         if reduction == "token_mean":
