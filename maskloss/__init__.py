@@ -13,7 +13,7 @@ with the mask), and reduces with one of :data:`REDUCTIONS`, each defined once in
 from maskloss._threads import get_num_threads, set_num_threads
 from maskloss.accumulation import GlobalCounts, masked_totals, micro_batch_value_and_grad
 from maskloss.divergences import entropy, jensen_shannon, kl_divergence
-from maskloss.gradients import value_and_grad
+from maskloss.gradients import value_and_grad, vjp
 from maskloss.head_terms import token_accuracy, z_loss
 from maskloss.linear import linear_cross_entropy
 from maskloss.losses import (
@@ -43,7 +43,7 @@ from maskloss.posttraining import (
     sequence_ratio,
     token_logprobs,
 )
-from maskloss.reductions import REDUCTIONS, SCALAR_REDUCTIONS, MaskedTotals, reduce
+from maskloss.reductions import REDUCTIONS, SCALAR_REDUCTIONS, MaskedTotals, Reduction, reduce
 from maskloss.segments import (
     lengths_from_segment_ids,
     next_token_targets,
@@ -61,6 +61,7 @@ __all__ = [
     "GlobalCounts",
     "MaskedTotals",
     "Packing",
+    "Reduction",
     "Shard",
     "ShardLayout",
     "ShardScales",
@@ -103,5 +104,6 @@ __all__ = [
     "token_logprobs",
     "unpack",
     "value_and_grad",
+    "vjp",
     "z_loss",
 ]

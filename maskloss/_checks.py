@@ -11,6 +11,7 @@ Nothing here writes into a caller's array; arrays are only read or copied.
 from __future__ import annotations
 
 import numbers
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss._interop import to_numpy
-from maskloss._types import BoolArray, FloatArray
+from maskloss._types import BoolArray, FloatArray, Reduction
 
 __all__ = [
     "as_numeric",
@@ -138,14 +139,24 @@ def check_flag(value: object, name: str) -> bool:
     return bool(value)
 
 
-REDUCTION_NAMES = ("none", "sum", "token_mean", "sequence_mean", "batch_mean", "element_mean")
+#: Names accepted by ``reduction=``, read off :data:`maskloss._types.Reduction` (their one definition).
+REDUCTION_NAMES: tuple[str, ...] = typing.get_args(Reduction)
 
 
-def check_reduction(reduction: object, *, allowed: Sequence[str] = REDUCTION_NAMES) -> str:
+def check_reduction(reduction: object, *, allowed: Sequence[str] = REDUCTION_NAMES, name: str = "reduction") -> str:
     """Return ``reduction`` if it names a known reduction, else raise listing the valid ones."""
     if not isinstance(reduction, str) or reduction not in allowed:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, allowed))}; got {reduction!r}")
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {reduction!r}")
     return reduction
+
+
+def check_ignore_index(ignore_index: object) -> int | None:
+    """``ignore_index`` must be an int (a label that marks a step to ignore, HF's -100) or None."""
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    return int(ignore_index)
 
 
 def check_label_smoothing(label_smoothing: object, name: str = "label_smoothing") -> float:

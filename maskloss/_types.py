@@ -11,5 +11,10 @@ FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
 
-Reduction = Literal["none", "sum", "token_mean", "sequence_mean", "batch_mean", "element_mean"]
+#: The reductions that return a scalar, in the order of the table of :mod:`maskloss.reductions`.
+ScalarReduction = Literal["sum", "token_mean", "sequence_mean", "batch_mean", "element_mean"]
+#: Every name ``reduction=`` accepts: the one definition (``maskloss.REDUCTIONS`` is read off it).
+Reduction = Literal["none", ScalarReduction]
+#: The modes of :func:`maskloss.aggregate`: scalar reductions, and two whose count the caller gives.
+Aggregation = Literal["token_mean", "sequence_mean", "batch_mean", "sum", "constant", "global_token_mean"]
 Side = Literal["right", "left"]

@@ -44,21 +44,12 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
-from maskloss._types import FloatArray
-from maskloss.losses import Pipeline, pipeline_transform
-from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals
+from maskloss._types import FloatArray, ScalarReduction
+from maskloss.pipeline import Pipeline
+from maskloss.reductions import COUNT_OF, SCALAR_REDUCTIONS, MaskedTotals
+from maskloss.registry import pipeline_transform
 
 __all__ = ["GlobalCounts", "masked_totals", "micro_batch_value_and_grad"]
-
-#: The field of :class:`GlobalCounts` each reduction divides by (``"sum"``: none).
-COUNT_OF: dict[str, str | None] = {
-    "sum": None,
-    "token_mean": "tokens",
-    "sequence_mean": "nonempty_sequences",
-    "batch_mean": "sequences",
-    "element_mean": "steps",
-}
-
 
 #: The counts of :class:`GlobalCounts` that count things (``tokens`` is a sum of weights).
 _WHOLE_COUNTS = ("nonempty_sequences", "sequences", "steps")
@@ -158,7 +149,8 @@ class GlobalCounts:
         """The counts of the sequences in ``totals`` (exact for every loss option)."""
         if not isinstance(totals, MaskedTotals):
             raise TypeError(f"totals must be a maskloss.MaskedTotals, got {type(totals).__name__}")
-        return cls(**_counts_of(totals))
+        totals._check_denominators("token_mean")  # a count of weighted tokens needs weights >= 0
+        return cls(**{name: totals.count(r) for r, name in COUNT_OF.items() if name is not None})
 
     @classmethod
     def from_mask(cls, mask: npt.ArrayLike, sample_weight: npt.ArrayLike | None = None) -> GlobalCounts:
@@ -202,7 +194,7 @@ class GlobalCounts:
             )
         return cls(*(float(x) for x in arr))
 
-    def denominator(self, reduction: str) -> float:
+    def denominator(self, reduction: ScalarReduction) -> float:
         """The global count ``reduction`` divides by (1 for ``"sum"``); must be > 0."""
         check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
         name = COUNT_OF[reduction]
@@ -216,7 +208,7 @@ class GlobalCounts:
             )
         return value
 
-    def scale(self, reduction: str, denominator: npt.ArrayLike) -> FloatArray:
+    def scale(self, reduction: ScalarReduction, denominator: npt.ArrayLike) -> FloatArray:
         r"""The coefficients :math:`\lambda_b` of a micro-batch's loss :math:`\sum_b \lambda_b N_b`, shape (B,).
 
         Parameters
@@ -246,13 +238,11 @@ class GlobalCounts:
         """
         den = self._local_denominator(denominator)
         total = self.denominator(reduction)
-        self._check_local(reduction, MaskedTotals(np.zeros_like(den), den, np.zeros_like(den)))
-        if reduction == "sequence_mean":
-            nonempty = den > 0
-            return np.where(nonempty, 1.0 / (np.where(nonempty, den, 1.0) * total), 0.0)
-        return np.full(den.shape, 1.0 / total)
+        local = MaskedTotals(np.zeros_like(den), den, np.zeros_like(den))
+        self._check_local(reduction, local)
+        return local.sequence_scale(reduction, count=total)
 
-    def loss(self, totals: MaskedTotals, reduction: str) -> np.float64:
+    def loss(self, totals: MaskedTotals, reduction: ScalarReduction) -> np.float64:
         r"""A micro-batch's share of the full-batch loss: :math:`\sum_b \lambda_b N_b` of ``totals``.
 
         Summed over all micro-batches and ranks of the step, the shares give the
@@ -262,11 +252,7 @@ class GlobalCounts:
             raise TypeError(f"totals must be a maskloss.MaskedTotals, got {type(totals).__name__}")
         total = self.denominator(reduction)
         self._check_local(reduction, totals)
-        if reduction == "sequence_mean":
-            nonempty = totals.denominator > 0
-            per_sequence = totals.numerator[nonempty] / totals.denominator[nonempty]
-            return np.float64(float(np.sum(per_sequence)) / total)
-        return np.float64(float(totals.numerator.sum()) / total)
+        return totals.value(reduction, count=total)
 
     @staticmethod
     def _local_denominator(denominator: npt.ArrayLike) -> FloatArray:
@@ -278,28 +264,17 @@ class GlobalCounts:
             raise ValueError(f"denominator must be finite and >= 0, got {float(bad)}")
         return den
 
-    def _check_local(self, reduction: str, totals: MaskedTotals) -> None:
+    def _check_local(self, reduction: ScalarReduction, totals: MaskedTotals) -> None:
         """A global count below the micro-batch's own means the counts were not summed."""
         name = COUNT_OF[reduction]
         if name is None or (name == "steps" and not totals.steps.any()):
             return
-        local = _counts_of(totals)[name]
+        local = totals.count(reduction)
         if local > getattr(self, name) * (1 + 1e-9):
             raise ValueError(
                 f"counts.{name}={getattr(self, name)} is smaller than this micro-batch's own {local}: "
                 "counts must be summed over every micro-batch and rank of the optimizer step"
             )
-
-
-def _counts_of(totals: MaskedTotals) -> dict[str, float]:
-    """The four counts of ``totals``, by field name (weights must be >= 0 to be counted)."""
-    totals._check_denominators("token_mean")
-    return {
-        "tokens": float(totals.denominator.sum()),
-        "nonempty_sequences": float(np.count_nonzero(totals.denominator > 0)),
-        "sequences": float(totals.denominator.shape[0]),
-        "steps": float(totals.steps.sum()),
-    }
 
 
 def masked_totals(fn: Callable[..., Any]) -> Callable[..., MaskedTotals]:

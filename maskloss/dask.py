@@ -41,8 +41,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from maskloss._checks import check_reduction
-from maskloss.losses import Pipeline, pipeline_of, pipeline_transform, sparse_categorical_crossentropy
-from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals
+from maskloss.losses import sparse_categorical_crossentropy
+from maskloss.pipeline import Pipeline
+from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, Reduction, ScalarReduction
+from maskloss.registry import pipeline_of, pipeline_transform
 
 #: A dask array (dask ships no type information).
 DaskArray = Any
@@ -94,7 +96,7 @@ class Summary:
         s = np.asarray(stats, dtype=np.float64).reshape(_N_STATS)
         return cls(float(s[0]), float(s[1]), float(s[2]), int(s[3]), float(s[4]), int(s[5]), int(s[6]))
 
-    def value(self, reduction: str) -> np.float64:
+    def value(self, reduction: ScalarReduction) -> np.float64:
         """The scalar loss under ``reduction`` (NaN for a zero denominator, as in-memory)."""
         check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
         if reduction == "sum":
@@ -274,7 +276,7 @@ def _blockwise_totals(loss: Callable[..., Any], prep: _Prepared, args: list[Any]
 
 
 def evaluate(
-    loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any = None, *, reduction: str = "token_mean",
+    loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any = None, *, reduction: Reduction = "token_mean",
     **options: Any,
 ) -> DaskArray:
     r"""The masked loss of dask arrays, lazily: a 0-d dask array (a blockwise one for ``"none"``).

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from maskloss import registry
 from maskloss._checks import (
     as_numeric,
     check_feature_pair,
@@ -42,8 +43,8 @@ from maskloss._checks import (
     check_sample_weight,
 )
 from maskloss._rows import as_rows, check_distribution, check_probabilities, to_float64
-from maskloss._types import FloatArray, IntArray
-from maskloss.losses import Pipeline, register_pipeline
+from maskloss._types import FloatArray, IntArray, Reduction
+from maskloss.pipeline import Pipeline
 from maskloss.pointwise import log_softmax_and_softmax
 
 __all__ = ["entropy", "jensen_shannon", "kl_divergence"]
@@ -97,7 +98,7 @@ def _divergence_pipeline(
     *,
     from_logits: bool,
     target_from_logits: bool,
-    reduction: str,
+    reduction: Reduction,
     beta: float | None,
 ) -> Pipeline:
     t, p = check_feature_pair(target, pred, true_name="target", pred_name="pred")
@@ -151,6 +152,7 @@ def _jsd_rows(
     return loss, g
 
 
+@registry.loss(wrt="pred")
 def kl_divergence(
     target: npt.ArrayLike,
     pred: npt.ArrayLike,
@@ -158,8 +160,8 @@ def kl_divergence(
     *,
     from_logits: bool = False,
     target_from_logits: bool = False,
-    reduction: str = "token_mean",
-) -> Any:
+    reduction: Reduction = "token_mean",
+) -> Pipeline:
     r"""Masked forward KL divergence :math:`\operatorname{KL}(q \,\|\, p)` per step, reduced.
 
     .. math:: \ell_{bt} = \sum_c q_{btc} (\log q_{btc} - \log p_{btc}), \qquad 0 \log 0 = 0
@@ -202,20 +204,6 @@ def kl_divergence(
     >>> float(maskloss.kl_divergence(p, p))        # KL(p || p) = 0
     0.0
     """
-    return _kl_pipeline(
-        target, pred, mask, from_logits=from_logits, target_from_logits=target_from_logits, reduction=reduction
-    ).value()
-
-
-def _kl_pipeline(
-    target: npt.ArrayLike,
-    pred: npt.ArrayLike,
-    mask: npt.ArrayLike | None = None,
-    *,
-    from_logits: bool = False,
-    target_from_logits: bool = False,
-    reduction: str = "token_mean",
-) -> Pipeline:
     return _divergence_pipeline(
         target, pred, mask, from_logits=from_logits, target_from_logits=target_from_logits,
         reduction=reduction, beta=None,
@@ -231,6 +219,7 @@ def _check_beta(beta: object) -> float:
     return b
 
 
+@registry.loss(wrt="pred")
 def jensen_shannon(
     target: npt.ArrayLike,
     pred: npt.ArrayLike,
@@ -239,8 +228,8 @@ def jensen_shannon(
     beta: float = 0.5,
     from_logits: bool = False,
     target_from_logits: bool = False,
-    reduction: str = "token_mean",
-) -> Any:
+    reduction: Reduction = "token_mean",
+) -> Pipeline:
     r"""Masked generalised Jensen-Shannon divergence (Liger-Kernel's ``LigerJSD``).
 
     .. math::
@@ -265,22 +254,6 @@ def jensen_shannon(
     >>> float(maskloss.jensen_shannon(q, p)), float(np.log(2))
     (0.6931471805599453, 0.6931471805599453)
     """
-    return _jsd_pipeline(
-        target, pred, mask, beta=beta, from_logits=from_logits, target_from_logits=target_from_logits,
-        reduction=reduction,
-    ).value()
-
-
-def _jsd_pipeline(
-    target: npt.ArrayLike,
-    pred: npt.ArrayLike,
-    mask: npt.ArrayLike | None = None,
-    *,
-    beta: float = 0.5,
-    from_logits: bool = False,
-    target_from_logits: bool = False,
-    reduction: str = "token_mean",
-) -> Pipeline:
     b = _check_beta(beta)
     return _divergence_pipeline(
         target, pred, mask, from_logits=from_logits, target_from_logits=target_from_logits,
@@ -288,7 +261,10 @@ def _jsd_pipeline(
     )
 
 
-def entropy(logits: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, reduction: str = "token_mean") -> Any:
+@registry.loss(wrt="logits")
+def entropy(
+    logits: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, reduction: Reduction = "token_mean"
+) -> Pipeline:
     r"""Masked entropy of the softmax of the logits (TRL's ``entropy_from_logits``, per token).
 
     .. math:: p = \operatorname{softmax}(x), \qquad
@@ -312,7 +288,12 @@ def entropy(logits: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, reducti
     >>> maskloss.entropy(logits, reduction="none").round(12).tolist()
     [[1.38629436112, 0.0]]
     """
-    return _entropy_pipeline(logits, mask, reduction=reduction).value()
+    x = as_numeric(logits, "logits", min_ndim=1)
+    if x.shape[-1] == 0:
+        raise ValueError(f"logits has no classes: its last axis has size 0 (shape {x.shape})")
+    valid = check_mask(mask, x.shape[:-1])
+    check_reduction(reduction)
+    return Pipeline(_entropy_rows, (as_rows(x),), valid, check_sample_weight(None, valid), reduction, x.shape)
 
 
 def _entropy_rows(rows: Any, x_rows: Any, grad: bool = False) -> Any:
@@ -324,19 +305,3 @@ def _entropy_rows(rows: Any, x_rows: Any, grad: bool = False) -> Any:
     with np.errstate(invalid="ignore"):
         d = np.where(p > 0, -p * (log_p + h[:, None]), 0.0)
     return h, d
-
-
-def _entropy_pipeline(
-    logits: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, reduction: str = "token_mean"
-) -> Pipeline:
-    x = as_numeric(logits, "logits", min_ndim=1)
-    if x.shape[-1] == 0:
-        raise ValueError(f"logits has no classes: its last axis has size 0 (shape {x.shape})")
-    valid = check_mask(mask, x.shape[:-1])
-    check_reduction(reduction)
-    return Pipeline(_entropy_rows, (as_rows(x),), valid, check_sample_weight(None, valid), reduction, x.shape)
-
-
-register_pipeline(kl_divergence, _kl_pipeline)
-register_pipeline(jensen_shannon, _jsd_pipeline)
-register_pipeline(entropy, _entropy_pipeline)

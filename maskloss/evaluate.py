@@ -11,7 +11,10 @@ import math
 import sys
 from typing import Any
 
-LOSSES = ("mae", "mse", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+from maskloss import registry
+
+#: The losses ``maskloss evaluate`` offers: those declared with ``evaluate=True`` (:mod:`maskloss.registry`).
+LOSSES: tuple[str, ...] = registry.names(evaluate=True)
 
 
 def _connect(address: str, timeout: float) -> Any:

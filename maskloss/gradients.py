@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from maskloss import registry
 from maskloss._types import FloatArray
-from maskloss.losses import Pipeline, pipeline_transform
+from maskloss.pipeline import Pipeline
 
-__all__ = ["value_and_grad"]
+__all__ = ["value_and_grad", "vjp"]
 
 
-def value_and_grad(fn: Callable[..., Any]) -> Callable[..., tuple[np.float64, FloatArray]]:
+def value_and_grad(fn: Callable[..., Any]) -> Callable[..., tuple[np.float64, Any]]:
     r"""Return a function computing the loss ``fn`` and its gradient with respect to ``y_pred``.
 
     Familiar to JAX users: ``maskloss.value_and_grad(maskloss.mse)(y_true, y_pred, mask)``
@@ -41,9 +42,14 @@ def value_and_grad(fn: Callable[..., Any]) -> Callable[..., tuple[np.float64, Fl
     Parameters
     ----------
     fn : callable
-        One of the public losses: :func:`maskloss.mae`, :func:`maskloss.mse`,
-        :func:`maskloss.binary_crossentropy`, :func:`maskloss.categorical_crossentropy`,
-        :func:`maskloss.sparse_categorical_crossentropy`.
+        A loss declared with a gradient in :mod:`maskloss.registry`
+        (``maskloss.registry.names(grad=True)``; a test keeps this list equal to it):
+        :func:`maskloss.mae`, :func:`maskloss.mse`, :func:`maskloss.binary_crossentropy`,
+        :func:`maskloss.categorical_crossentropy`, :func:`maskloss.sparse_categorical_crossentropy`,
+        :func:`maskloss.kl_divergence`, :func:`maskloss.jensen_shannon`, :func:`maskloss.entropy`,
+        :func:`maskloss.z_loss`, :func:`maskloss.policy_gradient_objective` (gradient with respect
+        to their prediction argument: ``y_pred``, ``pred`` or ``logits``) and
+        :func:`maskloss.linear_cross_entropy` (returns ``(value, (d_hidden, d_weight, d_bias))``).
 
     Returns
     -------
@@ -76,7 +82,7 @@ def value_and_grad(fn: Callable[..., Any]) -> Callable[..., tuple[np.float64, Fl
     Raises
     ------
     TypeError
-        If ``fn`` is not one of the public losses.
+        If ``fn`` is not a registered loss with a gradient (the message lists them).
 
     Examples
     --------
@@ -99,4 +105,61 @@ def value_and_grad(fn: Callable[..., Any]) -> Callable[..., tuple[np.float64, Fl
     >>> grad.tolist()
     [[[-0.5, 0.5], [0.0, 0.0]]]
     """
-    return pipeline_transform(fn, "value_and_grad", Pipeline.value_and_grad, keywords=("out",))
+    spec = registry.require(fn, "value_and_grad", grad=True)
+    own = spec.value_and_grad
+    if own is None:
+        return registry.pipeline_transform(fn, "value_and_grad", Pipeline.value_and_grad, keywords=("out",))
+
+    def transformed(*args: Any, **kwargs: Any) -> tuple[np.float64, Any]:
+        if "cotangent" in kwargs:
+            raise TypeError(f"value_and_grad({spec.name}) takes no cotangent=: use maskloss.vjp({spec.name})")
+        if kwargs.get("reduction") == "none":
+            raise ValueError(_NOT_SCALAR.format(name=spec.name))
+        return own(*args, **kwargs)  # type: ignore[no-any-return]
+
+    return registry.with_signature(transformed, fn, "value_and_grad")
+
+
+_NOT_SCALAR = (
+    "value_and_grad({name}) needs a scalar loss, but reduction='none' returns one value per step; pick a "
+    "scalar reduction, or use maskloss.vjp({name}) with a cotangent"
+)
+
+
+def vjp(fn: Callable[..., Any]) -> Callable[..., tuple[FloatArray, Any]]:
+    r"""Return a function computing the per-step loss ``fn`` and its vector-Jacobian product.
+
+    ``maskloss.vjp(fn)(..., reduction="none", cotangent=ct)`` returns ``(values, grads)``:
+    ``values`` is exactly ``fn(..., reduction="none")``, and ``grads`` is the gradient of
+    :math:`\sum_{bt} ct_{bt}\,\text{values}_{bt}` (what a framework's backward receives as
+    ``grad_output`` for an unreduced loss), with respect to what :func:`value_and_grad`
+    differentiates (``y_pred``; the tuple ``(d_hidden, d_weight, d_bias)`` for
+    :func:`maskloss.linear_cross_entropy`). Masked steps get exactly 0 whatever their
+    cotangent; ``cotangent`` has the shape of the steps and must be finite at valid ones.
+
+    Examples
+    --------
+    >>> import numpy as np, maskloss
+    >>> values, grad = maskloss.vjp(maskloss.mse)(
+    ...     np.zeros((1, 2, 1)), np.ones((1, 2, 1)), reduction="none", cotangent=[[3.0, np.nan]],
+    ...     mask=[[True, False]])
+    >>> values.tolist(), grad.ravel().tolist()        # d (3 (y - 0)^2) / dy at 1 is 6
+    ([[1.0, 0.0]], [6.0, 0.0])
+    """
+    spec = registry.require(fn, "vjp", grad=True)
+    own = spec.value_and_grad
+    if own is None:
+
+        def run(pipeline: Pipeline, cotangent: Any = None) -> tuple[FloatArray, FloatArray]:
+            if cotangent is None:
+                raise TypeError(f"vjp({spec.name}) needs cotangent= (the shape of the steps), got None")
+            return pipeline.vjp(cotangent)
+
+        return registry.pipeline_transform(fn, "vjp", run, keywords=("cotangent",))
+
+    def transformed(*args: Any, cotangent: Any = None, **kwargs: Any) -> tuple[FloatArray, Any]:
+        if cotangent is None:
+            raise TypeError(f"vjp({spec.name}) needs cotangent= (the shape of the steps), got None")
+        return own(*args, cotangent=cotangent, **kwargs)  # type: ignore[no-any-return]
+
+    return registry.with_signature(transformed, fn, "vjp")

@@ -14,18 +14,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from maskloss import registry
 from maskloss._checks import (
     as_numeric,
     check_head_option,
+    check_ignore_index,
     check_labels,
     check_mask,
     check_reduction,
     check_sample_weight,
 )
 from maskloss._rows import as_rows, to_float64
-from maskloss._types import BoolArray
+from maskloss._types import BoolArray, Reduction
 from maskloss.head import apply_head, head_grad, z_loss_grad, z_loss_terms
-from maskloss.losses import Pipeline, register_pipeline
+from maskloss.pipeline import Pipeline
 
 __all__ = ["token_accuracy", "z_loss"]
 
@@ -48,13 +50,12 @@ def _logits_and_valid(
     lab = as_numeric(labels, "labels")
     if lab.shape != x.shape[:-1]:
         raise ValueError(f"labels must have shape logits.shape[:-1] = {x.shape[:-1]}, got {lab.shape}")
-    if ignore_index is not None:
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    if check_ignore_index(ignore_index) is not None:
         valid = valid & (lab != ignore_index)
     return x, lab, valid
 
 
+@registry.loss(wrt="logits")
 def z_loss(
     logits: npt.ArrayLike,
     mask: npt.ArrayLike | None = None,
@@ -64,8 +65,8 @@ def z_loss(
     coefficient: float = 1.0,
     temperature: float = 1.0,
     softcap: float | None = None,
-    reduction: str = "token_mean",
-) -> Any:
+    reduction: Reduction = "token_mean",
+) -> Pipeline:
     r"""The z-loss term alone, :math:`z \operatorname{lse}(h)^2` per valid step, reduced.
 
     .. math:: h = c \tanh\!\left(\frac{x / T}{c}\right), \qquad
@@ -103,23 +104,6 @@ def z_loss(
     >>> float(maskloss.z_loss(logits, labels=[[1, -100]], ignore_index=-100, coefficient=1e-4))
     4.8045301391820137e-05
     """
-    return _z_loss_pipeline(
-        logits, mask, labels=labels, ignore_index=ignore_index, coefficient=coefficient,
-        temperature=temperature, softcap=softcap, reduction=reduction,
-    ).value()
-
-
-def _z_loss_pipeline(
-    logits: npt.ArrayLike,
-    mask: npt.ArrayLike | None = None,
-    *,
-    labels: npt.ArrayLike | None = None,
-    ignore_index: int | None = None,
-    coefficient: float = 1.0,
-    temperature: float = 1.0,
-    softcap: float | None = None,
-    reduction: str = "token_mean",
-) -> Pipeline:
     z = check_head_option(coefficient, "coefficient", allow_zero=True)
     t = check_head_option(temperature, "temperature")
     cap = None if softcap is None else check_head_option(softcap, "softcap")
@@ -136,14 +120,15 @@ def _z_loss_pipeline(
     return Pipeline(step, (as_rows(x),), valid, check_sample_weight(None, valid), reduction, x.shape)
 
 
+@registry.loss(grad=False)
 def token_accuracy(
     labels: npt.ArrayLike,
     logits: npt.ArrayLike,
     mask: npt.ArrayLike | None = None,
     *,
     ignore_index: int | None = None,
-    reduction: str = "token_mean",
-) -> Any:
+    reduction: Reduction = "token_mean",
+) -> Pipeline:
     r"""Masked token accuracy: 1 where the arg-max of the logits is the label, else 0, reduced.
 
     .. math:: a_{bt} = \mathbb{1}\!\left[\operatorname{argmax}_v x_{btv} = y_{bt}\right], \qquad
@@ -172,17 +157,6 @@ def token_accuracy(
     >>> float(maskloss.token_accuracy([[0, 0, -100]], logits, ignore_index=-100))  # 1 right of 2
     0.5
     """
-    return _accuracy_pipeline(labels, logits, mask, ignore_index=ignore_index, reduction=reduction).value()
-
-
-def _accuracy_pipeline(
-    labels: npt.ArrayLike,
-    logits: npt.ArrayLike,
-    mask: npt.ArrayLike | None = None,
-    *,
-    ignore_index: int | None = None,
-    reduction: str = "token_mean",
-) -> Pipeline:
     x, lab, valid = _logits_and_valid(logits, mask, labels, ignore_index, labels_required=True)
     assert lab is not None
     check_reduction(reduction)
@@ -195,6 +169,3 @@ def _accuracy_pipeline(
 
     weight = check_sample_weight(None, valid)
     return Pipeline(step, (safe.reshape(-1), as_rows(x)), valid, weight, reduction, x.shape)
-
-
-register_pipeline(z_loss, _z_loss_pipeline)

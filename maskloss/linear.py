@@ -31,15 +31,17 @@ and the three gradients cost four (the logits are recomputed once rather than st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from maskloss import registry
 from maskloss._checks import (
     as_numeric,
     check_class_weight,
     check_head_option,
+    check_ignore_index,
     check_label_smoothing,
     check_labels,
     check_mask,
@@ -47,11 +49,18 @@ from maskloss._checks import (
     check_sample_weight,
     first_bad_position,
 )
-from maskloss._types import BoolArray, FloatArray, IntArray
+from maskloss._types import BoolArray, FloatArray, IntArray, Reduction
 from maskloss.head import RunningLogSumExp, apply_head, head_grad, z_loss_from_lse, z_loss_slope
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, unscale
 
-__all__ = ["TOKEN_TILE", "VOCAB_TILE", "linear_cross_entropy", "linear_cross_entropy_value_and_grad"]
+__all__ = [
+    "TOKEN_TILE",
+    "VOCAB_TILE",
+    "LogitStats",
+    "linear_cross_entropy",
+    "linear_cross_entropy_value_and_grad",
+    "linear_logit_stats",
+]
 
 #: Rows (valid tokens) of one tile.
 TOKEN_TILE = 4096
@@ -76,7 +85,7 @@ class _Head:
     temperature: float
     valid: BoolArray
     sample_weight: FloatArray  # (steps shape), 0 at masked steps
-    reduction: str
+    reduction: Reduction
     hidden_shape: tuple[int, ...]
 
     @property
@@ -109,7 +118,7 @@ def _check(
     z_loss: float,
     softcap: float | None,
     temperature: float,
-    reduction: str,
+    reduction: Reduction,
     sample_weight: npt.ArrayLike | None,
 ) -> _Head:
     h = as_numeric(hidden, "hidden", min_ndim=1)
@@ -137,9 +146,7 @@ def _check(
             f"labels must have the shape of hidden without its last axis, {h.shape[:-1]}; got {lab.shape}"
         )
     valid = check_mask(mask, lab.shape)
-    if ignore_index is not None:
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    if check_ignore_index(ignore_index) is not None:
         valid = valid & (lab != ignore_index)
     check_reduction(reduction)
     eps = check_label_smoothing(label_smoothing)
@@ -210,6 +217,26 @@ def _log_sum_exp_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[F
             logit_sum += z.sum(axis=1) if cw is None else z @ cw
         lse.add(z)
     return lse.value(), target, logit_sum
+
+
+def _stats_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[FloatArray, FloatArray, IntArray]:
+    """Per row: the log-sum-exp, the target logit and the first index of the largest logit."""
+    n = h64.shape[0]
+    lse = RunningLogSumExp(n)
+    target = np.zeros(n)
+    best = np.full(n, -np.inf)
+    argmax = np.zeros(n, dtype=np.intp)
+    for v0, v1 in _tiles(head.vocab, VOCAB_TILE):
+        z = _Tile(head, h64, v0, v1).z
+        where = ((labels >= v0) & (labels < v1)).nonzero()[0]
+        target[where] = z[where, labels[where] - v0]
+        tile_arg = np.argmax(z, axis=1)
+        tile_best = z[np.arange(n), tile_arg]
+        better = tile_best > best  # strict: the first maximum wins a tie across tiles
+        argmax[better] = tile_arg[better] + v0
+        best[better] = tile_best[better]
+        lse.add(z)
+    return lse.value(), target, argmax
 
 
 def _row_losses(
@@ -310,6 +337,55 @@ def _value(head: _Head, losses: FloatArray) -> Any:
     return unscale(value, head.reduction, exponent)
 
 
+class LogitStats(NamedTuple):
+    """Per-step statistics of the head's logits (0, or -1 for ``argmax``, at masked steps)."""
+
+    lse: FloatArray
+    target: FloatArray
+    argmax: IntArray
+
+
+def linear_logit_stats(
+    hidden: npt.ArrayLike,
+    weight: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    mask: npt.ArrayLike | None = None,
+    *,
+    bias: npt.ArrayLike | None = None,
+    ignore_index: int | None = None,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+) -> LogitStats:
+    r"""Per valid step: :math:`\mathrm{lse}(z')`, the target logit :math:`z'_y` and :math:`\arg\max_c z'_c`.
+
+    The logits :math:`z'` are those of :func:`linear_cross_entropy` (bias, temperature,
+    softcap), computed in the same tiles and never held; ties in the arg max go to the
+    smallest class index. What fused kernels log next to the loss (the z-loss
+    :math:`\mathrm{lse}^2`, token accuracy, predicted tokens, :math:`p_y = e^{z'_y - \mathrm{lse}}`)
+    follows from these.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.linear import linear_logit_stats
+    >>> stats = linear_logit_stats([[1.0, 0.0], [0.0, 0.0]], np.eye(2), [1, -100], ignore_index=-100)
+    >>> stats.lse.round(6).tolist(), stats.target.tolist(), stats.argmax.tolist()  # log(e + 1) = 1.313262
+    ([1.313262, 0.0], [0.0, 0.0], [0, -1])
+    """
+    head = _check(
+        hidden, weight, labels, mask, bias, ignore_index, 0.0, None, 0.0, softcap, temperature, "none", None,
+    )
+    lse = np.zeros(head.rows.shape[0])
+    target = np.zeros(head.rows.shape[0])
+    argmax = np.zeros(head.rows.shape[0], dtype=np.intp)
+    for t0, t1 in _tiles(head.rows.shape[0], TOKEN_TILE):
+        h64 = _f64(head.hidden[head.rows[t0:t1]])
+        lse[t0:t1], target[t0:t1], argmax[t0:t1] = _stats_pass(head, h64, head.labels[t0:t1])
+    arg_steps = np.full(head.valid.size, -1, dtype=np.intp)
+    arg_steps[head.rows] = argmax
+    return LogitStats(_per_step(head, lse), _per_step(head, target), arg_steps.reshape(head.valid.shape))
+
+
 def linear_cross_entropy(
     hidden: npt.ArrayLike,
     weight: npt.ArrayLike,
@@ -323,7 +399,7 @@ def linear_cross_entropy(
     z_loss: float = 0.0,
     softcap: float | None = None,
     temperature: float = 1.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked cross-entropy of the logits :math:`hW^\top + b`, without holding them.
@@ -394,7 +470,7 @@ def linear_cross_entropy_value_and_grad(
     z_loss: float = 0.0,
     softcap: float | None = None,
     temperature: float = 1.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
     cotangent: npt.ArrayLike | None = None,
 ) -> tuple[Any, tuple[FloatArray, FloatArray, FloatArray | None]]:
@@ -446,3 +522,8 @@ def linear_cross_entropy_value_and_grad(
         scale = unscale(totals.step_scale(head.reduction, w), head.reduction, exponent)
         factor = scale.reshape(-1)[head.rows]
     return value, _backward(head, factor)
+
+
+registry.register(
+    linear_cross_entropy, value_and_grad=linear_cross_entropy_value_and_grad, wrt="(hidden, weight, bias)"
+)

@@ -13,38 +13,38 @@ The mask is ``mask=`` only: a ``numpy.ma`` array with a masked entry, as any arg
 is refused with a TypeError naming it (its own mask is never silently dropped; see
 :mod:`maskloss.masks`).
 
-Each loss is one :class:`Pipeline` (validation, valid-step selection, per-row math,
-reduction) built by its ``_<loss>_pipeline`` function: the public loss evaluates its
-value, and :func:`maskloss.gradients.value_and_grad` evaluates the same pipeline with
-the per-row derivatives switched on, so value and gradient cannot drift apart.
+Each loss is one declaration (:func:`maskloss.registry.loss`): a function that validates
+its arguments and returns a :class:`~maskloss.pipeline.Pipeline` (valid-step selection,
+per-row math, reduction). The public loss evaluates its value, and
+:func:`maskloss.value_and_grad` evaluates the same pipeline with the per-row derivatives
+switched on, so value and gradient cannot drift apart.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from maskloss import pointwise
+from maskloss import pointwise, registry
 from maskloss._checks import (
     as_numeric,
     check_class_weight,
     check_feature_pair,
     check_flag,
+    check_ignore_index,
     check_label_smoothing,
     check_labels,
     check_mask,
     check_reduction,
     check_sample_weight,
 )
-from maskloss._rows import StepFn, as_rows, check_probabilities, map_rows, scratch, to_float64
-from maskloss._types import BoolArray, FloatArray
-from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, reduce_terms, unscale
+from maskloss._rows import as_rows, check_probabilities, scratch, to_float64
+from maskloss._types import FloatArray, Reduction
+from maskloss.pipeline import Pipeline, _with_grad, per_step
+from maskloss.registry import pipeline_of, pipeline_transform, register_pipeline
 
 __all__ = [
     "Pipeline",
@@ -60,146 +60,11 @@ __all__ = [
 ]
 
 
-
 def _check_features(y_pred: np.ndarray[Any, Any], name: str = "y_pred") -> int:
     width = y_pred.shape[-1]
     if width == 0:
         raise ValueError(f"{name} has no features/classes: its last axis has size 0 (shape {y_pred.shape})")
     return int(width)
-
-
-def per_step(step: StepFn, valid: BoolArray, *arrays: np.ndarray[Any, Any]) -> FloatArray:
-    """Evaluate ``step(rows, *row_chunks)`` on the valid steps only; 0 at masked steps.
-
-    ``arrays`` are ``(steps, width)`` or ``(steps,)`` views aligned with ``valid.ravel()``.
-    """
-    return map_rows(step, valid, arrays)[0].reshape(valid.shape)
-
-
-def _with_grad(grad: bool, loss: FloatArray, derivative: Callable[..., FloatArray], *args: Any) -> Any:
-    """``loss``, or ``(loss, derivative(*args))`` when the gradient is asked for."""
-    return (loss, derivative(*args)) if grad else loss
-
-
-@dataclass(slots=True)
-class Pipeline:
-    r"""A validated loss call: everything but the per-row math is decided here, once.
-
-    Attributes
-    ----------
-    step : StepFn
-        Per-row loss (and its derivative, when asked) on chunks of valid rows.
-    arrays : tuple of ndarray
-        Row views aligned with ``valid.ravel()``; the last one holds the predictions.
-    valid : ndarray of bool
-        Steps that count (the mask, and for integer labels ``!= ignore_index``).
-    weight : ndarray
-        Sample weight of each step, 0 at masked steps.
-    reduction : str
-    pred_shape : tuple of int
-        Shape of ``y_pred``, hence of the gradient.
-    step_weight : ndarray, optional
-        Extra per-step weight of the denominator only (torch's :math:`cw_y`).
-    """
-
-    step: StepFn
-    arrays: tuple[np.ndarray[Any, Any], ...]
-    valid: BoolArray
-    weight: FloatArray
-    reduction: str
-    pred_shape: tuple[int, ...]
-    step_weight: FloatArray | None = None
-
-    def _denominator_terms(self, weight: FloatArray | None = None) -> FloatArray:
-        w = self.weight if weight is None else weight
-        if self.step_weight is None:
-            return w  # already 0 at masked steps
-        return np.where(self.valid, w * self.step_weight, 0.0)
-
-    def _reduce(self, losses: FloatArray) -> Any:
-        """Numerator terms :math:`w\\,\\ell`, denominator terms :math:`w\\,cw_y`, reduced.
-
-        Scalar reductions use the weights scaled by a power of two (exact), so that a
-        uniform weight cancels whatever its size (:func:`power_of_two_scale`).
-        """
-        if self.reduction == "none":
-            return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction)
-        w, exponent = power_of_two_scale(self.weight)
-        return unscale(reduce_terms(w * losses, self._denominator_terms(w), self.reduction), self.reduction, exponent)
-
-    def value(self) -> Any:
-        """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
-        return self._reduce(per_step(self.step, self.valid, *self.arrays))
-
-    def totals(self) -> MaskedTotals:
-        """The per-sequence numerator and denominator sums behind every scalar reduction."""
-        losses = per_step(self.step, self.valid, *self.arrays)
-        return MaskedTotals.from_terms(self.weight * losses, self._denominator_terms())
-
-    def value_and_grad(self, out: np.ndarray[Any, Any] | None = None) -> tuple[np.float64, Any]:
-        r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).
-
-        The value is :math:`\sum_b \lambda_b N_b` with :math:`N_b = \sum_t w_{bt}\ell_{bt}`
-        and :math:`\lambda_b` from :meth:`MaskedTotals.sequence_scale`, which depends on the
-        denominators only; so the gradient row of a valid step is
-        :math:`\lambda_b\, w_{bt}\, \partial\ell_{bt}/\partial\hat y_{bt}`, computed in the same
-        chunk pass as the losses. Masked rows are exactly 0. With ``out`` (see
-        :func:`maskloss.value_and_grad`) the gradient is written there and ``out`` returned.
-        """
-        if self.reduction not in SCALAR_REDUCTIONS:
-            raise ValueError(
-                f"value_and_grad needs a scalar loss, but reduction={self.reduction!r} returns one value "
-                f"per step; pick a scalar reduction: one of {', '.join(map(repr, SCALAR_REDUCTIONS))}"
-            )
-        weight, exponent = power_of_two_scale(self.weight)
-        denominators = self._denominator_terms(weight)
-        # lambda_b depends only on the denominators (sequence_scale's contract), so it is known
-        # before the per-step losses are; zeros stand in for the numerators here.
-        totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
-        # One factor per step: the sequence's lambda_b times the step's sample weight.
-        grad_scale = unscale(totals.step_scale(self.reduction, weight).reshape(-1), self.reduction, exponent)
-        grad_out = None if out is None else _check_grad_out(out, self.pred_shape, self.arrays)
-        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale, grad_out=grad_out)
-        assert grad is not None
-        value = np.float64(self._reduce(losses.reshape(self.valid.shape)))
-        return value, (grad.reshape(self.pred_shape) if out is None else out)
-
-    def totals_and_grad(self, scale_of: Callable[[MaskedTotals], FloatArray]) -> tuple[MaskedTotals, FloatArray]:
-        r"""The loss's :class:`MaskedTotals` and the gradient of :math:`\sum_b \lambda_b N_b`.
-
-        ``scale_of`` receives totals holding the denominators :math:`D_b` (numerators 0)
-        and returns the coefficients :math:`\lambda_b`, shape (B,): an accumulation rule's
-        (:meth:`maskloss.GlobalCounts.scale`), which depend on global, unscaled counts, so
-        the weights are used as given here.
-        """
-        denominators = self._denominator_terms()
-        scale = scale_of(MaskedTotals.from_terms(np.zeros_like(denominators), denominators))
-        steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
-        grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
-        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale)
-        assert grad is not None
-        numerators = self.weight * losses.reshape(self.valid.shape)
-        return MaskedTotals.from_terms(numerators, denominators), grad.reshape(self.pred_shape)
-
-
-def _check_grad_out(
-    out: Any, shape: tuple[int, ...], arrays: tuple[np.ndarray[Any, Any], ...]
-) -> np.ndarray[Any, Any]:
-    """``out`` as ``(steps, C)`` rows, if it can hold the gradient: else a clear error."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array of y_pred's shape {shape}, got {type(out).__name__}")
-    if out.shape != shape:
-        raise ValueError(f"out must have y_pred's shape {shape}, got {out.shape}")
-    pred = arrays[-1]
-    if out.dtype != np.float64 and out.dtype != pred.dtype:
-        raise TypeError(f"out must be float64 or y_pred's dtype {pred.dtype}, got dtype {out.dtype}")
-    if out.dtype.kind != "f":
-        raise TypeError(f"out must have a floating dtype, got dtype {out.dtype}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be a writeable C-contiguous array")
-    if any(np.may_share_memory(out, a) for a in arrays):
-        raise ValueError("out must not share memory with the inputs (the gradient would overwrite them)")
-    return out.reshape(-1, shape[-1]) if shape else out.reshape(1, 1)
 
 
 def _regression(
@@ -208,7 +73,7 @@ def _regression(
     y_true: npt.ArrayLike,
     y_pred: npt.ArrayLike,
     mask: npt.ArrayLike | None,
-    reduction: str,
+    reduction: Reduction,
     sample_weight: npt.ArrayLike | None,
 ) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
@@ -224,38 +89,15 @@ def _regression(
     return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
 
 
-def _mae_pipeline(
-    y_true: npt.ArrayLike,
-    y_pred: npt.ArrayLike,
-    mask: npt.ArrayLike | None = None,
-    *,
-    reduction: str = "token_mean",
-    sample_weight: npt.ArrayLike | None = None,
-) -> Pipeline:
-    loss, derivative = pointwise.absolute_error, pointwise.absolute_error_grad
-    return _regression(loss, derivative, y_true, y_pred, mask, reduction, sample_weight)
-
-
-def _mse_pipeline(
-    y_true: npt.ArrayLike,
-    y_pred: npt.ArrayLike,
-    mask: npt.ArrayLike | None = None,
-    *,
-    reduction: str = "token_mean",
-    sample_weight: npt.ArrayLike | None = None,
-) -> Pipeline:
-    loss, derivative = pointwise.squared_error, pointwise.squared_error_grad
-    return _regression(loss, derivative, y_true, y_pred, mask, reduction, sample_weight)
-
-
+@registry.loss(kind="regression", evaluate=True)
 def mae(
     y_true: npt.ArrayLike,
     y_pred: npt.ArrayLike,
     mask: npt.ArrayLike | None = None,
     *,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
-) -> Any:
+) -> Pipeline:
     r"""Masked mean absolute error.
 
     Per step, the mean over the feature axis (Keras ``mae``); then reduced over valid steps:
@@ -293,17 +135,19 @@ def mae(
     >>> float(maskloss.mae(y_true, y_pred))   # the unmasked mean counts the padding
     0.65
     """
-    return _mae_pipeline(y_true, y_pred, mask, reduction=reduction, sample_weight=sample_weight).value()
+    loss, derivative = pointwise.absolute_error, pointwise.absolute_error_grad
+    return _regression(loss, derivative, y_true, y_pred, mask, reduction, sample_weight)
 
 
+@registry.loss(kind="regression", evaluate=True)
 def mse(
     y_true: npt.ArrayLike,
     y_pred: npt.ArrayLike,
     mask: npt.ArrayLike | None = None,
     *,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
-) -> Any:
+) -> Pipeline:
     r"""Masked mean squared error: :math:`\ell_{bt} = \frac1F\sum_f (y_{btf} - \hat y_{btf})^2`.
 
     Arguments and reductions as in :func:`mae`.
@@ -314,9 +158,11 @@ def mse(
     >>> float(maskloss.mse([[[1.0], [2.0]]], [[[0.0], [99.0]]], [[True, False]]))
     1.0
     """
-    return _mse_pipeline(y_true, y_pred, mask, reduction=reduction, sample_weight=sample_weight).value()
+    loss, derivative = pointwise.squared_error, pointwise.squared_error_grad
+    return _regression(loss, derivative, y_true, y_pred, mask, reduction, sample_weight)
 
 
+@registry.loss(kind="binary", evaluate=True)
 def binary_crossentropy(
     y_true: npt.ArrayLike,
     y_pred: npt.ArrayLike,
@@ -324,9 +170,9 @@ def binary_crossentropy(
     *,
     from_logits: bool = False,
     label_smoothing: float = 0.0,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
-) -> Any:
+) -> Pipeline:
     r"""Masked binary cross-entropy, mean over the last axis (Keras).
 
     .. math::
@@ -344,22 +190,6 @@ def binary_crossentropy(
     >>> round(float(maskloss.binary_crossentropy([[[1.0]]], [[[0.0]]], from_logits=True)), 6)  # log 2
     0.693147
     """
-    return _binary_pipeline(
-        y_true, y_pred, mask, from_logits=from_logits, label_smoothing=label_smoothing,
-        reduction=reduction, sample_weight=sample_weight,
-    ).value()
-
-
-def _binary_pipeline(
-    y_true: npt.ArrayLike,
-    y_pred: npt.ArrayLike,
-    mask: npt.ArrayLike | None = None,
-    *,
-    from_logits: bool = False,
-    label_smoothing: float = 0.0,
-    reduction: str = "token_mean",
-    sample_weight: npt.ArrayLike | None = None,
-) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
     _check_features(p)
     logits = check_flag(from_logits, "from_logits")
@@ -382,6 +212,7 @@ def _binary_pipeline(
     return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
 
 
+@registry.loss(kind="dense", evaluate=True)
 def categorical_crossentropy(
     y_true: npt.ArrayLike,
     y_pred: npt.ArrayLike,
@@ -390,9 +221,9 @@ def categorical_crossentropy(
     from_logits: bool = False,
     label_smoothing: float = 0.0,
     class_weight: npt.ArrayLike | None = None,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
-) -> Any:
+) -> Pipeline:
     r"""Masked cross-entropy with dense (one-hot or soft) targets.
 
     .. math::
@@ -418,39 +249,6 @@ def categorical_crossentropy(
     >>> round(float(maskloss.categorical_crossentropy(y_true, y_pred, mask)), 6)  # (ln 2 + ln 4/3) / 2
     0.490415
     """
-    return _categorical_pipeline(
-        y_true, y_pred, mask, from_logits=from_logits, label_smoothing=label_smoothing,
-        class_weight=class_weight, reduction=reduction, sample_weight=sample_weight,
-    ).value()
-
-
-def _log_probabilities(
-    pred: FloatArray, logits: bool, rows: Any, steps_shape: tuple[int, ...], grad: bool
-) -> tuple[FloatArray, FloatArray | None]:
-    """``log p``: ``log_softmax`` of logits, or the log of (checked) probabilities as given.
-
-    With logits and ``grad``, also the softmax, from the same exponential.
-    """
-    if logits:
-        if grad:
-            return pointwise.log_softmax_and_softmax(pred)
-        return pointwise.log_softmax(pred), None
-    check_probabilities(pred, rows, steps_shape, "y_pred")
-    with np.errstate(divide="ignore"):
-        return np.log(pred, out=scratch("log_p", pred.shape)), None
-
-
-def _categorical_pipeline(
-    y_true: npt.ArrayLike,
-    y_pred: npt.ArrayLike,
-    mask: npt.ArrayLike | None = None,
-    *,
-    from_logits: bool = False,
-    label_smoothing: float = 0.0,
-    class_weight: npt.ArrayLike | None = None,
-    reduction: str = "token_mean",
-    sample_weight: npt.ArrayLike | None = None,
-) -> Pipeline:
     t, p = check_feature_pair(y_true, y_pred)
     num_classes = _check_features(p)
     logits = check_flag(from_logits, "from_logits")
@@ -476,6 +274,23 @@ def _categorical_pipeline(
     return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
 
 
+def _log_probabilities(
+    pred: FloatArray, logits: bool, rows: Any, steps_shape: tuple[int, ...], grad: bool
+) -> tuple[FloatArray, FloatArray | None]:
+    """``log p``: ``log_softmax`` of logits, or the log of (checked) probabilities as given.
+
+    With logits and ``grad``, also the softmax, from the same exponential.
+    """
+    if logits:
+        if grad:
+            return pointwise.log_softmax_and_softmax(pred)
+        return pointwise.log_softmax(pred), None
+    check_probabilities(pred, rows, steps_shape, "y_pred")
+    with np.errstate(divide="ignore"):
+        return np.log(pred, out=scratch("log_p", pred.shape)), None
+
+
+@registry.loss(kind="sparse", evaluate=True)
 def sparse_categorical_crossentropy(
     y_true: npt.ArrayLike,
     y_pred: npt.ArrayLike,
@@ -485,9 +300,9 @@ def sparse_categorical_crossentropy(
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     class_weight: npt.ArrayLike | None = None,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
-) -> Any:
+) -> Pipeline:
     r"""Masked cross-entropy with integer labels, exactly as torch's ``cross_entropy`` weighs it.
 
     A step is valid when the mask says so **and** its label is not ``ignore_index``.
@@ -528,25 +343,6 @@ def sparse_categorical_crossentropy(
     ...     labels, logits, from_logits=True, ignore_index=-100)), 6)   # (ln 2 + ln 4/3) / 2
     0.490415
     """
-    return _sparse_pipeline(
-        y_true, y_pred, mask, from_logits=from_logits, ignore_index=ignore_index,
-        label_smoothing=label_smoothing, class_weight=class_weight, reduction=reduction,
-        sample_weight=sample_weight,
-    ).value()
-
-
-def _sparse_pipeline(
-    y_true: npt.ArrayLike,
-    y_pred: npt.ArrayLike,
-    mask: npt.ArrayLike | None = None,
-    *,
-    from_logits: bool = False,
-    ignore_index: int | None = None,
-    label_smoothing: float = 0.0,
-    class_weight: npt.ArrayLike | None = None,
-    reduction: str = "token_mean",
-    sample_weight: npt.ArrayLike | None = None,
-) -> Pipeline:
     labels = as_numeric(y_true, "y_true")
     p = as_numeric(y_pred, "y_pred", min_ndim=1)
     if p.shape[:-1] != labels.shape:
@@ -559,9 +355,7 @@ def _sparse_pipeline(
     eps = check_label_smoothing(label_smoothing)
     cw = check_class_weight(class_weight, num_classes)
     valid = check_mask(mask, labels.shape)
-    if ignore_index is not None:
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    if check_ignore_index(ignore_index) is not None:
         valid = valid & (labels != ignore_index)
     check_reduction(reduction)
     weight = check_sample_weight(sample_weight, valid)
@@ -581,51 +375,3 @@ def _sparse_pipeline(
     step_weight = None if cw is None else cw[safe_labels]
     arrays = (safe_labels.reshape(-1), as_rows(p))
     return Pipeline(step, arrays, valid, weight, reduction, p.shape, step_weight)
-
-
-_PIPELINES: dict[Callable[..., Any], Callable[..., Pipeline]] = {
-    mae: _mae_pipeline,
-    mse: _mse_pipeline,
-    binary_crossentropy: _binary_pipeline,
-    categorical_crossentropy: _categorical_pipeline,
-    sparse_categorical_crossentropy: _sparse_pipeline,
-}
-
-
-def register_pipeline(fn: Callable[..., Any], builder: Callable[..., Pipeline]) -> None:
-    """Make ``fn`` (a public loss defined in another module) usable with :func:`pipeline_transform`."""
-    _PIPELINES[fn] = builder
-
-
-def pipeline_of(fn: Callable[..., Any]) -> Callable[..., Pipeline] | None:
-    """The pipeline builder of the public loss ``fn`` (same parameters), or None if ``fn`` is not one."""
-    return _PIPELINES.get(fn)
-
-
-T = TypeVar("T")
-
-
-def pipeline_transform(
-    fn: Callable[..., Any], name: str, run: Callable[..., T], keywords: tuple[str, ...] = ()
-) -> Callable[..., T]:
-    """A function with ``fn``'s signature that builds ``fn``'s pipeline and returns ``run(pipeline)``.
-
-    The shared machinery of :func:`maskloss.value_and_grad` and :func:`maskloss.masked_totals`.
-    Extra keyword-only arguments named in ``keywords`` are passed on to ``run``.
-    """
-    builder = pipeline_of(fn)
-    if builder is None:
-        raise TypeError(
-            f"{name}(fn): fn must be one of maskloss's losses (mae, mse, binary_crossentropy, "
-            f"categorical_crossentropy, sparse_categorical_crossentropy); got {fn!r}"
-        )
-    signature = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        extra = {key: kwargs.pop(key) for key in keywords if key in kwargs}
-        bound = signature.bind(*args, **kwargs)
-        return run(builder(*bound.args, **bound.kwargs), **extra)
-
-    wrapper.__doc__ = f"{name} of maskloss.{fn.__name__}; see maskloss.{name}.\n\n{fn.__doc__ or ''}"
-    return wrapper

@@ -13,22 +13,28 @@ The terms are summed per sequence into :class:`MaskedTotals`
 (:math:`N_b = \sum_t n_{bt}`, :math:`D_b = \sum_t d_{bt}`, :math:`S_b` = steps of
 sequence ``b``, padding included), and every reduction is a function of those:
 
-====================  ===========================================  ==========================
-reduction             value                                        framework
-====================  ===========================================  ==========================
-``"none"``            :math:`n_{bt}` (shape of the mask)           torch/Keras ``"none"``
-``"sum"``             :math:`\sum_b N_b`                           ``"sum"`` everywhere
-``"token_mean"``      :math:`\sum_b N_b / \sum_b D_b`              torch; Keras unweighted
-``"sequence_mean"``   :math:`\frac1K\sum_{b: D_b>0} N_b/D_b`       AllenNLP ``average="batch"``
-``"batch_mean"``      :math:`\sum_b N_b / B`                       per-sequence sums, averaged
-``"element_mean"``    :math:`\sum_b N_b / \sum_b S_b`              tf.keras TF 2.0-2.10
-====================  ===========================================  ==========================
+=======================  ======================================  ======================  ============================
+reduction                value                                   count                   framework
+=======================  ======================================  ======================  ============================
+``"none"``               :math:`n_{bt}` (shape of the mask)      --                      torch/Keras ``"none"``
+``"sum"``                :math:`\sum_b N_b`                      1                       ``"sum"`` everywhere
+``"token_mean"``         :math:`\sum_b N_b / \sum_b D_b`         ``tokens``              torch; Keras unweighted
+``"sequence_mean"``      :math:`\frac1K\sum_{b: D_b>0} N_b/D_b`  ``nonempty_sequences``  AllenNLP ``average="batch"``
+``"batch_mean"``         :math:`\sum_b N_b / B`                  ``sequences``           per-sequence sums, averaged
+``"element_mean"``       :math:`\sum_b N_b / \sum_b S_b`         ``steps``               tf.keras TF 2.0-2.10
+``"constant"``           :math:`\sum_b N_b / c`                  ``constant=``           TRL ``dr_grpo``
+``"global_token_mean"``  :math:`\sum_b N_b / D_{\text{global}}`  ``global_count=``       TRL ``dapo``, verl
+=======================  ======================================  ======================  ============================
 
-(:math:`K` is the number of sequences with :math:`D_b > 0`.) A zero denominator gives
-NaN (0/0 is undefined, as in torch), silently: ``"token_mean"`` and ``"sequence_mean"``
-of nothing are NaN, while ``"sum"``, ``"batch_mean"`` and ``"element_mean"`` of nothing
-are 0. The full table, with the weighted rules of each framework, is chapter 3 of the
-course (``docs/course/03-reductions.md``).
+(:math:`K` is the number of sequences with :math:`D_b > 0`; the counts are named as the
+fields of :class:`maskloss.GlobalCounts`, :data:`COUNT_OF`.) The last two rows are modes of
+:func:`maskloss.aggregate` and :func:`maskloss.shard_scales`, not of the losses: their count
+is not read off the batch but given by the caller (the configured divisor; the valid tokens
+of the whole optimiser step). :meth:`MaskedTotals.count` is the one place that maps a
+reduction to its count. A zero denominator gives NaN (0/0 is undefined, as in torch),
+silently: ``"token_mean"`` and ``"sequence_mean"`` of nothing are NaN, while ``"sum"``,
+``"batch_mean"`` and ``"element_mean"`` of nothing are 0. The full table, with the weighted
+rules of each framework, is chapter 3 of the course (``docs/course/03-reductions.md``).
 
 Because :class:`MaskedTotals` keeps per-sequence sums, totals of micro-batches
 concatenate into the totals of the full batch, and every reduction of the merged
@@ -39,6 +45,7 @@ bug of gradient accumulation).
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -47,14 +54,21 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
-from maskloss._types import FloatArray
+from maskloss._deprecation import renamed_keyword
+from maskloss._types import Aggregation, FloatArray, Reduction, ScalarReduction
 from maskloss.segments import check_segment_ids
 
 __all__ = [
+    "COUNT_OF",
+    "GIVEN_COUNTS",
     "REDUCTIONS",
+    "SCALAR_MODES",
     "SCALAR_REDUCTIONS",
     "WEIGHT_NORMALIZATIONS",
+    "Aggregation",
     "MaskedTotals",
+    "Reduction",
+    "ScalarReduction",
     "overflow_free",
     "power_of_two_scale",
     "reduce",
@@ -65,10 +79,29 @@ __all__ = [
 #: Sums along an axis (``ndarray.sum``'s ufunc without its Python wrapper: same bits, less overhead on small calls).
 _add = np.add.reduce
 
-#: Names accepted by ``reduction=``, in the order of the table above.
-REDUCTIONS: tuple[str, ...] = ("none", "sum", "token_mean", "sequence_mean", "batch_mean", "element_mean")
+#: Names accepted by ``reduction=``, in the order of the table above (read off :data:`maskloss._types.Reduction`).
+REDUCTIONS: tuple[Reduction, ...] = typing.get_args(Reduction)
 #: The reductions that return a scalar (all but ``"none"``).
-SCALAR_REDUCTIONS: tuple[str, ...] = REDUCTIONS[1:]
+SCALAR_REDUCTIONS: tuple[ScalarReduction, ...] = typing.get_args(ScalarReduction)
+#: The count each scalar reduction divides :math:`\sum_b N_b` by (``None``: nothing, ``"sum"``), named
+#: as the fields of :class:`maskloss.GlobalCounts`; :meth:`MaskedTotals.count` reads them off the totals.
+COUNT_OF: dict[ScalarReduction, str | None] = {
+    "sum": None,
+    "token_mean": "tokens",
+    "sequence_mean": "nonempty_sequences",
+    "batch_mean": "sequences",
+    "element_mean": "steps",
+}
+#: The modes whose count the caller gives (the keyword naming it), and the reduction whose rule
+#: they apply: the extra rows of the table, for :func:`maskloss.aggregate` and :func:`maskloss.shard_scales`.
+GIVEN_COUNTS: dict[str, tuple[str, ScalarReduction]] = {
+    "constant": ("constant", "sum"),
+    "global_token_mean": ("global_count", "token_mean"),
+}
+#: Every mode of the table that gives a scalar: the scalar reductions, then the given-count modes.
+SCALAR_MODES: tuple[ScalarReduction | Aggregation, ...] = (*SCALAR_REDUCTIONS, "constant", "global_token_mean")
+assert tuple(COUNT_OF) == SCALAR_REDUCTIONS and tuple(GIVEN_COUNTS) == SCALAR_MODES[len(COUNT_OF) :]
+assert set(typing.get_args(Aggregation)) <= set(SCALAR_MODES)
 
 
 @dataclass(frozen=True)
@@ -216,63 +249,107 @@ class MaskedTotals:
             np.concatenate([p.steps for p in items]),
         )
 
-    def value(self, reduction: str) -> np.float64:
-        """The scalar loss under ``reduction`` (any of :data:`SCALAR_REDUCTIONS`)."""
-        check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
-        if reduction == "sum":
-            return np.float64(float(_add(self.numerator)))
-        if reduction in SCALE_FREE_REDUCTIONS:
-            self._check_denominators(reduction)
-        if reduction == "sequence_mean":
-            nonempty = self.denominator > 0
-            count = int(nonempty.sum())
-            if count == 0:
-                return np.float64(np.nan)
-            per_sequence = self.numerator[nonempty] / self.denominator[nonempty]
-            return np.float64(float(np.sum(per_sequence)) / count)
-        return _ratio(float(_add(self.numerator)), self._denominator(reduction))
+    def count(self, reduction: ScalarReduction) -> float:
+        r"""The count ``reduction`` divides by, read off these totals (1 for ``"sum"``).
 
-    def sequence_scale(self, reduction: str) -> FloatArray:
+        The one home of the reduction -> denominator rule (:data:`COUNT_OF`):
+        :math:`\sum_b D_b` for ``"token_mean"``, :math:`K` (sequences with :math:`D_b > 0`)
+        for ``"sequence_mean"``, :math:`B` for ``"batch_mean"``, :math:`\sum_b S_b` for
+        ``"element_mean"``. ``value * count`` is additive over sequences (for
+        ``"sequence_mean"`` the numerator is :math:`\sum_b N_b/D_b`), so a part of a batch
+        weighs ``part.count(r) / whole.count(r)`` in the whole. The modes of
+        :data:`GIVEN_COUNTS` have no count of their own: it is given to :meth:`value`.
+
+        >>> import numpy as np
+        >>> from maskloss.reductions import MaskedTotals
+        >>> t = MaskedTotals.from_terms(np.array([[1.0, 2.0, 0.0], [0.0, 0.0, 0.0]]),
+        ...                             np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+        >>> [t.count(r) for r in ("sum", "token_mean", "sequence_mean", "batch_mean", "element_mean")]
+        [1.0, 2.0, 1.0, 2.0, 6.0]
+        """
+        check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
+        name = COUNT_OF[reduction]
+        if name is None:
+            return 1.0
+        if name == "tokens":
+            return float(_add(self.denominator))
+        if name == "nonempty_sequences":
+            return float(np.count_nonzero(self.denominator > 0))
+        if name == "sequences":
+            return float(self.numerator.shape[0])
+        return float(_add(self.steps))
+
+    def _rule(self, reduction: str, count: float | None) -> tuple[ScalarReduction, float]:
+        """The scalar reduction whose rule ``reduction`` applies, and its count (given, or :meth:`count`)."""
+        check_reduction(reduction, allowed=SCALAR_MODES)
+        given = GIVEN_COUNTS.get(reduction)
+        if given is not None:
+            keyword, rule = given
+            if count is None:
+                raise TypeError(f"reduction={reduction!r} divides by a count you give: pass count= ({keyword}=)")
+            return rule, float(count)
+        scalar = typing.cast(ScalarReduction, reduction)
+        return scalar, self.count(scalar) if count is None else float(count)
+
+    def value(self, reduction: ScalarReduction | Aggregation, *, count: float | None = None) -> np.float64:
+        r"""The scalar loss under ``reduction`` (any of :data:`SCALAR_MODES`).
+
+        ``count`` replaces the count the reduction divides by (:meth:`count`): a global one
+        (:class:`maskloss.GlobalCounts`), or the given count of a mode of :data:`GIVEN_COUNTS`.
+        """
+        rule, den = self._rule(reduction, count)
+        if reduction == "sum" and count is None:
+            return np.float64(float(_add(self.numerator)))
+        if rule in SCALE_FREE_REDUCTIONS:
+            self._check_denominators(reduction)
+        if rule == "sequence_mean":
+            if den == 0:
+                return np.float64(np.nan)
+            nonempty = self.denominator > 0
+            per_sequence = self.numerator[nonempty] / self.denominator[nonempty]
+            return np.float64(float(np.sum(per_sequence)) / den)
+        return _ratio(float(_add(self.numerator)), den)
+
+    def sequence_scale(self, reduction: ScalarReduction | Aggregation, *, count: float | None = None) -> FloatArray:
         r"""The derivative of the scalar loss with respect to each :math:`N_b`, shape (B,).
 
         Every scalar reduction is linear in the numerator terms, with a per-sequence
         scale :math:`\lambda_b` that depends only on the denominators, so the gradient of
         the loss with respect to a step's numerator term is :math:`\lambda_b`. Where the loss is NaN
         (zero denominator) the coefficients are 0, the gradient torch reports there.
+        ``count`` as in :meth:`value`.
         """
-        check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
+        rule, den = self._rule(reduction, count)
         batch = self.numerator.shape[0]
-        if reduction == "sum":
+        if reduction == "sum" and count is None:
             return np.ones(batch)
-        if reduction == "sequence_mean":
+        if rule == "sequence_mean":
             nonempty = self.denominator > 0
-            count = int(nonempty.sum())
             safe = np.where(nonempty, self.denominator, 1.0)
-            return np.where(nonempty, 1.0 / (safe * max(count, 1)), 0.0)
-        den = self._denominator(reduction)
+            return np.where(nonempty, 1.0 / (safe * (den if den != 0 else 1.0)), 0.0)
         return np.full(batch, 1.0 / den if den != 0 else 0.0)
 
-    def step_scale(self, reduction: str, weight: FloatArray) -> FloatArray:
+    def step_scale(
+        self, reduction: ScalarReduction | Aggregation, weight: FloatArray, *, count: float | None = None
+    ) -> FloatArray:
         r"""The gradient factor :math:`\lambda_b\,w_{bt}` of every step, shape ``weight.shape``.
 
         ``weight`` is (B, T) (or (B, ...)): the sample weights the numerators were built
         with. The factor is computed as :math:`w_{bt} / D` rather than
         :math:`w_{bt} \cdot (1/D)`: when a class weight makes :math:`D_b` subnormal,
         :math:`1/D_b` overflows to inf although :math:`w_{bt}/D_b \le 1/cw_{y_{bt}}` is
-        finite. Zero where :meth:`sequence_scale` is 0.
+        finite. Zero where :meth:`sequence_scale` is 0. ``count`` as in :meth:`value`.
         """
-        check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
+        rule, den = self._rule(reduction, count)
         w = np.asarray(weight, dtype=np.float64)
-        if reduction == "sum":
+        if reduction == "sum" and count is None:
             return w.copy()
-        if reduction == "sequence_mean":
+        if rule == "sequence_mean":
             per_sequence = w.reshape(w.shape[0], int(np.prod(w.shape[1:])))
             nonempty = self.denominator > 0
-            count = max(int(nonempty.sum()), 1)
             safe = np.where(nonempty, self.denominator, 1.0)
-            factors = np.where(nonempty[:, None], per_sequence / safe[:, None] / count, 0.0)
+            factors = np.where(nonempty[:, None], per_sequence / safe[:, None] / (den if den != 0 else 1.0), 0.0)
             return factors.reshape(w.shape)
-        den = self._denominator(reduction)
         return w / den if den != 0 else np.zeros_like(w)
 
     def _check_denominators(self, reduction: str) -> None:
@@ -284,15 +361,6 @@ class MaskedTotals:
                 f"MaskedTotals: denominator[{bad}] is {float(self.denominator[bad])!r}, but {reduction!r} divides "
                 "by the sum of step weights, which must be >= 0 (signed weights, such as advantages, make a 'sum')"
             )
-
-    def _denominator(self, reduction: str) -> float:
-        if reduction == "token_mean":
-            return float(_add(self.denominator))
-        if reduction == "batch_mean":
-            return float(self.numerator.shape[0])
-        if reduction == "element_mean":
-            return float(_add(self.steps))
-        raise AssertionError(reduction)  # pragma: no cover - value() handles the others
 
 
 #: Reductions whose value does not change when every weight is multiplied by one factor.
@@ -326,36 +394,33 @@ def unscale(value: Any, reduction: str, exponent: int) -> Any:
     return np.ldexp(value, exponent)
 
 
-def overflow_free(
-    value_of: Callable[[MaskedTotals], Any], numerator_terms: FloatArray, denominator_terms: FloatArray
-) -> np.float64:
-    r"""``value_of(MaskedTotals.from_terms(n, d))``, without overflow in the sums of finite terms.
+def overflow_free(value_of: Callable[[FloatArray], Any], terms: npt.ArrayLike) -> np.float64:
+    r"""``value_of(terms)`` for a ``value_of`` linear in ``terms``, without overflow in its sums.
 
-    ``value_of`` is linear in the numerators (every reduction is, and so is a sum over a
-    constant). When its value is not finite although every term is, the sums overflowed
-    (the mean of six errors of ``1e308`` is ``1e308``, their sum is not a float64): the value
-    is computed again on :math:`n\,2^{-e}`, with the largest :math:`|n|` brought into
-    :math:`[1/2, 1)` exactly, and multiplied back by :math:`2^e`. Finite values are never
-    recomputed, so ordinary inputs give the same bits as a plain sum.
+    Every reduction is linear in its numerator terms (and so is a sum over a given count).
+    When the value is not finite although every term is, the sums overflowed (the mean of
+    six errors of ``1e308`` is ``1e308``, their sum is not a float64): the value is computed
+    again on :math:`x\,2^{-e}`, with the largest :math:`|x|` brought into :math:`[1/2, 1)`
+    exactly, and multiplied back by :math:`2^e`. Finite values are never recomputed, so
+    ordinary inputs give the same bits as a plain sum.
 
     >>> import numpy as np
-    >>> from maskloss.reductions import overflow_free
+    >>> from maskloss.reductions import MaskedTotals, overflow_free
     >>> terms = np.full((2, 3), 1e308)
-    >>> float(overflow_free(lambda t: t.value("token_mean"), terms, np.ones((2, 3))))
+    >>> float(overflow_free(lambda n: MaskedTotals.from_terms(n, np.ones((2, 3))).value("token_mean"), terms))
     1e+308
     """
-    n = np.asarray(numerator_terms, dtype=np.float64)
+    x = np.asarray(terms, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        value = np.float64(value_of(MaskedTotals.from_terms(n, denominator_terms)))
-    if math.isfinite(value) or not n.size:
+        value = np.float64(value_of(x))
+    if math.isfinite(value) or not x.size:
         return value
-    top = float(np.maximum.reduce(np.abs(n), axis=None))
+    top = float(np.maximum.reduce(np.abs(x), axis=None))
     if not 0.0 < top < math.inf:
         return value  # a non-finite term (or nothing at all): the value is what it is
     exponent = math.frexp(top)[1]
     with np.errstate(over="ignore", invalid="ignore"):
-        scaled = value_of(MaskedTotals.from_terms(np.ldexp(n, -exponent), denominator_terms))
-        return np.float64(np.ldexp(scaled, exponent))
+        return np.float64(np.ldexp(value_of(np.ldexp(x, -exponent)), exponent))
 
 
 def _ratio(numerator: float, denominator: float) -> np.float64:
@@ -363,20 +428,21 @@ def _ratio(numerator: float, denominator: float) -> np.float64:
 
 
 def reduce_terms(
-    numerator_terms: FloatArray, denominator_terms: FloatArray, reduction: str
+    numerator_terms: FloatArray, denominator_terms: FloatArray, reduction: Reduction
 ) -> np.float64 | FloatArray:
     """Apply ``reduction`` to per-step terms that are already 0 at masked steps."""
     check_reduction(reduction)
     if reduction == "none":
         return np.asarray(numerator_terms, dtype=np.float64)
-    return overflow_free(lambda totals: totals.value(reduction), numerator_terms, denominator_terms)
+    return overflow_free(lambda n: MaskedTotals.from_terms(n, denominator_terms).value(reduction), numerator_terms)
 
 
 def reduce(
     values: npt.ArrayLike,
     mask: npt.ArrayLike | None = None,
     *,
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
+    sample_weight: npt.ArrayLike | None = None,
     weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Reduce per-step losses to one number, ignoring masked steps.
@@ -397,8 +463,11 @@ def reduce(
         True at valid steps; all valid when omitted.
     reduction : str, default "token_mean"
         One of :data:`REDUCTIONS`.
+    sample_weight : array_like, optional
+        Per-step weight, shape (B, T), (B,) or a scalar; finite and >= 0 at valid steps
+        (the keyword of the losses).
     weight : array_like, optional
-        Per-step weight, shape (B, T), (B,) or a scalar; finite and >= 0 at valid steps.
+        Deprecated spelling of ``sample_weight`` (a DeprecationWarning says so).
 
     Returns
     -------
@@ -423,9 +492,10 @@ def reduce(
     vals = as_numeric(values, "values", min_ndim=1)
     valid = check_mask(mask, vals.shape)
     check_reduction(reduction)
-    w = check_sample_weight(weight, valid)
+    given = renamed_keyword("reduce", "weight", "sample_weight", weight, sample_weight)
+    w = check_sample_weight(given, valid)
     exponent = 0
-    if reduction != "none":
+    if reduction != "none" and given is not None:  # a weight of 1 needs no scaling
         w, exponent = power_of_two_scale(w)
     with np.errstate(invalid="ignore", over="ignore"):
         numerator = np.where(valid, w * np.where(valid, vals, 0).astype(np.float64), 0.0)
@@ -439,7 +509,7 @@ WEIGHT_NORMALIZATIONS: tuple[str, ...] = ("weighted", "numerator", "nonzero_frac
 def renormalized_value(
     weighted: MaskedTotals,
     unweighted: MaskedTotals,
-    reduction: str,
+    reduction: ScalarReduction,
     normalization: str = "weighted",
     weight: npt.ArrayLike | None = None,
 ) -> np.float64:

@@ -35,16 +35,16 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_mask, check_sample_weight
-from maskloss._types import FloatArray
-from maskloss.posttraining import AGGREGATIONS
-from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals
+from maskloss._types import Aggregation, FloatArray, ScalarReduction
+from maskloss.reductions import GIVEN_COUNTS, SCALAR_MODES, MaskedTotals
 
 __all__ = ["GRAD_REDUCTIONS", "SHARD_MODES", "Shard", "ShardLayout", "ShardScales", "shard_scales"]
 
 #: Names accepted by :func:`shard_scales`'s ``grad_reduction``.
 GRAD_REDUCTIONS: tuple[str, ...] = ("sum", "mean")
-#: Names accepted by :func:`shard_scales`'s ``reduction``: the scalar reductions and the aggregation modes.
-SHARD_MODES: tuple[str, ...] = tuple(dict.fromkeys(SCALAR_REDUCTIONS + AGGREGATIONS))
+#: Names accepted by :func:`shard_scales`'s ``reduction``: the scalar rows of the table of
+#: :mod:`maskloss.reductions` (the scalar reductions and the aggregation modes).
+SHARD_MODES: tuple[str, ...] = SCALAR_MODES
 
 
 def _index(value: object, name: str) -> int:
@@ -236,7 +236,7 @@ def shard_scales(
     mask: npt.ArrayLike,
     layout: ShardLayout,
     *,
-    reduction: str,
+    reduction: ScalarReduction | Aggregation,
     grad_reduction: str = "sum",
     sample_weight: npt.ArrayLike | None = None,
     constant: float | None = None,
@@ -300,9 +300,10 @@ def shard_scales(
         c = float(constant)
         if not np.isfinite(c) or c <= 0:
             raise ValueError(f"constant must be finite and > 0, got {constant!r}")
-        per_row, token_weight = np.full(layout.batch, 1.0 / c), weight / c
+        per_row, token_weight = totals.sequence_scale(reduction, count=c), totals.step_scale(reduction, weight, count=c)
     else:
-        name = "token_mean" if reduction == "global_token_mean" else reduction
+        # global_token_mean: the rule of token_mean, whose count is this step's own (the whole step)
+        name = GIVEN_COUNTS[reduction][1] if reduction in GIVEN_COUNTS else reduction
         if name in ("token_mean", "sequence_mean") and not np.any(totals.denominator > 0):
             raise ValueError(
                 f"the step has no valid token: nothing to average under reduction={reduction!r} "

@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         '(or, in a checkout of maskloss, pip install -e ".[test]")'
     ) from exc
 
+from maskloss import registry
 from maskloss._types import Side
 from maskloss.masks import mask_from_lengths
 
@@ -69,8 +70,9 @@ __all__ = [
     "round_to_bfloat16",
 ]
 
-#: The kinds of batch :func:`padded_batches` draws, one per family of maskloss losses.
-KINDS: tuple[str, ...] = ("regression", "binary", "dense", "sparse")
+#: The kinds of batch :func:`padded_batches` draws, one per family of maskloss losses (a loss's
+#: ``kind=`` in :mod:`maskloss.registry`, where they are defined).
+KINDS: tuple[str, ...] = registry.BATCH_KINDS
 #: Padding styles of :func:`masks`, simplest first (hypothesis shrinks towards the first).
 PADDINGS: tuple[str, ...] = ("right", "left", "arbitrary")
 

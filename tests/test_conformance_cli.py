@@ -150,7 +150,9 @@ def test_cases_must_be_a_positive_integer(bad, capsys):
 
 
 def test_the_protocol_lists():
-    assert conformance.FRAMEWORK_MODULES == ("torch", "optax", "keras3", "tf_keras", "hf", "trl", "cce", "litgpt")
+    assert conformance.FRAMEWORK_MODULES == (
+        "torch", "optax", "keras3", "tf_keras", "hf", "trl", "cce", "litgpt", "torchtune",
+    )
     assert conformance.NOT_INSTALLABLE == ("keras2", "tfa", "allennlp", "fairseq", "t5x", "verl")
 
 
@@ -292,7 +294,7 @@ def test_importing_the_package_the_cli_and_conventions_imports_no_framework():
 @pytest.mark.parametrize(
     ("name", "module", "conventions"),
     [("torch", "torch", 3), ("optax", "optax", 3), ("hf", "transformers", 3), ("trl", "trl", 3),
-     ("cce", "cut_cross_entropy", 2), ("litgpt", "litgpt.utils", 2)],
+     ("cce", "cut_cross_entropy", 2), ("litgpt", "litgpt.utils", 2), ("torchtune", "torchtune.modules.loss", 2)],
 )
 def test_real_framework_agrees(name, module, conventions):
     # find_spec, not importorskip: importing Cut Cross-Entropy's Triton here could abort this process

@@ -40,3 +40,11 @@ def test_cut_cross_entropy_imports_in_ci():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "linear_cross_entropy"
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="only CI is required to have every framework installed")
+def test_torchtune_imports_in_ci():
+    """torchtune needs a torchao that matches both it and torch 2.13 (constraints.txt pins 0.17.0)."""
+    from torchtune.modules.loss import CEWithChunkedOutputLoss
+
+    assert callable(CEWithChunkedOutputLoss)

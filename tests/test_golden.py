@@ -61,7 +61,7 @@ def test_keras_2_3_rule_is_element_mean():
 
 def test_a_true_weighted_mean_with_per_sequence_weights():
     # By hand: a true weighted mean would be 0.35436471186212376 for weights [2, 0, 0.5].
-    value = maskloss.reduce(KERAS2_LOSSES, KERAS2_MASK, reduction="token_mean", weight=[2.0, 0.0, 0.5])
+    value = maskloss.reduce(KERAS2_LOSSES, KERAS2_MASK, reduction="token_mean", sample_weight=[2.0, 0.0, 0.5])
     assert value == pytest.approx(0.35436471186212376, rel=1e-15)
 
 

@@ -149,7 +149,7 @@ def test_a_uniform_sample_weight_cancels(w, bitwise, reduction):
     _, g_weighted = vg(y_true, y_pred, mask, reduction=reduction, sample_weight=np.full((3, 4), w))
     check(g_weighted, g_plain)
     losses = np.abs(y_true - y_pred).mean(-1)
-    check(maskloss.reduce(losses, mask, reduction=reduction, weight=w),
+    check(maskloss.reduce(losses, mask, reduction=reduction, sample_weight=w),
           maskloss.reduce(losses, mask, reduction=reduction))
 
 

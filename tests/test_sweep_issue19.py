@@ -17,9 +17,12 @@ def test_sweep_is_bit_identical_to_before_issue19() -> None:
     expected = json.loads(DATA.read_text())
     assert "8fb1e78" in expected["header"]
     now = sweep()
-    assert sorted(now) == sorted(expected["calls"]), "the sweep's list of calls changed"
-    changed = [name for name, value in now.items() if value != expected["calls"][name]]
-    assert not changed, f"{len(changed)} of {len(now)} public calls changed, e.g. {changed[:10]}"
+    # Every recorded call must still exist; calls the sweep finds that were not public before
+    # (a mirror or an option added since) have no recorded value and are not compared.
+    lost = sorted(set(expected["calls"]) - set(now))
+    assert not lost, f"{len(lost)} recorded public calls no longer exist, e.g. {lost[:10]}"
+    changed = [name for name, value in expected["calls"].items() if now[name] != value]
+    assert not changed, f"{len(changed)} of {len(expected['calls'])} public calls changed, e.g. {changed[:10]}"
 
 
 def test_sweep_detects_a_one_ulp_change() -> None:

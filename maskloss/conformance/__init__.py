@@ -91,7 +91,9 @@ __all__ = [
 ]
 
 #: Conformance modules, in table order; each may be missing or its framework absent.
-FRAMEWORK_MODULES: tuple[str, ...] = ("torch", "optax", "keras3", "tf_keras", "hf", "trl", "cce", "litgpt")
+FRAMEWORK_MODULES: tuple[str, ...] = (
+    "torch", "optax", "keras3", "tf_keras", "hf", "trl", "cce", "litgpt", "torchtune",
+)
 #: Frameworks whose conventions are checked against golden numbers in the tests instead.
 NOT_INSTALLABLE: tuple[str, ...] = ("keras2", "tfa", "allennlp", "fairseq", "t5x", "verl")
 #: Random batches per convention when ``--cases`` is not given.

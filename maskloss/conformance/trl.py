@@ -184,4 +184,36 @@ def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
             tally.compare(ours, theirs, loss_type)
         results.append(tally.result(FRAMEWORK, ver, f"DPOTrainer loss_type={loss_type!r}", n_cases,
                                     f"float64; TRL's _compute_loss, stand-in model; tol {TOLERANCE:g}"))
+    tally = Tally(0.0)
+    for _ in range(n_cases):
+        _padding_free_case(rng, tally)
+    results.append(tally.result(FRAMEWORK, ver, "DataCollatorForLanguageModeling(padding_free=True)", n_cases,
+                                "every array compared exactly, dtypes included"))
     return results
+
+
+def _padding_free_case(rng: np.random.Generator, tally: Tally) -> None:
+    """TRL's padding-free collator (with and without ``seq_lengths``) against the mirror, exactly."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    packed = bool(rng.integers(2))
+    examples = []
+    for _ in range(int(rng.integers(1, 4))):
+        lengths = rng.integers(1, 5, size=int(rng.integers(1, 4)) if packed else 1)
+        ids = rng.integers(1, 9, size=int(lengths.sum()))
+        example: dict[str, list[int]] = {"input_ids": ids.tolist()}
+        if rng.random() < 0.5:
+            example["labels"] = np.where(rng.random(ids.size) < 0.3, -100, ids).tolist()
+        if packed:
+            example["seq_lengths"] = lengths.tolist()
+        examples.append(example)
+    multiple = None if rng.random() < 0.4 else int(rng.integers(1, 6))
+    theirs = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True, pad_to_multiple_of=multiple)(examples)
+    ours = conv.padding_free_collate(examples, pad_token_id=0, pad_to_multiple_of=multiple)
+    if sorted(ours) != sorted(theirs):
+        tally.compare(0.0, 1.0, f"keys {sorted(ours)} vs {sorted(theirs)}")
+        return
+    for key, value in theirs.items():
+        b = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        a = np.asarray(ours[key])
+        tally.compare(a.astype(np.float64) if a.dtype == b.dtype else np.nan, b.astype(np.float64), key)

@@ -22,7 +22,8 @@ Modules
 torch
     ``torch.nn.functional``: ``cross_entropy`` (index and probability targets, class
     weights, ``ignore_index``, label smoothing), ``nll_loss``, ``binary_cross_entropy``
-    (log clamped at -100), ``binary_cross_entropy_with_logits``, ``l1_loss``, ``mse_loss``.
+    (log clamped at -100), ``binary_cross_entropy_with_logits``, ``l1_loss``, ``mse_loss``,
+    ``kl_div`` (``batchmean``, ``log_target``).
 keras3
     Keras 3 losses: ``sum_over_batch_size`` / ``mean_with_sample_weight`` / ``sum``
     reductions, ``ignore_class``, probability clipping and renormalising.
@@ -39,7 +40,8 @@ tfa
 optax
     ``softmax_cross_entropy``, ``softmax_cross_entropy_with_integer_labels`` and
     ``poly_loss_cross_entropy`` with ``where`` as a row mask or a class mask;
-    ``safe_softmax_cross_entropy``, ``sigmoid_binary_cross_entropy``.
+    ``safe_softmax_cross_entropy``, ``sigmoid_binary_cross_entropy``; ``kl_divergence``,
+    ``kl_divergence_with_log_targets``, ``generalized_kl_divergence`` (``convex_kl_divergence``).
 allennlp
     ``sequence_cross_entropy_with_logits`` (``average="batch"``/``"token"``/None,
     label smoothing, focal ``gamma``, ``alpha``).
@@ -50,9 +52,12 @@ t5x
     normalising factors).
 hf
     transformers ``ForCausalLMLoss`` (label shift, ``num_items_in_batch``).
+torchtune
+    torchtune's distillation losses ``ForwardKLLoss``, ``ReverseKLLoss``, ``SymmetricKLLoss`` and
+    their chunked forms (the forward one is a cross-entropy; the empty batch gives 0).
 trl
     TRL ``GRPOTrainer`` loss types (grpo, bnpo, dr_grpo, dapo, cispo, sapo, luspo) and the
-    DPO losses.
+    DPO losses; ``entropy_from_logits``, ``selective_log_softmax``.
 verl
     verl ``agg_loss`` (token-mean, token-sum, seq-mean-token-sum(-norm), seq-mean-token-mean;
     ``version="0.4"``), ``kl_penalty``, ``compute_policy_loss``.
@@ -65,7 +70,8 @@ from types import ModuleType
 
 #: The convention modules, one per framework (each loads on first use; see above).
 MODULES: tuple[str, ...] = (
-    "allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch", "trl", "verl",
+    "allennlp", "fairseq", "hf", "keras2", "keras3", "optax", "t5x", "tf_keras", "tfa", "torch", "torchtune", "trl",
+    "verl",
 )
 
 __all__: list[str] = []

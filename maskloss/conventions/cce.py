@@ -52,10 +52,11 @@ import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_flag
 from maskloss.linear import linear_cross_entropy as _linear_cross_entropy
+from maskloss.reductions import Reduction
 
 __all__ = ["linear_cross_entropy"]
 
-_REDUCTIONS = {"mean": "token_mean", "sum": "sum", "none": "none"}
+_REDUCTIONS: dict[str, Reduction] = {"mean": "token_mean", "sum": "sum", "none": "none"}
 
 
 def linear_cross_entropy(

@@ -59,7 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric, check_flag, check_label_smoothing
+from maskloss._checks import as_numeric, check_flag, check_ignore_index, check_label_smoothing
 from maskloss._types import FloatArray, IntArray
 from maskloss.conventions._golden_steps import check_scores, check_targets, per_valid_row
 
@@ -132,9 +132,7 @@ def label_smoothed_nll_loss(
     steps = lp.shape[:-1]
     if t.shape == (*steps, 1):
         t = t.reshape(steps)
-    if ignore_index is not None:
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    if check_ignore_index(ignore_index) is not None:
         valid = t != ignore_index
     else:
         valid = np.ones(t.shape, dtype=bool)

@@ -74,8 +74,7 @@ def chunked_cross_entropy(
         raise ValueError(f"logits {x.shape} and targets {t.shape} do not hold the same number of positions")
     kwargs = {"from_logits": True, "ignore_index": int(ignore_index)}
     if chunk_size == 0:
-        mean: np.float64 = sparse_categorical_crossentropy(flat_t, flat_x, **kwargs)  # type: ignore[arg-type]
-        return mean
+        return np.float64(sparse_categorical_crossentropy(flat_t, flat_x, **kwargs))  # type: ignore[arg-type]
     total = float(sparse_categorical_crossentropy(flat_t, flat_x, reduction="sum", **kwargs))  # type: ignore[arg-type]
     count = int(np.sum(flat_t != ignore_index))
     return np.float64(total / max(1, count))

@@ -62,6 +62,10 @@ from maskloss._checks import as_numeric
 from maskloss._types import BoolArray, FloatArray
 
 __all__ = [
+    "convex_kl_divergence",
+    "generalized_kl_divergence",
+    "kl_divergence",
+    "kl_divergence_with_log_targets",
     "poly_loss_cross_entropy",
     "safe_softmax_cross_entropy",
     "sigmoid_binary_cross_entropy",
@@ -391,3 +395,137 @@ def poly_loss_cross_entropy(
         raise ValueError(
             f"epsilon of shape {eps.shape} must broadcast against the per-example losses {one_minus_pt.shape}"
         ) from None
+
+
+def _kl_operands(a: npt.ArrayLike, b: npt.ArrayLike, names: tuple[str, str]) -> tuple[FloatArray, FloatArray]:
+    """Both operands float (optax's ``check_subdtype``), broadcast together, as float64."""
+    x, y = as_numeric(a, names[0]), as_numeric(b, names[1])
+    for arr, name in ((x, names[0]), (y, names[1])):
+        if arr.dtype.kind in "biu":
+            raise TypeError(f"{name} must be floating point (optax check_subdtype), got dtype {arr.dtype}")
+    try:
+        bx, by = np.broadcast_arrays(x.astype(np.float64), y.astype(np.float64))
+    except ValueError:
+        raise ValueError(f"{names[0]} {x.shape} and {names[1]} {y.shape} do not broadcast") from None
+    return bx, by
+
+
+def _sum_where(terms: FloatArray, axis: Axis | None, where: npt.ArrayLike | None) -> FloatArray:
+    """``jnp.sum(terms, axis=axis, where=where)``: ``where`` broadcasts with numpy's rules (no expansion)."""
+    axes = None if axis is None else _axes(axis, terms.ndim)
+    if where is None:
+        return np.asarray(np.sum(terms, axis=axes), dtype=np.float64)
+    w = as_numeric(where, "where")
+    try:
+        keep = np.broadcast_to(w != 0, terms.shape)
+    except ValueError:
+        raise ValueError(
+            f"where of shape {w.shape} must broadcast to the loss's shape {terms.shape} (optax sums with "
+            f"jnp.sum(..., where=where), no expansion on axis: a row mask needs a trailing axis of 1)"
+        ) from None
+    return np.asarray(np.sum(terms, axis=axes, where=keep), dtype=np.float64)
+
+
+def kl_divergence(
+    log_predictions: npt.ArrayLike,
+    targets: npt.ArrayLike,
+    axis: Axis | None = -1,
+    where: npt.ArrayLike | None = None,
+) -> FloatArray:
+    r"""``optax.kl_divergence``: :math:`\sum_{c \in W} y_c (\log y_c - \log\hat p_c)`, :math:`\log 0 := 0`.
+
+    optax writes ``targets * (where(targets == 0, 0, log(targets)) - log_predictions)``, a
+    plain product: a target of 0 on a log-prediction of :math:`-\infty` gives NaN
+    (:math:`0 \cdot \infty`). ``log_predictions`` are used as given (not normalised).
+    ``where`` (True = include) is ``jnp.sum``'s: it broadcasts with numpy's rules to the
+    elements, so a ``(B, T)`` row mask needs a trailing axis, ``where[..., None]`` (a
+    ``(B, T)`` mask against ``(B, T, C)`` elements raises, or with ``T == C`` silently
+    masks classes). ``axis=None`` sums everything. The masked, NaN-safe KL is
+    :func:`maskloss.kl_divergence`.
+
+    Examples
+    --------
+    The numbers optax 0.2.8 returns for the same arrays (jax x64):
+
+    >>> import numpy as np
+    >>> from maskloss.conventions.optax import kl_divergence
+    >>> log_p = np.log([[0.25, 0.75], [0.5, 0.5]])
+    >>> targets = np.array([[0.5, 0.5], [np.nan, np.nan]])
+    >>> kl_divergence(log_p, targets, where=np.array([[True], [False]])).round(12).tolist()
+    [0.143841036226, 0.0]
+    """
+    lp, y = _kl_operands(log_predictions, targets, ("log_predictions", "targets"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        terms = y * (np.where(y == 0, 0.0, np.log(np.where(y == 0, 1.0, y))) - lp)
+    return _sum_where(terms, axis, where)
+
+
+def kl_divergence_with_log_targets(
+    log_predictions: npt.ArrayLike,
+    log_targets: npt.ArrayLike,
+    axis: Axis | None = -1,
+    where: npt.ArrayLike | None = None,
+) -> FloatArray:
+    r"""``optax.kl_divergence_with_log_targets``: :math:`\sum_{c \in W} e^{\log y_c} (\log y_c - \log\hat p_c)`.
+
+    A plain product, as optax writes it: a log-target of :math:`-\infty` against a
+    log-prediction of :math:`-\infty` gives NaN (:math:`0 \cdot (-\infty + \infty)`).
+    ``axis`` and ``where`` as in :func:`kl_divergence`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.optax import kl_divergence_with_log_targets
+    >>> kl_divergence_with_log_targets(np.log([[0.25, 0.75]]), np.log([[0.5, 0.5]])).round(12).tolist()
+    [0.143841036226]
+    """
+    lp, lt = _kl_operands(log_predictions, log_targets, ("log_predictions", "log_targets"))
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = np.exp(lt) * (lt - lp)
+    return _sum_where(terms, axis, where)
+
+
+def generalized_kl_divergence(
+    log_predictions: npt.ArrayLike,
+    targets: npt.ArrayLike,
+    axis: Axis | None = -1,
+    where: npt.ArrayLike | None = None,
+) -> FloatArray:
+    r"""``optax.generalized_kl_divergence`` (optax >= 0.2.4), for unnormalised distributions.
+
+    .. math:: \sum_{c \in W} y_c (\log y_c - \log\hat p_c) + \sum_{c \in W} (\hat p_c - y_c)
+
+    (the Bregman divergence of :math:`x \log x - x`): :func:`kl_divergence` plus the
+    difference of the masses, 0 for two distributions. ``axis`` and ``where`` as there.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.optax import generalized_kl_divergence
+    >>> generalized_kl_divergence(np.log([[1.0, 1.0]]), np.array([[0.5, 0.5]])).round(12).tolist()  # -log 2 + (2 - 1)
+    [0.30685281944]
+    """
+    lp, y = _kl_operands(log_predictions, targets, ("log_predictions", "targets"))
+    with np.errstate(over="ignore", invalid="ignore"):
+        mass = _sum_where(np.exp(lp) - y, axis, where)
+    return kl_divergence(lp, y, axis=axis, where=where) + mass
+
+
+def convex_kl_divergence(
+    log_predictions: npt.ArrayLike,
+    targets: npt.ArrayLike,
+    axis: Axis | None = -1,
+    where: npt.ArrayLike | None = None,
+) -> FloatArray:
+    """``optax.convex_kl_divergence``: the deprecated name of :func:`generalized_kl_divergence`.
+
+    optax 0.2.8 warns (``DeprecationWarning``) and returns the same numbers; so does this.
+    """
+    import warnings
+
+    warnings.warn(
+        "The function convex_kl_divergence is deprecated. Please use generalized_kl_divergence instead.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return generalized_kl_divergence(log_predictions, targets, axis=axis, where=where)

@@ -68,17 +68,18 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric, check_label_smoothing, check_labels
+from maskloss._checks import as_numeric, check_flag, check_label_smoothing, check_labels
 from maskloss._rows import as_rows
 from maskloss._types import FloatArray
 from maskloss.linear import linear_cross_entropy as _linear_cross_entropy
 from maskloss.losses import per_step, sparse_categorical_crossentropy
-from maskloss.reductions import reduce_terms
+from maskloss.reductions import Reduction, reduce_terms
 
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "kl_div",
     "l1_loss",
     "linear_cross_entropy",
     "mse_loss",
@@ -86,6 +87,9 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("none", "mean", "sum")
+
+#: The maskloss reduction of each of torch's.
+_OURS: dict[str, Reduction] = {"none": "none", "sum": "sum", "mean": "token_mean"}
 
 
 def _check_reduction(reduction: object) -> str:
@@ -286,7 +290,7 @@ def cross_entropy(
         ignore_index=ignore,
         label_smoothing=eps,
         class_weight=weight,
-        reduction={"none": "none", "sum": "sum", "mean": "token_mean"}[red],
+        reduction=_OURS[red],
     )
     return out.reshape(t.shape) if red == "none" else out
 
@@ -463,6 +467,55 @@ def _regression(
     return _reduce(weighted, w, red)
 
 
+def kl_div(
+    input: npt.ArrayLike, target: npt.ArrayLike, reduction: str = "mean", log_target: bool = False
+) -> Any:
+    r"""``torch.nn.functional.kl_div``: :math:`\ell = y (\log y - x)` elementwise, ``input`` :math:`x` in log-space.
+
+    torch's ATen ``kl_div``: ``xlogy(target, target) - target * input`` (so a target of 0
+    contributes 0 unless ``input`` is :math:`\pm\infty` or NaN there: :math:`0 \cdot
+    (-\infty)` is NaN, as in torch); with ``log_target=True``,
+    ``exp(target) * (target - input)`` (a target of :math:`-\infty` on an input of
+    :math:`-\infty` is NaN too). Nothing is validated: a target that is not a
+    distribution is used as given. Reductions: ``"none"``, ``"sum"``, ``"mean"`` (over
+    **all elements**, classes included: torch warns that it is not the KL) and
+    ``"batchmean"`` (the sum divided by ``input.shape[0]``, the KL per row of an
+    ``(N, C)`` input; the plain sum for a 0-d input). ``input`` and ``target`` broadcast.
+    The masked, NaN-safe KL is :func:`maskloss.kl_divergence`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.torch import kl_div
+    >>> log_p = np.log([[0.25, 0.75]])
+    >>> float(kl_div(log_p, [[0.5, 0.5]], reduction="batchmean"))   # torch 2.13 prints the same numbers
+    0.14384103622589045
+    >>> float(kl_div(log_p, [[0.5, 0.5]], reduction="mean"))        # divided by 2 elements
+    0.07192051811294523
+    """
+    if reduction != "batchmean":
+        _check_reduction(reduction)
+    log = check_flag(log_target, "log_target")
+    x = as_numeric(input, "input").astype(np.float64)
+    y = as_numeric(target, "target").astype(np.float64)
+    try:
+        bx, by = np.broadcast_arrays(x, y)
+    except ValueError:
+        raise ValueError(f"input {x.shape} and target {y.shape} do not broadcast") from None
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if log:
+            terms = np.exp(by) * (by - bx)
+        else:
+            xlogy = np.where(by == 0, 0.0, by * np.log(np.where(by == 0, 1.0, by)))
+            terms = xlogy - by * bx
+    if reduction == "none":
+        return terms
+    if reduction == "batchmean":
+        total = np.float64(np.sum(terms))
+        return total if x.ndim == 0 else np.float64(total / x.shape[0])
+    return _reduce(terms, None, reduction)
+
+
 def l1_loss(
     input: npt.ArrayLike, target: npt.ArrayLike, reduction: str = "mean", weight: npt.ArrayLike | None = None
 ) -> Any:
@@ -573,7 +626,7 @@ def _linear_cross_entropy_reference(
             raise ValueError(f"target must have shape ({x.shape[0]},) for input {x.shape}; got {t.shape}")
         out = _linear_cross_entropy(
             x[None], w, t[None], bias=linear_bias, ignore_index=ignore, label_smoothing=label_smoothing,
-            class_weight=cw, reduction={"none": "none", "sum": "sum", "mean": "token_mean"}[red],
+            class_weight=cw, reduction=_OURS[red],
         )
         return out[0] if red == "none" else out
     if w.ndim != 2 or x.shape[-1] != w.shape[1]:

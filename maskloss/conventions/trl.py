@@ -50,15 +50,26 @@ loss is :math:`-A`:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from maskloss import pointwise
 from maskloss._checks import as_numeric, check_mask
 from maskloss._types import BoolArray, FloatArray
 
-__all__ = ["DPO_LOSS_TYPES", "GRPO_LOSS_TYPES", "dpo_loss", "grpo_loss"]
+__all__ = [
+    "DPO_LOSS_TYPES",
+    "GRPO_LOSS_TYPES",
+    "dpo_loss",
+    "entropy_from_logits",
+    "grpo_loss",
+    "padding_free_collate",
+    "selective_log_softmax",
+    "selective_log_softmax_and_entropy",
+]
 
 #: The ``loss_type`` values of ``GRPOTrainer`` (TRL 1.16) mirrored here (all but ``vespo``).
 GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
@@ -78,6 +89,100 @@ def _times_mask(x: FloatArray, valid: BoolArray) -> FloatArray:
 
 def _sigmoid(x: FloatArray) -> FloatArray:
     return np.exp(np.minimum(x, 0.0)) / (1.0 + np.exp(-np.abs(x)))
+
+
+def padding_free_collate(
+    examples: Sequence[Mapping[str, Any]], *, pad_token_id: int, pad_to_multiple_of: int | None = None
+) -> dict[str, Any]:
+    r"""``trl.trainer.sft_trainer.DataCollatorForLanguageModeling(pad_token_id, padding_free=True,
+    pad_to_multiple_of=...)(examples)``, as NumPy arrays, exactly (**TRL 1.16**).
+
+    Every example's ``input_ids`` (and ``labels``, its ``input_ids`` when absent) are
+    concatenated into **one** row; ``position_ids`` restart at 0 for every example, or for
+    every document of an already packed example that carries ``seq_lengths`` (TRL's
+    ``packing=True`` datasets). The row is padded on the right to ``pad_to_multiple_of``
+    (``pad_token_id`` in ``input_ids``, -100 in ``labels``, 0 in ``position_ids``); then
+    **every label at position 0 becomes -100**, so the causal shift of the model's loss
+    never predicts a document's first token from the previous document.
+
+    ``cu_seq_lens_q``/``cu_seq_lens_k`` (int32) start a sequence at every position 0 and end
+    at the padded length, ``max_length_q``/``max_length_k`` are the longest, and ``seq_idx``
+    (int32) numbers them. The quirk, stated plainly: **each padding token is a sequence of
+    its own** there (its position id is 0), so with ``pad_to_multiple_of`` the varlen
+    kernels see extra length-1 sequences; the labels of padding are -100, so the loss is not
+    affected. The loss on the row is the token mean over every document's tokens after its
+    first, as for HF's :func:`maskloss.conventions.hf.data_collator_with_flattening`.
+
+    Examples
+    --------
+    >>> from maskloss.conventions.trl import padding_free_collate
+    >>> out = padding_free_collate([{"input_ids": [5, 6, 7]}, {"input_ids": [8, 9]}],
+    ...                            pad_token_id=0, pad_to_multiple_of=4)
+    >>> out["labels"].tolist(), out["position_ids"].tolist()
+    ([[-100, 6, 7, -100, 9, -100, -100, -100]], [[0, 1, 2, 0, 1, 0, 0, 0]])
+    >>> out["cu_seq_lens_q"].tolist()          # the three padding tokens: three sequences
+    [0, 3, 5, 6, 7, 8]
+    """
+    for number, name in ((pad_token_id, "pad_token_id"), (pad_to_multiple_of, "pad_to_multiple_of")):
+        if name == "pad_to_multiple_of" and number is None:
+            continue
+        if isinstance(number, bool) or not isinstance(number, (int, np.integer)):
+            raise TypeError(f"{name} must be an int, got {number!r}")
+    if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
+    if isinstance(examples, Mapping) or not isinstance(examples, Sequence) or not examples:
+        raise TypeError(f"examples must be a non-empty sequence of mappings with 'input_ids', got {examples!r}")
+    packed = "seq_lengths" in examples[0]
+    ids, labels, positions = [], [], []
+    for i, example in enumerate(examples):
+        if not isinstance(example, Mapping) or "input_ids" not in example:
+            raise TypeError(f"examples[{i}] must be a mapping with 'input_ids', got {example!r}")
+        own = _ids(example["input_ids"], f"examples[{i}]['input_ids']")
+        own_labels = _ids(example.get("labels", example["input_ids"]), f"examples[{i}]['labels']")
+        if own_labels.shape != own.shape:
+            raise ValueError(f"examples[{i}]: labels {own_labels.shape} and input_ids {own.shape} differ in length")
+        if packed:
+            if "seq_lengths" not in example:
+                raise ValueError(f"examples[0] has 'seq_lengths' but examples[{i}] does not")
+            lengths = _ids(example["seq_lengths"], f"examples[{i}]['seq_lengths']")
+            if np.any(lengths < 0) or int(lengths.sum()) != own.size:
+                raise ValueError(f"examples[{i}]['seq_lengths'] {lengths.tolist()} must be >= 0 and sum to "
+                                 f"its {own.size} input_ids")
+            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            positions.append(np.arange(own.size, dtype=np.int64) - starts)
+        else:
+            positions.append(np.arange(own.size, dtype=np.int64))
+        ids.append(own)
+        labels.append(own_labels)
+    total = sum(x.size for x in ids)
+    width = total if pad_to_multiple_of is None else -(-total // pad_to_multiple_of) * pad_to_multiple_of
+    pad = width - total
+    row_ids = np.concatenate([*ids, np.full(pad, pad_token_id, dtype=np.int64)])
+    row_positions = np.concatenate([*positions, np.zeros(pad, dtype=np.int64)])
+    row_labels = np.where(row_positions == 0, np.int64(-100),
+                          np.concatenate([*labels, np.full(pad, -100, dtype=np.int64)]))
+    starts = np.flatnonzero(row_positions == 0)
+    cu = np.concatenate([starts, [width]]).astype(np.int32)
+    lengths_of = np.diff(cu)
+    return {
+        "input_ids": row_ids[None, :],
+        "labels": row_labels[None, :],
+        "position_ids": row_positions[None, :],
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": int(lengths_of.max()) if lengths_of.size else 0,
+        "max_length_k": int(lengths_of.max()) if lengths_of.size else 0,
+        "seq_idx": np.repeat(np.arange(lengths_of.size, dtype=np.int32), lengths_of)[None, :],
+    }
+
+
+def _ids(values: Any, name: str) -> npt.NDArray[np.int64]:
+    x = as_numeric(values, name)
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be 1-d, got shape {x.shape}")
+    if x.size and not np.issubdtype(x.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
+    return x.astype(np.int64)
 
 
 def grpo_loss(
@@ -216,3 +321,109 @@ def dpo_loss(
         x = beta * h
         per = -(np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x))))
     return np.float64(np.mean(per))
+
+
+def _logits_rows(logits: npt.ArrayLike, temperature: float) -> FloatArray:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)):
+        raise TypeError(f"temperature must be a real number > 0, got {temperature!r}")
+    if not temperature > 0:
+        raise ValueError("temperature must be positive")  # TRL's words
+    x = _f64(logits, "logits")
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"logits must have shape (..., num_classes) with num_classes >= 1, got {x.shape}")
+    return x if temperature == 1.0 else x / temperature
+
+
+def entropy_from_logits(logits: npt.ArrayLike, chunk_size: int = 128) -> FloatArray:
+    r"""``trl.trainer.utils.entropy_from_logits``: :math:`-\sum_c e^{\ell_c}\ell_c` per row.
+
+    :math:`\ell = \log\operatorname{softmax}(x)`, over the last axis.
+
+    Shape ``logits.shape[:-1]``; no mask (TRL masks afterwards). TRL writes the plain
+    product ``-(exp(logps) * logps).sum(-1)``, so a logit of :math:`-\infty` (a padded
+    vocabulary lane) gives **NaN** (:math:`0 \cdot (-\infty)`); the mirror reproduces it.
+    :func:`maskloss.entropy` gives that lane 0 and reduces over a mask. ``chunk_size`` only
+    bounds TRL's memory; the numbers do not depend on it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.trl import entropy_from_logits
+    >>> entropy_from_logits(np.array([[0.0, 0.0], [0.0, -np.inf]])).tolist()   # log 2, and TRL's NaN
+    [0.6931471805599453, nan]
+    """
+    x = _logits_rows(logits, 1.0)
+    with np.errstate(invalid="ignore"):
+        log_p = pointwise.log_softmax(x)
+        return np.asarray(-np.sum(np.exp(log_p) * log_p, axis=-1), dtype=np.float64)
+
+
+def selective_log_softmax(
+    logits: npt.ArrayLike,
+    index: npt.ArrayLike,
+    temperature: float = 1.0,
+    row_mask: npt.ArrayLike | None = None,
+) -> FloatArray:
+    r"""``trl.trainer.utils.selective_log_softmax``: :math:`\log\operatorname{softmax}(x/\tau)` at ``index``.
+
+    ``index`` is ``(...)`` (one token per row) or ``(..., K)`` (K tokens per row, top-K);
+    the result has its shape. ``row_mask`` (the shape of ``index``) sets the entries where
+    it is 0 to exactly 0 (TRL's ``masked_fill``; the logits of such a row may hold
+    anything). Every index must lie in ``[0, V)``, masked or not (``torch.gather`` raises
+    otherwise). The masked, reducible version is :func:`maskloss.token_logprobs`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.trl import selective_log_softmax
+    >>> logits = np.log([[[0.5, 0.5], [0.25, 0.75], [np.nan, np.nan]]])
+    >>> selective_log_softmax(logits, [[0, 1, 0]], row_mask=[[1, 1, 0]]).round(6).tolist()
+    [[-0.693147, -0.287682, 0.0]]
+    """
+    x = _logits_rows(logits, temperature)
+    idx = as_numeric(index, "index")
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"index must hold integers (torch.gather), got dtype {idx.dtype}")
+    squeeze = idx.ndim == x.ndim - 1
+    full = idx[..., None] if squeeze else idx
+    if full.shape[:-1] != x.shape[:-1]:
+        raise ValueError(f"index must have shape logits.shape[:-1] (+ (K,)) = {x.shape[:-1]}, got {idx.shape}")
+    vocab = x.shape[-1]
+    if np.any((full < 0) | (full >= vocab)):
+        raise ValueError(f"index must lie in [0, {vocab}) everywhere (torch.gather: index out of bounds)")
+    with np.errstate(invalid="ignore"):
+        out = np.take_along_axis(pointwise.log_softmax(x), full.astype(np.intp), axis=-1)
+    out = out[..., 0] if squeeze else out
+    if row_mask is None:
+        return np.asarray(out, dtype=np.float64)
+    keep = as_numeric(row_mask, "row_mask")
+    if keep.shape != idx.shape:
+        raise ValueError(f"row_mask must have the shape of index {idx.shape}, got {keep.shape}")
+    return np.where(keep != 0, out, 0.0)
+
+
+def selective_log_softmax_and_entropy(
+    logits: npt.ArrayLike,
+    index: npt.ArrayLike,
+    entropy_requires_grad: bool = True,
+    temperature: float = 1.0,
+    row_mask: npt.ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """``trl.trainer.utils.selective_log_softmax_and_entropy``: both of the above at temperature ``tau``.
+
+    The entropy is of the tempered logits, 0 where ``row_mask`` is 0;
+    ``entropy_requires_grad`` changes no number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from maskloss.conventions.trl import selective_log_softmax_and_entropy
+    >>> lp, h = selective_log_softmax_and_entropy(np.array([[0.0, 2.0]]), [1], temperature=2.0)
+    >>> lp.round(6).tolist(), h.round(6).tolist()      # softmax((0, 1)) = (0.268941, 0.731059)
+    ([-0.313262], [0.582203])
+    """
+    logps = selective_log_softmax(logits, index, temperature, row_mask)
+    entropy = entropy_from_logits(_logits_rows(logits, temperature))
+    if row_mask is not None:
+        entropy = np.where(as_numeric(row_mask, "row_mask") != 0, entropy, 0.0)
+    return logps, entropy

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._types import BoolArray
+from maskloss._types import BoolArray, Reduction
 from maskloss.layers._base import Layer, Mask
 from maskloss.losses import (
     binary_crossentropy,
@@ -138,7 +138,7 @@ class Sequential:
         y_true: npt.ArrayLike,
         *,
         loss: Callable[..., Any] | str = mae,
-        reduction: str = "token_mean",
+        reduction: Reduction = "token_mean",
         sample_weight: npt.ArrayLike | None = None,
     ) -> Any:
         r"""The loss of the model's output against ``y_true``, with the output mask applied.

@@ -1,36 +1,44 @@
-"""Aggregation of per-token losses into one scalar, on :class:`maskloss.MaskedTotals`."""
+"""Aggregation of per-token losses into one scalar: :func:`maskloss.reduce` on the table of the reductions."""
 
 from __future__ import annotations
+
+import typing
 
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import check_mask
+from maskloss._checks import check_mask, check_reduction
+from maskloss._types import Aggregation, ScalarReduction
 from maskloss.posttraining._common import _positive, _steps, _valid_values
-from maskloss.reductions import overflow_free, reduce_terms
+from maskloss.reductions import GIVEN_COUNTS, overflow_free, reduce
 
-#: Names accepted by :func:`aggregate`'s ``mode``.
-AGGREGATIONS: tuple[str, ...] = (
-    "token_mean", "sequence_mean", "batch_mean", "sum", "constant", "global_token_mean",
-)
+#: Names accepted by :func:`aggregate`'s ``mode``: rows of the table of :mod:`maskloss.reductions`.
+AGGREGATIONS: tuple[Aggregation, ...] = typing.get_args(Aggregation)
+
 
 def aggregate(
     per_token_loss: npt.ArrayLike,
     mask: npt.ArrayLike | None = None,
     *,
-    mode: str = "token_mean",
+    mode: Aggregation = "token_mean",
     constant: float | None = None,
     global_count: float | None = None,
+    sample_weight: npt.ArrayLike | None = None,
 ) -> np.float64:
     r"""Aggregate a per-token loss ``(B, T)`` into the scalar of one of :data:`AGGREGATIONS`.
 
-    ``constant`` is the configured divisor of ``mode="constant"`` (Dr. GRPO:
-    ``B * max_completion_length``, never the batch's padded length); ``global_count`` is the
-    number of valid tokens of the whole optimiser step, all micro-batches and ranks, for
-    ``mode="global_token_mean"`` (DAPO): summing the micro-batch values then gives the
-    global token mean exactly. Values at masked steps are never read; non-finite values at
-    valid steps are errors. ``"token_mean"`` and ``"sequence_mean"`` of a batch with no valid
-    token are NaN (0/0); ``"sequence_mean"`` leaves empty responses out of its count.
+    The modes are rows of the table of :mod:`maskloss.reductions`, computed by
+    :func:`maskloss.reduce`: ``"constant"`` and ``"global_token_mean"`` are the weighted sum
+    divided by a count the caller gives. ``constant`` is the configured divisor of
+    ``mode="constant"`` (Dr. GRPO: ``B * max_completion_length``, never the batch's padded
+    length); ``global_count`` is the number of valid tokens of the whole optimiser step, all
+    micro-batches and ranks, for ``mode="global_token_mean"`` (DAPO): summing the micro-batch
+    values then gives the global token mean exactly (with ``sample_weight``, the weighted count
+    :math:`\sum m\,w` of the step). ``sample_weight`` (shape of the mask, ``(B,)`` or a scalar;
+    finite and >= 0 at valid steps) weighs each token as in :func:`maskloss.reduce`. Values at
+    masked steps are never read; non-finite values at valid steps are errors. ``"token_mean"`` and
+    ``"sequence_mean"`` of a batch with no valid token are NaN (0/0); ``"sequence_mean"`` leaves
+    empty responses out of its count.
 
     Examples
     --------
@@ -45,25 +53,30 @@ def aggregate(
     0.4375
     >>> float(maskloss.aggregate(loss, mask, mode="global_token_mean", global_count=10))
     0.7
+    >>> float(maskloss.aggregate(loss, mask, sample_weight=[1.0, 3.0]))   # (3 + 3 * 4) / (3 + 3)
+    2.5
     """
-    if mode not in AGGREGATIONS:
-        raise ValueError(f"mode must be one of {', '.join(map(repr, AGGREGATIONS))}; got {mode!r}")
+    check_reduction(mode, allowed=AGGREGATIONS, name="mode")
     loss = _steps(per_token_loss, "per_token_loss")
     valid = check_mask(mask, loss.shape)
-    terms, counts = _valid_values(loss, valid, "per_token_loss"), valid.astype(np.float64)
-    if mode == "constant":
-        if constant is None:
-            raise TypeError("mode='constant' needs constant= (Dr. GRPO: batch size * max_completion_length)")
-        divisor = _positive(constant, "constant")
-        return overflow_free(lambda totals: totals.value("sum") / divisor, terms, counts)
+    values = _valid_values(loss, valid, "per_token_loss")
+    given = GIVEN_COUNTS.get(mode)
+    if given is None:
+        rule = typing.cast(ScalarReduction, mode)  # not a given-count mode: a scalar reduction
+        return reduce(values, valid, reduction=rule, sample_weight=sample_weight)  # type: ignore[no-any-return]
+    keyword, _ = given
+    count = constant if mode == "constant" else global_count
+    if count is None:
+        why = "Dr. GRPO: batch size * max_completion_length" if mode == "constant" else "valid tokens of the whole step"
+        raise TypeError(f"mode={mode!r} needs {keyword}= ({why})")
+    divisor = _positive(count, keyword)
     if mode == "global_token_mean":
-        if global_count is None:
-            raise TypeError("mode='global_token_mean' needs global_count= (valid tokens of the whole step)")
-        count = _positive(global_count, "global_count")
-        if count < int(np.count_nonzero(valid)):
+        local = reduce(valid, valid, reduction="sum", sample_weight=sample_weight)
+        if divisor < local:
+            own = int(local) if sample_weight is None else float(local)
             raise ValueError(
-                f"global_count={global_count!r} is below this micro-batch's own {np.count_nonzero(valid)} valid "
-                "tokens; it counts the valid tokens of the whole optimiser step (all micro-batches and ranks)"
+                f"global_count={count!r} is below this micro-batch's own {own} valid tokens; it counts the "
+                "valid tokens of the whole optimiser step (all micro-batches and ranks)"
             )
-        return overflow_free(lambda totals: totals.value("sum") / count, terms, counts)
-    return reduce_terms(terms, counts, mode)  # type: ignore[return-value]  # a scalar mode
+    # The sum over a given count, rescaled where the sum of huge finite losses overflows.
+    return overflow_free(lambda v: reduce(v, valid, reduction="sum", sample_weight=sample_weight) / divisor, values)

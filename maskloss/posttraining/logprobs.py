@@ -8,9 +8,9 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric, check_mask, first_bad_position
+from maskloss._checks import as_numeric, check_ignore_index, check_mask, first_bad_position
 from maskloss._rows import as_rows, to_float64
-from maskloss._types import FloatArray
+from maskloss._types import FloatArray, Reduction
 from maskloss.losses import Pipeline
 from maskloss.posttraining._common import _positive, _steps
 
@@ -22,7 +22,7 @@ def _logprob_pipeline(
     ignore_index: int | None,
     temperature: float,
     weight: FloatArray | None,
-    reduction: str,
+    reduction: Reduction,
 ) -> Pipeline:
     lab = _steps(labels, "labels")
     z = as_numeric(logits, "logits")
@@ -34,9 +34,7 @@ def _logprob_pipeline(
         raise ValueError(f"logits has an empty vocabulary axis (shape {z.shape})")
     tau = _positive(temperature, "temperature")
     valid = check_mask(mask, lab.shape)
-    if ignore_index is not None:
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
-            raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    if check_ignore_index(ignore_index) is not None:
         valid = valid & (lab != ignore_index)
     if lab.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers, got dtype {lab.dtype}")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric, check_mask, first_bad_position
+from maskloss import registry
+from maskloss._checks import as_numeric, check_ignore_index, check_mask, first_bad_position
 from maskloss._types import FloatArray
-from maskloss.losses import Pipeline, register_pipeline
+from maskloss.pipeline import Pipeline
 from maskloss.posttraining._common import _per_step_like, _positive, _steps, _valid_values
 from maskloss.posttraining.logprobs import _logprob_pipeline
 from maskloss.reductions import MaskedTotals
 
 
+@registry.loss(scalar=True, wrt="logits")
 def policy_gradient_objective(
     labels: npt.ArrayLike,
     logits: npt.ArrayLike,
@@ -21,7 +23,7 @@ def policy_gradient_objective(
     *,
     ignore_index: int | None = None,
     temperature: float = 1.0,
-) -> np.float64:
+) -> Pipeline:
     r"""Any weighted sum of token log-probs, :math:`J = \sum_{bt} m_{bt}\, w_{bt} \log p_{bt}`.
 
     The policy-gradient case: with ``w`` the (detached) per-token coefficient of a loss,
@@ -41,27 +43,12 @@ def policy_gradient_objective(
     >>> round(float(value), 6), grad.tolist()
     (0.0, [[[0.5, -0.5]], [[0.5, -0.5]]])
     """
-    return _objective_pipeline(labels, logits, weight, mask, ignore_index=ignore_index, temperature=temperature).value()  # type: ignore[no-any-return]
-
-
-def _objective_pipeline(
-    labels: npt.ArrayLike,
-    logits: npt.ArrayLike,
-    weight: npt.ArrayLike,
-    mask: npt.ArrayLike | None = None,
-    *,
-    ignore_index: int | None = None,
-    temperature: float = 1.0,
-) -> Pipeline:
     lab = _steps(labels, "labels")
     valid = check_mask(mask, lab.shape)
-    if ignore_index is not None and isinstance(ignore_index, (int, np.integer)) and not isinstance(ignore_index, bool):
+    if check_ignore_index(ignore_index) is not None:
         valid = valid & (lab != ignore_index)
     w = _per_step_like(weight, valid, "weight")
     return _logprob_pipeline(lab, logits, mask, ignore_index, temperature, w, "sum")
-
-
-register_pipeline(policy_gradient_objective, _objective_pipeline)
 
 
 # --------------------------------------------------------------------------------------------

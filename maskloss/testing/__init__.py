@@ -4,6 +4,8 @@ r"""Test *your* masked loss against maskloss: tolerances, adapters and :func:`ch
 a training loop's masked mean) on generated padded batches and compares it with the
 maskloss oracle under a set of properties; on failure it raises an ``AssertionError``
 naming the property, the two numbers and the smallest failing batch.
+:func:`check_training_step` does the same for a whole training step split into micro-batches,
+ranks, sequence and vocabulary shards.
 :func:`assert_loss_close` is the comparison it uses, with tolerances chosen from the
 precision the candidate computes in.
 
@@ -54,16 +56,20 @@ from maskloss.testing.aggregation import AggregationCheckError, check_aggregatio
 from maskloss.testing.check import check_loss
 from maskloss.testing.properties import LossCheckError
 from maskloss.testing.tolerances import TOLERANCES, assert_loss_close
+from maskloss.testing.training_step import TrainingShard, TrainingStepCheckError, check_training_step
 
 __all__ = [
     "TOLERANCES",
     "AccumulationCheckError",
     "AggregationCheckError",
     "LossCheckError",
+    "TrainingShard",
+    "TrainingStepCheckError",
     "assert_loss_close",
     "check_accumulation",
     "check_aggregation",
     "check_loss",
+    "check_training_step",
     "jax_adapter",
     "jax_grad",
     "torch_adapter",

@@ -107,7 +107,7 @@ def check_aggregation(
         raise TypeError("mode='constant' needs constant= (the divisor the candidate is configured with)")
 
     def expected(loss: Any, mask: Any, count: float | None = None) -> Any:
-        return maskloss.aggregate(loss, mask, mode=mode, constant=constant, global_count=count)
+        return maskloss.aggregate(loss, mask, mode=mode, constant=constant, global_count=count)  # type: ignore[arg-type]
 
     def call(loss: Any, mask: Any, count: float | None = None) -> Any:
         if mode == "global_token_mean":

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from maskloss import pointwise
 from maskloss.accumulation import masked_totals
-from maskloss.reductions import MaskedTotals, reduce, renormalized_value
+from maskloss.reductions import MaskedTotals, Reduction, reduce, renormalized_value
 
 __all__ = ["smoothed_sparse", "weight_normalized"]
 
@@ -37,7 +37,7 @@ def smoothed_sparse(
     label_smoothing: float = 0.0,
     smoothing_rule: str = "uniform",
     smoothing_form: str = "cross_entropy",
-    reduction: str = "token_mean",
+    reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Sparse cross-entropy against the smoothed target of ``smoothing_rule``, in ``smoothing_form``.
@@ -76,7 +76,7 @@ def smoothed_sparse(
         )
     per_step = np.zeros(labels.shape)
     per_step[valid] = per_row
-    return reduce(per_step, valid, reduction=reduction, weight=sample_weight)
+    return reduce(per_step, valid, reduction=reduction, sample_weight=sample_weight)
 
 
 def weight_normalized(like: Callable[..., Any], normalization: str) -> Callable[..., Any]:
@@ -106,13 +106,5 @@ def weight_normalized(like: Callable[..., Any], normalization: str) -> Callable[
 
 
 def denominator(totals: MaskedTotals, reduction: str) -> float:
-    """The D with value * D additive over sequences (1 for ``"sum"``), for micro-batch weights."""
-    if reduction == "sum":
-        return 1.0
-    if reduction == "token_mean":
-        return float(totals.denominator.sum())
-    if reduction == "sequence_mean":
-        return float((totals.denominator > 0).sum())
-    if reduction == "batch_mean":
-        return float(totals.numerator.shape[0])
-    return float(totals.steps.sum())
+    """The D with value * D additive over sequences (1 for ``"sum"``): :meth:`MaskedTotals.count`."""
+    return totals.count(reduction)  # type: ignore[arg-type]

@@ -240,36 +240,29 @@ class _Checker:
         with np.errstate(all="ignore"):
             return self._call(self.reference_lowp, b, oracle=False)
 
-    # ---- per-sequence denominators, to recombine micro-batches
+    # ---- per-sequence totals, to recombine micro-batches
+    def totals(self, b: PaddedBatch) -> MaskedTotals:
+        """The :class:`MaskedTotals` of the oracle on ``b``, once per batch."""
+        return self._cached("totals", b, lambda: self._totals_of(b))  # type: ignore[no-any-return]
+
     def denominators(self, b: PaddedBatch) -> npt.NDArray[np.float64]:
         """Per-sequence denominators of ``like`` on ``b`` (its :class:`MaskedTotals`), once per batch."""
-        return self._cached("denominators", b, lambda: self._denominators(b))  # type: ignore[no-any-return]
+        return self.totals(b).denominator
 
-    def _denominators(self, b: PaddedBatch) -> npt.NDArray[np.float64]:
+    def _totals_of(self, b: PaddedBatch) -> MaskedTotals:
         if self._totals is None:
             self._totals = masked_totals(self.oracle)
         args, kwargs = self._oracle_args(b)
         with np.errstate(all="ignore"):
-            totals = self._totals(*args, **kwargs, **self.options)
-        return totals.denominator
+            return self._totals(*args, **kwargs, **self.options)
 
     def part_weight(self, part: PaddedBatch, whole: PaddedBatch) -> float:
-        """c such that value(whole) = sum over parts of c * value(part)."""
+        """c such that value(whole) = sum over parts of c * value(part): the parts' counts (MaskedTotals.count)."""
         if self.denominator_of is not None:
             den_part, den_whole = self.denominator_of(part), self.denominator_of(whole)
             return float(den_part) / float(den_whole) if den_part is not None and den_whole else 0.0
-        r = self.reduction
-        if r == "sum":
-            return 1.0
-        if r == "batch_mean":
-            return float(part.mask.shape[0] / whole.mask.shape[0])
-        if r == "element_mean":
-            return float(part.mask.size / whole.mask.size)
-        d_part, d_whole = self.denominators(part), self.denominators(whole)
-        if r == "sequence_mean":
-            d_part, d_whole = (d_part > 0).astype(np.float64), (d_whole > 0).astype(np.float64)
-        total = float(d_whole.sum())
-        return float(d_part.sum()) / total if total else 0.0
+        total = self.totals(whole).count(self.reduction)  # type: ignore[arg-type]
+        return self.totals(part).count(self.reduction) / total if total else 0.0  # type: ignore[arg-type]
 
     # ---- the properties
     def properties(self, b: PaddedBatch) -> None:
@@ -303,10 +296,8 @@ class _Checker:
             rows = whole is None
             if whole == 0:
                 return
-        elif not rows:
-            total = self.denominators(b).sum()
-            if self.reduction in ("token_mean", "sequence_mean") and total == 0:
-                return
+        elif not rows and self.totals(b).count(self.reduction) == 0:  # type: ignore[arg-type]
+            return  # nothing to average (NaN): no part weighs anything
         pieces = []
         for part in parts:
             value = self.run_candidate("split and recombine", part)

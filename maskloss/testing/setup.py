@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from maskloss import losses
+from maskloss import losses, registry
 from maskloss.accumulation import masked_totals
 from maskloss.pointwise import SMOOTHING_FORMS, SMOOTHING_RULES
 from maskloss.reductions import WEIGHT_NORMALIZATIONS
@@ -22,13 +22,11 @@ from maskloss.strategies import PaddedBatch
 from maskloss.testing import oracles
 from maskloss.testing.likes import Like, like_of
 
-KIND_OF: dict[Callable[..., Any], str] = {
-    losses.mae: "regression",
-    losses.mse: "regression",
-    losses.binary_crossentropy: "binary",
-    losses.categorical_crossentropy: "dense",
-    losses.sparse_categorical_crossentropy: "sparse",
-}
+
+def kind_of(like: Callable[..., Any]) -> str | None:
+    """The batch kind of a registered loss (its declaration in :mod:`maskloss.registry`), else None."""
+    spec = registry.spec_of(like)
+    return None if spec is None else spec.kind
 
 WEIGHT_SHAPES = (False, True, "sequence", "step")
 
@@ -176,7 +174,8 @@ def resolve(
     spec = like_of(like)
     if spec is not None:
         return _mirror(like, spec, options, kind, pad_label, shift, grad, weights, min_features, extra)
-    kind = KIND_OF.get(like) if kind is None else kind
+    registered = kind_of(like) is not None
+    kind = kind_of(like) if kind is None else kind
     if kind is None:
         raise ValueError(f"like={getattr(like, '__name__', like)!r} is not a maskloss loss or mirror; pass kind=")
     check_options_apply(like, options)
@@ -201,8 +200,8 @@ def resolve(
         from_logits=bool(options.get("from_logits", False)),
         like_call=f"maskloss.{name}({_fmt(call)})",
         denominator_of=denominator_of,
-        pure=like in KIND_OF,
-        splittable=like in KIND_OF,
+        pure=registered,
+        splittable=registered,
         min_features=min_features,
     )
 

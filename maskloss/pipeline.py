@@ -1,0 +1,190 @@
+r"""A validated loss call, :class:`Pipeline`: selection, per-row math, reduction, and its gradients.
+
+Every pipeline loss (see :mod:`maskloss.registry`) is a function that validates its arguments
+and returns a :class:`Pipeline`: the valid steps, the per-row step function (its loss and,
+when asked, its derivative), the weights and the reduction. The public loss evaluates
+:meth:`Pipeline.value`; :func:`maskloss.value_and_grad` evaluates :meth:`Pipeline.value_and_grad`
+and :func:`maskloss.vjp` :meth:`Pipeline.vjp` on the same pipeline, with the per-row derivatives
+switched on, so value and gradient cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from maskloss._checks import as_numeric, first_bad_position
+from maskloss._rows import StepFn, map_rows
+from maskloss._types import BoolArray, FloatArray, Reduction
+from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, reduce_terms, unscale
+
+__all__ = ["Pipeline", "per_step"]
+
+
+def per_step(step: StepFn, valid: BoolArray, *arrays: np.ndarray[Any, Any]) -> FloatArray:
+    """Evaluate ``step(rows, *row_chunks)`` on the valid steps only; 0 at masked steps.
+
+    ``arrays`` are ``(steps, width)`` or ``(steps,)`` views aligned with ``valid.ravel()``.
+    """
+    return map_rows(step, valid, arrays)[0].reshape(valid.shape)
+
+
+def _with_grad(grad: bool, loss: FloatArray, derivative: Callable[..., FloatArray], *args: Any) -> Any:
+    """``loss``, or ``(loss, derivative(*args))`` when the gradient is asked for."""
+    return (loss, derivative(*args)) if grad else loss
+
+
+@dataclass(slots=True)
+class Pipeline:
+    r"""A validated loss call: everything but the per-row math is decided here, once.
+
+    Attributes
+    ----------
+    step : StepFn
+        Per-row loss (and its derivative, when asked) on chunks of valid rows.
+    arrays : tuple of ndarray
+        Row views aligned with ``valid.ravel()``; the last one holds the predictions.
+    valid : ndarray of bool
+        Steps that count (the mask, and for integer labels ``!= ignore_index``).
+    weight : ndarray
+        Sample weight of each step, 0 at masked steps.
+    reduction : str
+    pred_shape : tuple of int
+        Shape of ``y_pred``, hence of the gradient.
+    step_weight : ndarray, optional
+        Extra per-step weight of the denominator only (torch's :math:`cw_y`).
+    """
+
+    step: StepFn
+    arrays: tuple[np.ndarray[Any, Any], ...]
+    valid: BoolArray
+    weight: FloatArray
+    reduction: Reduction
+    pred_shape: tuple[int, ...]
+    step_weight: FloatArray | None = None
+
+    def _denominator_terms(self, weight: FloatArray | None = None) -> FloatArray:
+        w = self.weight if weight is None else weight
+        if self.step_weight is None:
+            return w  # already 0 at masked steps
+        return np.where(self.valid, w * self.step_weight, 0.0)
+
+    def _reduce(self, losses: FloatArray) -> Any:
+        """Numerator terms :math:`w\\,\\ell`, denominator terms :math:`w\\,cw_y`, reduced.
+
+        Scalar reductions use the weights scaled by a power of two (exact), so that a
+        uniform weight cancels whatever its size (:func:`power_of_two_scale`).
+        """
+        if self.reduction == "none":
+            return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction)
+        w, exponent = power_of_two_scale(self.weight)
+        return unscale(reduce_terms(w * losses, self._denominator_terms(w), self.reduction), self.reduction, exponent)
+
+    def value(self) -> Any:
+        """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
+        return self._reduce(per_step(self.step, self.valid, *self.arrays))
+
+    def totals(self) -> MaskedTotals:
+        """The per-sequence numerator and denominator sums behind every scalar reduction."""
+        losses = per_step(self.step, self.valid, *self.arrays)
+        return MaskedTotals.from_terms(self.weight * losses, self._denominator_terms())
+
+    def value_and_grad(self, out: np.ndarray[Any, Any] | None = None) -> tuple[np.float64, Any]:
+        r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).
+
+        The value is :math:`\sum_b \lambda_b N_b` with :math:`N_b = \sum_t w_{bt}\ell_{bt}`
+        and :math:`\lambda_b` from :meth:`MaskedTotals.sequence_scale`, which depends on the
+        denominators only; so the gradient row of a valid step is
+        :math:`\lambda_b\, w_{bt}\, \partial\ell_{bt}/\partial\hat y_{bt}`, computed in the same
+        chunk pass as the losses. Masked rows are exactly 0. With ``out`` (see
+        :func:`maskloss.value_and_grad`) the gradient is written there and ``out`` returned.
+        """
+        if self.reduction not in SCALAR_REDUCTIONS:
+            raise ValueError(
+                f"value_and_grad needs a scalar loss, but reduction={self.reduction!r} returns one value "
+                f"per step; pick a scalar reduction: one of {', '.join(map(repr, SCALAR_REDUCTIONS))}"
+            )
+        weight, exponent = power_of_two_scale(self.weight)
+        denominators = self._denominator_terms(weight)
+        # lambda_b depends only on the denominators (sequence_scale's contract), so it is known
+        # before the per-step losses are; zeros stand in for the numerators here.
+        totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
+        # One factor per step: the sequence's lambda_b times the step's sample weight.
+        grad_scale = unscale(totals.step_scale(self.reduction, weight).reshape(-1), self.reduction, exponent)
+        grad_out = None if out is None else _check_grad_out(out, self.pred_shape, self.arrays)
+        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale, grad_out=grad_out)
+        assert grad is not None
+        value = np.float64(self._reduce(losses.reshape(self.valid.shape)))
+        return value, (grad.reshape(self.pred_shape) if out is None else out)
+
+    def totals_and_grad(self, scale_of: Callable[[MaskedTotals], FloatArray]) -> tuple[MaskedTotals, FloatArray]:
+        r"""The loss's :class:`MaskedTotals` and the gradient of :math:`\sum_b \lambda_b N_b`.
+
+        ``scale_of`` receives totals holding the denominators :math:`D_b` (numerators 0)
+        and returns the coefficients :math:`\lambda_b`, shape (B,): an accumulation rule's
+        (:meth:`maskloss.GlobalCounts.scale`), which depend on global, unscaled counts, so
+        the weights are used as given here.
+        """
+        denominators = self._denominator_terms()
+        scale = scale_of(MaskedTotals.from_terms(np.zeros_like(denominators), denominators))
+        steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
+        grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
+        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale)
+        assert grad is not None
+        numerators = self.weight * losses.reshape(self.valid.shape)
+        return MaskedTotals.from_terms(numerators, denominators), grad.reshape(self.pred_shape)
+
+
+    def vjp(self, cotangent: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        r"""The per-step values and the gradient of :math:`\sum_{bt} ct_{bt}\,\text{value}_{bt}`.
+
+        A vector-Jacobian product, what a framework's backward receives as ``grad_output`` for
+        a loss with ``reduction="none"``: the gradient row of a valid step is
+        :math:`ct_{bt}\, w_{bt}\, \partial\ell_{bt}/\partial\hat y_{bt}`, in the same chunk
+        pass as the values; masked rows are exactly 0. ``cotangent`` has the shape of the steps
+        and must be finite at valid steps (anything at masked ones).
+        """
+        if self.reduction != "none":
+            raise ValueError(
+                f"vjp needs reduction='none' (one value per step, each weighted by its cotangent), got "
+                f"reduction={self.reduction!r}; for a scalar loss use maskloss.value_and_grad"
+            )
+        ct = as_numeric(cotangent, "cotangent")
+        if ct.shape != self.valid.shape:
+            raise ValueError(f"cotangent must have the shape of the steps {self.valid.shape}, got {ct.shape}")
+        with np.errstate(invalid="ignore", over="ignore"):
+            ct64 = np.where(self.valid, ct, 0).astype(np.float64)
+        bad = ~np.isfinite(ct64)
+        if np.any(bad):
+            pos = first_bad_position(bad, ct64.shape)
+            raise ValueError(f"cotangent must be finite at valid steps; found {ct[pos].item()!r} at step {pos}")
+        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=(ct64 * self.weight).reshape(-1))
+        assert grad is not None
+        values = reduce_terms(self.weight * losses.reshape(self.valid.shape), self._denominator_terms(), "none")
+        return np.asarray(values), grad.reshape(self.pred_shape)
+
+
+def _check_grad_out(
+    out: Any, shape: tuple[int, ...], arrays: tuple[np.ndarray[Any, Any], ...]
+) -> np.ndarray[Any, Any]:
+    """``out`` as ``(steps, C)`` rows, if it can hold the gradient: else a clear error."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array of y_pred's shape {shape}, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out must have y_pred's shape {shape}, got {out.shape}")
+    pred = arrays[-1]
+    if out.dtype != np.float64 and out.dtype != pred.dtype:
+        raise TypeError(f"out must be float64 or y_pred's dtype {pred.dtype}, got dtype {out.dtype}")
+    if out.dtype.kind != "f":
+        raise TypeError(f"out must have a floating dtype, got dtype {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
+    if any(np.may_share_memory(out, a) for a in arrays):
+        raise ValueError("out must not share memory with the inputs (the gradient would overwrite them)")
+    return out.reshape(-1, shape[-1]) if shape else out.reshape(1, 1)
+
+

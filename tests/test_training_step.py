@@ -1,0 +1,132 @@
+"""check_training_step: correct steps pass, wrong ones fail on the smallest split, bad input is named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import maskloss
+from maskloss.testing import TrainingStepCheckError, check_training_step, torch_adapter
+from maskloss.testing.training_step import step_splits
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+SCCE = maskloss.sparse_categorical_crossentropy
+
+
+def _token_sum(s):
+    return F.cross_entropy(s.y_pred[s.mask], s.y_true[s.mask], reduction="sum")
+
+
+def global_tokens(shards):
+    tokens = sum(int(s.mask.sum()) for s in shards)
+    return [_token_sum(s) / max(tokens, 1) for s in shards]
+
+
+def test_a_correct_step_passes_every_split():
+    check_training_step(global_tokens, SCCE, adapter=torch_adapter, from_logits=True, max_examples=15)
+
+
+def test_ddp_averaging_needs_the_rank_count():
+    # with grad_reduction="mean" (DDP) the same step is R times too small on R ranks
+    with pytest.raises(TrainingStepCheckError, match=r"split as 2 data-parallel ranks.*\n.*passes one shard"):
+        check_training_step(global_tokens, SCCE, adapter=torch_adapter, grad_reduction="mean",
+                            from_logits=True, max_examples=10)
+
+    def scaled(shards):
+        ranks = len({s.rank for s in shards})
+        return [loss * ranks for loss in global_tokens(shards)]
+
+    check_training_step(scaled, SCCE, adapter=torch_adapter, grad_reduction="mean", from_logits=True, max_examples=10)
+
+
+def test_numpy_steps_return_loss_and_gradient_pairs():
+    value_grad = maskloss.value_and_grad(SCCE)
+
+    def step(shards):
+        tokens = sum(int(s.mask.sum()) for s in shards)
+        out = []
+        for s in shards:
+            value, grad = value_grad(s.y_true, s.y_pred, s.mask, from_logits=True, reduction="sum")
+            out.append((value / max(tokens, 1), grad / max(tokens, 1)))
+        return out
+
+    check_training_step(step, SCCE, from_logits=True, max_examples=10)
+
+
+def test_the_smallest_failing_split_and_the_scales_are_reported():
+    def mean_of_means(shards):  # transformers#34191: every micro-batch averaged on its own
+        live = [s for s in shards if s.mask.any()]
+        return [F.cross_entropy(s.y_pred[s.mask], s.y_true[s.mask]) / len(live) if s.mask.any()
+                else s.y_pred.sum() * 0.0 for s in shards]
+
+    with pytest.raises(TrainingStepCheckError) as info:
+        check_training_step(mean_of_means, SCCE, adapter=torch_adapter, from_logits=True, max_examples=30)
+    text = str(info.value)
+    assert "it passes one shard" in text
+    assert "scale used" in text and "needed" in text
+    assert "weighted tokens (b, t)" in text
+    assert "the smallest failing batch:" in text
+
+
+def test_logged_loss_is_checked():
+    def step(shards):
+        losses = global_tokens(shards)
+        means = [F.cross_entropy(s.y_pred[s.mask], s.y_true[s.mask]).detach() for s in shards if s.mask.any()]
+        logged = float(sum(means))  # the sum of the micro-batch means: not the step's loss
+        return losses, logged
+
+    with pytest.raises(TrainingStepCheckError, match=r"the step logs .* but the full-batch loss"):
+        check_training_step(step, SCCE, adapter=torch_adapter, from_logits=True, max_examples=10)
+
+
+def test_splits_are_ordered_and_cover_every_parallelism():
+    splits = step_splits(4, 8, 4)
+    sizes = [len(s.layout.shards) for s in splits]
+    assert sizes == sorted(sizes)
+    names = " | ".join(s.name for s in splits)
+    for part in ("micro-batches of [1, 0, 3]", "2 data-parallel ranks", "contiguous", "zigzag",
+                 "2 vocabulary shards", "all at once"):
+        assert part in names
+    combined = splits[-1].layout
+    assert combined.ranks == 4 and len(combined.shards) == 2 * 3 * 2 * 2
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        (lambda shards: global_tokens(shards)[:-1] if len(shards) > 1 else global_tokens(shards),
+         r"step returned \d shard losses for the \d shards of the split"),
+        (lambda shards: [s.y_pred.sum(-1) for s in shards], r"must be a scalar .* of shape"),
+        (lambda shards: 1.0, r"must return a list with one loss per shard"),
+    ],
+)
+def test_bad_steps_are_named(step, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        check_training_step(step, SCCE, adapter=torch_adapter, from_logits=True, max_examples=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"grad_reduction": "avg"}, r"grad_reduction must be 'sum' or 'mean'; got 'avg'"),
+        ({"parallel": ("pipeline",)}, r"parallel must hold names from .* got 'pipeline'"),
+        ({"adapter": print}, r"adapter must be maskloss.testing.torch_adapter"),
+        ({"max_examples": 0}, r"max_examples must be an integer in \[1, 1000\], got 0"),
+        ({"reduction": "none"}, r"reduction='none' has no gradient"),
+        ({"dtype": "float16"}, r"dtype must be float64 or float32"),
+        ({"colour": 1}, r"colour"),
+    ],
+)
+def test_bad_arguments_are_named_before_any_step(kwargs, message):
+    calls = []
+    with pytest.raises((TypeError, ValueError), match=message):
+        check_training_step(lambda shards: calls.append(1), SCCE, **kwargs)
+    assert not calls
+
+
+def test_tensor_parallel_needs_a_class_axis():
+    with pytest.raises(ValueError, match=r"parallel='tensor' splits classes, but mse has no class axis"):
+        check_training_step(lambda shards: [], maskloss.mse, parallel=("tensor",))
+    with pytest.raises(ValueError, match=r"like must be a maskloss loss"):
+        check_training_step(lambda shards: [], np.mean)
