@@ -45,7 +45,7 @@ ENTRY_POINTS: list[tuple[str, Callable[[Any], Any], np.ndarray]] = [
     ("categorical CE", lambda a: maskloss.categorical_crossentropy(np.eye(C)[LABELS], a, MASK), PROBS),
     ("binary CE", lambda a: maskloss.binary_crossentropy(np.ones((B, T, 1)), a, MASK), np.full((B, T, 1), 0.5)),
     ("reduce values", lambda a: maskloss.reduce(a, MASK), VALUES),
-    ("reduce weight", lambda a: maskloss.reduce(VALUES, MASK, weight=a), np.ones((B, T))),
+    ("reduce weight", lambda a: maskloss.reduce(VALUES, MASK, sample_weight=a), np.ones((B, T))),
     ("aggregate", lambda a: maskloss.aggregate(a, MASK), VALUES),
     ("token_logprobs", lambda a: maskloss.token_logprobs(LABELS, a, MASK), LOGITS),
     ("sequence_logprobs", lambda a: maskloss.sequence_logprobs(LABELS, a, MASK), LOGITS),
