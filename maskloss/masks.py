@@ -18,6 +18,7 @@ sequences: the feature or class axis of the data is never part of a mask.
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any, Literal
 
 import numpy as np
@@ -126,10 +127,42 @@ def mask_from_lengths(
         )
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")
-    t = np.arange(int(maxlen))
-    if side == "right":
-        return t[None, :] < lens[:, None]
-    return t[None, :] >= (int(maxlen) - lens)[:, None]
+    steps = int(maxlen)
+    mask = _allocate_mask(lens.shape[0], steps)
+    # Columns in bounded chunks: the step indices of one chunk, never an int64 arange of all of them.
+    first = lens if side == "right" else steps - lens  # right: t < len; left: t >= T - len
+    for start in range(0, steps, _COLUMNS):
+        t = np.arange(start, min(start + _COLUMNS, steps))
+        if side == "right":
+            np.less(t[None, :], first[:, None], out=mask[:, start : start + t.size])
+        else:
+            np.greater_equal(t[None, :], first[:, None], out=mask[:, start : start + t.size])
+    return mask
+
+
+#: Step indices per chunk in :func:`mask_from_lengths` (512 KiB of int64 at a time).
+_COLUMNS = 1 << 16
+
+
+def _allocate_mask(batch: int, steps: int) -> BoolArray:
+    """An uninitialised ``(batch, steps)`` bool mask, or a clear error if it cannot fit in memory."""
+    size = batch * steps
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: let numpy try
+        physical = None
+    if physical is not None and size > physical:
+        raise ValueError(
+            f"maxlen={steps} with {batch} sequences needs a mask of {batch} x {steps} = {size} bytes "
+            f"({size / 2**30:.3g} GiB), more than this machine's {physical / 2**30:.3g} GiB of memory"
+        )
+    try:
+        return np.empty((batch, steps), dtype=bool)
+    except (MemoryError, ValueError) as exc:
+        raise ValueError(
+            f"maxlen={steps} with {batch} sequences needs a mask of {size} bytes ({size / 2**30:.3g} GiB), "
+            f"which cannot be allocated: {exc}"
+        ) from None
 
 
 _MAX_LENGTH = np.iinfo(np.int64).max
