@@ -80,7 +80,7 @@ def overflow_free_mean(terms: FloatArray, axis: int, count: Any) -> FloatArray:
     with np.errstate(over="ignore", invalid="ignore"):
         mean = _float64(np.add.reduce(terms, axis=axis) / count)
     redo = ~np.isfinite(mean)
-    if not redo.any():
+    if not redo.any() or terms.shape[axis] == 0:  # nothing summed: 0/0 stays NaN
         return mean
     top = np.maximum.reduce(np.abs(terms), axis=axis)
     redo &= np.isfinite(top) & (top > 0)  # a non-finite term, or nothing to average: keep the value
