@@ -41,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'maskloss.dask needs dask: pip install -e ".[dask]" (dask[array], distributed, zarr)'
     ) from exc
 
-from maskloss._checks import check_reduction
+from maskloss._checks import as_numeric, check_reduction
 from maskloss.losses import sparse_categorical_crossentropy
 from maskloss.pipeline import Pipeline
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, Reduction, ScalarReduction
@@ -135,7 +135,7 @@ def _chunks_text(chunks: tuple[tuple[int, ...], ...]) -> str:
 def _align(x: Any, name: str, shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...]) -> DaskArray:
     """``x`` as a dask array of exactly ``shape`` and ``chunks`` (NumPy input is chunked to match)."""
     if not _is_dask(x):
-        arr = np.asarray(x)
+        arr = as_numeric(x, name)  # the shared validation: numpy.ma masks and torch tensors too
         if arr.shape != shape:
             raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
         return da.from_array(arr, chunks=chunks)
@@ -170,7 +170,7 @@ def _prepare(loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any, opti
             f"{loss.__name__} has no option {', '.join(unknown)}; its options are "
             f"{', '.join(p for p in params if p not in ('y_true', 'y_pred', 'mask', 'reduction'))}"
         )
-    pred = y_pred if _is_dask(y_pred) else da.from_array(np.asarray(y_pred))
+    pred = y_pred if _is_dask(y_pred) else da.from_array(as_numeric(y_pred, "y_pred"))
     if pred.ndim < 2:
         raise ValueError(f"y_pred must have a batch axis and a class/feature axis, got shape {tuple(pred.shape)}")
     if any(np.isnan(c) for axis in pred.chunks for c in axis):
