@@ -25,6 +25,7 @@ __all__ = [
     "as_numeric",
     "check_class_weight",
     "check_feature_pair",
+    "check_features",
     "check_flag",
     "check_head_option",
     "check_label_smoothing",
@@ -130,6 +131,14 @@ def check_feature_pair(
             f"got {true_name} {t.shape} and {pred_name} {p.shape}"
         )
     return t, p
+
+
+def check_features(y_pred: np.ndarray[Any, Any], name: str = "y_pred") -> int:
+    """The last axis of ``y_pred`` (features or classes) must not be empty; returns its size."""
+    width = y_pred.shape[-1]
+    if width == 0:
+        raise ValueError(f"{name} has no features/classes: its last axis has size 0 (shape {y_pred.shape})")
+    return int(width)
 
 
 def check_flag(value: object, name: str) -> bool:

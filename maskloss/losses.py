@@ -22,7 +22,6 @@ switched on, so value and gradient cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from maskloss._checks import (
     as_numeric,
     check_class_weight,
     check_feature_pair,
+    check_features,
     check_flag,
     check_ignore_index,
     check_label_smoothing,
@@ -43,50 +43,22 @@ from maskloss._checks import (
 )
 from maskloss._rows import as_rows, check_probabilities, scratch, to_float64
 from maskloss._types import FloatArray, Reduction
-from maskloss.pipeline import Pipeline, _with_grad, per_step
-from maskloss.registry import pipeline_of, pipeline_transform, register_pipeline
+from maskloss.pipeline import Pipeline as Pipeline
+from maskloss.pipeline import _with_grad
+from maskloss.pipeline import per_step as per_step
+from maskloss.registry import pipeline_of as pipeline_of
+from maskloss.registry import pipeline_transform as pipeline_transform
+from maskloss.registry import register_pipeline as register_pipeline
 
+# Pipeline, per_step, pipeline_of, pipeline_transform and register_pipeline stay importable from here
+# (their homes are maskloss.pipeline and maskloss.registry).
 __all__ = [
-    "Pipeline",
     "binary_crossentropy",
     "categorical_crossentropy",
     "mae",
     "mse",
-    "per_step",
-    "pipeline_of",
-    "pipeline_transform",
-    "register_pipeline",
     "sparse_categorical_crossentropy",
 ]
-
-
-def _check_features(y_pred: np.ndarray[Any, Any], name: str = "y_pred") -> int:
-    width = y_pred.shape[-1]
-    if width == 0:
-        raise ValueError(f"{name} has no features/classes: its last axis has size 0 (shape {y_pred.shape})")
-    return int(width)
-
-
-def _regression(
-    loss: Callable[[FloatArray, FloatArray], FloatArray],
-    derivative: Callable[[FloatArray, FloatArray], FloatArray],
-    y_true: npt.ArrayLike,
-    y_pred: npt.ArrayLike,
-    mask: npt.ArrayLike | None,
-    reduction: Reduction,
-    sample_weight: npt.ArrayLike | None,
-) -> Pipeline:
-    t, p = check_feature_pair(y_true, y_pred)
-    _check_features(p)
-    valid = check_mask(mask, p.shape[:-1])
-    check_reduction(reduction)
-    weight = check_sample_weight(sample_weight, valid)
-
-    def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
-        target, pred = to_float64(t_rows, "target"), to_float64(p_rows)
-        return _with_grad(grad, loss(target, pred), derivative, target, pred)
-
-    return Pipeline(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
 
 
 @registry.loss(kind="regression", evaluate=True)
@@ -136,7 +108,9 @@ def mae(
     0.65
     """
     loss, derivative = pointwise.absolute_error, pointwise.absolute_error_grad
-    return _regression(loss, derivative, y_true, y_pred, mask, reduction, sample_weight)
+    return Pipeline.from_pairs(
+        y_true, y_pred, mask, reduction=reduction, sample_weight=sample_weight, loss=loss, derivative=derivative
+    )
 
 
 @registry.loss(kind="regression", evaluate=True)
@@ -159,7 +133,9 @@ def mse(
     1.0
     """
     loss, derivative = pointwise.squared_error, pointwise.squared_error_grad
-    return _regression(loss, derivative, y_true, y_pred, mask, reduction, sample_weight)
+    return Pipeline.from_pairs(
+        y_true, y_pred, mask, reduction=reduction, sample_weight=sample_weight, loss=loss, derivative=derivative
+    )
 
 
 @registry.loss(kind="binary", evaluate=True)
@@ -191,7 +167,7 @@ def binary_crossentropy(
     0.693147
     """
     t, p = check_feature_pair(y_true, y_pred)
-    _check_features(p)
+    check_features(p)
     logits = check_flag(from_logits, "from_logits")
     eps = check_label_smoothing(label_smoothing)
     valid = check_mask(mask, p.shape[:-1])
@@ -250,7 +226,7 @@ def categorical_crossentropy(
     0.490415
     """
     t, p = check_feature_pair(y_true, y_pred)
-    num_classes = _check_features(p)
+    num_classes = check_features(p)
     logits = check_flag(from_logits, "from_logits")
     eps = check_label_smoothing(label_smoothing)
     cw = check_class_weight(class_weight, num_classes)
@@ -350,7 +326,7 @@ def sparse_categorical_crossentropy(
             f"y_pred must have shape y_true.shape + (classes,); "
             f"got y_true {labels.shape} and y_pred {p.shape}"
         )
-    num_classes = _check_features(p)
+    num_classes = check_features(p)
     logits = check_flag(from_logits, "from_logits")
     eps = check_label_smoothing(label_smoothing)
     cw = check_class_weight(class_weight, num_classes)

@@ -17,8 +17,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric, first_bad_position
-from maskloss._rows import StepFn, map_rows
+from maskloss._checks import (
+    as_numeric,
+    check_feature_pair,
+    check_features,
+    check_mask,
+    check_reduction,
+    check_sample_weight,
+    first_bad_position,
+)
+from maskloss._rows import StepFn, as_rows, map_rows, to_float64
 from maskloss._types import BoolArray, FloatArray, Reduction
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, reduce_terms, unscale
 
@@ -66,6 +74,40 @@ class Pipeline:
     reduction: Reduction
     pred_shape: tuple[int, ...]
     step_weight: FloatArray | None = None
+
+    @classmethod
+    def from_pairs(
+        cls,
+        y_true: npt.ArrayLike,
+        y_pred: npt.ArrayLike,
+        mask: npt.ArrayLike | None = None,
+        *,
+        reduction: Reduction = "token_mean",
+        sample_weight: npt.ArrayLike | None = None,
+        loss: Callable[[FloatArray, FloatArray], FloatArray],
+        derivative: Callable[[FloatArray, FloatArray], FloatArray] | None = None,
+    ) -> Pipeline:
+        r"""The pipeline of a loss of targets and predictions of one shape ``(..., F)`` (the regression losses).
+
+        Validates the arguments as every maskloss loss does (a ValueError/TypeError naming the
+        argument), selects the valid steps, and scores chunks of valid rows, in float64:
+        ``loss(target, pred)`` maps ``(n, F)`` rows to ``(n,)`` per-step losses and
+        ``derivative(target, pred)`` to their ``(n, F)`` derivatives with respect to ``pred``
+        (None: the loss has no gradient). Masked rows are never passed to either.
+        """
+        t, p = check_feature_pair(y_true, y_pred)
+        check_features(p)
+        valid = check_mask(mask, p.shape[:-1])
+        check_reduction(reduction)
+        weight = check_sample_weight(sample_weight, valid)
+
+        def step(rows: Any, t_rows: Any, p_rows: Any, grad: bool = False) -> Any:
+            target, pred = to_float64(t_rows, "target"), to_float64(p_rows)
+            if grad and derivative is None:
+                raise TypeError(f"{getattr(loss, '__name__', 'this loss')} has no derivative: it has no gradient")
+            return _with_grad(grad, loss(target, pred), derivative, target, pred)  # type: ignore[arg-type]
+
+        return cls(step, (as_rows(t), as_rows(p)), valid, weight, reduction, p.shape)
 
     def _denominator_terms(self, weight: FloatArray | None = None) -> FloatArray:
         w = self.weight if weight is None else weight

@@ -26,6 +26,15 @@ from maskloss.conventions import optax as cv_optax
 from maskloss.conventions import torch as cv_torch
 
 DATA = pathlib.Path(__file__).parent / "data" / "sweep_before_issue19.json"
+#: The optax mirrors there were when the sweep was recorded (later ones, such as the KL mirrors, are
+#: not part of the "before": they have their own tests).
+OPTAX_MIRRORS = (
+    "poly_loss_cross_entropy",
+    "safe_softmax_cross_entropy",
+    "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+)
 B, T, C = 3, 4, 5
 
 
@@ -225,7 +234,7 @@ def sweep() -> dict[str, Any]:
             out[f"{dtype}/torch_bce_logits/{red}"] = _call(
                 cv_torch.binary_cross_entropy_with_logits, x["binary_logits"], x["binary_true"], reduction=red
             )
-        for name in sorted(n for n in getattr(cv_optax, "__all__", ()) if callable(getattr(cv_optax, n))):
+        for name in OPTAX_MIRRORS:
             target = (
                 lab
                 if name.endswith("integer_labels")

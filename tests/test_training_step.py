@@ -116,6 +116,10 @@ def test_bad_steps_are_named(step, message):
         ({"reduction": "none"}, r"reduction='none' has no gradient"),
         ({"dtype": "float16"}, r"dtype must be float64 or float32"),
         ({"colour": 1}, r"colour"),
+        ({"rtol": -1.0}, r"rtol must be a finite number >= 0, got -1.0"),
+        ({"atol": "tiny"}, r"atol must be a number >= 0 or None"),
+        ({"weights": "yes"}, r"weights must be True or False"),
+        ({"seed": 1.5}, r"seed must be an int or None"),
     ],
 )
 def test_bad_arguments_are_named_before_any_step(kwargs, message):
@@ -130,3 +134,60 @@ def test_tensor_parallel_needs_a_class_axis():
         check_training_step(lambda shards: [], maskloss.mse, parallel=("tensor",))
     with pytest.raises(ValueError, match=r"like must be a maskloss loss"):
         check_training_step(lambda shards: [], np.mean)
+
+
+def _vocab_parallel_torch(shards):
+    """A tensor-parallel CE in torch: the log-sum-exp over every vocabulary shard of a token, each
+    shard's scalar back-propagated into its own logits only (as on a tensor-parallel rank)."""
+    groups = {}
+    for s in shards:
+        groups.setdefault((s.rows, s.time_range, s.rank, s.micro_batch), []).append(s)
+    tokens = sum(int(g[0].mask.sum()) for g in groups.values())
+    out = []
+    for s in shards:
+        group = sorted(groups[(s.rows, s.time_range, s.rank, s.micro_batch)], key=lambda t: t.vocab_range or (0, 0))
+        logits = torch.cat([t.y_pred if t is s else t.y_pred.detach() for t in group], dim=-1)
+        loss = F.cross_entropy(logits[s.mask], s.y_true[s.mask], reduction="sum") / max(tokens, 1)
+        out.append(loss)
+    return out
+
+
+def test_a_torch_vocabulary_parallel_step_passes_every_split():
+    check_training_step(_vocab_parallel_torch, SCCE, adapter=torch_adapter, parallel=("accumulation", "tensor"),
+                        from_logits=True, max_examples=10)
+
+
+def test_a_gradient_of_the_wrong_class_count_is_named():
+    value_grad = maskloss.value_and_grad(SCCE)
+
+    def step(shards):
+        out = []
+        for s in shards:
+            value, grad = value_grad(s.y_true, s.y_pred, s.mask, from_logits=True, reduction="sum")
+            out.append((value, grad[..., :-1]))  # one class short
+        return out
+
+    with pytest.raises(ValueError, match=r"the gradient of shard 0 has shape \(\d, \d, \d\), but its y_pred has shape"):
+        check_training_step(step, SCCE, from_logits=True, reduction="sum", max_examples=2)
+
+
+@pytest.mark.parametrize("reduction", ["token_mean", "sum", "batch_mean"])
+def test_sample_weights_reach_the_shards(reduction):
+    value_grad = maskloss.value_and_grad(SCCE)
+
+    def step(shards):
+        def full(s):
+            w = np.ones(s.mask.shape) if s.sample_weight is None else s.sample_weight
+            return np.where(s.mask, np.broadcast_to(w if w.ndim == 2 else w[:, None], s.mask.shape), 0.0)
+
+        weights = [full(s) for s in shards]
+        divisor = {"token_mean": sum(float(w.sum()) for w in weights), "sum": 1.0,
+                   "batch_mean": float(len({r for s in shards for r in s.rows}))}[reduction]
+        out = []
+        for s in shards:
+            value, grad = value_grad(s.y_true, s.y_pred, s.mask, sample_weight=s.sample_weight, from_logits=True,
+                                     reduction="sum")
+            out.append((value / divisor, grad / divisor))
+        return out
+
+    check_training_step(step, SCCE, weights=True, from_logits=True, reduction=reduction, max_examples=10)

@@ -19,25 +19,21 @@ grad_reduction=recipe.grad_reduction, **recipe.like_options)`` then passes.) The
 with :math:`S_s` the shard's sum of token losses, :math:`N` the valid tokens of the whole
 step, :math:`R` the ranks, :math:`P` the data-parallel ranks, ``GA`` the micro-batches per rank:
 
-=====================================  ================================================  =========
-recipe                                 loss back-propagated on shard :math:`s`           ranks
-=====================================  ================================================  =========
-``hf_trainer()`` (transformers 5.24)   :math:`S_s / N \cdot R` (``num_items_in_batch``   mean
-                                       gathered, times ``num_processes``)
-``hf_trainer(average_tokens_           :math:`S_s / N_r`, :math:`N_r` the rank's own     mean
-across_devices=False)``                tokens (transformers#34373 when ranks differ)
-``hf_trainer(version="4.45")``         :math:`\text{mean}_s / GA` (transformers#34191)   mean
-``torchtitan()``                       :math:`S_s / N` (``global_valid_tokens``)         sum
-``megatron()``                         :math:`S_s`, gradients times :math:`1/N` after    sum
-                                       the all-reduce (``calculate_per_token_loss``)
-``megatron(calculate_per_token_        :math:`S_s / n_s / GA`, :math:`n_s` the shard's   mean
-loss=False)``                          own count (Megatron-LM#7513: CP=2, one valid
-                                       token: half the gradient); ``cp_fix=True``:
-                                       :math:`S_s / n_{cp} \cdot c / GA`
-``verl(loss_agg_mode)`` (0.9.1)        ``agg_loss`` with the global ``batch_num_tokens``  mean
-                                       / ``global_batch_size`` and ``dp_size``
-``trl(loss_type)`` (1.16)              ``GRPOTrainer._compute_loss``'s normalizers       mean
-=====================================  ================================================  =========
+* ``hf_trainer()`` (transformers 5.24): :math:`S_s / N \cdot R` (``num_items_in_batch``
+  gathered over the ranks, the loss times ``num_processes``); ranks averaged.
+* ``hf_trainer(average_tokens_across_devices=False)``: :math:`S_s / N_r`, :math:`N_r` the
+  rank's own tokens (transformers#34373 when ranks differ); ranks averaged.
+* ``hf_trainer(version="4.45")``: each micro-batch's own mean over ``GA``
+  (transformers#34191); ranks averaged.
+* ``torchtitan()``: :math:`S_s / N` (``global_valid_tokens``); ranks summed.
+* ``megatron()``: :math:`S_s`, the gradients times :math:`1/N` after the all-reduce
+  (``calculate_per_token_loss``); ranks summed.
+* ``megatron(calculate_per_token_loss=False)``: :math:`S_s / n_s / GA`, :math:`n_s` the
+  shard's own count (Megatron-LM#7513: CP=2 and one valid token, half the gradient);
+  ``cp_fix=True``: :math:`S_s / n_{cp} \cdot c / GA`; ranks averaged.
+* ``verl(loss_agg_mode)`` (0.9.1): ``agg_loss`` with the global ``batch_num_tokens`` or
+  ``global_batch_size`` and ``dp_size``; ranks averaged.
+* ``trl(loss_type)`` (1.16): ``GRPOTrainer._compute_loss``'s normalizers; ranks averaged.
 
 ``megatron(label_smoothing=eps)`` smooths as megatron-core 0.16.1's
 ``vocab_parallel_cross_entropy`` does: each vocabulary shard of :math:`K_s` classes uses
@@ -59,7 +55,7 @@ from maskloss._types import FloatArray
 from maskloss.conventions import verl as _verl
 from maskloss.vocab_parallel import merge_vocab_partials, merged_cross_entropy, vocab_partials, vocab_shard_grad
 
-__all__ = ["Recipe", "hf_trainer", "megatron", "torchtitan", "trl", "verl"]
+__all__ = ["TRL_LOSS_TYPES", "VERL_MODES", "Recipe", "hf_trainer", "megatron", "torchtitan", "trl", "verl"]
 
 #: ``loss_type`` values :func:`trl` re-creates.
 TRL_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
@@ -298,9 +294,12 @@ def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True) -> Re
 
     ``batch_num_tokens`` (``"token-mean"``) and ``global_batch_size`` (sequence modes) are the
     mini-batch's valid tokens and non-empty sequences summed over the data-parallel group,
-    ``dp_size`` the group's size (``verl/workers/actor/dp_actor.py``); ``global_counts=False``
-    passes the micro-batch's own counts (verl 0.4's rule, verl#5625/#3741). Sequence shards
-    (context parallelism) are out of scope: verl's sequence modes need whole sequences.
+    ``dp_size`` the group's size (``verl/workers/actor/dp_actor.py``). ``global_counts=False``
+    is the legacy FSDP actor of verl#5625: ``global_batch_info`` empty, so ``agg_loss`` falls
+    back to the micro-batch's own counts (the fallback discussed in verl#7321), and each
+    micro-batch's loss is scaled by its share of the rank's sequences (``loss_scale_factor``).
+    Sequence shards (context parallelism) are out of scope: verl's sequence modes need whole
+    sequences.
     """
     if loss_agg_mode not in VERL_MODES:
         raise ValueError(f"loss_agg_mode must be one of {VERL_MODES}, got {loss_agg_mode!r}")
@@ -310,15 +309,20 @@ def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True) -> Re
         tokens = topo.tokens()
         nonempty = float(sum(int(v.any(axis=1).sum()) for i, v in enumerate(topo.valid) if i in topo.unique()))
         out = []
-        for valid in topo.valid:
+        for i, valid in enumerate(topo.valid):
             count = float(valid.sum()) if not global_counts else tokens
             rows = float(valid.any(axis=1).sum()) if not global_counts else nonempty
+            share = 1.0
+            if not global_counts:  # samples_i / total_samples of the rank (verl#5625)
+                s = topo.shards[i]
+                rank_rows = {r for t in topo.shards if t.rank == s.rank for r in t.rows}
+                share = len(s.rows) / max(len(rank_rows), 1)
             w = np.zeros(valid.shape)
             for b, t in np.argwhere(valid):  # agg_loss is linear in loss_mat: unit losses read its weights
                 unit = np.zeros(valid.shape)
                 unit[b, t] = 1.0
                 w[b, t] = _verl.agg_loss(unit, valid, loss_agg_mode, dp_size=dp, batch_num_tokens=count or 1.0,
-                                         global_batch_size=rows or 1.0)
+                                         global_batch_size=rows or 1.0) * share
             out.append(w)
         return out
 
@@ -328,7 +332,7 @@ def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True) -> Re
 
 
 def trl(loss_type: str = "dapo", *, steps_per_generation: int | None = None,
-        generation_tokens: float | None = None) -> Recipe:
+        generation_tokens: float | None = None, window_rescale: bool = True) -> Recipe:
     r"""TRL 1.16's ``GRPOTrainer._compute_loss`` normalizers on a per-token loss, accelerate averaging.
 
     Per micro-batch (``GA`` micro-batches per rank, ``P`` ranks, ``B`` sequences in the
@@ -339,7 +343,10 @@ def trl(loss_type: str = "dapo", *, steps_per_generation: int | None = None,
     tokens of the whole *generation* batch; ``luspo`` :math:`\frac1B\sum_b S_b / GA`.
     ``steps_per_generation`` defaults to ``GA`` and ``generation_tokens`` to this step's
     tokens times ``steps_per_generation / GA`` (the other optimizer steps of the generation
-    batch as full as this one); any other ``generation_tokens`` is the TRL#6024 case.
+    batch as full as this one: only then is the step's token mean exact, otherwise TRL divides
+    by the generation batch's average per window). ``window_rescale=False`` drops the
+    :math:`GA/	ext{steps\_per\_generation}` factor, as TRL did before pull requests #5890 and
+    #6024 (``steps_per_generation=4``, ``GA=2``: half the gradient).
     """
     if loss_type not in TRL_LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {TRL_LOSS_TYPES}, got {loss_type!r}")
@@ -363,7 +370,8 @@ def trl(loss_type: str = "dapo", *, steps_per_generation: int | None = None,
                 w = np.full(valid.shape, 1.0 / rows / ga)
             else:
                 n = topo.tokens() * spg / ga if generation_tokens is None else float(generation_tokens)
-                w = np.full(valid.shape, 1.0 / (max(n, 1.0) / ranks * ga / spg))
+                window = ga / spg if window_rescale else 1.0
+                w = np.full(valid.shape, 1.0 / (max(n, 1.0) / ranks * window))
             out.append(np.where(valid, w, 0.0))
         return out
 

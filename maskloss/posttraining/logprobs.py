@@ -11,7 +11,7 @@ from maskloss import pointwise
 from maskloss._checks import as_numeric, check_ignore_index, check_mask, first_bad_position
 from maskloss._rows import as_rows, to_float64
 from maskloss._types import FloatArray, Reduction
-from maskloss.losses import Pipeline
+from maskloss.pipeline import Pipeline
 from maskloss.posttraining._common import _positive, _steps
 
 

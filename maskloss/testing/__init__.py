@@ -56,13 +56,20 @@ from maskloss.testing.aggregation import AggregationCheckError, check_aggregatio
 from maskloss.testing.check import check_loss
 from maskloss.testing.properties import LossCheckError
 from maskloss.testing.tolerances import TOLERANCES, assert_loss_close
-from maskloss.testing.training_step import TrainingShard, TrainingStepCheckError, check_training_step
+from maskloss.testing.training_step import (
+    StepResult,
+    TrainingShard,
+    TrainingStepCheckError,
+    check_training_step,
+    run_step,
+)
 
 __all__ = [
     "TOLERANCES",
     "AccumulationCheckError",
     "AggregationCheckError",
     "LossCheckError",
+    "StepResult",
     "TrainingShard",
     "TrainingStepCheckError",
     "assert_loss_close",
@@ -72,6 +79,7 @@ __all__ = [
     "check_training_step",
     "jax_adapter",
     "jax_grad",
+    "run_step",
     "torch_adapter",
     "torch_grad",
 ]

@@ -29,9 +29,10 @@ from maskloss.testing.adapters import _torch_to_numpy, torch_adapter
 from maskloss.testing.batches import _describe_batch
 from maskloss.testing.check import _QUIET_CHECKS, _private_storage
 from maskloss.testing.setup import check_options_apply, kind_of
-from maskloss.testing.tolerances import TOLERANCES, _dtype_name
+from maskloss.testing.tolerances import TOLERANCES, _check_tolerance, _dtype_name
 
-__all__ = ["PARALLELISMS", "TrainingShard", "TrainingStepCheckError", "check_training_step", "step_splits"]
+__all__ = ["PARALLELISMS", "StepResult", "TrainingShard", "TrainingStepCheckError", "check_training_step", "run_step",
+           "step_splits"]
 
 #: The ways of splitting a step that :func:`check_training_step` can try.
 PARALLELISMS: tuple[str, ...] = ("accumulation", "data", "context", "tensor")
@@ -248,6 +249,78 @@ def _gradient(
     return values, total if have_grad else None
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """What :func:`run_step` returns: the shards' scalars, the backend's gradient (None: none), the logged loss."""
+
+    values: list[float]
+    grad: np.ndarray[Any, Any] | None
+    logged: float | None
+
+
+def _run(step: Callable[..., Any], b: PaddedBatch, layout: ShardLayout, name: str, grad_reduction: str,
+         torch: bool) -> StepResult:
+    shards = _shards(b, layout, torch)
+    losses, logged = _parse(step(shards), shards, name)
+    values, grad = _gradient(losses, shards, b, layout, torch)
+    if grad is not None and grad_reduction == "mean":
+        grad = grad / layout.ranks
+    return StepResult(values, grad, logged)
+
+
+def run_step(
+    step: Callable[[list[TrainingShard]], Any],
+    y_true: Any,
+    y_pred: Any,
+    mask: Any,
+    layout: ShardLayout,
+    *,
+    grad_reduction: str = "sum",
+    sample_weight: Any = None,
+    adapter: Callable[..., Any] | None = None,
+) -> StepResult:
+    r"""Run ``step`` once on a batch split as ``layout``: the shards' scalars and the backend's gradient.
+
+    The building block of :func:`check_training_step`, for a fixed batch: the gradient is the
+    sum over shards of each scalar's gradient with respect to its own ``y_pred``, divided
+    by ``layout.ranks`` when ``grad_reduction="mean"``.
+
+    Examples
+    --------
+    Megatron-LM#7513: one valid token, CP=2, each shard divided by its own count, DDP
+    averaging over the 2 CP ranks: half the full-batch gradient.
+
+    >>> import numpy as np, maskloss
+    >>> from maskloss.conventions import recipes
+    >>> from maskloss.testing.training_step import run_step
+    >>> mask = maskloss.mask_from_lengths([1], 4)
+    >>> labels, logits = np.zeros((1, 4), np.int64), np.zeros((1, 4, 3))
+    >>> layout = maskloss.ShardLayout.split(1, 4, context_parallel=2)
+    >>> recipe = recipes.megatron(calculate_per_token_loss=False)
+    >>> got = run_step(recipe, labels, logits, mask, layout, grad_reduction=recipe.grad_reduction).grad
+    >>> _, want = maskloss.value_and_grad(maskloss.sparse_categorical_crossentropy)(
+    ...     labels, logits, mask, from_logits=True)
+    >>> round(float(got[0, 0, 0] / want[0, 0, 0]), 12)
+    0.5
+    """
+    if not isinstance(layout, ShardLayout):
+        raise TypeError(f"layout must be a maskloss.ShardLayout, got {type(layout).__name__}")
+    if grad_reduction not in GRAD_REDUCTIONS:
+        raise ValueError(f"grad_reduction must be 'sum' or 'mean'; got {grad_reduction!r}")
+    if adapter is not None and adapter is not torch_adapter:
+        raise ValueError(f"adapter must be maskloss.testing.torch_adapter or None, got {adapter!r}")
+    y_pred = np.asarray(y_pred)
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != (layout.batch, layout.length) or y_pred.shape[:2] != m.shape:
+        raise ValueError(f"mask {m.shape} and y_pred {y_pred.shape} must match the layout's "
+                         f"({layout.batch}, {layout.length}) batch")
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    labels = np.asarray(y_true)
+    kind = "sparse" if labels.ndim == 2 else "dense"  # dense targets are cut along vocabulary shards too
+    b = PaddedBatch(labels, y_pred, m, m.sum(axis=1), w, kind, "right")
+    return _run(step, b, layout, "the layout given", grad_reduction, adapter is torch_adapter)
+
+
 # ---- the check ------------------------------------------------------------------------------------
 
 
@@ -446,8 +519,9 @@ def check_training_step(
     if dtype_name not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32 for a training-step check, got {dtype!r}")
     default_rtol, default_atol = TOLERANCES[dtype_name]
-    rt = default_rtol if rtol is None else float(rtol)
-    at = default_atol if atol is None else float(atol)
+    given_rtol, given_atol = _check_tolerance(rtol, "rtol"), _check_tolerance(atol, "atol")
+    rt = default_rtol if given_rtol is None else given_rtol
+    at = default_atol if given_atol is None else given_atol
     torch = adapter is torch_adapter
     ignore_index = options.get("ignore_index")
     like_call = f"maskloss.{like.__name__}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
@@ -466,13 +540,10 @@ def check_training_step(
             return  # no valid step: nothing to average, no gradient to compare
         passed: list[str] = []
         for split in step_splits(b.mask.shape[0], b.mask.shape[1], int(b.y_pred.shape[-1]), parallel):
-            shards = _shards(b, split.layout, torch)
-            losses, logged = _parse(step(shards), shards, split.name)
-            values, grad = _gradient(losses, shards, b, split.layout, torch)
+            result = _run(step, b, split.layout, split.name, grad_reduction, torch)
+            values, grad, logged = result.values, result.grad, result.logged
             problem = None
             if grad is not None:
-                if grad_reduction == "mean":
-                    grad = grad / split.layout.ranks
                 err = np.abs(grad - truth.grad)
                 bound = at + rt * float(np.abs(truth.grad).max(initial=0.0))
                 if float(err.max(initial=0.0)) > bound or not np.all(np.isfinite(grad)):
@@ -483,7 +554,7 @@ def check_training_step(
                 problem = (f"the step logs {logged:.10g} when split as {split.name}, but the full-batch loss of "
                            f"{like_call} is {truth.value:.10g}")
             if problem is not None:
-                first = (f"it passes {', '.join(passed)}, so it changes when the same batch is split differently"
+                first = (f"it passes {'; '.join(passed)}, so it changes when the same batch is split differently"
                          if passed else "it fails on the batch in one piece already: the step computes another loss")
                 lines = [problem, f"({first}; grad_reduction={grad_reduction!r}, {split.layout.ranks} rank(s))"]
                 lines += _scales_report(split, b, truth, values, reduction, grad_reduction,
