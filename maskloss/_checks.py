@@ -57,7 +57,9 @@ def as_numeric(x: npt.ArrayLike, name: str, *, min_ndim: int = 0) -> np.ndarray[
     else:
         if x is None:
             raise TypeError(f"{name} must be an array of numbers, got None")
-        x = to_numpy(x)  # torch/jax tensors (requires_grad, GPU, bfloat16) become numpy
+        if isinstance(x, np.ma.MaskedArray):
+            x = _unmasked_data(x, name)
+        x = to_numpy(x, name)  # torch/jax tensors (requires_grad, GPU, bfloat16) become numpy
         try:
             arr = np.asarray(x)
         except (TypeError, ValueError) as exc:  # ragged nested lists and the like
@@ -67,6 +69,24 @@ def as_numeric(x: npt.ArrayLike, name: str, *, min_ndim: int = 0) -> np.ndarray[
     if arr.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {arr.shape}")
     return arr
+
+
+def _unmasked_data(x: np.ma.MaskedArray[Any, Any], name: str) -> np.ndarray[Any, Any]:
+    """The data of a ``numpy.ma`` array that masks nothing; one that masks an entry is refused.
+
+    maskloss's masks are explicit (``mask=``, True = valid) and a ``numpy.ma`` mask is per
+    element, not per step: rather than guess, or silently drop it, an array with a masked
+    entry is an error saying how to pass the same information.
+    """
+    hidden = np.ma.getmaskarray(x)
+    if hidden.any():
+        pos = first_bad_position(hidden, hidden.shape)
+        raise TypeError(
+            f"{name} is a numpy.ma masked array with {int(hidden.sum())} masked entries (the first at index "
+            f"{pos}); maskloss does not read numpy.ma masks: pass np.ma.getdata({name}) and mark its valid "
+            f"steps in mask= (True = valid, e.g. ~np.ma.getmaskarray({name}) for per-step values)"
+        )
+    return np.ma.getdata(x)
 
 
 def first_bad_position(bad: BoolArray, shape: tuple[int, ...]) -> tuple[int, ...]:

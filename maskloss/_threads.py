@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MAX_DEFAULT_THREADS", "get_num_threads", "set_num_threads"]
+import numpy as np
+
+__all__ = ["MAX_DEFAULT_THREADS", "MAX_THREADS", "get_num_threads", "set_num_threads"]
 
 #: Cap of the default (more threads than this only add contention for memory bandwidth).
 MAX_DEFAULT_THREADS = 8
@@ -27,9 +29,19 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: Most threads the chunk loop accepts: each is a real OS thread, started on the first large call.
+MAX_THREADS = 256
+
+
 def _check(n: object, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"{name} must be a positive int, got {n!r}")
+    n = int(n)  # numpy integers too
+    if n > MAX_THREADS:
+        raise ValueError(
+            f"{name}={n} is more threads than maskloss starts (at most {MAX_THREADS}; this process may run on "
+            f"{_available_cores()} cores)"
+        )
     return n
 
 

@@ -35,6 +35,7 @@ GlobalCounts(tokens=6.0, nonempty_sequences=3.0, sequences=3.0, steps=9.0)
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass, fields
 from typing import Any
@@ -49,6 +50,34 @@ from maskloss.reductions import COUNT_OF, SCALAR_REDUCTIONS, MaskedTotals
 from maskloss.registry import pipeline_transform
 
 __all__ = ["GlobalCounts", "masked_totals", "micro_batch_value_and_grad"]
+
+#: The counts of :class:`GlobalCounts` that count things (``tokens`` is a sum of weights).
+_WHOLE_COUNTS = ("nonempty_sequences", "sequences", "steps")
+
+
+def _count(raw: Any, name: str) -> float:
+    """One count as a float: a real number (or 0-d array), finite and >= 0; anything else is refused."""
+    if isinstance(raw, (bool, np.bool_, str, bytes)) or raw is None:
+        raise TypeError(f"GlobalCounts: {name} must be a number, got {raw!r}")
+    if not isinstance(raw, numbers.Real):
+        try:
+            arr = as_numeric(raw, f"GlobalCounts: {name}")  # numpy, torch or jax 0-d arrays
+        except TypeError:
+            raise TypeError(f"GlobalCounts: {name} must be a number, got {raw!r:.80}") from None
+        if arr.shape != () or arr.dtype == bool:
+            raise TypeError(
+                f"GlobalCounts: {name} must be one number, got an array of shape {arr.shape} and dtype {arr.dtype} "
+                "(GlobalCounts.from_array reads the 4-vector of to_array())"
+            )
+        raw = arr.item()
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"GlobalCounts: {name} must be finite and >= 0, got {value} "
+            "(a count shared between ranks was corrupted, or is not a sum of counts)"
+        )
+    return value
+
 
 @dataclass(frozen=True)
 class GlobalCounts:
@@ -97,23 +126,30 @@ class GlobalCounts:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            raw = getattr(self, f.name)
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                raise TypeError(f"GlobalCounts: {f.name} must be a number, got {raw!r}") from None
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(
-                    f"GlobalCounts: {f.name} must be finite and >= 0, got {value} "
-                    "(a count shared between ranks was corrupted, or is not a sum of counts)"
-                )
-            object.__setattr__(self, f.name, value)
+            object.__setattr__(self, f.name, _count(getattr(self, f.name), f.name))
+        for name in _WHOLE_COUNTS:
+            value = getattr(self, name)
+            if value != math.floor(value):
+                raise ValueError(f"GlobalCounts: {name} counts sequences or steps, a whole number; got {value!r}")
+        problem = None
+        if self.nonempty_sequences > self.sequences:
+            problem = "more non-empty sequences than sequences"
+        elif (self.tokens > 0) != (self.nonempty_sequences > 0):
+            problem = "tokens without non-empty sequences" if self.tokens > 0 else "non-empty sequences without tokens"
+        elif self.nonempty_sequences > self.steps:
+            problem = "more non-empty sequences than steps"
+        if problem:
+            raise ValueError(
+                f"GlobalCounts: impossible counts, {problem}: {self!r} (a count shared between ranks was "
+                "corrupted, or the counts were not summed together)"
+            )
 
     @classmethod
     def from_totals(cls, totals: MaskedTotals) -> GlobalCounts:
         """The counts of the sequences in ``totals`` (exact for every loss option)."""
         if not isinstance(totals, MaskedTotals):
             raise TypeError(f"totals must be a maskloss.MaskedTotals, got {type(totals).__name__}")
+        totals._check_denominators("token_mean")  # a count of weighted tokens needs weights >= 0
         return cls(**{name: totals.count(r) for r, name in COUNT_OF.items() if name is not None})
 
     @classmethod

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 import string
 from collections.abc import Callable
@@ -40,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'maskloss.dask needs dask: pip install -e ".[dask]" (dask[array], distributed, zarr)'
     ) from exc
 
-from maskloss._checks import check_reduction
+from maskloss._checks import as_numeric, check_reduction
 from maskloss.losses import sparse_categorical_crossentropy
 from maskloss.pipeline import Pipeline
 from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, Reduction, ScalarReduction
@@ -134,7 +135,7 @@ def _chunks_text(chunks: tuple[tuple[int, ...], ...]) -> str:
 def _align(x: Any, name: str, shape: tuple[int, ...], chunks: tuple[tuple[int, ...], ...]) -> DaskArray:
     """``x`` as a dask array of exactly ``shape`` and ``chunks`` (NumPy input is chunked to match)."""
     if not _is_dask(x):
-        arr = np.asarray(x)
+        arr = as_numeric(x, name)  # the shared validation: numpy.ma masks and torch tensors too
         if arr.shape != shape:
             raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
         return da.from_array(arr, chunks=chunks)
@@ -169,7 +170,7 @@ def _prepare(loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any, opti
             f"{loss.__name__} has no option {', '.join(unknown)}; its options are "
             f"{', '.join(p for p in params if p not in ('y_true', 'y_pred', 'mask', 'reduction'))}"
         )
-    pred = y_pred if _is_dask(y_pred) else da.from_array(np.asarray(y_pred))
+    pred = y_pred if _is_dask(y_pred) else da.from_array(as_numeric(y_pred, "y_pred"))
     if pred.ndim < 2:
         raise ValueError(f"y_pred must have a batch axis and a class/feature axis, got shape {tuple(pred.shape)}")
     if any(np.isnan(c) for axis in pred.chunks for c in axis):
@@ -224,7 +225,8 @@ def _block_totals(loss: Callable[..., Any], names: list[str], options: dict[str,
     kwargs = dict(zip(names, blocks, strict=True))
     pipeline = pipeline_of(loss)(**kwargs, **options)  # type: ignore[misc]
     totals: MaskedTotals = pipeline.totals()
-    valid = pipeline.valid.reshape(pipeline.valid.shape[0], -1).sum(axis=1).astype(np.float64)
+    batch, per_sequence = pipeline.valid.shape[0], math.prod(pipeline.valid.shape[1:])
+    valid = pipeline.valid.reshape(batch, per_sequence).sum(axis=1).astype(np.float64)  # B = 0 is a shape too
     out = np.stack([totals.numerator, totals.denominator, totals.steps, valid], axis=-1)
     ndim_steps = pipeline.valid.ndim
     return out.reshape((out.shape[0],) + (1,) * (ndim_steps - 1) + (_N_TOTALS,))
@@ -339,11 +341,31 @@ def evaluate(
                         meta=np.empty((0,) * len(prep.steps_index), dtype=np.float64))
 
 
+def _check_npy_size(path: str) -> None:
+    """A ``.npy`` file whose header claims more data than the file holds is refused, saying so."""
+    fmt = np.lib.format
+    with open(path, "rb") as fh:
+        try:
+            version = fmt.read_magic(fh)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+        except (ValueError, OSError, EOFError):
+            return  # not a header numpy reads: np.load says why
+        held = os.fstat(fh.fileno()).st_size - fh.tell()
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > held:
+        raise ValueError(
+            f"{path!r}: its header claims shape {shape} of {dtype}, {claimed} bytes ({claimed / 2**30:.3g} GiB), "
+            f"but the file holds only {held} bytes of data (truncated or corrupt)"
+        )
+
+
 class _NpyBlocks:
     """A ``.npy`` file that each task memory-maps itself (only the path is pickled)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+        _check_npy_size(path)
         mm = np.load(path, mmap_mode="r")
         self.shape, self.dtype, self.ndim = mm.shape, mm.dtype, mm.ndim
 

@@ -27,6 +27,11 @@ def _connect(address: str, timeout: float) -> Any:
                          f"within {timeout:g} s ({exc})") from None
 
 
+def _error(message: str) -> None:
+    """Exit with one line naming the file or option (non-zero exit status)."""
+    raise SystemExit(f"maskloss evaluate: error: {message}")
+
+
 def run(args: Any) -> int:
     """Evaluate ``args.loss`` on the files of ``args`` and print the result."""
     try:
@@ -49,14 +54,23 @@ def run(args: Any) -> int:
 
     try:
         pred = load(args.predictions, "predictions")
+        if pred.ndim < 2:
+            _error(f"predictions {args.predictions!r} has shape {pred.shape}; it needs a batch axis and a "
+                   "class/feature axis, (batch, ..., classes)")
         pred = pred.rechunk({pred.ndim - 1: -1})
         steps_chunks = pred.chunks[:-1]
         true = load(args.targets, "targets")
+        if true.shape not in (pred.shape, pred.shape[:-1]):
+            _error(f"targets {args.targets!r} has shape {true.shape}; with predictions {args.predictions!r} of "
+                   f"shape {pred.shape} it must be {pred.shape} (dense) or {pred.shape[:-1]} (labels)")
         true = true.rechunk(pred.chunks if true.ndim == pred.ndim else steps_chunks)
         mask = None
         if args.mask is not None:
             mask = load(args.mask, "--mask")
-            mask = mask.rechunk(steps_chunks) if mask.shape == pred.shape[:-1] else mask
+            if mask.shape != pred.shape[:-1]:
+                _error(f"--mask {args.mask!r} has shape {mask.shape}; it must have the steps' shape "
+                       f"{pred.shape[:-1]} (predictions {args.predictions!r} are {pred.shape})")
+            mask = mask.rechunk(steps_chunks)
         stats = mdask.summary_stats(loss, true, pred, mask, **options)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise SystemExit(f"maskloss evaluate: error: {exc}") from None

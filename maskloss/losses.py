@@ -9,6 +9,9 @@ mask's shape that is exactly 0 at masked steps.
 
 Masked steps are excluded by selection, never by multiplication: NaN, inf, huge
 values or out-of-range labels under the mask never change a result and never raise.
+The mask is ``mask=`` only: a ``numpy.ma`` array with a masked entry, as any argument,
+is refused with a TypeError naming it (its own mask is never silently dropped; see
+:mod:`maskloss.masks`).
 
 Each loss is one declaration (:func:`maskloss.registry.loss`): a function that validates
 its arguments and returns a :class:`~maskloss.pipeline.Pipeline` (valid-step selection,

@@ -4,6 +4,13 @@ r"""Build, inspect and convert masks.
 ``attention_mask`` and optax ``where`` convention). torch's ``key_padding_mask`` and
 ``numpy.ma`` use the opposite polarity (True = padding): pass ``~key_padding_mask``.
 
+**A numpy.ma array is refused, not read**: every function of maskloss (losses,
+reductions, post-training, masks) raises a TypeError naming the argument when one of its
+arguments is a ``numpy.ma`` array with a masked entry, since ``np.asarray`` would keep the
+data under that mask and drop the mask. Pass ``np.ma.getdata(x)`` and
+``mask=~np.ma.getmaskarray(x)`` (per-step values) instead; a ``numpy.ma`` array that masks
+nothing is read as its data.
+
 Every mask has the shape of the *steps* of a batch, ``(B, T)`` for a batch of
 sequences: the feature or class axis of the data is never part of a mask.
 """
@@ -11,6 +18,7 @@ sequences: the feature or class axis of the data is never part of a mask.
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any, Literal
 
 import numpy as np
@@ -119,10 +127,42 @@ def mask_from_lengths(
         )
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")
-    t = np.arange(int(maxlen))
-    if side == "right":
-        return t[None, :] < lens[:, None]
-    return t[None, :] >= (int(maxlen) - lens)[:, None]
+    steps = int(maxlen)
+    mask = _allocate_mask(lens.shape[0], steps)
+    # Columns in bounded chunks: the step indices of one chunk, never an int64 arange of all of them.
+    first = lens if side == "right" else steps - lens  # right: t < len; left: t >= T - len
+    for start in range(0, steps, _COLUMNS):
+        t = np.arange(start, min(start + _COLUMNS, steps))
+        if side == "right":
+            np.less(t[None, :], first[:, None], out=mask[:, start : start + t.size])
+        else:
+            np.greater_equal(t[None, :], first[:, None], out=mask[:, start : start + t.size])
+    return mask
+
+
+#: Step indices per chunk in :func:`mask_from_lengths` (512 KiB of int64 at a time).
+_COLUMNS = 1 << 16
+
+
+def _allocate_mask(batch: int, steps: int) -> BoolArray:
+    """An uninitialised ``(batch, steps)`` bool mask, or a clear error if it cannot fit in memory."""
+    size = batch * steps
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: let numpy try
+        physical = None
+    if physical is not None and size > physical:
+        raise ValueError(
+            f"maxlen={steps} with {batch} sequences needs a mask of {batch} x {steps} = {size} bytes "
+            f"({size / 2**30:.3g} GiB), more than this machine's {physical / 2**30:.3g} GiB of memory"
+        )
+    try:
+        return np.empty((batch, steps), dtype=bool)
+    except (MemoryError, ValueError) as exc:
+        raise ValueError(
+            f"maxlen={steps} with {batch} sequences needs a mask of {size} bytes ({size / 2**30:.3g} GiB), "
+            f"which cannot be allocated: {exc}"
+        ) from None
 
 
 _MAX_LENGTH = np.iinfo(np.int64).max

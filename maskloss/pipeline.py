@@ -124,8 +124,7 @@ class Pipeline:
         if self.reduction == "none":
             return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction)
         w, exponent = power_of_two_scale(self.weight)
-        value = MaskedTotals.from_terms(w * losses, self._denominator_terms(w)).value(self.reduction)
-        return unscale(value, self.reduction, exponent)
+        return unscale(reduce_terms(w * losses, self._denominator_terms(w), self.reduction), self.reduction, exponent)
 
     def value(self) -> Any:
         """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""

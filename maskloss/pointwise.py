@@ -41,6 +41,7 @@ __all__ = [
     "log_softmax_and_softmax",
     "negative_log_weighted",
     "negative_log_weighted_grad",
+    "overflow_free_mean",
     "sigmoid",
     "smooth_binary_targets",
     "smooth_categorical_targets",
@@ -61,9 +62,39 @@ def _float64(x: Any) -> FloatArray:
     return np.asarray(x, dtype=np.float64)
 
 
+def overflow_free_mean(terms: FloatArray, axis: int, count: Any) -> FloatArray:
+    r"""``sum(terms, axis) / count``, also where the sum of finite terms overflows.
+
+    Where a sum of finite terms is not finite (the mean of errors of ``1e308`` is
+    ``1e308``, their sum is not a float64), it is taken again on :math:`x\,2^{-e}`, the
+    largest :math:`|x|` of that sum brought into :math:`[1/2, 1)` exactly, and the mean
+    multiplied back by :math:`2^e`. Finite sums are never recomputed, so ordinary inputs
+    give ``np.mean``'s sum-then-divide bit for bit. ``count`` broadcasts against the sums.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> overflow_free_mean(np.array([[1e308, 1e308], [1.0, 2.0]]), -1, 2).tolist()
+    [1e+308, 1.5]
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = _float64(np.add.reduce(terms, axis=axis) / count)
+    redo = ~np.isfinite(mean)
+    if not redo.any() or terms.shape[axis] == 0:  # nothing summed: 0/0 stays NaN
+        return mean
+    top = np.maximum.reduce(np.abs(terms), axis=axis)
+    redo &= np.isfinite(top) & (top > 0)  # a non-finite term, or nothing to average: keep the value
+    if not redo.any():
+        return mean
+    exponent = np.where(redo, np.frexp(top)[1], 0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.add.reduce(np.ldexp(terms, -np.expand_dims(exponent, axis)), axis=axis) / count
+        return _float64(np.where(redo, np.ldexp(scaled, exponent), mean))
+
+
 def _feature_mean(terms: FloatArray) -> FloatArray:
     """The mean over the last axis: ``np.mean``'s sum-then-divide, bit for bit, without its overhead."""
-    return _float64(np.add.reduce(terms, axis=-1) / terms.shape[-1])
+    return overflow_free_mean(terms, -1, terms.shape[-1])
 
 
 #: Taylor coefficients 1/k! for k = 2..18 of e^x - 1 - x (the remainder below 2^-60 of the sum for |x| < 1/2).
@@ -241,11 +272,15 @@ def binary_cross_entropy_with_logits_grad(y_true: FloatArray, logits: FloatArray
     return _float64(upper)
 
 
-def _shifted_exp(logits: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """``s = x - max x``, ``exp(s)`` and its row sums (the parts of a stable softmax)."""
-    shifted = logits - np.max(logits, axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return shifted, exp, np.sum(exp, axis=-1, keepdims=True)
+def _log_softmax_parts(logits: FloatArray) -> tuple[FloatArray, FloatArray, Any]:
+    """``log_softmax``, ``exp(x - max x)`` with 0 at one maximal entry, and that entry's index."""
+    x = np.asarray(logits, dtype=np.float64)
+    j = np.argmax(x, axis=-1)[..., None]
+    shifted = x - np.take_along_axis(x, j, axis=-1)
+    e = np.exp(shifted)
+    np.put_along_axis(e, j, 0.0, axis=-1)
+    shifted -= np.log1p(np.sum(e, axis=-1, keepdims=True))
+    return shifted, e, j
 
 
 def log_softmax(logits: FloatArray) -> FloatArray:
@@ -257,24 +292,22 @@ def log_softmax(logits: FloatArray) -> FloatArray:
     x = np.asarray(logits, dtype=np.float64)
     if x.shape[-1] == 0:
         return x.copy()
-    j = np.argmax(x, axis=-1)[..., None]
-    m = np.take_along_axis(x, j, axis=-1)
-    shifted = x - m
-    e = np.exp(shifted)
-    np.put_along_axis(e, j, 0.0, axis=-1)
-    shifted -= np.log1p(np.sum(e, axis=-1, keepdims=True))
-    return shifted
+    return _log_softmax_parts(x)[0]
 
 
 def log_softmax_and_softmax(logits: FloatArray) -> tuple[FloatArray, FloatArray]:
-    r""":func:`log_softmax` and the softmax, :math:`e^{x_c - \max x}/\sum_k e^{x_k - \max x}`.
+    r""":func:`log_softmax` (the same bits) and the softmax, :math:`e^{x_c - \max x}/\sum_k e^{x_k - \max x}`.
 
-    Both from one exponential of the row (the gradient's softmax costs no second ``exp``).
+    Both from one exponential of the row (the gradient's softmax costs no second ``exp``),
+    so ``value_and_grad`` reports exactly the value of the loss itself.
     """
-    shifted, exp, total = _shifted_exp(logits)
-    exp /= total
-    shifted -= np.log(total)
-    return shifted, exp
+    x = np.asarray(logits, dtype=np.float64)
+    if x.shape[-1] == 0:
+        return x.copy(), x.copy()
+    log_p, exp, j = _log_softmax_parts(x)
+    np.put_along_axis(exp, j, np.exp(np.take_along_axis(x, j, axis=-1) - np.take_along_axis(x, j, axis=-1)), axis=-1)
+    exp /= np.sum(exp, axis=-1, keepdims=True)
+    return log_p, exp
 
 
 def cross_entropy(

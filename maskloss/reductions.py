@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,7 @@ __all__ = [
     "MaskedTotals",
     "Reduction",
     "ScalarReduction",
+    "overflow_free",
     "power_of_two_scale",
     "reduce",
     "reduce_terms",
@@ -133,6 +134,35 @@ class MaskedTotals:
     numerator: FloatArray
     denominator: FloatArray
     steps: FloatArray
+
+    def __post_init__(self) -> None:
+        """Refuse totals no loss can produce: they would give a wrong value, not an error."""
+        shape = None
+        for name in ("numerator", "denominator", "steps"):
+            raw = getattr(self, name)
+            if not isinstance(raw, np.ndarray):
+                raise TypeError(
+                    f"MaskedTotals: {name} must be a numpy array of shape (B,), got {type(raw).__name__} "
+                    f"{raw!r:.60} (pass np.asarray(...), or build totals with maskloss.masked_totals)"
+                )
+            if raw.dtype.kind not in "biuf":
+                raise TypeError(f"MaskedTotals: {name} must hold real numbers, got dtype {raw.dtype}")
+            if raw.ndim != 1 or (shape is not None and raw.shape != shape):
+                raise ValueError(
+                    f"MaskedTotals: numerator, denominator and steps must share one shape (B,); "
+                    f"got {name} of shape {raw.shape}" + ("" if shape is None else f", numerator {shape}")
+                )
+            shape = raw.shape
+            if raw.dtype != np.float64:
+                object.__setattr__(self, name, raw.astype(np.float64))
+        steps = self.steps
+        if steps.size and not (np.all(np.isfinite(steps)) and steps.min() >= 0 and np.all(steps == np.floor(steps))):
+            bad = int(np.flatnonzero(~(np.isfinite(steps) & (steps >= 0) & (steps == np.floor(steps))))[0])
+            raise ValueError(f"MaskedTotals: steps must be whole numbers >= 0; steps[{bad}] is {float(steps[bad])!r}")
+        den = self.denominator
+        if den.size and np.isnan(den).any():
+            bad = int(np.flatnonzero(np.isnan(den))[0])
+            raise ValueError(f"MaskedTotals: denominator[{bad}] is nan (a sum of step weights)")
 
     @classmethod
     def from_terms(cls, numerator_terms: FloatArray, denominator_terms: FloatArray) -> MaskedTotals:
@@ -270,6 +300,8 @@ class MaskedTotals:
         rule, den = self._rule(reduction, count)
         if reduction == "sum" and count is None:
             return np.float64(float(_add(self.numerator)))
+        if rule in SCALE_FREE_REDUCTIONS:
+            self._check_denominators(reduction)
         if rule == "sequence_mean":
             if den == 0:
                 return np.float64(np.nan)
@@ -320,6 +352,16 @@ class MaskedTotals:
             return factors.reshape(w.shape)
         return w / den if den != 0 else np.zeros_like(w)
 
+    def _check_denominators(self, reduction: str) -> None:
+        """A mean over weighted steps needs weights >= 0 (signed weights only make a ``"sum"``)."""
+        negative = self.denominator < 0
+        if negative.any():
+            bad = int(np.flatnonzero(negative)[0])
+            raise ValueError(
+                f"MaskedTotals: denominator[{bad}] is {float(self.denominator[bad])!r}, but {reduction!r} divides "
+                "by the sum of step weights, which must be >= 0 (signed weights, such as advantages, make a 'sum')"
+            )
+
 
 #: Reductions whose value does not change when every weight is multiplied by one factor.
 SCALE_FREE_REDUCTIONS: tuple[str, ...] = ("token_mean", "sequence_mean")
@@ -332,9 +374,13 @@ def power_of_two_scale(weight: FloatArray) -> tuple[FloatArray, int]:
     float64 maximum or ``5e-324`` cancels exactly in ``token_mean`` and
     ``sequence_mean`` (no ``inf/inf``, no subnormal rounding); the other reductions
     multiply their value back by :math:`2^e` (:func:`unscale`).
+
+    The largest weight is the largest in magnitude: signed weights (advantages in
+    :func:`maskloss.policy_gradient_objective`) scale by their largest magnitude, so a tiny
+    positive weight next to a huge negative one does not overflow.
     """
     w = np.asarray(weight, dtype=np.float64)
-    top = float(np.maximum.reduce(w, axis=None)) if w.size else 0.0
+    top = float(np.maximum.reduce(np.abs(w), axis=None)) if w.size else 0.0
     if top <= 0.0 or not math.isfinite(top):
         return w, 0
     exponent = math.frexp(top)[1]
@@ -348,6 +394,35 @@ def unscale(value: Any, reduction: str, exponent: int) -> Any:
     return np.ldexp(value, exponent)
 
 
+def overflow_free(value_of: Callable[[FloatArray], Any], terms: npt.ArrayLike) -> np.float64:
+    r"""``value_of(terms)`` for a ``value_of`` linear in ``terms``, without overflow in its sums.
+
+    Every reduction is linear in its numerator terms (and so is a sum over a given count).
+    When the value is not finite although every term is, the sums overflowed (the mean of
+    six errors of ``1e308`` is ``1e308``, their sum is not a float64): the value is computed
+    again on :math:`x\,2^{-e}`, with the largest :math:`|x|` brought into :math:`[1/2, 1)`
+    exactly, and multiplied back by :math:`2^e`. Finite values are never recomputed, so
+    ordinary inputs give the same bits as a plain sum.
+
+    >>> import numpy as np
+    >>> from maskloss.reductions import MaskedTotals, overflow_free
+    >>> terms = np.full((2, 3), 1e308)
+    >>> float(overflow_free(lambda n: MaskedTotals.from_terms(n, np.ones((2, 3))).value("token_mean"), terms))
+    1e+308
+    """
+    x = np.asarray(terms, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = np.float64(value_of(x))
+    if math.isfinite(value) or not x.size:
+        return value
+    top = float(np.maximum.reduce(np.abs(x), axis=None))
+    if not 0.0 < top < math.inf:
+        return value  # a non-finite term (or nothing at all): the value is what it is
+    exponent = math.frexp(top)[1]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.float64(np.ldexp(value_of(np.ldexp(x, -exponent)), exponent))
+
+
 def _ratio(numerator: float, denominator: float) -> np.float64:
     return np.float64(np.nan if denominator == 0 else numerator / denominator)
 
@@ -359,7 +434,7 @@ def reduce_terms(
     check_reduction(reduction)
     if reduction == "none":
         return np.asarray(numerator_terms, dtype=np.float64)
-    return MaskedTotals.from_terms(numerator_terms, denominator_terms).value(reduction)
+    return overflow_free(lambda n: MaskedTotals.from_terms(n, denominator_terms).value(reduction), numerator_terms)
 
 
 def reduce(

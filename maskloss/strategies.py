@@ -39,6 +39,7 @@ Examples
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -115,17 +116,41 @@ class PaddedBatch(NamedTuple):
 # -- eager validation --------------------------------------------------------------------------
 
 
-def _check_int(value: object, name: str, low: int) -> int:
+#: Largest batch, steps or features a strategy draws: hypothesis builds every array in memory.
+_MAX_DIM = 1024
+#: Largest number of elements of one drawn array (the product of the largest batch, steps and features).
+_MAX_ELEMENTS = 2**20
+#: Largest length :func:`lengths` draws (its values are int64).
+_MAX_INT64 = int(np.iinfo(np.int64).max)
+
+
+def _check_int(value: object, name: str, low: int, high: int = _MAX_DIM) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidArgument(f"{name}={value!r} must be an int")
     if value < low:
         raise InvalidArgument(f"{name}={value!r} must be >= {low}")
+    if value > high:
+        raise InvalidArgument(f"{name}={value!r} must be <= {high} (the drawn arrays are built in memory)"
+                              if high == _MAX_DIM else f"{name}={value!r} must be <= {high}")
     return int(value)
 
 
-def _check_interval(lo: object, hi: object, lo_name: str, hi_name: str, low: int) -> tuple[int, int]:
-    a = _check_int(lo, lo_name, low)
-    b = _check_int(hi, hi_name, low)
+def _check_elements(**sizes: int) -> None:
+    """The largest array a strategy can draw must fit: refuse bounds whose product is too large."""
+    total = math.prod(sizes.values())
+    if total > _MAX_ELEMENTS:
+        bounds = " x ".join(f"{k}={v}" for k, v in sizes.items())
+        raise InvalidArgument(
+            f"{bounds} allows arrays of {total} elements, more than {_MAX_ELEMENTS} (hypothesis builds each drawn "
+            "array in memory): lower one of the bounds"
+        )
+
+
+def _check_interval(
+    lo: object, hi: object, lo_name: str, hi_name: str, low: int, high: int = _MAX_DIM
+) -> tuple[int, int]:
+    a = _check_int(lo, lo_name, low, high)
+    b = _check_int(hi, hi_name, low, high)
     if a > b:
         raise InvalidArgument(f"{lo_name}={a} must be <= {hi_name}={b}")
     return a, b
@@ -171,7 +196,8 @@ def lengths(
 ) -> st.SearchStrategy[npt.NDArray[np.int64]]:
     r"""Sequence lengths: a 1-D int64 array of ``B`` values in ``[min_length, max_length]``.
 
-    ``B`` is drawn from ``[min_batch, max_batch]``. Shrinks towards ``min_batch``
+    ``B`` is drawn from ``[min_batch, max_batch]`` (at most 1024) and each length is at
+    most the int64 maximum; bounds are checked when the strategy is made. Shrinks towards ``min_batch``
     sequences of ``min_length`` steps. Use with :func:`maskloss.mask_from_lengths`.
 
     Examples
@@ -190,7 +216,7 @@ def lengths(
     hypothesis.errors.InvalidArgument: min_length=5 must be <= max_length=2
     """
     b_lo, b_hi = _check_interval(min_batch, max_batch, "min_batch", "max_batch", 1)
-    l_lo, l_hi = _check_interval(min_length, max_length, "min_length", "max_length", 0)
+    l_lo, l_hi = _check_interval(min_length, max_length, "min_length", "max_length", 0, _MAX_INT64)
     return _lengths(st.integers(b_lo, b_hi), st.integers(l_lo, l_hi))
 
 
@@ -253,16 +279,18 @@ def _masks(draw: Any, shapes: Any, styles: Any, empty_ok: bool) -> npt.NDArray[n
 
 
 def _shapes(
-    shape: tuple[int, int] | None, min_batch: int, max_batch: int, min_steps: int, max_steps: int
+    shape: tuple[int, int] | None, min_batch: int, max_batch: int, min_steps: int, max_steps: int, features: int = 1
 ) -> st.SearchStrategy[tuple[int, int]]:
     if shape is not None:
         if not (isinstance(shape, tuple) and len(shape) == 2):
             raise InvalidArgument(f"shape={shape!r} must be a (batch, steps) tuple")
         b = _check_int(shape[0], "shape[0]", 1)
         t = _check_int(shape[1], "shape[1]", 1)
+        _check_elements(batch=b, steps=t, features=features)
         return st.just((b, t))
     b_lo, b_hi = _check_interval(min_batch, max_batch, "min_batch", "max_batch", 1)
     t_lo, t_hi = _check_interval(min_steps, max_steps, "min_steps", "max_steps", 1)
+    _check_elements(max_batch=b_hi, max_steps=t_hi, max_features=features)
     return st.tuples(st.integers(b_lo, b_hi), st.integers(t_lo, t_hi))
 
 
@@ -384,7 +412,8 @@ def padded_batches(
         1) and ``"sparse"`` for :func:`maskloss.sparse_categorical_crossentropy` (int64
         labels).
     min_batch, max_batch, min_steps, max_steps : int
-        Bounds on ``B`` and ``T`` (both >= 1).
+        Bounds on ``B`` and ``T`` (both in ``[1, 1024]``; the largest array, ``max_batch x
+        max_steps x max_features``, at most ``2**20`` elements: checked when the strategy is made).
     min_features, max_features : int, optional
         Bounds on the last axis: features (default 1..3) or classes (default 2..5).
     padding, allow_empty_rows
@@ -439,7 +468,7 @@ def padded_batches(
     f_lo = (2 if classes else 1) if min_features is None else min_features
     f_hi = max(f_lo, 5 if classes else 3) if max_features is None else max_features
     f_lo, f_hi = _check_interval(f_lo, f_hi, "min_features", "max_features", 2 if classes else 1)
-    shapes = _shapes(None, min_batch, max_batch, min_steps, max_steps)
+    shapes = _shapes(None, min_batch, max_batch, min_steps, max_steps, f_hi)
     styles = _check_paddings(padding)
     empty_ok = _check_bool(allow_empty_rows, "allow_empty_rows")
     adv = _check_bool(adversarial, "adversarial")
@@ -450,11 +479,12 @@ def padded_batches(
             raise InvalidArgument(
                 f"ignore_index={ignore_index!r} applies only to kind='sparse', not {kind!r}"
             )
-        _check_int(ignore_index, "ignore_index", -(2**62))
+        _check_int(ignore_index, "ignore_index", -(2**62), 2**62)
     dt = _check_dtype(dtype)
+    magnitude: object = max_magnitude  # callers are untyped: numpy scalars, strings, ...
     if (
-        isinstance(max_magnitude, bool)
-        or not isinstance(max_magnitude, (int, float))
+        isinstance(magnitude, (bool, np.bool_))
+        or not isinstance(magnitude, numbers.Real)  # numpy scalars included
         or not 0 < max_magnitude < 1e4
         or not math.isfinite(max_magnitude)
     ):
@@ -494,7 +524,11 @@ def _batch(draw: Any, spec: _Spec, shapes: Any, widths: Any, styles: Any) -> Pad
     elif spec.kind == "binary":
         y_true = draw(_floats(spec.dtype, shape, 1.0, 0.0))
     else:
-        labels = draw(hnp.arrays(np.int64, (batch, steps), elements=st.integers(0, width - 1)))
+        # Valid labels are never the ignore index (mask and labels agree); at least one class remains.
+        elements: Any = st.integers(0, width - 1)
+        if spec.ignore_index is not None and 0 <= spec.ignore_index < width:
+            elements = st.sampled_from([c for c in range(width) if c != spec.ignore_index])
+        labels = draw(hnp.arrays(np.int64, (batch, steps), elements=elements))
         if spec.kind == "sparse":
             y_true = labels
         elif draw(st.booleans()):  # soft targets, rows summing to 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import sys
 import threading
 
@@ -32,45 +33,64 @@ def _loss(_: object = None) -> float:
     return float(maskloss.sparse_categorical_crossentropy(labels, logits, mask, from_logits=True))
 
 
+# The fork tests run in a fresh interpreter: os.fork() in the pytest process warns when another
+# test has loaded JAX (its threads do not survive a fork) or any multi-threaded framework, and the
+# suite must run without warnings. Only numpy and maskloss are imported in the child script.
+_FORK_CHILD = """
+import os, select, sys, warnings
+import multiprocessing
+# Python >= 3.12 warns on fork() while threads run: forking with maskloss's pool alive is the point here.
+warnings.filterwarnings("ignore", message=r".*fork\\(\\).*", category=DeprecationWarning)
+sys.path.insert(0, os.getcwd())
+from tests.test_fork_and_race import _loss
+import maskloss
+from maskloss import _rows
+
+maskloss.set_num_threads(2)
+parent = _loss()  # the pool now exists in the parent
+assert _rows._pool is not None
+if sys.argv[1] == "fork":
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: before the fix this call never returned
+        try:
+            os.write(write, repr(_loss()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    if not select.select([read], [], [], 60)[0]:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        sys.exit("DEADLOCK: maskloss call in a forked child did not return within 60 s")
+    children = [float(os.read(read, 100).decode())]
+    os.waitpid(pid, 0)
+else:
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map_async(_loss, range(2)).get(timeout=60)
+print(repr(parent), *map(repr, children))
+"""
+
+
+def _run_fork_child(mode: str) -> list[float]:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", _FORK_CHILD, mode], cwd=root,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Warning" not in done.stderr, done.stderr[-2000:]
+    return [float(v) for v in done.stdout.split()]
+
+
 @pytest.mark.skipif(sys.platform == "win32" or "fork" not in multiprocessing.get_all_start_methods(),
                     reason="no fork on this platform")
 def test_forked_child_uses_a_fresh_pool() -> None:
-    previous = maskloss.set_num_threads(2)
-    try:
-        parent = _loss()  # the pool now exists in the parent
-        assert _rows._pool is not None
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: before the fix this call never returned
-            try:
-                os.write(write, repr(_loss()).encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        ready = __import__("select").select([read], [], [], 60)[0]
-        if not ready:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("maskloss call in a forked child did not return within 60 s (deadlock)")
-        child = float(os.read(read, 100).decode())
-        os.close(read)
-        os.waitpid(pid, 0)
-        assert child == parent
-    finally:
-        maskloss.set_num_threads(previous)
+    parent, child = _run_fork_child("fork")
+    assert child == parent
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
 def test_multiprocessing_fork_pool_workers() -> None:
-    previous = maskloss.set_num_threads(2)
-    try:
-        parent = _loss()
-        with multiprocessing.get_context("fork").Pool(2) as pool:
-            result = pool.map_async(_loss, range(2))
-            values = result.get(timeout=60)
-        assert values == [parent, parent]
-    finally:
-        maskloss.set_num_threads(previous)
+    parent, *children = _run_fork_child("pool")
+    assert children == [parent, parent]
 
 
 def test_growing_the_pool_leaves_a_looked_up_pool_usable() -> None:

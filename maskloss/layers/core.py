@@ -9,6 +9,7 @@ from maskloss._checks import as_numeric
 from maskloss._types import FloatArray
 from maskloss.layers._base import Layer, Mask, _check_count, as_sequences, glorot, input_mask
 from maskloss.layers._base import activation as get_activation
+from maskloss.pointwise import overflow_free_mean
 
 __all__ = ["Dense", "GlobalAveragePooling1D"]
 
@@ -80,11 +81,10 @@ class GlobalAveragePooling1D(Layer):
         arr = as_sequences(x)
         valid = input_mask(mask, arr)
         if valid is None:
-            return np.asarray(arr.mean(axis=1), dtype=np.float64)
-        total = np.where(valid[..., None], arr, 0.0).sum(axis=1)
+            return overflow_free_mean(arr, 1, arr.shape[1])
         count = valid.sum(axis=1, keepdims=True).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.asarray(total / count, dtype=np.float64)
+            return overflow_free_mean(np.where(valid[..., None], arr, 0.0), 1, count)
 
     def compute_mask(self, x: npt.ArrayLike, mask: Mask = None) -> None:
         """None: pooling removes the time axis, and the mask with it."""

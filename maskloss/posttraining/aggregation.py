@@ -10,7 +10,7 @@ import numpy.typing as npt
 from maskloss._checks import check_mask, check_reduction
 from maskloss._types import Aggregation, ScalarReduction
 from maskloss.posttraining._common import _positive, _steps, _valid_values
-from maskloss.reductions import GIVEN_COUNTS, reduce
+from maskloss.reductions import GIVEN_COUNTS, overflow_free, reduce
 
 #: Names accepted by :func:`aggregate`'s ``mode``: rows of the table of :mod:`maskloss.reductions`.
 AGGREGATIONS: tuple[Aggregation, ...] = typing.get_args(Aggregation)
@@ -70,7 +70,6 @@ def aggregate(
         why = "Dr. GRPO: batch size * max_completion_length" if mode == "constant" else "valid tokens of the whole step"
         raise TypeError(f"mode={mode!r} needs {keyword}= ({why})")
     divisor = _positive(count, keyword)
-    total = reduce(values, valid, reduction="sum", sample_weight=sample_weight)
     if mode == "global_token_mean":
         local = reduce(valid, valid, reduction="sum", sample_weight=sample_weight)
         if divisor < local:
@@ -79,4 +78,5 @@ def aggregate(
                 f"global_count={count!r} is below this micro-batch's own {own} valid tokens; it counts the "
                 "valid tokens of the whole optimiser step (all micro-batches and ranks)"
             )
-    return np.float64(total / divisor)
+    # The sum over a given count, rescaled where the sum of huge finite losses overflows.
+    return overflow_free(lambda v: reduce(v, valid, reduction="sum", sample_weight=sample_weight) / divisor, values)
