@@ -59,6 +59,7 @@ import numpy.typing as npt
 from maskloss import pointwise
 from maskloss._checks import as_numeric, check_mask
 from maskloss._types import BoolArray, FloatArray
+from maskloss.conventions.hf import _token_ids
 
 __all__ = [
     "DPO_LOSS_TYPES",
@@ -137,14 +138,14 @@ def padding_free_collate(
     for i, example in enumerate(examples):
         if not isinstance(example, Mapping) or "input_ids" not in example:
             raise TypeError(f"examples[{i}] must be a mapping with 'input_ids', got {example!r}")
-        own = _ids(example["input_ids"], f"examples[{i}]['input_ids']")
-        own_labels = _ids(example.get("labels", example["input_ids"]), f"examples[{i}]['labels']")
+        own = _token_ids(example["input_ids"], f"examples[{i}]['input_ids']")
+        own_labels = _token_ids(example.get("labels", example["input_ids"]), f"examples[{i}]['labels']")
         if own_labels.shape != own.shape:
             raise ValueError(f"examples[{i}]: labels {own_labels.shape} and input_ids {own.shape} differ in length")
         if packed:
             if "seq_lengths" not in example:
                 raise ValueError(f"examples[0] has 'seq_lengths' but examples[{i}] does not")
-            lengths = _ids(example["seq_lengths"], f"examples[{i}]['seq_lengths']")
+            lengths = _token_ids(example["seq_lengths"], f"examples[{i}]['seq_lengths']")
             if np.any(lengths < 0) or int(lengths.sum()) != own.size:
                 raise ValueError(f"examples[{i}]['seq_lengths'] {lengths.tolist()} must be >= 0 and sum to "
                                  f"its {own.size} input_ids")
@@ -174,15 +175,6 @@ def padding_free_collate(
         "max_length_k": int(lengths_of.max()) if lengths_of.size else 0,
         "seq_idx": np.repeat(np.arange(lengths_of.size, dtype=np.int32), lengths_of)[None, :],
     }
-
-
-def _ids(values: Any, name: str) -> npt.NDArray[np.int64]:
-    x = as_numeric(values, name)
-    if x.ndim != 1:
-        raise ValueError(f"{name} must be 1-d, got shape {x.shape}")
-    if x.size and not np.issubdtype(x.dtype, np.integer):
-        raise TypeError(f"{name} must hold integers, got dtype {x.dtype}")
-    return x.astype(np.int64)
 
 
 def grpo_loss(
