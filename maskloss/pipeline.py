@@ -11,7 +11,7 @@ switched on, so value and gradient cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,15 @@ from maskloss._checks import (
 )
 from maskloss._rows import StepFn, as_rows, map_rows, to_float64
 from maskloss._types import BoolArray, FloatArray, Reduction
-from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, reduce_terms, unscale
+from maskloss.reductions import (
+    SCALAR_REDUCTIONS,
+    MaskedTotals,
+    power_of_two_scale,
+    reduce_terms,
+    segment_ids_for,
+    totals_of_terms,
+    unscale,
+)
 
 __all__ = ["Pipeline", "per_step"]
 
@@ -65,6 +73,9 @@ class Pipeline:
         Shape of ``y_pred``, hence of the gradient.
     step_weight : ndarray, optional
         Extra per-step weight of the denominator only (torch's :math:`cw_y`).
+    segment_ids : ndarray of int64, optional
+        Packed rows: the document of each step (-1 at padding); the reductions' sequences
+        are then the documents (:meth:`with_segments`).
     """
 
     step: StepFn
@@ -74,6 +85,20 @@ class Pipeline:
     reduction: Reduction
     pred_shape: tuple[int, ...]
     step_weight: FloatArray | None = None
+    segment_ids: npt.NDArray[np.int64] | None = None
+
+    def with_segments(self, segment_ids: npt.ArrayLike | None) -> Pipeline:
+        r"""This pipeline on packed rows: ``segment_ids`` (the steps' shape) numbers the documents.
+
+        Steps at -1 (padding) leave the valid steps; every reduction, total and gradient then
+        treats each document as one sequence (:func:`maskloss.reductions.totals_of_terms`).
+        None returns the pipeline unchanged.
+        """
+        if segment_ids is None:
+            return self
+        seg = segment_ids_for(segment_ids, self.valid.shape)
+        valid = self.valid & (seg >= 0)
+        return replace(self, valid=valid, weight=np.where(valid, self.weight, 0.0), segment_ids=seg)
 
     @classmethod
     def from_pairs(
@@ -121,10 +146,12 @@ class Pipeline:
         Scalar reductions use the weights scaled by a power of two (exact), so that a
         uniform weight cancels whatever its size (:func:`power_of_two_scale`).
         """
+        seg = self.segment_ids
         if self.reduction == "none":
-            return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction)
+            return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction, seg)
         w, exponent = power_of_two_scale(self.weight)
-        return unscale(reduce_terms(w * losses, self._denominator_terms(w), self.reduction), self.reduction, exponent)
+        value = reduce_terms(w * losses, self._denominator_terms(w), self.reduction, seg)
+        return unscale(value, self.reduction, exponent)
 
     def value(self) -> Any:
         """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
@@ -133,7 +160,7 @@ class Pipeline:
     def totals(self) -> MaskedTotals:
         """The per-sequence numerator and denominator sums behind every scalar reduction."""
         losses = per_step(self.step, self.valid, *self.arrays)
-        return MaskedTotals.from_terms(self.weight * losses, self._denominator_terms())
+        return totals_of_terms(self.weight * losses, self._denominator_terms(), self.segment_ids)
 
     def value_and_grad(self, out: np.ndarray[Any, Any] | None = None) -> tuple[np.float64, Any]:
         r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).
@@ -154,9 +181,10 @@ class Pipeline:
         denominators = self._denominator_terms(weight)
         # lambda_b depends only on the denominators (sequence_scale's contract), so it is known
         # before the per-step losses are; zeros stand in for the numerators here.
-        totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
-        # One factor per step: the sequence's lambda_b times the step's sample weight.
-        grad_scale = unscale(totals.step_scale(self.reduction, weight).reshape(-1), self.reduction, exponent)
+        totals = totals_of_terms(np.zeros_like(denominators), denominators, self.segment_ids)
+        # One factor per step: the sequence's (document's) lambda_b times the step's sample weight.
+        factors = totals.step_scale(self.reduction, weight, segment_ids=self.segment_ids)
+        grad_scale = unscale(factors.reshape(-1), self.reduction, exponent)
         grad_out = None if out is None else _check_grad_out(out, self.pred_shape, self.arrays)
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale, grad_out=grad_out)
         assert grad is not None
@@ -172,7 +200,14 @@ class Pipeline:
         the weights are used as given here.
         """
         denominators = self._denominator_terms()
-        scale = scale_of(MaskedTotals.from_terms(np.zeros_like(denominators), denominators))
+        seg = self.segment_ids
+        scale = scale_of(totals_of_terms(np.zeros_like(denominators), denominators, seg))
+        if seg is not None:
+            per_doc = np.where(seg >= 0, scale[np.maximum(seg, 0)] if scale.size else 0.0, 0.0)
+            losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=(self.weight * per_doc).reshape(-1))
+            assert grad is not None
+            numerators = self.weight * losses.reshape(self.valid.shape)
+            return totals_of_terms(numerators, denominators, seg), grad.reshape(self.pred_shape)
         steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
         grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale)

@@ -74,6 +74,8 @@ __all__ = [
     "reduce",
     "reduce_terms",
     "renormalized_value",
+    "segment_ids_for",
+    "totals_of_terms",
 ]
 
 #: Sums along an axis (``ndarray.sum``'s ufunc without its Python wrapper: same bits, less overhead on small calls).
@@ -330,7 +332,12 @@ class MaskedTotals:
         return np.full(batch, 1.0 / den if den != 0 else 0.0)
 
     def step_scale(
-        self, reduction: ScalarReduction | Aggregation, weight: FloatArray, *, count: float | None = None
+        self,
+        reduction: ScalarReduction | Aggregation,
+        weight: FloatArray,
+        *,
+        count: float | None = None,
+        segment_ids: npt.ArrayLike | None = None,
     ) -> FloatArray:
         r"""The gradient factor :math:`\lambda_b\,w_{bt}` of every step, shape ``weight.shape``.
 
@@ -339,11 +346,21 @@ class MaskedTotals:
         :math:`w_{bt} \cdot (1/D)`: when a class weight makes :math:`D_b` subnormal,
         :math:`1/D_b` overflows to inf although :math:`w_{bt}/D_b \le 1/cw_{y_{bt}}` is
         finite. Zero where :meth:`sequence_scale` is 0. ``count`` as in :meth:`value`.
+        With ``segment_ids`` (totals of :meth:`from_segments`, ``weight`` of the packed
+        steps' shape) the sequence of step ``(r, t)`` is its document ``segment_ids[r, t]``
+        (factor 0 at padding, -1).
         """
         rule, den = self._rule(reduction, count)
         w = np.asarray(weight, dtype=np.float64)
         if reduction == "sum" and count is None:
             return w.copy()
+        if rule == "sequence_mean" and segment_ids is not None:
+            seg = np.asarray(segment_ids)
+            doc_den = np.where(seg >= 0, self.denominator[np.maximum(seg, 0)] if self.denominator.size else 0.0, 0.0)
+            doc_den = doc_den.reshape(seg.shape + (1,) * (w.ndim - seg.ndim))
+            nonempty = doc_den > 0
+            safe = np.where(nonempty, doc_den, 1.0)
+            return np.where(nonempty, w / safe / (den if den != 0 else 1.0), 0.0)
         if rule == "sequence_mean":
             per_sequence = w.reshape(w.shape[0], int(np.prod(w.shape[1:])))
             nonempty = self.denominator > 0
@@ -427,14 +444,41 @@ def _ratio(numerator: float, denominator: float) -> np.float64:
     return np.float64(np.nan if denominator == 0 else numerator / denominator)
 
 
+def totals_of_terms(
+    numerator_terms: FloatArray, denominator_terms: FloatArray, segment_ids: npt.ArrayLike | None = None
+) -> MaskedTotals:
+    """The totals of per-step terms: per sequence (row), or per document with ``segment_ids``.
+
+    The one switch between rows and packed documents that every reduction goes through
+    (:meth:`MaskedTotals.from_terms` or :meth:`MaskedTotals.from_segments`).
+    """
+    if segment_ids is None:
+        return MaskedTotals.from_terms(numerator_terms, denominator_terms)
+    return MaskedTotals.from_segments(numerator_terms, denominator_terms, segment_ids)
+
+
 def reduce_terms(
-    numerator_terms: FloatArray, denominator_terms: FloatArray, reduction: Reduction
+    numerator_terms: FloatArray,
+    denominator_terms: FloatArray,
+    reduction: Reduction,
+    segment_ids: npt.ArrayLike | None = None,
 ) -> np.float64 | FloatArray:
-    """Apply ``reduction`` to per-step terms that are already 0 at masked steps."""
+    """Apply ``reduction`` to per-step terms that are already 0 at masked steps.
+
+    With ``segment_ids`` (packed rows, see :mod:`maskloss.segments`) the sequences are the
+    documents: ``"sequence_mean"`` is the mean of the documents' own means, ``"batch_mean"``
+    divides by the number of documents, and padding (``-1``) never counts.
+    """
     check_reduction(reduction)
     if reduction == "none":
-        return np.asarray(numerator_terms, dtype=np.float64)
-    return overflow_free(lambda n: MaskedTotals.from_terms(n, denominator_terms).value(reduction), numerator_terms)
+        n = np.asarray(numerator_terms, dtype=np.float64)
+        if segment_ids is None:
+            return n
+        seg = np.asarray(segment_ids)
+        return np.where((seg >= 0).reshape(seg.shape + (1,) * (n.ndim - seg.ndim)), n, 0.0)
+    return overflow_free(
+        lambda n: totals_of_terms(n, denominator_terms, segment_ids).value(reduction), numerator_terms
+    )
 
 
 def reduce(
@@ -444,6 +488,7 @@ def reduce(
     reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
     weight: npt.ArrayLike | None = None,
+    segment_ids: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Reduce per-step losses to one number, ignoring masked steps.
 
@@ -468,6 +513,11 @@ def reduce(
         (the keyword of the losses).
     weight : array_like, optional
         Deprecated spelling of ``sample_weight`` (a DeprecationWarning says so).
+    segment_ids : array_like of int, shape (B, T), optional
+        Packed rows (:mod:`maskloss.segments`): the document of each step, -1 at padding.
+        The sequences of the reductions are then the documents (``"sequence_mean"`` is the
+        mean of the documents' own means, ``"batch_mean"`` divides by the number of
+        documents); a step at -1 never counts, whatever the mask says.
 
     Returns
     -------
@@ -488,9 +538,19 @@ def reduce(
     3.0
     >>> float(maskloss.reduce(losses, mask, reduction="element_mean"))   # 19 / 15
     1.2666666666666666
+
+    The same three documents packed into one row of 9 steps: the same numbers.
+
+    >>> packed = np.array([[1., 1., 1., 2., 2., 2., 2., 2., 6.]])
+    >>> seg = [[0, 0, 0, 1, 1, 1, 1, 1, 2]]
+    >>> float(maskloss.reduce(packed, reduction="sequence_mean", segment_ids=seg))
+    3.0
     """
     vals = as_numeric(values, "values", min_ndim=1)
     valid = check_mask(mask, vals.shape)
+    seg = None if segment_ids is None else segment_ids_for(segment_ids, valid.shape)
+    if seg is not None:
+        valid = valid & (seg >= 0)
     check_reduction(reduction)
     given = renamed_keyword("reduce", "weight", "sample_weight", weight, sample_weight)
     w = check_sample_weight(given, valid)
@@ -499,7 +559,17 @@ def reduce(
         w, exponent = power_of_two_scale(w)
     with np.errstate(invalid="ignore", over="ignore"):
         numerator = np.where(valid, w * np.where(valid, vals, 0).astype(np.float64), 0.0)
-    return unscale(reduce_terms(numerator, w, reduction), reduction, exponent)
+    return unscale(reduce_terms(numerator, w, reduction, seg), reduction, exponent)
+
+
+def segment_ids_for(segment_ids: npt.ArrayLike, steps_shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
+    """Validated ``segment_ids`` (:func:`maskloss.segments.check_segment_ids`) of the steps' shape."""
+    seg = check_segment_ids(segment_ids)
+    if seg.shape != steps_shape:
+        raise ValueError(
+            f"segment_ids must have the shape of the steps {steps_shape} (the mask's), got {seg.shape}"
+        )
+    return seg
 
 
 #: How a sample weight enters a mean (see :func:`renormalized_value`).

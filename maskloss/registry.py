@@ -168,18 +168,56 @@ def loss(
     """
 
     def declare(build: Callable[P, Pipeline]) -> Callable[P, Any]:
+        segmented = _with_segment_ids(build)
+
         @functools.wraps(build)
-        def public(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return build(*args, **kwargs).value()
+        def public(*args: Any, **kwargs: Any) -> Any:
+            return segmented(*args, **kwargs).value()
 
         returns = "numpy.float64" if scalar else "numpy.float64 | numpy.ndarray"
-        public.__signature__ = inspect.signature(build).replace(return_annotation=returns)  # type: ignore[attr-defined]
-        public.__annotations__ = {**build.__annotations__, "return": returns}
+        signature = inspect.signature(segmented)
+        public.__signature__ = signature.replace(return_annotation=returns)  # type: ignore[attr-defined]
+        public.__annotations__ = {**segmented.__annotations__, "return": returns}
+        public.__doc__ = segmented.__doc__
         del public.__wrapped__  # inspect.signature reads __signature__
-        register(public, pipeline=build, kind=kind, evaluate=evaluate, grad=grad, wrt=wrt)
+        register(public, pipeline=segmented, kind=kind, evaluate=evaluate, grad=grad, wrt=wrt)
         return public
 
     return declare
+
+
+def _with_segment_ids(build: Callable[..., Pipeline]) -> Callable[..., Pipeline]:
+    """``build`` with one more keyword-only argument, ``segment_ids=None`` (packed rows).
+
+    The one place every pipeline loss gets ``segment_ids=``: the pipeline is built as before,
+    then :meth:`maskloss.pipeline.Pipeline.with_segments` makes its sequences the documents.
+    """
+
+    @functools.wraps(build)
+    def segmented(*args: Any, segment_ids: Any = None, **kwargs: Any) -> Pipeline:
+        return build(*args, **kwargs).with_segments(segment_ids)
+
+    signature = inspect.signature(build)
+    extra = inspect.Parameter(
+        "segment_ids", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="npt.ArrayLike | None"
+    )
+    segmented.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), extra]
+    )
+    segmented.__annotations__ = {**build.__annotations__, "segment_ids": "npt.ArrayLike | None"}
+    segmented.__doc__ = (build.__doc__ or "") + _SEGMENT_IDS_DOC
+    del segmented.__wrapped__
+    return segmented
+
+
+#: Appended to the docstring of every pipeline loss (the keyword :func:`_with_segment_ids` adds).
+_SEGMENT_IDS_DOC = """
+    Packed rows: ``segment_ids=`` (array of int, the steps' shape; see :mod:`maskloss.segments`) numbers
+    the document of each step of packed rows, -1 at padding: every reduction then treats each
+    document as one sequence (``"sequence_mean"`` is the mean of the documents' own means,
+    ``"batch_mean"`` divides by the number of documents), and steps at -1 never count. The
+    value and gradient equal those of the padded batch of the same documents.
+"""
 
 
 def spec_of(fn: object) -> LossSpec | None:

@@ -10,7 +10,7 @@ import numpy.typing as npt
 from maskloss._checks import check_mask, check_reduction
 from maskloss._types import Aggregation, ScalarReduction
 from maskloss.posttraining._common import _positive, _steps, _valid_values
-from maskloss.reductions import GIVEN_COUNTS, overflow_free, reduce
+from maskloss.reductions import GIVEN_COUNTS, overflow_free, reduce, segment_ids_for
 
 #: Names accepted by :func:`aggregate`'s ``mode``: rows of the table of :mod:`maskloss.reductions`.
 AGGREGATIONS: tuple[Aggregation, ...] = typing.get_args(Aggregation)
@@ -24,6 +24,7 @@ def aggregate(
     constant: float | None = None,
     global_count: float | None = None,
     sample_weight: npt.ArrayLike | None = None,
+    segment_ids: npt.ArrayLike | None = None,
 ) -> np.float64:
     r"""Aggregate a per-token loss ``(B, T)`` into the scalar of one of :data:`AGGREGATIONS`.
 
@@ -38,7 +39,10 @@ def aggregate(
     finite and >= 0 at valid steps) weighs each token as in :func:`maskloss.reduce`. Values at
     masked steps are never read; non-finite values at valid steps are errors. ``"token_mean"`` and
     ``"sequence_mean"`` of a batch with no valid token are NaN (0/0); ``"sequence_mean"`` leaves
-    empty responses out of its count.
+    empty responses out of its count. ``segment_ids`` (packed rows, the mask's shape, -1 at
+    padding; see :mod:`maskloss.segments`) makes every mode treat each document as one response,
+    exactly as :func:`maskloss.reduce` does (``"sequence_mean"``: the mean of the documents' own
+    means, GRPO's rule; ``"batch_mean"``: over the number of documents).
 
     Examples
     --------
@@ -55,15 +59,26 @@ def aggregate(
     0.7
     >>> float(maskloss.aggregate(loss, mask, sample_weight=[1.0, 3.0]))   # (3 + 3 * 4) / (3 + 3)
     2.5
+
+    The same two responses packed into one row: the same per-response mean.
+
+    >>> packed = np.array([[1.0, 1.0, 1.0, 4.0]])
+    >>> float(maskloss.aggregate(packed, mode="sequence_mean", segment_ids=[[0, 0, 0, 1]]))
+    2.5
     """
     check_reduction(mode, allowed=AGGREGATIONS, name="mode")
     loss = _steps(per_token_loss, "per_token_loss")
     valid = check_mask(mask, loss.shape)
+    seg = None if segment_ids is None else segment_ids_for(segment_ids, valid.shape)
+    if seg is not None:
+        valid = valid & (seg >= 0)
     values = _valid_values(loss, valid, "per_token_loss")
     given = GIVEN_COUNTS.get(mode)
     if given is None:
         rule = typing.cast(ScalarReduction, mode)  # not a given-count mode: a scalar reduction
-        return reduce(values, valid, reduction=rule, sample_weight=sample_weight)  # type: ignore[no-any-return]
+        return reduce(  # type: ignore[no-any-return]
+            values, valid, reduction=rule, sample_weight=sample_weight, segment_ids=seg
+        )
     keyword, _ = given
     count = constant if mode == "constant" else global_count
     if count is None:

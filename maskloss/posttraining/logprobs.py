@@ -130,6 +130,7 @@ def sequence_logprobs(
     ignore_index: int | None = None,
     temperature: float = 1.0,
     softcap: float | None = None,
+    segment_ids: npt.ArrayLike | None = None,
 ) -> FloatArray:
     r"""Per-sequence log-probabilities, ``(B,)``: sums (DPO) or means over valid tokens (SimPO, IPO).
 
@@ -139,7 +140,9 @@ def sequence_logprobs(
     ``temperature`` and ``softcap`` as in :func:`token_logprobs`. An empty response (no valid
     token) has sum 0 and mean NaN (0/0: there is no average
     log-probability of nothing; TRL's ``clamp(min=1)`` turns it into 0, see
-    :mod:`maskloss.conventions.trl`).
+    :mod:`maskloss.conventions.trl`). With ``segment_ids`` (packed rows, the labels' shape, -1
+    at padding; :mod:`maskloss.segments`) the result is per document, ``(D,)``, in document
+    order: the log-probs of the padded batch of the same documents.
 
     Examples
     --------
@@ -150,11 +153,14 @@ def sequence_logprobs(
     [-0.980829, 0.0]
     >>> maskloss.sequence_logprobs([[0, 1], [0, 0]], logits, mask, average=True).round(6).tolist()
     [-0.490415, nan]
+    >>> packed = np.log([[[0.5, 0.5], [0.25, 0.75], [0.5, 0.5]]])   # documents of 2 and 1 tokens
+    >>> maskloss.sequence_logprobs([[0, 1, 0]], packed, segment_ids=[[0, 0, 1]]).round(6).tolist()
+    [-0.980829, -0.693147]
     """
     if not isinstance(average, (bool, np.bool_)):
         raise TypeError(f"average must be True or False, got {average!r}")
     pipeline = _logprob_pipeline(labels, logits, mask, ignore_index, temperature, None, "none", softcap)
-    totals = pipeline.totals()
+    totals = pipeline.with_segments(segment_ids).totals()
     if not average:
         return totals.numerator
     nonempty = totals.denominator > 0
