@@ -59,14 +59,17 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 from maskloss import registry
 from maskloss._types import Side
 from maskloss.masks import mask_from_lengths
+from maskloss.packing import Packing, pack
 
 __all__ = [
     "BFLOAT16_MAX",
     "KINDS",
     "PADDINGS",
+    "PackedBatch",
     "PaddedBatch",
     "lengths",
     "masks",
+    "packed_batches",
     "padded_batches",
     "round_to_bfloat16",
 ]
@@ -562,3 +565,112 @@ def _junk(dtype: str, shape: tuple[int, ...]) -> st.SearchStrategy[np.ndarray[An
     huge = _huge(dtype)
     values = [math.nan, math.inf, -math.inf, huge, -huge]
     return hnp.arrays(_storage(dtype), shape, elements=st.sampled_from(values))
+
+
+# -- packed batches ----------------------------------------------------------------------------
+
+
+class PackedBatch(NamedTuple):
+    """One generated batch of documents, padded and packed (see :func:`packed_batches`).
+
+    Attributes
+    ----------
+    padded : PaddedBatch
+        The documents as a right-padded batch, one document per row (none empty).
+    packing : maskloss.Packing
+        Where each document lies in the packed rows (:func:`maskloss.pack`).
+    y_true, y_pred : ndarray
+        The padded batch's arrays moved into the packed rows ``(R, L, ...)``.
+    sample_weight : ndarray or None
+        Per-step ``(R, L)`` weights, or None.
+    segment_ids, position_ids : ndarray of int64, shape (R, L)
+        The packing's (``-1`` and 0 at padding).
+    """
+
+    padded: PaddedBatch
+    packing: Packing
+    y_true: np.ndarray[Any, Any]
+    y_pred: np.ndarray[Any, Any]
+    sample_weight: np.ndarray[Any, Any] | None
+    segment_ids: npt.NDArray[np.int64]
+    position_ids: npt.NDArray[np.int64]
+
+    @property
+    def mask(self) -> npt.NDArray[np.bool_]:
+        """True at the packed steps that hold a token."""
+        return self.segment_ids >= 0
+
+
+def packed_batches(
+    kind: str = "regression",
+    *,
+    min_documents: int = 1,
+    max_documents: int = 5,
+    max_document_length: int = 6,
+    order: str | Sequence[str] = ("given", "first_fit"),
+    adversarial: bool = False,
+    from_logits: bool = True,
+    weights: bool = False,
+    max_magnitude: float = 8.0,
+) -> st.SearchStrategy[PackedBatch]:
+    r"""Documents drawn as a padded batch (:func:`padded_batches`) and packed into rows.
+
+    The row length is drawn between the longest document and the total length, so the
+    draws include a document filling a row, documents of length 1 and padding at the end of
+    a row; it shrinks towards the longest document (one fills its row), ``order="given"``
+    and documents of ``1`` step. Bounds are checked when the strategy is made, as in
+    :func:`padded_batches` (whose ``kind``, ``adversarial``, ``from_logits``, ``weights`` and
+    ``max_magnitude`` these are); ``adversarial`` also fills the padding of the packed rows
+    with junk (NaN predictions, label ``-1``).
+
+    Examples
+    --------
+    >>> import maskloss
+    >>> from hypothesis import given
+    >>> from maskloss.strategies import packed_batches
+    >>> @given(packed_batches("regression", max_documents=3))
+    ... def test(batch):
+    ...     padded = maskloss.mse(batch.padded.y_true, batch.padded.y_pred, batch.padded.mask,
+    ...                           reduction="sequence_mean")
+    ...     packed = maskloss.mse(batch.y_true, batch.y_pred, segment_ids=batch.segment_ids,
+    ...                           reduction="sequence_mean")
+    ...     assert abs(padded - packed) <= 1e-13 * max(1.0, abs(padded))
+    >>> test()
+    >>> packed_batches(max_documents=0)
+    Traceback (most recent call last):
+    ...
+    hypothesis.errors.InvalidArgument: max_documents=0 must be >= 1
+    """
+    d_lo, d_hi = _check_interval(min_documents, max_documents, "min_documents", "max_documents", 1)
+    longest = _check_int(max_document_length, "max_document_length", 1)
+    orders = (order,) if isinstance(order, str) else order
+    if not isinstance(orders, Sequence) or not orders or any(o not in ("given", "first_fit") for o in orders):
+        raise InvalidArgument(f"order={order!r} must be 'given', 'first_fit' or a non-empty sequence of them")
+    junk = _check_bool(adversarial, "adversarial")
+    padded = padded_batches(
+        kind, min_batch=d_lo, max_batch=d_hi, min_steps=1, max_steps=longest, padding="right",
+        allow_empty_rows=False, adversarial=adversarial, from_logits=from_logits, weights=weights,
+        max_magnitude=max_magnitude,
+    )
+    return _packed(padded, st.sampled_from([o for o in ("given", "first_fit") if o in orders]), junk)
+
+
+@st.composite
+def _packed(draw: Any, padded: Any, orders: Any, junk: bool) -> PackedBatch:
+    batch: PaddedBatch = draw(padded)
+    lens = batch.lengths
+    row_length = draw(st.integers(int(lens.max()), int(lens.sum())))
+    packing = pack(batch.mask, row_length, order=draw(orders))
+    pred_fill: Any = np.nan if junk else 0
+    label_fill = -1 if junk else 0
+    y_true = packing.pack_array(batch.y_true, label_fill if batch.kind == "sparse" else pred_fill)
+    y_pred = packing.pack_array(batch.y_pred, pred_fill)
+    weight = None
+    if batch.sample_weight is not None:
+        w = np.broadcast_to(
+            batch.sample_weight.reshape(batch.mask.shape[0], -1), batch.mask.shape
+        ).astype(np.float64)
+        weight = packing.pack_array(w, np.nan if junk else 0.0)
+    return PackedBatch(
+        batch, packing, y_true, y_pred, weight, packing.segment_ids, packing.position_ids
+    )

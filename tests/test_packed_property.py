@@ -1,0 +1,138 @@
+"""Issue 22's packing property: every loss, reduction and aggregation on packed rows equals the
+padded batch of the same documents, value and gradient (float64, 1e-13: the per-document sums
+run in another order than the per-row ones, so bits may differ in the last place)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import maskloss
+from maskloss import registry
+from maskloss.posttraining.aggregation import AGGREGATIONS
+from maskloss.reductions import MaskedTotals
+from maskloss.strategies import packed_batches
+
+LOSSES = [s.function for s in registry.specs() if s.kind is not None]
+# element_mean divides by all steps, padding included: a packed document has no padding, so
+# its count is the documents' steps (MaskedTotals.from_segments), checked separately below.
+SAME = ("sum", "token_mean", "sequence_mean", "batch_mean")
+TOL = 1e-13
+
+
+def _options(fn):
+    return {} if registry.spec_of(fn).kind == "regression" else {"from_logits": True}
+
+
+def _close(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+    assert np.all((np.abs(a - b) <= TOL * scale) | (np.isnan(a) & np.isnan(b))), (a, b)
+
+
+def _kind_batches(fn, **kw):
+    return packed_batches(registry.spec_of(fn).kind, **kw)
+
+
+@pytest.mark.parametrize("fn", LOSSES, ids=lambda f: f.__name__)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_packed_rows_give_the_padded_value_and_gradient(fn, data):
+    batch = data.draw(_kind_batches(fn, adversarial=True, weights=True))
+    reduction = data.draw(st.sampled_from(SAME))
+    p, opts = batch.padded, _options(fn)
+    vg = maskloss.value_and_grad(fn)
+    value, grad = vg(p.y_true, p.y_pred, p.mask, reduction=reduction, sample_weight=p.sample_weight, **opts)
+    packed_value, packed_grad = vg(
+        batch.y_true, batch.y_pred, batch.mask, reduction=reduction, sample_weight=batch.sample_weight,
+        segment_ids=batch.segment_ids, **opts,
+    )
+    _close(value, packed_value)
+    _close(batch.packing.pack_array(grad), packed_grad)
+    assert np.all(packed_grad[~batch.mask] == 0)
+    assert fn(batch.y_true, batch.y_pred, batch.mask, reduction=reduction, sample_weight=batch.sample_weight,
+              segment_ids=batch.segment_ids, **opts) == packed_value
+    # per-step values: the padded ones moved into the packed rows
+    none = fn(batch.y_true, batch.y_pred, batch.mask, reduction="none", sample_weight=batch.sample_weight,
+              segment_ids=batch.segment_ids, **opts)
+    padded_none = fn(p.y_true, p.y_pred, p.mask, reduction="none", sample_weight=p.sample_weight, **opts)
+    np.testing.assert_array_equal(none, batch.packing.pack_array(padded_none))
+
+
+@settings(max_examples=40, deadline=None)
+@given(packed_batches("regression", adversarial=True))
+def test_element_mean_of_packed_rows_counts_the_documents_steps(batch):
+    # The loop oracle: sum of the per-step losses over the number of document steps.
+    per_step = maskloss.mse(batch.padded.y_true, batch.padded.y_pred, batch.padded.mask, reduction="none")
+    total, steps = 0.0, 0
+    for b, n in enumerate(batch.padded.lengths):
+        for t in range(int(n)):
+            total += per_step[b, t]
+        steps += int(n)
+    got = maskloss.mse(batch.y_true, batch.y_pred, reduction="element_mean", segment_ids=batch.segment_ids)
+    _close(got, total / steps)
+
+
+@settings(max_examples=40, deadline=None)
+@given(packed_batches("regression", adversarial=True), st.sampled_from(AGGREGATIONS))
+def test_every_aggregation_mode_is_per_document(batch, mode):
+    per_step = maskloss.mse(batch.y_true, batch.y_pred, reduction="none", segment_ids=batch.segment_ids)
+    padded = maskloss.mse(batch.padded.y_true, batch.padded.y_pred, batch.padded.mask, reduction="none")
+    extra = {"constant": 7.0} if mode == "constant" else {}
+    if mode == "global_token_mean":
+        extra = {"global_count": float(batch.padded.mask.sum()) + 2.0}
+    if mode == "element_mean":
+        return
+    a = maskloss.aggregate(padded, batch.padded.mask, mode=mode, **extra)
+    b = maskloss.aggregate(per_step, batch.mask, mode=mode, segment_ids=batch.segment_ids, **extra)
+    _close(a, b)
+
+
+@settings(max_examples=30, deadline=None)
+@given(packed_batches("sparse", adversarial=True), st.booleans())
+def test_sequence_logprobs_are_per_document(batch, average):
+    p = batch.padded
+    padded = maskloss.sequence_logprobs(p.y_true, p.y_pred, p.mask, average=average)
+    packed = maskloss.sequence_logprobs(batch.y_true, batch.y_pred, batch.mask, average=average,
+                                        segment_ids=batch.segment_ids)
+    _close(padded[batch.packing.document], packed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(packed_batches("regression"), packed_batches("regression"), st.sampled_from(SAME))
+def test_packed_micro_batches_merge_exactly(a, b, reduction):
+    parts = [maskloss.masked_totals(maskloss.mse)(x.y_true, x.y_pred, segment_ids=x.segment_ids) for x in (a, b)]
+    merged = MaskedTotals.concat(parts)
+    whole = MaskedTotals.concat(
+        [maskloss.masked_totals(maskloss.mse)(x.padded.y_true, x.padded.y_pred, x.padded.mask) for x in (a, b)]
+    )
+    _close(merged.value(reduction), whole.value(reduction))
+    assert merged.numerator.shape == (a.packing.document.size + b.packing.document.size,)
+
+
+def test_mean_over_documents_by_hand():
+    # Two documents packed in one row, losses 1, 1, 1 (document 0) and 4 (document 1), one padding step.
+    values = np.array([[1.0, 1.0, 1.0, 4.0, np.nan]])
+    seg = np.array([[0, 0, 0, 1, -1]])
+    assert maskloss.reduce(values, segment_ids=seg, reduction="sequence_mean") == 2.5  # (1 + 4) / 2
+    assert maskloss.reduce(values, segment_ids=seg, reduction="token_mean") == 7 / 4
+    assert maskloss.reduce(values, segment_ids=seg, reduction="batch_mean") == 3.5  # (3 + 4) / 2
+
+
+@pytest.mark.parametrize(
+    ("seg", "match"),
+    [
+        ([[0, 1, 0]], r"segment_ids must number the documents .* index \(0, 2\)"),
+        ([[0, 0, 1], [1, 2, 2]], r"document 1 is split across rows .* \(1, 0\)"),
+        ([[0, -1, 1]], r"padding at the end of each row"),
+        ([[0, 0]], r"segment_ids must have the shape of the steps \(1, 3\)"),
+    ],
+)
+def test_bad_segment_ids_name_the_argument_and_the_index(seg, match):
+    y = np.zeros((len(seg), 3, 1))
+    with pytest.raises(ValueError, match=match):
+        maskloss.mse(y, y, segment_ids=seg)
+    with pytest.raises(ValueError, match=match):
+        maskloss.reduce(y[..., 0], segment_ids=seg)
