@@ -274,6 +274,9 @@ def check_loss(
     """
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
+    if "packed" in options:  # packed rows with position_ids= / cu_seqlens=: maskloss.testing.packed_check
+        from maskloss.testing.packed_check import check_packed_loss
+        return check_packed_loss(candidate, like, max_examples=max_examples, seed=seed, **options)
     if linear_check.is_linear(like):  # hidden states and a head's weight, not logits: its own module
         linear_check.refuse_options(kind=kind, pad_label=pad_label, scale=scale, shift=shift, weights=weights,
                                     smoothing_rule=smoothing_rule, smoothing_form=smoothing_form,
