@@ -65,6 +65,11 @@ class Pipeline:
         Shape of ``y_pred``, hence of the gradient.
     step_weight : ndarray, optional
         Extra per-step weight of the denominator only (torch's :math:`cw_y`).
+    shift : int, default 0
+        The causal shift (:mod:`maskloss.loss_options`): the steps are the labels from
+        position ``shift`` on, scored by the predictions up to ``T - shift``; ``"none"``
+        values are given back in the labels' positions (0 at the first ``shift``) and the
+        gradient in ``y_pred``'s (0 at the last ``shift`` predictions).
     """
 
     step: StepFn
@@ -74,6 +79,21 @@ class Pipeline:
     reduction: Reduction
     pred_shape: tuple[int, ...]
     step_weight: FloatArray | None = None
+    shift: int = 0
+
+    def _steps_out(self, values: Any) -> Any:
+        """Per-step values in the labels' positions: ``shift`` zeros first on the last axis."""
+        if not self.shift:
+            return values
+        pad = [(0, 0)] * (values.ndim - 1) + [(self.shift, 0)]
+        return np.pad(values, pad)
+
+    def _grad_out(self, grad: FloatArray) -> FloatArray:
+        """The gradient in ``y_pred``'s positions: ``shift`` zero rows last on the steps axis."""
+        if not self.shift:
+            return grad
+        pad = [(0, 0)] * (grad.ndim - 2) + [(0, self.shift), (0, 0)]
+        return np.pad(grad, pad)
 
     @classmethod
     def from_pairs(
@@ -128,7 +148,8 @@ class Pipeline:
 
     def value(self) -> Any:
         """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
-        return self._reduce(per_step(self.step, self.valid, *self.arrays))
+        value = self._reduce(per_step(self.step, self.valid, *self.arrays))
+        return self._steps_out(value) if self.reduction == "none" else value
 
     def totals(self) -> MaskedTotals:
         """The per-sequence numerator and denominator sums behind every scalar reduction."""
@@ -150,6 +171,14 @@ class Pipeline:
                 f"value_and_grad needs a scalar loss, but reduction={self.reduction!r} returns one value "
                 f"per step; pick a scalar reduction: one of {', '.join(map(repr, SCALAR_REDUCTIONS))}"
             )
+        if self.shift:
+            value, full = Pipeline.value_and_grad(_unshifted(self))
+            full = self._grad_out(full)
+            if out is None:
+                return value, full
+            _check_grad_out(out, full.shape, self.arrays)
+            out[...] = full
+            return value, out
         weight, exponent = power_of_two_scale(self.weight)
         denominators = self._denominator_terms(weight)
         # lambda_b depends only on the denominators (sequence_scale's contract), so it is known
@@ -178,7 +207,7 @@ class Pipeline:
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale)
         assert grad is not None
         numerators = self.weight * losses.reshape(self.valid.shape)
-        return MaskedTotals.from_terms(numerators, denominators), grad.reshape(self.pred_shape)
+        return MaskedTotals.from_terms(numerators, denominators), self._grad_out(grad.reshape(self.pred_shape))
 
 
     def vjp(self, cotangent: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
@@ -196,8 +225,11 @@ class Pipeline:
                 f"reduction={self.reduction!r}; for a scalar loss use maskloss.value_and_grad"
             )
         ct = as_numeric(cotangent, "cotangent")
-        if ct.shape != self.valid.shape:
-            raise ValueError(f"cotangent must have the shape of the steps {self.valid.shape}, got {ct.shape}")
+        steps_shape = self.valid.shape[:-1] + (self.valid.shape[-1] + self.shift,) if self.shift else self.valid.shape
+        if ct.shape != steps_shape:
+            raise ValueError(f"cotangent must have the shape of the steps {steps_shape}, got {ct.shape}")
+        if self.shift:
+            ct = ct[..., self.shift :]
         with np.errstate(invalid="ignore", over="ignore"):
             ct64 = np.where(self.valid, ct, 0).astype(np.float64)
         bad = ~np.isfinite(ct64)
@@ -207,7 +239,13 @@ class Pipeline:
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=(ct64 * self.weight).reshape(-1))
         assert grad is not None
         values = reduce_terms(self.weight * losses.reshape(self.valid.shape), self._denominator_terms(), "none")
-        return np.asarray(values), grad.reshape(self.pred_shape)
+        return self._steps_out(np.asarray(values)), self._grad_out(grad.reshape(self.pred_shape))
+
+
+def _unshifted(pipeline: Pipeline) -> Pipeline:
+    """The same pipeline on its (already shifted) steps, with no layout mapping."""
+    return Pipeline(pipeline.step, pipeline.arrays, pipeline.valid, pipeline.weight, pipeline.reduction,
+                    pipeline.pred_shape, pipeline.step_weight)
 
 
 def _check_grad_out(
