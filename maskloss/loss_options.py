@@ -13,13 +13,15 @@ they change no bit.
     the same. ``mask`` and ``sample_weight`` are given in the labels' positions: the step of
     label :math:`t` is valid where ``mask[..., t]`` is and :math:`t \ge s`. The scalar reductions
     count the :math:`T - s` shifted steps (``element_mean`` divides by :math:`B(T - s)`).
-    With ``reduction="none"`` the output has the labels' shape and holds the loss of label
-    :math:`t` at position :math:`t` (the first :math:`s` positions are 0): Cut Cross-Entropy
-    25.1's ``reduction="none"`` layout (``handle_reduction_none`` stores the loss at the label's
-    index). HF's per-prediction layout (``F.cross_entropy(logits, shift_labels, reduction="none")``
-    with the labels padded at the end) is the same values moved :math:`s` steps left:
-    ``out[..., s:]`` equals HF's ``[..., :-s]``. The gradient at the last :math:`s` predictions
-    is 0 (they score no label).
+    With ``reduction="none"`` the output has shape ``labels.shape[:-1] + (T - s,)``: position
+    :math:`t` holds the loss of label :math:`t + s` scored by prediction :math:`t` (0 where that
+    label is masked or ignored). That is Cut Cross-Entropy 25.1's ``shift=1, reduction="none"``
+    output (the shape of ``targets[..., 1:]``) and HF's ``shift_labels = labels[..., 1:]``
+    against ``logits[..., :-1, :]``; HF's padded form (the labels padded with ``ignore_index``
+    at the end, then ``F.cross_entropy(..., reduction="none")``) is the same with :math:`s`
+    zeros appended. A ``cotangent`` of :func:`maskloss.vjp` has the same shifted shape. The
+    gradient has ``y_pred``'s shape and is 0 at the last :math:`s` predictions (they score no
+    label).
 ``smoothing_rule`` : {"uniform", "others", "others_except_pad"}, default "uniform"
     Where label smoothing puts its mass :math:`\varepsilon` (:func:`maskloss.pointwise.smoothed_target`):
     ``"uniform"`` :math:`q_y = 1 - \varepsilon + \varepsilon/C`, :math:`q_c = \varepsilon/C`

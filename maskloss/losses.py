@@ -353,8 +353,8 @@ def sparse_categorical_crossentropy(
     shift : int >= 0, default 0
         The causal shift: label :math:`t + s` scored by the prediction at :math:`t` (HF's
         ``ForCausalLMLoss``, Cut Cross-Entropy's ``shift=1``); ``mask`` and ``sample_weight``
-        in the labels' positions. With ``reduction="none"`` the output has the labels' shape,
-        the loss of label :math:`t` at :math:`t`. See :mod:`maskloss.loss_options`.
+        in the labels' positions. With ``reduction="none"`` the output has ``T - s`` steps
+        (the loss of label :math:`t + s` at :math:`t`, as Cut Cross-Entropy's). See :mod:`maskloss.loss_options`.
     smoothing_rule : {"uniform", "others", "others_except_pad"}, default "uniform"
         Where the smoothing mass goes: :math:`\varepsilon/C` to every class (torch), or
         :math:`\varepsilon/(C-1)` to the others (fairseq), or :math:`\varepsilon/(C-2)` to the

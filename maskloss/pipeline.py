@@ -66,10 +66,10 @@ class Pipeline:
     step_weight : ndarray, optional
         Extra per-step weight of the denominator only (torch's :math:`cw_y`).
     shift : int, default 0
-        The causal shift (:mod:`maskloss.loss_options`): the steps are the labels from
-        position ``shift`` on, scored by the predictions up to ``T - shift``; ``"none"``
-        values are given back in the labels' positions (0 at the first ``shift``) and the
-        gradient in ``y_pred``'s (0 at the last ``shift`` predictions).
+        The causal shift (:mod:`maskloss.loss_options`): the steps (``valid``, the ``"none"``
+        values) are the ``T - shift`` labels from position ``shift`` on, scored by the
+        predictions up to ``T - shift``; the gradient is given in ``y_pred``'s shape (0 at the
+        last ``shift`` predictions).
     """
 
     step: StepFn
@@ -80,13 +80,6 @@ class Pipeline:
     pred_shape: tuple[int, ...]
     step_weight: FloatArray | None = None
     shift: int = 0
-
-    def _steps_out(self, values: Any) -> Any:
-        """Per-step values in the labels' positions: ``shift`` zeros first on the last axis."""
-        if not self.shift:
-            return values
-        pad = [(0, 0)] * (values.ndim - 1) + [(self.shift, 0)]
-        return np.pad(values, pad)
 
     def _grad_out(self, grad: FloatArray) -> FloatArray:
         """The gradient in ``y_pred``'s positions: ``shift`` zero rows last on the steps axis."""
@@ -148,8 +141,7 @@ class Pipeline:
 
     def value(self) -> Any:
         """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
-        value = self._reduce(per_step(self.step, self.valid, *self.arrays))
-        return self._steps_out(value) if self.reduction == "none" else value
+        return self._reduce(per_step(self.step, self.valid, *self.arrays))
 
     def totals(self) -> MaskedTotals:
         """The per-sequence numerator and denominator sums behind every scalar reduction."""
@@ -225,11 +217,8 @@ class Pipeline:
                 f"reduction={self.reduction!r}; for a scalar loss use maskloss.value_and_grad"
             )
         ct = as_numeric(cotangent, "cotangent")
-        steps_shape = self.valid.shape[:-1] + (self.valid.shape[-1] + self.shift,) if self.shift else self.valid.shape
-        if ct.shape != steps_shape:
-            raise ValueError(f"cotangent must have the shape of the steps {steps_shape}, got {ct.shape}")
-        if self.shift:
-            ct = ct[..., self.shift :]
+        if ct.shape != self.valid.shape:
+            raise ValueError(f"cotangent must have the shape of the steps {self.valid.shape}, got {ct.shape}")
         with np.errstate(invalid="ignore", over="ignore"):
             ct64 = np.where(self.valid, ct, 0).astype(np.float64)
         bad = ~np.isfinite(ct64)
@@ -239,7 +228,7 @@ class Pipeline:
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=(ct64 * self.weight).reshape(-1))
         assert grad is not None
         values = reduce_terms(self.weight * losses.reshape(self.valid.shape), self._denominator_terms(), "none")
-        return self._steps_out(np.asarray(values)), self._grad_out(grad.reshape(self.pred_shape))
+        return np.asarray(values), self._grad_out(grad.reshape(self.pred_shape))
 
 
 def _unshifted(pipeline: Pipeline) -> Pipeline:
