@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from maskloss import pointwise, registry
+from maskloss import loss_options, pointwise, registry
 from maskloss._checks import (
     as_numeric,
     check_class_weight,
@@ -306,6 +306,9 @@ def sparse_categorical_crossentropy(
     temperature: float = 1.0,
     softcap: float | None = None,
     z_loss: float = 0.0,
+    shift: int = 0,
+    smoothing_rule: str = "uniform",
+    smoothing_form: str = "cross_entropy",
 ) -> Pipeline:
     r"""Masked cross-entropy with integer labels, exactly as torch's ``cross_entropy`` weighs it.
 
@@ -347,6 +350,17 @@ def sparse_categorical_crossentropy(
     softcap : float > 0, optional
     z_loss : float >= 0, default 0.0
         The coefficient :math:`z` (Liger's ``lse_square_scale``, PaLM's :math:`10^{-4}`).
+    shift : int >= 0, default 0
+        The causal shift: label :math:`t + s` scored by the prediction at :math:`t` (HF's
+        ``ForCausalLMLoss``, Cut Cross-Entropy's ``shift=1``); ``mask`` and ``sample_weight``
+        in the labels' positions. With ``reduction="none"`` the output has ``T - s`` steps
+        (the loss of label :math:`t + s` at :math:`t`, as Cut Cross-Entropy's). See :mod:`maskloss.loss_options`.
+    smoothing_rule : {"uniform", "others", "others_except_pad"}, default "uniform"
+        Where the smoothing mass goes: :math:`\varepsilon/C` to every class (torch), or
+        :math:`\varepsilon/(C-1)` to the others (fairseq), or :math:`\varepsilon/(C-2)` to the
+        others but the pad class ``ignore_index`` (OpenNMT-py). See :mod:`maskloss.loss_options`.
+    smoothing_form : {"cross_entropy", "kl"}, default "cross_entropy"
+        The cross-entropy against the smoothed target, or the KL divergence (less :math:`H(q)`).
 
     Examples
     --------
@@ -379,14 +393,27 @@ def sparse_categorical_crossentropy(
     eps = check_label_smoothing(label_smoothing)
     cw = check_class_weight(class_weight, num_classes)
     valid = check_mask(mask, labels.shape)
-    if check_ignore_index(ignore_index) is not None:
+    index = check_ignore_index(ignore_index)
+    if index is not None:
         valid = valid & (labels != ignore_index)
     check_reduction(reduction)
-    weight = check_sample_weight(sample_weight, valid)
+    s = loss_options.check_shift(shift, labels.shape[-1] if labels.ndim else 0)
+    if s and labels.ndim == 0:
+        raise ValueError(f"shift={s} needs labels with a steps axis, got y_true of shape {labels.shape}")
+    smoothing = loss_options.check_smoothing(smoothing_rule, smoothing_form, eps, class_weight=class_weight,
+                                             ignore_index=index, num_classes=num_classes)
+    if s:  # steps: the labels from position s on, scored by the predictions up to T - s
+        valid = valid & (np.arange(labels.shape[-1]) >= s)
+        weight = check_sample_weight(sample_weight, valid)[..., s:]
+        valid, labels, p = valid[..., s:], labels[..., s:], p[..., : p.shape[-2] - s, :]
+    else:
+        weight = check_sample_weight(sample_weight, valid)
     safe_labels = check_labels(labels, valid, num_classes)
     steps_shape = valid.shape
 
     def step(rows: Any, lab: Any, p_rows: Any, grad: bool = False) -> Any:
+        if smoothing is not None:
+            return _smoothed_step(smoothing, rows, lab, p_rows, logits, head, steps_shape, grad)
         if logits:  # fused: the label column and the row totals only, from the input dtype
             if head is not None:
                 return through_head(lambda h, g: pointwise.sparse_softmax_cross_entropy(lab, h, cw, eps, grad=g),
@@ -401,4 +428,30 @@ def sparse_categorical_crossentropy(
 
     step_weight = None if cw is None else cw[safe_labels]
     arrays = (safe_labels.reshape(-1), as_rows(p))
-    return Pipeline(step, arrays, valid, weight, reduction, p.shape, step_weight)
+    return Pipeline(step, arrays, valid, weight, reduction, p.shape, step_weight, shift=s)
+
+
+def _smoothed_step(
+    smoothing: loss_options.Smoothing, rows: Any, lab: Any, p_rows: Any, logits: bool,
+    head: dict[str, Any] | None, steps_shape: tuple[int, ...], grad: bool,
+) -> Any:
+    """Rows of the sparse cross-entropy against a non-uniform smoothed target (or in the KL form)."""
+    coef = smoothing.coefficients(lab, p_rows.shape[-1])
+
+    def row_loss(h: Any, g: bool) -> Any:
+        out = pointwise.softmax_cross_entropy(coef, h, grad=g)
+        if not smoothing.entropy:
+            return out
+        return (out[0] - smoothing.entropy, out[1]) if g else out - smoothing.entropy
+
+    if logits:
+        return row_loss(p_rows, grad) if head is None else through_head(row_loss, p_rows, **head, grad=grad)
+    pred = to_float64(p_rows)
+    check_probabilities(pred, rows, steps_shape, "y_pred")
+    with np.errstate(divide="ignore"):
+        log_p = np.log(pred)
+    loss = np.sum(pointwise.negative_log_weighted(coef, log_p), axis=-1) - smoothing.entropy
+    return _with_grad(grad, loss, pointwise.negative_log_weighted_grad, coef, pred)
+
+
+loss_options.declare("sparse_categorical_crossentropy", ("shift", "smoothing_rule", "smoothing_form"))

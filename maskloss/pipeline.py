@@ -76,6 +76,11 @@ class Pipeline:
     segment_ids : ndarray of int64, optional
         Packed rows: the document of each step (-1 at padding); the reductions' sequences
         are then the documents (:meth:`with_segments`).
+    shift : int, default 0
+        The causal shift (:mod:`maskloss.loss_options`): the steps (``valid``, the ``"none"``
+        values) are the ``T - shift`` labels from position ``shift`` on, scored by the
+        predictions up to ``T - shift``; the gradient is given in ``y_pred``'s shape (0 at the
+        last ``shift`` predictions).
     """
 
     step: StepFn
@@ -86,19 +91,43 @@ class Pipeline:
     pred_shape: tuple[int, ...]
     step_weight: FloatArray | None = None
     segment_ids: npt.NDArray[np.int64] | None = None
+    shift: int = 0
+    documents: int | None = None
 
     def with_segments(self, segment_ids: npt.ArrayLike | None) -> Pipeline:
-        r"""This pipeline on packed rows: ``segment_ids`` (the steps' shape) numbers the documents.
+        r"""This pipeline on packed rows: ``segment_ids`` (the labels' shape) numbers the documents.
 
         Steps at -1 (padding) leave the valid steps; every reduction, total and gradient then
         treats each document as one sequence (:func:`maskloss.reductions.totals_of_terms`).
-        None returns the pipeline unchanged.
+        With ``shift`` :math:`s` the step scoring label :math:`t + s` by the prediction at
+        :math:`t` counts only if both lie in one document (:math:`s_{t} = s_{t+s}`): the
+        shift never crosses a document boundary, and the step belongs to the document of
+        :math:`t`. None returns the pipeline unchanged.
         """
         if segment_ids is None:
             return self
-        seg = segment_ids_for(segment_ids, self.valid.shape)
-        valid = self.valid & (seg >= 0)
-        return replace(self, valid=valid, weight=np.where(valid, self.weight, 0.0), segment_ids=seg)
+        s = self.shift
+        if not s:
+            seg = segment_ids_for(segment_ids, self.valid.shape)
+            valid = self.valid & (seg >= 0)
+            return replace(self, valid=valid, weight=np.where(valid, self.weight, 0.0), segment_ids=seg)
+        full = segment_ids_for(segment_ids, self.valid.shape[:-1] + (self.valid.shape[-1] + s,))
+        seg = full[..., :-s]
+        valid = self.valid & (seg >= 0) & (full[..., s:] == seg)
+        documents = int(full.max()) + 1 if full.size else 0
+        return replace(self, valid=valid, weight=np.where(valid, self.weight, 0.0), segment_ids=seg,
+                       documents=documents)
+
+    def _totals(self, numerators: FloatArray, denominators: FloatArray) -> MaskedTotals:
+        """Per-sequence totals, or per-document ones on packed rows (:func:`totals_of_terms`)."""
+        return totals_of_terms(numerators, denominators, self.segment_ids, documents=self.documents)
+
+    def _grad_out(self, grad: FloatArray) -> FloatArray:
+        """The gradient in ``y_pred``'s positions: ``shift`` zero rows last on the steps axis."""
+        if not self.shift:
+            return grad
+        pad = [(0, 0)] * (grad.ndim - 2) + [(0, self.shift), (0, 0)]
+        return np.pad(grad, pad)
 
     @classmethod
     def from_pairs(
@@ -148,9 +177,10 @@ class Pipeline:
         """
         seg = self.segment_ids
         if self.reduction == "none":
-            return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction, seg)
+            return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction, seg,
+                                documents=self.documents)
         w, exponent = power_of_two_scale(self.weight)
-        value = reduce_terms(w * losses, self._denominator_terms(w), self.reduction, seg)
+        value = reduce_terms(w * losses, self._denominator_terms(w), self.reduction, seg, documents=self.documents)
         return unscale(value, self.reduction, exponent)
 
     def value(self) -> Any:
@@ -160,7 +190,7 @@ class Pipeline:
     def totals(self) -> MaskedTotals:
         """The per-sequence numerator and denominator sums behind every scalar reduction."""
         losses = per_step(self.step, self.valid, *self.arrays)
-        return totals_of_terms(self.weight * losses, self._denominator_terms(), self.segment_ids)
+        return self._totals(self.weight * losses, self._denominator_terms())
 
     def value_and_grad(self, out: np.ndarray[Any, Any] | None = None) -> tuple[np.float64, Any]:
         r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).
@@ -177,11 +207,19 @@ class Pipeline:
                 f"value_and_grad needs a scalar loss, but reduction={self.reduction!r} returns one value "
                 f"per step; pick a scalar reduction: one of {', '.join(map(repr, SCALAR_REDUCTIONS))}"
             )
+        if self.shift:
+            value, full = Pipeline.value_and_grad(_unshifted(self))
+            full = self._grad_out(full)
+            if out is None:
+                return value, full
+            _check_grad_out(out, full.shape, self.arrays)
+            out[...] = full
+            return value, out
         weight, exponent = power_of_two_scale(self.weight)
         denominators = self._denominator_terms(weight)
         # lambda_b depends only on the denominators (sequence_scale's contract), so it is known
         # before the per-step losses are; zeros stand in for the numerators here.
-        totals = totals_of_terms(np.zeros_like(denominators), denominators, self.segment_ids)
+        totals = self._totals(np.zeros_like(denominators), denominators)
         # One factor per step: the sequence's (document's) lambda_b times the step's sample weight.
         factors = totals.step_scale(self.reduction, weight, segment_ids=self.segment_ids)
         grad_scale = unscale(factors.reshape(-1), self.reduction, exponent)
@@ -201,19 +239,19 @@ class Pipeline:
         """
         denominators = self._denominator_terms()
         seg = self.segment_ids
-        scale = scale_of(totals_of_terms(np.zeros_like(denominators), denominators, seg))
+        scale = scale_of(self._totals(np.zeros_like(denominators), denominators))
         if seg is not None:
             per_doc = np.where(seg >= 0, scale[np.maximum(seg, 0)] if scale.size else 0.0, 0.0)
             losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=(self.weight * per_doc).reshape(-1))
             assert grad is not None
             numerators = self.weight * losses.reshape(self.valid.shape)
-            return totals_of_terms(numerators, denominators, seg), grad.reshape(self.pred_shape)
+            return self._totals(numerators, denominators), self._grad_out(grad.reshape(self.pred_shape))
         steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
         grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale)
         assert grad is not None
         numerators = self.weight * losses.reshape(self.valid.shape)
-        return MaskedTotals.from_terms(numerators, denominators), grad.reshape(self.pred_shape)
+        return MaskedTotals.from_terms(numerators, denominators), self._grad_out(grad.reshape(self.pred_shape))
 
 
     def vjp(self, cotangent: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
@@ -242,7 +280,13 @@ class Pipeline:
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=(ct64 * self.weight).reshape(-1))
         assert grad is not None
         values = reduce_terms(self.weight * losses.reshape(self.valid.shape), self._denominator_terms(), "none")
-        return np.asarray(values), grad.reshape(self.pred_shape)
+        return np.asarray(values), self._grad_out(grad.reshape(self.pred_shape))
+
+
+def _unshifted(pipeline: Pipeline) -> Pipeline:
+    """The same pipeline on its (already shifted) steps, with no layout mapping."""
+    return Pipeline(pipeline.step, pipeline.arrays, pipeline.valid, pipeline.weight, pipeline.reduction,
+                    pipeline.pred_shape, pipeline.step_weight, pipeline.segment_ids, documents=pipeline.documents)
 
 
 def _check_grad_out(

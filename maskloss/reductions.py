@@ -445,16 +445,33 @@ def _ratio(numerator: float, denominator: float) -> np.float64:
 
 
 def totals_of_terms(
-    numerator_terms: FloatArray, denominator_terms: FloatArray, segment_ids: npt.ArrayLike | None = None
+    numerator_terms: FloatArray,
+    denominator_terms: FloatArray,
+    segment_ids: npt.ArrayLike | None = None,
+    *,
+    documents: int | None = None,
 ) -> MaskedTotals:
     """The totals of per-step terms: per sequence (row), or per document with ``segment_ids``.
 
     The one switch between rows and packed documents that every reduction goes through
-    (:meth:`MaskedTotals.from_terms` or :meth:`MaskedTotals.from_segments`).
+    (:meth:`MaskedTotals.from_terms` or :meth:`MaskedTotals.from_segments`). ``documents``
+    (the shifted steps of a causal loss, :meth:`maskloss.pipeline.Pipeline.with_segments`):
+    ``segment_ids`` were validated on the unshifted rows and may miss a document of length
+    ``<= shift``, which still counts as a document with no step (as in the padded batch).
     """
     if segment_ids is None:
         return MaskedTotals.from_terms(numerator_terms, denominator_terms)
-    return MaskedTotals.from_segments(numerator_terms, denominator_terms, segment_ids)
+    if documents is None:
+        return MaskedTotals.from_segments(numerator_terms, denominator_terms, segment_ids)
+    seg = np.asarray(segment_ids, dtype=np.int64)
+    n = np.asarray(numerator_terms, dtype=np.float64)
+    d = np.asarray(denominator_terms, dtype=np.float64)
+    per_step = math.prod(n.shape[seg.ndim :])
+    kept = seg.ravel() >= 0
+    ids = seg.ravel()[kept]
+    sums = [np.bincount(ids, weights=x.reshape(-1, per_step)[kept].sum(axis=1), minlength=documents) for x in (n, d)]
+    steps = np.bincount(ids, minlength=documents).astype(np.float64) * per_step
+    return MaskedTotals(sums[0].astype(np.float64), sums[1].astype(np.float64), steps)
 
 
 def reduce_terms(
@@ -462,6 +479,8 @@ def reduce_terms(
     denominator_terms: FloatArray,
     reduction: Reduction,
     segment_ids: npt.ArrayLike | None = None,
+    *,
+    documents: int | None = None,
 ) -> np.float64 | FloatArray:
     """Apply ``reduction`` to per-step terms that are already 0 at masked steps.
 
@@ -477,7 +496,8 @@ def reduce_terms(
         seg = np.asarray(segment_ids)
         return np.where((seg >= 0).reshape(seg.shape + (1,) * (n.ndim - seg.ndim)), n, 0.0)
     return overflow_free(
-        lambda n: totals_of_terms(n, denominator_terms, segment_ids).value(reduction), numerator_terms
+        lambda n: totals_of_terms(n, denominator_terms, segment_ids, documents=documents).value(reduction),
+        numerator_terms,
     )
 
 

@@ -136,3 +136,23 @@ def test_bad_segment_ids_name_the_argument_and_the_index(seg, match):
         maskloss.mse(y, y, segment_ids=seg)
     with pytest.raises(ValueError, match=match):
         maskloss.reduce(y[..., 0], segment_ids=seg)
+
+
+@settings(max_examples=40, deadline=None)
+@given(packed_batches("sparse", adversarial=True), st.sampled_from(SAME), st.integers(1, 2))
+def test_shift_never_crosses_a_document_boundary(batch, reduction, shift):
+    # Padded oracle: each document shifted inside its own row (label t + shift scored at t).
+    p = batch.padded
+    vg = maskloss.value_and_grad(maskloss.sparse_categorical_crossentropy)
+    if p.y_true.shape[1] <= shift:
+        return
+    value, grad = vg(p.y_true, p.y_pred, p.mask, from_logits=True, shift=shift, reduction=reduction)
+    packed_value, packed_grad = vg(batch.y_true, batch.y_pred, batch.mask, from_logits=True, shift=shift,
+                                   reduction=reduction, segment_ids=batch.segment_ids)
+    _close(value, packed_value)
+    _close(batch.packing.pack_array(grad), packed_grad)
+    # the boundary steps (last `shift` tokens of each document) get no gradient
+    seg = batch.segment_ids
+    same = np.zeros(seg.shape, dtype=bool)
+    same[:, :-shift] = (seg[:, :-shift] >= 0) & (seg[:, shift:] == seg[:, :-shift])
+    assert np.all(packed_grad[~same] == 0)
