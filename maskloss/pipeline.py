@@ -75,7 +75,11 @@ class Pipeline:
         Extra per-step weight of the denominator only (torch's :math:`cw_y`).
     segment_ids : ndarray of int64, optional
         Packed rows: the document of each step (-1 at padding); the reductions' sequences
-        are then the documents (:meth:`with_segments`).
+        are then the documents (:meth:`with_segments`); with ``shift``, those of the
+        predicting positions.
+    documents : int, optional
+        With ``shift`` and ``segment_ids``: the number of documents of the packed rows (a
+        document of at most ``shift`` tokens has no step but still counts).
     shift : int, default 0
         The causal shift (:mod:`maskloss.loss_options`): the steps (``valid``, the ``"none"``
         values) are the ``T - shift`` labels from position ``shift`` on, scored by the
