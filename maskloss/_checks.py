@@ -11,6 +11,7 @@ Nothing here writes into a caller's array; arrays are only read or copied.
 from __future__ import annotations
 
 import numbers
+import os
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "check_class_weight",
     "check_feature_pair",
     "check_features",
+    "check_fits",
     "check_flag",
     "check_head_option",
     "check_head_options",
@@ -35,6 +37,7 @@ __all__ = [
     "check_reduction",
     "check_sample_weight",
     "first_bad_position",
+    "physical_memory",
 ]
 
 _NUMERIC_KINDS = "biuf"
@@ -68,7 +71,25 @@ def as_numeric(x: npt.ArrayLike, name: str, *, min_ndim: int = 0) -> np.ndarray[
         raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype} ({_describe(x)})")
     if arr.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        _check_float64_range(arr, name)
     return arr
+
+
+def _check_float64_range(arr: np.ndarray[Any, Any], name: str) -> None:
+    """A ``np.longdouble`` array must hold only values float64 can represent (maskloss computes in float64).
+
+    A finite value beyond float64's range would silently become inf; it is refused instead,
+    wherever it is (even under the mask: a longdouble array is read whole into float64).
+    """
+    top = np.finfo(np.float64).max
+    beyond = np.isfinite(arr) & (np.abs(arr) > top)
+    if np.any(beyond):
+        pos = first_bad_position(beyond, arr.shape)
+        raise ValueError(
+            f"{name} holds {arr[pos]!r} ({arr.dtype}) at index {pos}, beyond float64's range (+-{top:.6g}): "
+            f"maskloss computes in float64, where it would become inf; rescale it, or pass a float64 array"
+        )
 
 
 def _unmasked_data(x: np.ma.MaskedArray[Any, Any], name: str) -> np.ndarray[Any, Any]:
@@ -87,6 +108,28 @@ def _unmasked_data(x: np.ma.MaskedArray[Any, Any], name: str) -> np.ndarray[Any,
             f"steps in mask= (True = valid, e.g. ~np.ma.getmaskarray({name}) for per-step values)"
         )
     return np.ma.getdata(x)
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine, or None where the OS does not say (not POSIX)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits(nbytes: int, what: str) -> None:
+    """Refuse, with a ``ValueError`` saying ``what`` needs how much, an allocation larger than physical memory.
+
+    A bare ``MemoryError`` ("Unable to allocate 8.00 TiB") names no argument; sizes that cannot
+    fit are refused before anything is allocated (``what`` names the arguments that set the size).
+    """
+    physical = physical_memory()
+    if physical is not None and nbytes > physical:
+        raise ValueError(
+            f"{what} needs {nbytes} bytes ({nbytes / 2**30:.3g} GiB), more than this machine's "
+            f"{physical / 2**30:.3g} GiB of memory"
+        )
 
 
 def first_bad_position(bad: BoolArray, shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -299,18 +299,24 @@ class MaskedTotals:
         ``count`` replaces the count the reduction divides by (:meth:`count`): a global one
         (:class:`maskloss.GlobalCounts`), or the given count of a mode of :data:`GIVEN_COUNTS`.
         """
-        rule, den = self._rule(reduction, count)
+        with np.errstate(over="ignore"):  # a sum beyond float64 is redone scaled below, not warned about
+            rule, den = self._rule(reduction, count)
         if reduction == "sum" and count is None:
-            return np.float64(float(_add(self.numerator)))
+            with np.errstate(over="ignore"):  # a sum of finite terms beyond float64 is +-inf: the true value
+                return np.float64(float(_add(self.numerator)))
         if rule in SCALE_FREE_REDUCTIONS:
             self._check_denominators(reduction)
+        den_total, den_exp = (den, 0)
+        if rule == "token_mean" and count is None:
+            den_total, den_exp = _scaled_total(self.denominator)
         if rule == "sequence_mean":
             if den == 0:
                 return np.float64(np.nan)
             nonempty = self.denominator > 0
-            per_sequence = self.numerator[nonempty] / self.denominator[nonempty]
-            return np.float64(float(np.sum(per_sequence)) / den)
-        return _ratio(float(_add(self.numerator)), den)
+            with np.errstate(over="ignore"):  # a ratio beyond float64 is inf, as the true value is
+                per_sequence = self.numerator[nonempty] / self.denominator[nonempty]
+            return _scaled_ratio(_scaled_total(per_sequence), (den, 0))
+        return _scaled_ratio(_scaled_total(self.numerator), (den_total, den_exp))
 
     def sequence_scale(self, reduction: ScalarReduction | Aggregation, *, count: float | None = None) -> FloatArray:
         r"""The derivative of the scalar loss with respect to each :math:`N_b`, shape (B,).
@@ -472,6 +478,33 @@ def totals_of_terms(
     sums = [np.bincount(ids, weights=x.reshape(-1, per_step)[kept].sum(axis=1), minlength=documents) for x in (n, d)]
     steps = np.bincount(ids, minlength=documents).astype(np.float64) * per_step
     return MaskedTotals(sums[0].astype(np.float64), sums[1].astype(np.float64), steps)
+
+
+def _scaled_total(x: FloatArray) -> tuple[float, int]:
+    r"""``sum(x)`` as ``(s, e)`` with :math:`\sum x = s\,2^e`, also where a sum of finite terms overflows.
+
+    A finite sum is the plain sum with ``e = 0`` (the same bits as ``np.sum``); otherwise, if
+    every term is finite, it is taken again on :math:`x\,2^{-e}`, the largest :math:`|x|`
+    brought into :math:`[1/2, 1)` exactly (a hand-built :class:`MaskedTotals` of huge terms).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(_add(x))
+    if math.isfinite(total) or not x.size:
+        return total, 0
+    top = float(np.maximum.reduce(np.abs(x)))
+    if not 0.0 < top < math.inf:
+        return total, 0  # a non-finite term: the sum is what it is
+    exponent = math.frexp(top)[1]
+    return float(_add(np.ldexp(x, -exponent))), exponent
+
+
+def _scaled_ratio(numerator: tuple[float, int], denominator: tuple[float, int]) -> np.float64:
+    """``(n 2^a) / (d 2^b)`` of two :func:`_scaled_total` results; exactly ``n / d`` when ``a = b = 0``."""
+    (n, a), (d, b) = numerator, denominator
+    if d == 0:
+        return np.float64(np.nan)
+    with np.errstate(over="ignore", under="ignore"):
+        return np.float64(np.ldexp(n / d, a - b))
 
 
 def reduce_terms(

@@ -23,7 +23,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric, check_mask, first_bad_position
+from maskloss._checks import as_numeric, check_fits, check_mask, first_bad_position
 
 __all__ = [
     "lengths_from_segment_ids",
@@ -208,9 +208,14 @@ def segment_ids_from_lengths(lengths: npt.ArrayLike, row_length: int | None = No
         row_length = longest
     elif isinstance(row_length, bool) or not isinstance(row_length, (int, np.integer)):
         raise TypeError(f"row_length must be an int or None, got {row_length!r}")
+    elif row_length < 0:
+        raise ValueError(f"row_length must be >= 0 (steps per row), got {int(row_length)}")
     elif longest > row_length:
         r = int(np.argmax(totals))
         raise ValueError(f"row {r} holds {longest} steps of documents, more than row_length={int(row_length)}")
+    # Peak memory: the int64 result and its temporaries (25 bytes a step) and the (R, L, D) comparison.
+    check_fits(int(row_length) * (8 + lens.shape[0] * (25 + lens.shape[1])),
+               f"segment_ids_from_lengths of {lens.shape[0]} rows of {int(row_length)} steps")
     t = np.arange(int(row_length))
     inside = t[None, :] < totals[:, None]
     if lens.shape[1] == 0:

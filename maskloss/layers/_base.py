@@ -18,13 +18,14 @@ its weights in with :meth:`Layer.set_weights` (Keras 3 layout, ``keras_layer.get
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric, check_mask
+from maskloss._checks import as_numeric, check_fits, check_mask
 from maskloss._types import BoolArray, FloatArray
 from maskloss.pointwise import log_softmax
 
@@ -142,6 +143,9 @@ class Layer:
     def build(self, input_dim: int) -> None:
         """Create the weights for ``input_dim`` features unless they exist; check the width."""
         if self._weights is None:
+            shapes = self.weight_shapes(input_dim)
+            check_fits(8 * sum(math.prod(shape) for shape in shapes),
+                       f"{self!r} with {input_dim} input features (weights of shapes {shapes})")
             self._weights = self.init_weights(input_dim, np.random.default_rng(self.seed))
             self.input_dim = input_dim
         elif self.input_dim is not None and input_dim != self.input_dim:
