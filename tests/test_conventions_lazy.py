@@ -27,3 +27,17 @@ def test_an_unknown_name_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="has no attribute 'pytorch'"):
         cv.pytorch  # noqa: B018
+
+
+def test_modules_lists_every_public_module_of_the_package():
+    # Read from the directory, not from MODULES: a new public convention module (recipes.py was
+    # once missing) must be listed so the docs table and lazy loading see it.
+    from pathlib import Path
+
+    import maskloss.conventions as cv
+
+    files = {p.stem for p in Path(cv.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
+    assert set(cv.MODULES) == files
+    assert list(cv.MODULES) == sorted(cv.MODULES)
+    for name in cv.MODULES:
+        assert f"\n{name}\n    " in (cv.__doc__ or ""), name
