@@ -27,3 +27,36 @@ def test_an_unknown_name_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="has no attribute 'pytorch'"):
         cv.pytorch  # noqa: B018
+
+
+def test_modules_lists_every_public_module_of_the_package():
+    # Read from the directory, not from MODULES: a new public convention module (recipes.py was
+    # once missing) must be listed so the docs table and lazy loading see it.
+    from pathlib import Path
+
+    import maskloss.conventions as cv
+
+    files = {p.stem for p in Path(cv.__file__).parent.glob("*.py") if not p.stem.startswith("_")}
+    assert set(cv.MODULES) == files
+    assert list(cv.MODULES) == sorted(cv.MODULES)
+    for name in cv.MODULES:
+        assert f"\n{name}\n    " in (cv.__doc__ or ""), name
+
+
+def test_keras_mirrors_share_helpers_through_keras_common_not_through_each_other():
+    # issue 19: keras3 was both a mirror and tf_keras's helper library.
+    import ast
+    from pathlib import Path
+
+    import maskloss.conventions as cv
+
+    root = Path(cv.__file__).parent
+    for name in ("keras2", "keras3", "tf_keras"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        sources = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        others = {f"maskloss.conventions.{m}" for m in ("keras2", "keras3", "tf_keras") if m != name}
+        assert not sources & others, (name, sources & others)
+    tree = ast.parse((root / "tf_keras.py").read_text())
+    assert "maskloss.conventions._keras_common" in {
+        n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+    }

@@ -64,6 +64,15 @@ trl
 verl
     verl ``agg_loss`` (token-mean, token-sum, seq-mean-token-sum(-norm), seq-mean-token-mean;
     ``version="0.4"``), ``kl_penalty``, ``compute_policy_loss``.
+cce
+    Apple's Cut Cross-Entropy ``linear_cross_entropy`` (embeddings and classifier, ``shift``,
+    ``ignore_index``, ``softcap``).
+litgpt
+    litgpt's ``chunked_cross_entropy`` (logits in time chunks, ``chunk_size``, ``ignore_index``).
+recipes
+    Training-step recipes (HF Trainer, torchtitan, Megatron-LM, verl, TRL) as step functions
+    for :func:`maskloss.testing.check_training_step`: the factor each shard's summed loss is
+    multiplied by, and whether the ranks' gradients are summed or averaged.
 """
 
 from __future__ import annotations
@@ -71,10 +80,11 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-#: The convention modules, one per framework (each loads on first use; see above).
+#: The convention modules: one per framework, and ``recipes`` (the frameworks' training-step
+#: rules); each loads on first use (see above).
 MODULES: tuple[str, ...] = (
-    "allennlp", "fairseq", "hf", "keras2", "keras3", "liger", "optax", "t5x", "tf_keras", "tfa", "torch",
-    "torchtune", "trl", "verl",
+    "allennlp", "cce", "fairseq", "hf", "keras2", "keras3", "liger", "litgpt", "optax", "recipes", "t5x",
+    "tf_keras", "tfa", "torch", "torchtune", "trl", "verl",
 )
 
 __all__: list[str] = []

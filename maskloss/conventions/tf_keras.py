@@ -49,7 +49,7 @@ from maskloss import pointwise
 from maskloss._checks import check_flag, check_label_smoothing, check_labels, check_sample_weight
 from maskloss._rows import as_rows
 from maskloss._types import BoolArray, FloatArray
-from maskloss.conventions.keras3 import (
+from maskloss.conventions._keras_common import (
     EPSILON,
     align_weight,
     check_keras_reduction,

@@ -1,8 +1,10 @@
 r"""check_loss's oracles beyond the five maskloss losses: other label-smoothing rules and weight rules.
 
 Both are compositions of the math layer (:func:`maskloss.pointwise.smoothed_cross_entropy`,
-:func:`maskloss.reductions.renormalized_value`) with maskloss's own selection and
-reductions, so nothing is defined twice.
+:func:`maskloss.reductions.renormalized_value`) with maskloss's own reductions
+(:func:`maskloss.reduce`, :class:`~maskloss.reductions.MaskedTotals`); the valid-step
+selection of :func:`smoothed_sparse` is written out here (mask, then ``ignore_index``) rather
+than taken from the losses' pipeline, so it is an independent reading of that rule.
 """
 
 from __future__ import annotations
