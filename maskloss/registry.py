@@ -16,17 +16,17 @@ A loss with its own gradient code (:func:`maskloss.linear_cross_entropy`) is dec
 :func:`register`. The declaration (a :class:`LossSpec`) holds everything the rest of the
 package asks about a loss:
 
-=====================  ==========================================================================
-asked by               from the declaration
-=====================  ==========================================================================
-the public loss        the builder's signature and docstring; returns ``pipeline.value()``
-value_and_grad, vjp    the pipeline (:meth:`~maskloss.pipeline.Pipeline.value_and_grad`,
-                       :meth:`~maskloss.pipeline.Pipeline.vjp`) or the loss's own gradient code
-masked_totals, dask    the pipeline (:meth:`~maskloss.pipeline.Pipeline.totals`)
-check_loss, strategies ``kind``: the batch :func:`maskloss.strategies.padded_batches` draws
-``maskloss evaluate``  ``evaluate=True``: offered as a ``loss`` choice
-error messages         :func:`names`, in declaration order
-=====================  ==========================================================================
+======================  ==========================================================================
+asked by                from the declaration
+======================  ==========================================================================
+the public loss         the builder's signature and docstring; returns ``pipeline.value()``
+value_and_grad, vjp     the pipeline (:meth:`~maskloss.pipeline.Pipeline.value_and_grad`,
+                        :meth:`~maskloss.pipeline.Pipeline.vjp`) or the loss's own gradient code
+masked_totals, dask     the pipeline (:meth:`~maskloss.pipeline.Pipeline.totals`)
+check_loss, strategies  ``kind``: the batch :func:`maskloss.strategies.padded_batches` draws
+``maskloss evaluate``   ``evaluate=True``: offered as a ``loss`` choice
+error messages          :func:`names`, in declaration order
+======================  ==========================================================================
 
 Nothing here imports a framework, hypothesis or pytest.
 """

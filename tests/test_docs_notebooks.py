@@ -156,3 +156,21 @@ bytes.fromhex(
     code = next(c for c in nb.cells if "maskloss" in c.metadata)
     assert code.source.startswith('np = __import__("importlib").import_module("numpy")')
     json.dumps(nb)  # plain JSON: it is written as is
+
+
+def test_a_block_needing_a_framework_that_is_not_installed_is_tagged_and_not_run(tmp_path: Path) -> None:
+    """As pytest skips it: the docs extra has no framework, and the build must still pass."""
+    body = ('# T\n\n```python\n>>> fw = __import__("pytest").importorskip("maskloss_no_such_framework")\n'
+            ">>> fw.value()\n3\n>>> fw.fail()\nTraceback (most recent call last):\n...\nValueError: no\n```\n\n"
+            '```python\n>>> np = __import__("pytest").importorskip("numpy")\n>>> np.int64(2).item()\n2\n```\n')
+    path, docs = chapter(tmp_path, body)
+    nb, _ = notebooks.build(path, docs, ROOT)
+    code = [c for c in nb.cells if "maskloss" in c.metadata]
+    assert len(code) == 3
+    for cell in code[:2]:  # both cells of the block: the traceback cell would fail without `fw`
+        assert notebooks.SKIP_TAG in cell.metadata["tags"] and cell.get("outputs") == []
+        assert cell.source.startswith("# needs maskloss_no_such_framework, not installed where")
+    assert code[1].metadata["tags"] == ["raises-exception", notebooks.SKIP_TAG]
+    assert "tags" not in code[2].metadata and notebooks.shown(code[2]) == "2\n"  # numpy is installed: it runs
+    del code[0].metadata["tags"]
+    assert len(notebooks.mismatches(nb)) == 1  # untagged, the unrun cell would be a mismatch

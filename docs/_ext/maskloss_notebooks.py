@@ -9,7 +9,11 @@ its HTML page, and the page gets a "Download this chapter as a notebook" link un
   example whose expected output is a traceback gets a cell of its own, tagged
   ``raises-exception``; a fence without prompts stays code shown in a markdown cell;
 * ``__import__("pytest").importorskip(name)`` becomes ``__import__("importlib").import_module(name)``:
-  the notebook needs no pytest.
+  the notebook needs no pytest. Where ``name`` (a framework: torch, transformers) is not installed
+  in the environment that builds the site, every code cell of that example block is tagged
+  ``skip-execution`` (nbclient does not run it) and starts with a comment saying so, exactly as
+  pytest skips the example; the page still shows the chapter's expected output, which the doctest
+  run with the frameworks (CI) checks. The docs extra thus needs no framework.
 
 The notebooks are executed with nbclient in this checkout (so ``import maskloss`` is this code)
 and each code cell's output is compared with the doctest's expected output, with pytest's
@@ -54,6 +58,9 @@ FENCE = re.compile(r"^(?P<mark>`{3,}|~{3,})(?P<info>.*)$")
 TARGET = re.compile(r"^\([\w.:-]+\)=\s*$")  # a MyST target line, ``(fw-table)=``
 LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 IMPORTORSKIP = re.compile(r"""__import__\((["'])pytest\1\)\.importorskip\(""")
+SKIPPED_MODULE = re.compile(r"""__import__\((["'])pytest\1\)\.importorskip\((["'])(?P<name>[\w.]+)\2""")
+SKIP_TAG = "skip-execution"  # nbclient's default skip_cells_with_tag
+SKIP_NOTE = "# needs {names}, not installed where this notebook was built: this cell was not run\n"
 DIRECTIVE_COMMENT = re.compile(r"\s*# doctest:.*$", re.MULTILINE)
 
 
@@ -179,10 +186,27 @@ def cells(path: Path, docs: Path, link: Callable[[str], str] = lambda target: ta
         elif info.startswith("{"):
             out.append(Cell("markdown", _prose(_options(body)[1].splitlines(), link), {}))
         elif any(line.lstrip().startswith(">>>") for line in body):
-            out += _code_cells(_examples("\n".join(body) + "\n"))
+            block = list(_code_cells(_examples("\n".join(body) + "\n")))
+            missing = missing_modules("\n".join(body))
+            out += [_skipped(c, missing) for c in block] if missing else block
         else:
             out.append(Cell("markdown", "\n".join([f"```{info}", *body, "```"]), {}))
     return _merge_markdown(out)
+
+
+def missing_modules(text: str) -> list[str]:
+    """The modules ``text`` asks for with ``importorskip`` that this environment cannot import."""
+    import importlib.util
+
+    names = dict.fromkeys(m["name"] for m in SKIPPED_MODULE.finditer(text))
+    return [name for name in names if importlib.util.find_spec(name.split(".")[0]) is None]
+
+
+def _skipped(cell: Cell, missing: list[str]) -> Cell:
+    """``cell`` marked not to run (nbclient's ``skip-execution`` tag), with a note naming ``missing``."""
+    tags = [*cell.metadata.get("tags", []), SKIP_TAG]
+    note = SKIP_NOTE.format(names=" and ".join(missing))
+    return Cell(cell.kind, note + cell.source, {**cell.metadata, "tags": tags}, cell.attachments)
 
 
 def _merge_markdown(found: list[Cell]) -> list[Cell]:
@@ -261,7 +285,7 @@ def mismatches(nb: Any) -> list[str]:
     found = []
     for number, cell in enumerate(nb.cells):
         info = cell.metadata.get("maskloss")
-        if cell.cell_type != "code" or info is None:
+        if cell.cell_type != "code" or info is None or SKIP_TAG in cell.metadata.get("tags", []):
             continue
         errors = [o for o in cell.get("outputs", []) if o["output_type"] == "error"]
         where = f"cell {number} ({cell.source.splitlines()[0][:60]!r})"

@@ -36,8 +36,10 @@ def values() -> dict[str, float]:
 def draw() -> Figure:
     losses, mask = seed_batch()
     results = values()
-    fig = Figure(figsize=(15, 3.6))
-    axes = fig.subplots(1, len(PANELS))
+    fig = Figure(figsize=(6.6, 3.6), layout="constrained")  # drawn at the size the site shows it (about 700 px)
+    grid = fig.subplots(2, 3)
+    grid[1, 2].axis("off")  # five panels in a 2 x 3 grid: the last cell stays empty
+    axes = list(grid.flat)[: len(PANELS)]
     batch, steps = mask.shape
     for ax, (name, counts) in zip(axes, PANELS, strict=True):
         for b in range(batch):
@@ -52,7 +54,8 @@ def draw() -> Figure:
                 face = (ORANGE if counted else "white") if mask[b, t] else (ORANGE if counted else GREY)
                 ax.add_patch(_cell(t, b, face, hatch=None if mask[b, t] else "//"))
                 text = f"{losses[b, t]:g}" if mask[b, t] else "pad"
-                ax.text(t + 0.5, b + 0.5, text, ha="center", va="center", fontsize=9)
+                size = 8 if mask[b, t] else 7
+                ax.text(t + 0.5, b + 0.5, text, ha="center", va="center", fontsize=size)
             if name == "sequence_mean":
                 ax.text(steps + 0.1, b + 0.5, f"/{int(mask[b].sum())}", va="center", fontsize=9, color=BLUE)
             if name == "batch_mean":
@@ -63,7 +66,7 @@ def draw() -> Figure:
         ax.axis("off")
         ax.set_title(f"{name}\ncounts: {counts}\n= {results[name]:.4g}", fontsize=9)
     fig.suptitle(
-        f"Numerator: sum of valid losses = {results['sum']:g}. Shaded: what the denominator counts.", fontsize=11
+        f"Numerator: sum of valid losses = {results['sum']:g}.\nShaded: what the denominator counts.", fontsize=10
     )
     return fig
 

@@ -7,7 +7,8 @@ padded cells are 0.
 Caption: The gradient a step receives is the reduction's coefficient for its sequence.
 ``token_mean`` gives every valid step 1/9; ``sequence_mean`` gives the steps of a short sequence
 more weight (1/3 for the single step, 1/15 for the long one); ``batch_mean`` 1/3 each;
-``element_mean`` 1/15, so the step size shrinks as padding grows. Padding always gets 0.
+``element_mean`` 1/15 = 1/(BT), the padded steps counted too (padding the batch to twice the length
+would halve it). Padding always gets 0.
 """
 
 from __future__ import annotations
@@ -31,20 +32,23 @@ def weights() -> dict[str, np.ndarray]:
 
 def draw() -> Figure:
     grads = weights()
-    fig = Figure(figsize=(13, 3.0))
-    axes = fig.subplots(1, len(REDUCTIONS))
+    fig = Figure(figsize=(6.6, 4.6), layout="constrained")  # drawn at the size the site shows it
+    grid = fig.subplots(2, 2, sharex=True, sharey=True)
+    axes = list(grid.flat)
     top = max(float(g.max()) for g in grads.values())
-    for ax, name in zip(axes, REDUCTIONS, strict=True):
+    for i, (ax, name) in enumerate(zip(axes, REDUCTIONS, strict=True)):
         g = grads[name]
         image = ax.imshow(g, cmap="cividis", vmin=0, vmax=top)
         for (b, t), value in np.ndenumerate(g):
             colour = "black" if value > top / 2 else "white"
             ax.text(t, b, f"{value:.3f}" if value else "0", ha="center", va="center", fontsize=8, color=colour)
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("step t")
-        ax.set_ylabel("sequence b")
+        if i >= 2:  # axis labels on the outer panels only, so none runs into a neighbouring panel
+            ax.set_xlabel("step t")
+        if i % 2 == 0:
+            ax.set_ylabel("sequence b")
         ax.set_xticks(range(g.shape[1]))
         ax.set_yticks(range(g.shape[0]))
-    fig.colorbar(image, ax=list(axes), shrink=0.8, label="d loss / d step loss")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="d loss / d step loss")
     fig.suptitle("Gradient weight per step (padding: 0)", fontsize=11)
     return fig

@@ -24,8 +24,8 @@ GOLD = 2
 EPSILON = 0.3
 #: (panel title, fairseq version selecting the rule)
 RULES = (
-    ("eps / C: torch label_smoothing, fairseq <= 0.10", "0.10"),
-    ("eps / (C-1): fairseq >= 0.12", "0.12"),
+    ("eps / C\ntorch label_smoothing, fairseq <= 0.10", "0.10"),
+    ("eps / (C-1)\nfairseq >= 0.12", "0.12"),
 )
 
 
@@ -37,17 +37,19 @@ def target_distribution(version: str) -> np.ndarray:
 
 
 def draw() -> Figure:
-    fig = Figure(figsize=(11, 3.4))
+    fig = Figure(figsize=(6.6, 3.2), layout="constrained")  # drawn at the size the site shows it
     axes = fig.subplots(1, 2, sharey=True)
     for ax, (title, version) in zip(axes, RULES, strict=True):
         q = target_distribution(version)
         colours = [ORANGE if c == GOLD else BLUE for c in range(CLASSES)]
         ax.bar(range(CLASSES), q, color=colours)
         for c, mass in enumerate(q):
-            ax.text(c, mass + 0.02, f"{mass:.3g}", ha="center", fontsize=9)
-        ax.set_xticks(range(CLASSES), [f"class {c}" + (" (gold)" if c == GOLD else "") for c in range(CLASSES)])
-        ax.set_title(title, fontsize=10)
+            ax.text(c, mass + 0.02, f"{mass:.3g}", ha="center", fontsize=8)
+        # short tick labels, the gold one on two lines: five fit under a half-width panel
+        ax.set_xticks(range(CLASSES), [f"{c}\n(gold)" if c == GOLD else f"{c}" for c in range(CLASSES)])
+        ax.set_xlabel("class")
+        ax.set_title(title, fontsize=9)
         ax.set_ylim(0, 1.0)
     axes[0].set_ylabel("target mass")
-    fig.suptitle(f"Label smoothing eps = {EPSILON}, C = {CLASSES} classes", fontsize=11)
+    fig.suptitle(f"Label smoothing eps = {EPSILON}, C = {CLASSES} classes", fontsize=10)
     return fig

@@ -37,15 +37,15 @@ Logits are ``(N, V)`` (or ``(..., V)``, flattened as torchtune's ``view(-1)`` do
 With :math:`p = \operatorname{softmax}(\text{teacher})`, :math:`q = \operatorname{softmax}(\text{student})`
 and :math:`n` the number of counted rows:
 
-=================================  ===========================================================  ===================
-function                           value (``normalize=True``)                                   nothing counted
-=================================  ===========================================================  ===================
-``forward_kl_loss``                :math:`-\frac1n \sum_i \sum_c p_{ic} \log q_{ic}`             0
-``reverse_kl_loss``                :math:`\frac1n \sum_i \sum_c q_{ic} (\log q_{ic} - \log p_{ic})`  0
-``symmetric_kl_loss``              :math:`r \cdot \text{forward} + (1 - r) \cdot \text{reverse}`  0
-``*_with_chunked_output_loss``     the same over the concatenated chunks                        0 forward, NaN
-                                                                                                reverse/symmetric
-=================================  ===========================================================  ===================
+==============================  ==================================================================  ===================
+function                        value (``normalize=True``)                                          nothing counted
+==============================  ==================================================================  ===================
+``forward_kl_loss``             :math:`-\frac1n \sum_i \sum_c p_{ic} \log q_{ic}`                   0
+``reverse_kl_loss``             :math:`\frac1n \sum_i \sum_c q_{ic} (\log q_{ic} - \log p_{ic})`    0
+``symmetric_kl_loss``           :math:`r \cdot \text{forward} + (1 - r) \cdot \text{reverse}`       0
+``*_with_chunked_output_loss``  the same over the concatenated chunks                               0 forward, NaN
+                                                                                                    reverse/symmetric
+==============================  ==================================================================  ===================
 
 The quirks, stated plainly:
 
