@@ -25,7 +25,9 @@ head options applied to the logits in this order:
 Tiles have fixed sizes (:data:`TOKEN_TILE` rows by :data:`VOCAB_TILE` classes): the
 log-sum-exp of a row is accumulated over the vocabulary tiles in a fixed order, so results
 do not depend on the thread count. The value costs one product :math:`hW^\top`; the value
-and the three gradients cost four (the logits are recomputed once rather than stored).
+and the three gradients cost four: the forward pass keeps each row's log-sum-exp, and the
+gradient pass recomputes the logits once (rather than storing them) for the two
+gradient products.
 """
 
 from __future__ import annotations
@@ -254,18 +256,26 @@ def _row_losses(
     return loss
 
 
-def _forward(head: _Head) -> FloatArray:
-    """The per-row losses of the valid rows, tile by tile."""
+def _forward(head: _Head) -> tuple[FloatArray, FloatArray]:
+    """The per-row losses of the valid rows, tile by tile, and their log-sum-exp.
+
+    The backward pass reuses the log-sum-exp (the same numbers it would recompute from the
+    same tiles), so a value and gradient computes the logits twice, not three times.
+    """
     out = np.empty(head.rows.shape[0])
+    lse_rows = np.empty(head.rows.shape[0])
     for t0, t1 in _tiles(head.rows.shape[0], TOKEN_TILE):
         h64 = _f64(head.hidden[head.rows[t0:t1]])
         labels = head.labels[t0:t1]
         lse, target, logit_sum = _log_sum_exp_pass(head, h64, labels)
+        lse_rows[t0:t1] = lse
         out[t0:t1] = _row_losses(head, labels, lse, target, logit_sum)
-    return out
+    return out, lse_rows
 
 
-def _backward(head: _Head, factor: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray | None]:
+def _backward(
+    head: _Head, factor: FloatArray, lse_rows: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
     r"""Gradients of :math:`\sum_i g_i \ell_i` (``factor`` holds :math:`g_i` per valid row).
 
     With :math:`p = \mathrm{softmax}(z')`, per row
@@ -283,7 +293,7 @@ def _backward(head: _Head, factor: FloatArray) -> tuple[FloatArray, FloatArray, 
         labels = head.labels[t0:t1]
         g = factor[t0:t1]
         h64 = _f64(head.hidden[rows])
-        lse, _, _ = _log_sum_exp_pass(head, h64, labels)
+        lse = lse_rows[t0:t1]  # from _forward: the same tiles, the same bits
         gold_weight = np.ones(rows.shape[0]) if cw is None else cw[labels]
         total_cw = float(vocab) if cw is None else float(cw.sum())
         a = g * ((1.0 - eps) * gold_weight + (eps / vocab) * total_cw + z_loss_slope(lse, head.z_loss))
@@ -454,7 +464,7 @@ def linear_cross_entropy(
         hidden, weight, labels, mask, bias, ignore_index, label_smoothing, class_weight,
         z_loss, softcap, temperature, reduction, sample_weight,
     )
-    return _value(head, _per_step(head, _forward(head)))
+    return _value(head, _per_step(head, _forward(head)[0]))
 
 
 def linear_cross_entropy_value_and_grad(
@@ -499,7 +509,8 @@ def linear_cross_entropy_value_and_grad(
         hidden, weight, labels, mask, bias, ignore_index, label_smoothing, class_weight,
         z_loss, softcap, temperature, reduction, sample_weight,
     )
-    losses = _per_step(head, _forward(head))
+    row_losses, lse_rows = _forward(head)
+    losses = _per_step(head, row_losses)
     value = _value(head, losses)
     if head.reduction == "none":
         if cotangent is None:
@@ -521,7 +532,7 @@ def linear_cross_entropy_value_and_grad(
         totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
         scale = unscale(totals.step_scale(head.reduction, w), head.reduction, exponent)
         factor = scale.reshape(-1)[head.rows]
-    return value, _backward(head, factor)
+    return value, _backward(head, factor, lse_rows)
 
 
 registry.register(
