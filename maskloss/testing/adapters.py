@@ -16,7 +16,10 @@ def torch_adapter(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[...,
 
     NumPy float arrays become tensors of the same dtype (or of ``dtype``, e.g.
     ``torch.bfloat16``), integer arrays ``torch.long``, bool arrays ``torch.bool``; the
-    result is returned as a float64 NumPy array or ``numpy.float64``.
+    result is returned as a float64 NumPy array or ``numpy.float64``. The dtype the result
+    had before that conversion is kept as the wrapper's ``result_dtype`` attribute
+    (``"float32"``, ``"bfloat16"``, ...; None before the first call), from which
+    :func:`check_loss` picks its tolerance row.
 
     Examples
     --------
@@ -42,8 +45,11 @@ def torch_adapter(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[...,
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         out = fn(*(to_torch(a) for a in args), **{k: to_torch(v) for k, v in kwargs.items()})
+        if isinstance(out, torch.Tensor):  # read before converting: check_loss picks its tolerance from it
+            call.result_dtype = str(out.dtype).removeprefix("torch.")  # type: ignore[attr-defined]
         return _torch_to_numpy(out)
 
+    call.result_dtype = None  # type: ignore[attr-defined]
     return call
 
 
@@ -128,7 +134,9 @@ def jax_adapter(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[..., A
 
     JAX computes in float32 unless ``jax.config.update("jax_enable_x64", True)``; with
     the default, call ``check_loss(..., dtype="float32")`` so the tolerances match.
-    ``dtype`` (e.g. ``jax.numpy.bfloat16``) casts the float inputs.
+    ``dtype`` (e.g. ``jax.numpy.bfloat16``) casts the float inputs. As for
+    :func:`torch_adapter`, the result's dtype before the float64 conversion is kept as the
+    wrapper's ``result_dtype`` attribute, and :func:`check_loss` picks its tolerance from it.
 
     Examples
     --------
@@ -151,9 +159,12 @@ def jax_adapter(fn: Callable[..., Any], *, dtype: Any = None) -> Callable[..., A
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         out = fn(*(to_jax(a) for a in args), **{k: to_jax(v) for k, v in kwargs.items()})
-        arr = np.asarray(out).astype(np.float64)
+        raw = np.asarray(out)
+        call.result_dtype = raw.dtype.name  # type: ignore[attr-defined]  # before converting (check_loss reads it)
+        arr = raw.astype(np.float64)
         return np.float64(arr) if arr.ndim == 0 else arr
 
+    call.result_dtype = None  # type: ignore[attr-defined]
     return call
 
 

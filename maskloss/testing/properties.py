@@ -165,12 +165,22 @@ class _Checker:
                 result = self._call(fn, copied, oracle=False)
         except Exception as exc:  # the candidate crashing is a failure to report, not to propagate
             raise _Failure(prop, b, f"raised {type(exc).__name__}: {exc}", self.expect(b), "") from exc
-        self._note_dtype(result)
+        self._note_dtype(result, fn)
         return result
 
-    def _note_dtype(self, result: Any) -> None:
-        """Dtype awareness: a candidate returning float32 (or lower) is held to that row."""
+    def _note_dtype(self, result: Any, fn: Callable[..., Any] | None = None) -> None:
+        """Dtype awareness: a candidate returning float32 (or lower) is held to that row.
+
+        An adapter converts a framework's result to float64 and records the dtype it had as the
+        wrapper's ``result_dtype`` attribute (:func:`maskloss.testing.torch_adapter`,
+        :func:`maskloss.testing.jax_adapter`): that dtype, when present, is the one that counts.
+        """
+        recorded = getattr(fn, "result_dtype", None)
         dt = getattr(result, "dtype", None)
+        if isinstance(recorded, str) and recorded in _PRECISION_ORDER:
+            if _PRECISION_ORDER.index(recorded) > _PRECISION_ORDER.index(self.row):
+                self.returned_dtype = recorded
+            return
         if dt is _FLOAT64:  # the common case, and the highest precision: nothing to note
             return
         name = getattr(dt, "name", None)
@@ -196,9 +206,17 @@ class _Checker:
                 g = np.concatenate([g, np.zeros((g.shape[0], self.shift, *g.shape[2:]))], axis=1)
             return g
         value = self.oracle_value(b)
-        if self.all_masked is not None and np.ndim(value) == 0 and np.isnan(value):
+        if self.all_masked is not None and np.ndim(value) == 0 and np.isnan(value) and self._nothing_valid(b):
             return np.float64(self.all_masked)
         return value if self.scale == 1.0 else self.scale * np.asarray(value, dtype=np.float64)
+
+    def _nothing_valid(self, b: PaddedBatch) -> bool:
+        """No step the oracle scores is valid: the only case ``all_masked`` replaces the oracle's NaN.
+
+        With ``shift``, a NaN at a padded step that predicts a valid label is a real NaN, not an
+        empty batch. A framework mirror decides validity itself (it may shift), so its NaN counts.
+        """
+        return self.spec is not None or not np.asarray(self._shifted(b).mask).any()
 
     def oracle_value(self, b: PaddedBatch) -> Any:
         """The oracle's value on ``b`` (computed once per batch)."""
