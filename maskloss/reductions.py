@@ -207,16 +207,24 @@ class MaskedTotals:
                 f"segment_ids {seg.shape} must be the leading shape of the terms; "
                 f"got numerator {n.shape}, denominator {d.shape}"
             )
+        return cls._per_document(n, d, seg)
+
+    @classmethod
+    def _per_document(
+        cls, n: FloatArray, d: FloatArray, seg: npt.NDArray[np.int64], documents: int | None = None
+    ) -> MaskedTotals:
+        """The per-document sums of :meth:`from_segments` on checked inputs; at least ``documents`` documents."""
         per_step = math.prod(n.shape[seg.ndim :])
         kept = seg.ravel() >= 0
         ids = seg.ravel()[kept]
-        docs = int(ids.max()) + 1 if ids.size else 0
+        if documents is None:
+            documents = int(ids.max()) + 1 if ids.size else 0
         n_steps = n.reshape(-1, per_step)[kept].sum(axis=1)
         d_steps = d.reshape(-1, per_step)[kept].sum(axis=1)
-        steps = np.bincount(ids, minlength=docs).astype(np.float64) * per_step
+        steps = np.bincount(ids, minlength=documents).astype(np.float64) * per_step
         return cls(
-            np.bincount(ids, weights=n_steps, minlength=docs).astype(np.float64),
-            np.bincount(ids, weights=d_steps, minlength=docs).astype(np.float64),
+            np.bincount(ids, weights=n_steps, minlength=documents).astype(np.float64),
+            np.bincount(ids, weights=d_steps, minlength=documents).astype(np.float64),
             steps,
         )
 
@@ -436,18 +444,20 @@ def overflow_free(value_of: Callable[[FloatArray], Any], terms: npt.ArrayLike) -
     x = np.asarray(terms, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         value = np.float64(value_of(x))
-    if math.isfinite(value) or not x.size:
+    exponent = None if math.isfinite(value) else _rescaling_exponent(x)
+    if exponent is None:
         return value
-    top = float(np.maximum.reduce(np.abs(x), axis=None))
-    if not 0.0 < top < math.inf:
-        return value  # a non-finite term (or nothing at all): the value is what it is
-    exponent = math.frexp(top)[1]
     with np.errstate(over="ignore", invalid="ignore"):
         return np.float64(np.ldexp(value_of(np.ldexp(x, -exponent)), exponent))
 
 
-def _ratio(numerator: float, denominator: float) -> np.float64:
-    return np.float64(np.nan if denominator == 0 else numerator / denominator)
+def _rescaling_exponent(x: FloatArray) -> int | None:
+    """The exponent that brings the largest ``|x|`` into ``[1/2, 1)``; None when there is nothing
+    to rescale (no terms, all zero, or a non-finite term: the value is then what it is)."""
+    if not x.size:
+        return None
+    top = float(np.maximum.reduce(np.abs(x), axis=None))
+    return math.frexp(top)[1] if 0.0 < top < math.inf else None
 
 
 def totals_of_terms(
@@ -469,15 +479,12 @@ def totals_of_terms(
         return MaskedTotals.from_terms(numerator_terms, denominator_terms)
     if documents is None:
         return MaskedTotals.from_segments(numerator_terms, denominator_terms, segment_ids)
-    seg = np.asarray(segment_ids, dtype=np.int64)
-    n = np.asarray(numerator_terms, dtype=np.float64)
-    d = np.asarray(denominator_terms, dtype=np.float64)
-    per_step = math.prod(n.shape[seg.ndim :])
-    kept = seg.ravel() >= 0
-    ids = seg.ravel()[kept]
-    sums = [np.bincount(ids, weights=x.reshape(-1, per_step)[kept].sum(axis=1), minlength=documents) for x in (n, d)]
-    steps = np.bincount(ids, minlength=documents).astype(np.float64) * per_step
-    return MaskedTotals(sums[0].astype(np.float64), sums[1].astype(np.float64), steps)
+    return MaskedTotals._per_document(
+        np.asarray(numerator_terms, dtype=np.float64),
+        np.asarray(denominator_terms, dtype=np.float64),
+        np.asarray(segment_ids, dtype=np.int64),
+        documents,
+    )
 
 
 def _scaled_total(x: FloatArray) -> tuple[float, int]:
@@ -489,12 +496,9 @@ def _scaled_total(x: FloatArray) -> tuple[float, int]:
     """
     with np.errstate(over="ignore", invalid="ignore"):
         total = float(_add(x))
-    if math.isfinite(total) or not x.size:
+    exponent = None if math.isfinite(total) else _rescaling_exponent(x)
+    if exponent is None:
         return total, 0
-    top = float(np.maximum.reduce(np.abs(x)))
-    if not 0.0 < top < math.inf:
-        return total, 0  # a non-finite term: the sum is what it is
-    exponent = math.frexp(top)[1]
     return float(_add(np.ldexp(x, -exponent))), exponent
 
 
