@@ -111,14 +111,11 @@ class Pipeline:
         if segment_ids is None:
             return self
         s = self.shift
-        if not s:
-            seg = segment_ids_for(segment_ids, self.valid.shape)
-            valid = self.valid & (seg >= 0)
-            return replace(self, valid=valid, weight=np.where(valid, self.weight, 0.0), segment_ids=seg)
         full = segment_ids_for(segment_ids, self.valid.shape[:-1] + (self.valid.shape[-1] + s,))
-        seg = full[..., :-s]
+        seg = full[..., : full.shape[-1] - s]  # the predicting positions' documents (all of them for s = 0)
         valid = self.valid & (seg >= 0) & (full[..., s:] == seg)
-        documents = int(full.max()) + 1 if full.size else 0
+        # With a shift, a document of at most s tokens has no step left but still counts.
+        documents = (int(full.max()) + 1 if full.size else 0) if s else None
         return replace(self, valid=valid, weight=np.where(valid, self.weight, 0.0), segment_ids=seg,
                        documents=documents)
 
@@ -212,7 +209,7 @@ class Pipeline:
                 f"per step; pick a scalar reduction: one of {', '.join(map(repr, SCALAR_REDUCTIONS))}"
             )
         if self.shift:
-            value, full = Pipeline.value_and_grad(_unshifted(self))
+            value, full = replace(self, shift=0).value_and_grad()  # on the shifted steps; layout below
             full = self._grad_out(full)
             if out is None:
                 return value, full
@@ -244,18 +241,16 @@ class Pipeline:
         denominators = self._denominator_terms()
         seg = self.segment_ids
         scale = scale_of(self._totals(np.zeros_like(denominators), denominators))
-        if seg is not None:
+        if seg is not None:  # each step takes its document's coefficient (0 at padding)
             per_doc = np.where(seg >= 0, scale[np.maximum(seg, 0)] if scale.size else 0.0, 0.0)
-            losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=(self.weight * per_doc).reshape(-1))
-            assert grad is not None
-            numerators = self.weight * losses.reshape(self.valid.shape)
-            return self._totals(numerators, denominators), self._grad_out(grad.reshape(self.pred_shape))
-        steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
-        grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
+            grad_scale = (self.weight * per_doc).reshape(-1)
+        else:
+            steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
+            grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale)
         assert grad is not None
         numerators = self.weight * losses.reshape(self.valid.shape)
-        return MaskedTotals.from_terms(numerators, denominators), self._grad_out(grad.reshape(self.pred_shape))
+        return self._totals(numerators, denominators), self._grad_out(grad.reshape(self.pred_shape))
 
 
     def vjp(self, cotangent: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
@@ -285,12 +280,6 @@ class Pipeline:
         assert grad is not None
         values = reduce_terms(self.weight * losses.reshape(self.valid.shape), self._denominator_terms(), "none")
         return np.asarray(values), self._grad_out(grad.reshape(self.pred_shape))
-
-
-def _unshifted(pipeline: Pipeline) -> Pipeline:
-    """The same pipeline on its (already shifted) steps, with no layout mapping."""
-    return Pipeline(pipeline.step, pipeline.arrays, pipeline.valid, pipeline.weight, pipeline.reduction,
-                    pipeline.pred_shape, pipeline.step_weight, pipeline.segment_ids, documents=pipeline.documents)
 
 
 def _check_grad_out(
