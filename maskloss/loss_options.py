@@ -97,12 +97,17 @@ def check_applies(fn: Callable[..., Any] | str, options: dict[str, Any]) -> None
 
 
 def check_shift(shift: object, steps: int) -> int:
-    """``shift`` must be an int >= 0 (the causal shift along the labels' last axis of ``steps`` steps)."""
+    """``shift`` must be an int >= 0 (the causal shift along the labels' last axis of ``steps`` steps).
+
+    A shift of ``steps`` or more leaves no step (every label lies beyond the row), as a shift
+    of exactly ``steps`` does: it is returned as ``steps``, so the steps, the ``"none"`` values
+    (none) and the gradient (zeros in ``y_pred``'s shape) are laid out as for that shift.
+    """
     if isinstance(shift, bool) or not isinstance(shift, (int, np.integer)):
         raise TypeError(f"shift must be an int >= 0 (the causal shift), got {shift!r}")
     if shift < 0:
         raise ValueError(f"shift must be an int >= 0 (the causal shift), got {shift!r}")
-    return int(shift)
+    return min(int(shift), steps)
 
 
 @dataclass(frozen=True)

@@ -398,8 +398,8 @@ def sparse_categorical_crossentropy(
         valid = valid & (labels != ignore_index)
     check_reduction(reduction)
     s = loss_options.check_shift(shift, labels.shape[-1] if labels.ndim else 0)
-    if s and labels.ndim == 0:
-        raise ValueError(f"shift={s} needs labels with a steps axis, got y_true of shape {labels.shape}")
+    if shift and labels.ndim == 0:  # shift is a checked int here (s is clamped to the 0 steps)
+        raise ValueError(f"shift={shift} needs labels with a steps axis, got y_true of shape {labels.shape}")
     smoothing = loss_options.check_smoothing(smoothing_rule, smoothing_form, eps, class_weight=class_weight,
                                              ignore_index=index, num_classes=num_classes)
     if s:  # steps: the labels from position s on, scored by the predictions up to T - s

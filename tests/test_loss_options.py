@@ -256,6 +256,23 @@ def test_vjp_with_shift_matches_the_shifted_call():
     assert not np.any(grad[:, -2:])
 
 
+@pytest.mark.parametrize("shift", [4, 5, 9])
+def test_a_shift_beyond_the_row_leaves_no_step_as_a_shift_of_the_row_length_does(shift):
+    # T = 4: every label lies beyond the row, so there is no step; the gradient is zero in
+    # y_pred's shape (a bare numpy reshape error before: the zero rows were padded by shift, not T).
+    labels = np.array([[1, 2, 0, 1]])
+    logits = np.random.default_rng(0).normal(size=(1, 4, 3))
+    mask = np.ones((1, 4), bool)
+    vg = maskloss.value_and_grad(sce)
+    value, grad = vg(labels, logits, mask, from_logits=True, shift=shift, reduction="sum")
+    assert value == 0.0 and grad.shape == logits.shape and not np.any(grad)
+    assert sce(labels, logits, mask, from_logits=True, shift=shift, reduction="none").shape == (1, 0)
+    assert np.isnan(sce(labels, logits, mask, from_logits=True, shift=shift, reduction="token_mean"))
+    # packed: a row shorter than the shift still has its document (one sequence with no step)
+    v, g = vg(labels, logits, mask, from_logits=True, shift=shift, reduction="sum", segment_ids=[[0, 0, 1, 1]])
+    assert v == 0.0 and g.shape == logits.shape and not np.any(g)
+
+
 def test_value_and_grad_out_with_shift():
     labels, logits, mask = _batch(1)
     out = np.full(logits.shape, np.nan)
