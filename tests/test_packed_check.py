@@ -162,3 +162,20 @@ def test_check_loss_routes_packed_here():
     with pytest.raises(PackedCheckError, match="property 'packing'"):
         maskloss_testing.check_loss(mean_over_packed_tokens, SCCE, packed="position_ids", from_logits=True,
                                     reduction="sequence_mean", max_examples=20)
+
+
+def test_check_loss_forwards_its_checking_parameters_to_the_packed_check_and_refuses_the_rest():
+    maskloss_testing = pytest.importorskip("maskloss.testing")
+
+    def slightly_off(ids, logits, mask, position_ids):  # 1e-7 relative: rounding of a float32 kernel
+        return per_document_mean(ids, logits, mask, position_ids) * (1 + 1e-7)
+
+    with pytest.raises(PackedCheckError, match="property 'packing'"):  # the float64 tolerance catches it
+        maskloss_testing.check_loss(slightly_off, SCCE, packed="position_ids", from_logits=True,
+                                    reduction="sequence_mean", max_examples=10)
+    maskloss_testing.check_loss(slightly_off, SCCE, packed="position_ids", from_logits=True,  # rtol= reaches it
+                                reduction="sequence_mean", max_examples=10, rtol=1e-5)
+    # named parameters the packed check has no use for are refused, not dropped in silence
+    with pytest.raises(ValueError, match=r"check_loss\(packed=\.\.\.\) does not take grad=.*, padding='left'"):
+        maskloss_testing.check_loss(per_document_mean, SCCE, packed="position_ids", from_logits=True,
+                                    grad=per_document_mean, padding="left")

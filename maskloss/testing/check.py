@@ -3,6 +3,7 @@ r""":func:`check_loss`: a user's masked loss against the oracle on generated pad
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import tempfile
 import warnings
@@ -127,6 +128,12 @@ def check_loss(
     ``candidate(hidden, weight, labels, mask[, bias=])``, on generated hidden states and
     head weights, with chunk invariance and the gradients for hidden, weight and bias:
     see :mod:`maskloss.testing.linear_check`.
+
+    ``packed="position_ids"`` (or ``"cu_seqlens"``) checks a padding-free loss on packed rows
+    with :func:`maskloss.testing.packed_check.check_packed_loss`, which receives
+    ``max_examples``, ``rtol``, ``atol``, ``derandomize``, ``seed``, a non-zero ``shift`` and
+    ``**options``; the other named parameters must keep their defaults there (a ``ValueError``
+    names any that do not).
 
     ``like`` may also be a framework mirror of :mod:`maskloss.conventions`
     (``maskloss.conventions.torch.cross_entropy``, ``...fairseq.label_smoothed_nll_loss``,
@@ -276,11 +283,23 @@ def check_loss(
         raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
     if "packed" in options:  # packed rows with position_ids= / cu_seqlens=: maskloss.testing.packed_check
         from maskloss.testing.packed_check import check_packed_loss
-        return check_packed_loss(candidate, like, max_examples=max_examples, seed=seed, **options)
+
+        _refuse_changed(
+            "check_loss(packed=...)", grad=grad, expected_grad=expected_grad, adapter=adapter, dtype=dtype,
+            reference_lowp=reference_lowp, factor=factor, all_masked=all_masked, padding=padding, weights=weights,
+            max_batch=max_batch, max_steps=max_steps, min_features=min_features, max_features=max_features,
+            kind=kind, pad_label=pad_label, scale=scale, smoothing_rule=smoothing_rule,
+            smoothing_form=smoothing_form, weight_normalization=weight_normalization,
+            allow_empty_rows=allow_empty_rows,
+        )
+        if shift:  # else the packed check's own default (the causal shift 1 for a sparse like)
+            options["shift"] = shift
+        return check_packed_loss(candidate, like, max_examples=max_examples, rtol=rtol, atol=atol,
+                                 derandomize=derandomize, seed=seed, **options)
     if linear_check.is_linear(like):  # hidden states and a head's weight, not logits: its own module
-        linear_check.refuse_options(kind=kind, pad_label=pad_label, scale=scale, shift=shift, weights=weights,
-                                    smoothing_rule=smoothing_rule, smoothing_form=smoothing_form,
-                                    weight_normalization=weight_normalization, expected_grad=expected_grad)
+        _refuse_changed("check_loss(like=linear_cross_entropy)", kind=kind, pad_label=pad_label, scale=scale,
+                        shift=shift, weights=weights, smoothing_rule=smoothing_rule, smoothing_form=smoothing_form,
+                        weight_normalization=weight_normalization, expected_grad=expected_grad)
         return linear_check.check_linear_loss(
             candidate, max_examples=max_examples, grad=grad, adapter=adapter, dtype=dtype, rtol=rtol, atol=atol,
             reference_lowp=reference_lowp, factor=factor, all_masked=all_masked, padding=padding,
@@ -489,3 +508,10 @@ def _base_batch(checker: _Checker, kind: str, weights: bool | str) -> PaddedBatc
     w = (np.ones((1, 1)) if weights == "step" else np.ones(1)) if weights else None
     return PaddedBatch(y_true, y_pred, mask, mask.sum(axis=1), w, kind, "right")
 
+
+def _refuse_changed(call: str, **given: Any) -> None:
+    """check_loss's named parameters that ``call`` does not take must keep their defaults (no silent drop)."""
+    defaults = inspect.signature(check_loss).parameters
+    changed = [f"{k}={v!r}" for k, v in given.items() if v is not defaults[k].default and v != defaults[k].default]
+    if changed:
+        raise ValueError(f"{call} does not take {', '.join(changed)}")

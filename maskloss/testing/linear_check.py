@@ -55,7 +55,7 @@ from maskloss.linear import linear_cross_entropy, linear_cross_entropy_value_and
 from maskloss.strategies import PADDINGS, round_to_bfloat16
 from maskloss.testing.tolerances import TOLERANCES, _dtype_name, assert_loss_close
 
-__all__ = ["LinearCase", "check_linear_loss", "is_linear", "refuse_options"]
+__all__ = ["LinearCase", "check_linear_loss", "is_linear"]
 
 _OWN = ("bias", "chunk_arg", "chunk_sizes", "reference_lowp_grad")
 _MAX_HIDDEN = 9
@@ -87,15 +87,6 @@ class _Failure(Exception):
 def is_linear(like: Any) -> bool:
     """Whether check_loss's ``like`` is the linear cross-entropy (this module's call shape)."""
     return like is linear_cross_entropy
-
-
-def refuse_options(**given: Any) -> None:
-    """check_loss's options that do not apply to this call shape must keep their defaults."""
-    defaults = {"kind": None, "pad_label": None, "scale": 1.0, "shift": 0, "weights": False, "smoothing_rule": None,
-                "smoothing_form": None, "weight_normalization": None, "expected_grad": None}
-    changed = [f"{k}={v!r}" for k, v in given.items() if v is not defaults[k] and v != defaults[k]]
-    if changed:
-        raise ValueError(f"check_loss(like=linear_cross_entropy) does not take {', '.join(changed)}")
 
 
 def _store(x: np.ndarray[Any, Any], dtype: str) -> np.ndarray[Any, Any]:
