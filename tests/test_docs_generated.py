@@ -158,6 +158,20 @@ def test_f4_numbers_match_the_hand_computed_accumulation() -> None:
     assert n["mean over ranks of micro means"] == pytest.approx((1 + 2 + 6 + 3) / 4)
 
 
+def test_f4_and_f3_captions_say_what_the_figures_show() -> None:
+    # Issue 24: figure 4's caption said gradient weights over bars of loss values; figure 3's
+    # promised a shrinking with the padded length that it never shows.
+    gallery = _module("tables", "figure_gallery")
+    _, _, f4_caption = gallery.figure_texts(DOCS / "figures" / "f4_microbatches.py")
+    assert f4_caption.startswith("Loss values, not gradient weights.")
+    f4 = _module("figures", "f4_microbatches").draw()
+    assert f4.axes[0].get_ylabel() == "loss value"
+    chapter = " ".join((DOCS / "course" / "05-accumulation.md").read_text(encoding="utf-8").split())
+    assert "Loss values, not weights." in chapter
+    _, _, f3_caption = gallery.figure_texts(DOCS / "figures" / "f3_gradient_weights.py")
+    assert "shrink" not in f3_caption
+
+
 def test_f8_target_mass_is_eps_over_c_or_eps_over_c_minus_1() -> None:
     f8 = _module("figures", "f8_label_smoothing_mass")
     eps, c, gold = f8.EPSILON, f8.CLASSES, f8.GOLD
@@ -220,6 +234,16 @@ def test_conformance_output_shows_versions_errors_and_missing_frameworks(monkeyp
     text = table.render()
     assert "| torch | 2.13.0 | `cross_entropy` | 3 | 1.5e-16 | 2e-16 | pass |" in text
     assert "| optax |  | not installed |" in text
+
+
+def test_conformance_page_counts_the_frameworks_that_cannot_be_installed() -> None:
+    # Issue 24: the page said "the five that cannot be installed" above a table of six such rows.
+    from maskloss.conformance import NOT_INSTALLABLE
+
+    words = {5: "five", 6: "six", 7: "seven"}
+    text = " ".join((DOCS / "reference" / "framework-conventions.md").read_text(encoding="utf-8").split())
+    assert f"{words[len(NOT_INSTALLABLE)]} that cannot be installed here" in text
+    assert not any(f"{w} that cannot be installed" in text for n, w in words.items() if n != len(NOT_INSTALLABLE))
 
 
 def test_f1_polarities_and_left_padding() -> None:
