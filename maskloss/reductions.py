@@ -399,7 +399,11 @@ SCALE_FREE_REDUCTIONS: tuple[str, ...] = ("token_mean", "sequence_mean")
 
 
 def power_of_two_scale(weight: FloatArray) -> tuple[FloatArray, int]:
-    r"""``(weight · 2^{-e}, e)`` with the largest weight brought into :math:`[1/2, 1)`, exactly.
+    r"""``(weight · 2^{-e}, e)`` with the largest weight brought into :math:`[1/2, 1]`, exactly.
+
+    A largest weight that is a power of two becomes 1, so unit weights (an unweighted call)
+    are not scaled at all: no halving and doubling back, which would round a subnormal loss
+    (``mse`` of errors of ``2.2e-162`` summed is ``5e-324``, not 0).
 
     Multiplying by a power of two is exact, so a uniform weight of ``1e308``, the
     float64 maximum or ``5e-324`` cancels exactly in ``token_mean`` and
@@ -414,7 +418,9 @@ def power_of_two_scale(weight: FloatArray) -> tuple[FloatArray, int]:
     top = float(np.maximum.reduce(np.abs(w), axis=None)) if w.size else 0.0
     if top <= 0.0 or not math.isfinite(top):
         return w, 0
-    exponent = math.frexp(top)[1]
+    mantissa, exponent = math.frexp(top)
+    if mantissa == 0.5:  # top = 2^(e-1): bring it to 1 (unit weights stay as they are)
+        exponent -= 1
     return (w if exponent == 0 else np.ldexp(w, -exponent)), exponent
 
 
