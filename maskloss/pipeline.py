@@ -26,6 +26,7 @@ from maskloss._checks import (
     check_sample_weight,
     first_bad_position,
 )
+from maskloss._deprecation import warn_renamed
 from maskloss._rows import StepFn, as_rows, map_rows, to_float64
 from maskloss._types import BoolArray, FloatArray, Reduction
 from maskloss.loss_options import check_scale, check_weight_normalization
@@ -39,15 +40,22 @@ from maskloss.reductions import (
     unscale,
 )
 
-__all__ = ["Pipeline", "per_step"]
+__all__ = ["Pipeline", "per_step", "step_losses"]
+
+
+def step_losses(step: StepFn, valid: BoolArray, *arrays: np.ndarray[Any, Any]) -> FloatArray:
+    """The per-step losses: ``step(rows, *row_chunks)`` on the valid steps only, 0 at masked steps.
+
+    ``arrays`` are ``(steps, width)`` or ``(steps,)`` views aligned with ``valid.ravel()``.
+    (:func:`maskloss._rows.map_rows` is the chunk loop beneath, which also gives gradients.)
+    """
+    return map_rows(step, valid, arrays)[0].reshape(valid.shape)
 
 
 def per_step(step: StepFn, valid: BoolArray, *arrays: np.ndarray[Any, Any]) -> FloatArray:
-    """Evaluate ``step(rows, *row_chunks)`` on the valid steps only; 0 at masked steps.
-
-    ``arrays`` are ``(steps, width)`` or ``(steps,)`` views aligned with ``valid.ravel()``.
-    """
-    return map_rows(step, valid, arrays)[0].reshape(valid.shape)
+    """Deprecated name of :func:`step_losses` (one name for one idea, issue 19)."""
+    warn_renamed("maskloss.pipeline.per_step", "maskloss.pipeline.step_losses")
+    return step_losses(step, valid, *arrays)
 
 
 def _with_grad(grad: bool, loss: FloatArray, derivative: Callable[..., FloatArray], *args: Any) -> Any:
@@ -231,11 +239,11 @@ class Pipeline:
 
     def value(self) -> Any:
         """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
-        return self._reduce(per_step(self.step, self.valid, *self.arrays))
+        return self._reduce(step_losses(self.step, self.valid, *self.arrays))
 
     def totals(self) -> MaskedTotals:
         """The per-sequence numerator and denominator sums behind every scalar reduction."""
-        losses = per_step(self.step, self.valid, *self.arrays)
+        losses = step_losses(self.step, self.valid, *self.arrays)
         return self._totals(self._scaled(self.weight * losses), self._denominator_terms())
 
     def value_and_grad(self, out: np.ndarray[Any, Any] | None = None) -> tuple[np.float64, Any]:

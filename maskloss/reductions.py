@@ -55,7 +55,7 @@ import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
 from maskloss._deprecation import renamed_keyword
-from maskloss._types import Aggregation, FloatArray, Reduction, ScalarReduction
+from maskloss._types import Aggregation, FloatArray, LossValue, Reduction, ScalarReduction
 from maskloss.segments import check_segment_ids
 
 __all__ = [
@@ -552,7 +552,7 @@ def reduce(
     sample_weight: npt.ArrayLike | None = None,
     weight: npt.ArrayLike | None = None,
     segment_ids: npt.ArrayLike | None = None,
-) -> Any:
+) -> LossValue:
     r"""Reduce per-step losses to one number, ignoring masked steps.
 
     With :math:`n = m\,w\,\ell` and :math:`d = m\,w` (mask times weight, :math:`w = 1`
@@ -622,7 +622,8 @@ def reduce(
         w, exponent = power_of_two_scale(w)
     with np.errstate(invalid="ignore", over="ignore"):
         numerator = np.where(valid, w * np.where(valid, vals, 0).astype(np.float64), 0.0)
-    return unscale(reduce_terms(numerator, w, reduction, seg), reduction, exponent)
+    value: LossValue = unscale(reduce_terms(numerator, w, reduction, seg), reduction, exponent)
+    return value
 
 
 def segment_ids_for(segment_ids: npt.ArrayLike, steps_shape: tuple[int, ...]) -> npt.NDArray[np.int64]:

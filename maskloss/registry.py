@@ -42,7 +42,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 import numpy as np
 
 from maskloss import loss_options
-from maskloss._types import FloatArray
+from maskloss._types import LossValue as _LossValue
 from maskloss.pipeline import Pipeline
 
 __all__ = [
@@ -65,8 +65,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 #: What a loss returns: a ``numpy.float64`` for a scalar reduction, a float64 array of the
-#: steps' shape for ``reduction="none"``.
-LossValue = np.float64 | FloatArray
+#: steps' shape for ``reduction="none"`` (defined in :mod:`maskloss._types`).
+LossValue = _LossValue
 
 #: The kinds of batch :func:`maskloss.strategies.padded_batches` draws (``kind=`` of a
 #: declaration): ``"regression"`` ``(B, T, F)`` targets and predictions, ``"binary"`` 0/1

@@ -76,7 +76,7 @@ def aggregate(
     given = GIVEN_COUNTS.get(mode)
     if given is None:
         rule = typing.cast(ScalarReduction, mode)  # not a given-count mode: a scalar reduction
-        return reduce(  # type: ignore[no-any-return]
+        return reduce(  # type: ignore[return-value]  # a scalar rule gives a float64
             values, valid, reduction=rule, sample_weight=sample_weight, segment_ids=seg
         )
     keyword, _ = given
