@@ -145,7 +145,7 @@ def test_padding_never_changes_the_value_loss(seed, pad, side):
 
     got = maskloss.clipped_value_loss(padded(values, np.nan), padded(old, np.inf), padded(returns, -np.inf),
                                       padded(mask, False), reduction="sequence_mean")
-    assert float(got) == float(want)
+    assert float(got) == pytest.approx(float(want), rel=1e-14)  # a summation order may differ in the last bit
 
 
 def test_clipped_value_loss_is_nan_safe_and_never_writes_its_inputs():
