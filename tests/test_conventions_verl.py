@@ -218,7 +218,8 @@ def test_rollout_is_weights_broadcast_and_leak_like_verl():
     assert float(per_seq) == pytest.approx(2 * float(plain), rel=1e-15)
     nan_masked = np.where(PMASK == 1, IS_W, np.nan)
     assert np.isfinite(verl.compute_policy_loss(OLD_LP, LP, ADV, PMASK, cliprange=0.2, rollout_is_weights=nan_masked))
-    assert math.isnan(verl.compute_policy_loss(OLD_LP, LP, ADV, PMASK, cliprange=0.2, loss_agg_mode="seq-mean-token-sum",
-                                               rollout_is_weights=nan_masked))  # verl's loss_mat * loss_mask
+    leaked = verl.compute_policy_loss(OLD_LP, LP, ADV, PMASK, cliprange=0.2, loss_agg_mode="seq-mean-token-sum",
+                                      rollout_is_weights=nan_masked)
+    assert math.isnan(leaked)  # verl's loss_mat * loss_mask
     with pytest.raises(ValueError, match=r"rollout_is_weights must broadcast to the log-probs' shape \(2, 4\)"):
         verl.compute_policy_loss(OLD_LP, LP, ADV, PMASK, cliprange=0.2, rollout_is_weights=[1.0, 2.0, 3.0])
