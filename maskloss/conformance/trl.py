@@ -99,17 +99,24 @@ def trl_grpo_loss(logps: Any, old: Any, adv: Any, mask: Any, ref: Any, num_items
 
 
 def trl_dpo_loss(per_token_logps: Any, completion_mask: Any, ref_chosen: Any, ref_rejected: Any,
-                 loss_type: str, beta: float) -> float:
-    """TRL's ``DPOTrainer._compute_loss`` with precomputed reference log-probs and a stand-in model."""
+                 loss_type: str, beta: float, *, f_divergence_type: str = "reverse_kl",
+                 f_alpha_divergence_coef: float = 0.5, dtype: Any = np.float64) -> float:
+    """TRL's ``DPOTrainer._compute_loss`` with precomputed reference log-probs and a stand-in model.
+
+    ``dtype`` of the log-probs (``np.float32`` for ``"alpha_divergence"``: TRL 1.16 has no
+    clamp for float64 and raises ``KeyError``).
+    """
     import torch
     from trl.trainer.dpo_trainer import DPOTrainer
 
-    lp = torch.tensor(np.asarray(per_token_logps, dtype=np.float64))
+    lp = torch.tensor(np.asarray(per_token_logps, dtype=dtype))
+    ref_chosen, ref_rejected = np.asarray(ref_chosen, dtype=dtype), np.asarray(ref_rejected, dtype=dtype)
     out = types.SimpleNamespace(log_probs=lp, entropy=torch.zeros_like(lp), mean_logits=torch.zeros_like(lp),
                                 is_top1=torch.zeros_like(lp, dtype=torch.bool))
     fake: Any = types.SimpleNamespace(
         model=types.SimpleNamespace(training=False), accelerator=_Accelerator(), aux_loss_enabled=False,
-        ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=[loss_type],
+        ld_alpha=None, precompute_ref_logps=True, f_divergence_type=f_divergence_type,
+        f_alpha_divergence_coef=f_alpha_divergence_coef, loss_types=[loss_type],
         loss_weights=[1.0], beta=beta, use_weighting=False, _total_train_tokens=0, _tp_size=1, _metrics=_metrics(),
     )
     inputs = {
