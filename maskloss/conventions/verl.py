@@ -1,7 +1,8 @@
 r"""verl's PPO/GRPO loss aggregation and KL penalties, as NumPy truth in float64.
 
 Mirrors ``verl/trainer/ppo/core_algos.py`` of **verl 0.9.1** (``agg_loss``, ``kl_penalty``
-/ ``kl_penalty_forward``, the deprecated ``compute_policy_loss``), with
+/ ``kl_penalty_forward``, the deprecated ``compute_policy_loss`` with the ``rollout_is_weights`` of
+``compute_policy_loss_vanilla``, ``compute_value_loss``), with
 ``version="0.4"`` for ``agg_loss`` of verl 0.4.x (before ``dp_size`` and the global
 counts). verl does not install next to transformers 5.24 (it pins ``transformers<5.11``
 and needs ray), so these mirrors are proven against golden numbers computed from the
@@ -52,7 +53,7 @@ import numpy.typing as npt
 from maskloss._checks import as_numeric, check_mask
 from maskloss._types import BoolArray, FloatArray
 
-__all__ = ["LOSS_AGG_MODES", "agg_loss", "compute_policy_loss", "kl_penalty"]
+__all__ = ["LOSS_AGG_MODES", "agg_loss", "compute_policy_loss", "compute_value_loss", "kl_penalty"]
 
 #: ``loss_agg_mode`` values of each mirrored version.
 LOSS_AGG_MODES: dict[str, tuple[str, ...]] = {
@@ -196,6 +197,7 @@ def compute_policy_loss(
     cliprange_high: float | None = None,
     clip_ratio_c: float = 3.0,
     loss_agg_mode: str = "token-mean",
+    rollout_is_weights: npt.ArrayLike | None = None,
 ) -> np.float64:
     r"""verl's (deprecated) ``compute_policy_loss``: dual-clip PPO, aggregated; returns ``pg_loss``.
 
@@ -203,6 +205,25 @@ def compute_policy_loss(
     :math:`\ell_1 = \max(-Ar, -A\operatorname{clip}(r, 1-\epsilon_l, 1+\epsilon_h))`, and where
     :math:`A < 0`, :math:`\min(\ell_1, -A\,c)` (``clip_ratio_c``); then
     ``agg_loss(..., loss_agg_mode)``.
+
+    ``rollout_is_weights`` (the rollout-correction importance weights, ``(bs, response_length)``
+    or broadcastable to it) multiply the per-token losses before ``agg_loss``, as in verl 0.9.1's
+    ``compute_policy_loss_vanilla`` (the registered ``"vanilla"`` policy loss; its other
+    arithmetic is this function's, with ``config.clip_ratio``/``clip_ratio_low``/``clip_ratio_high``/
+    ``clip_ratio_c`` for the clip ranges). verl 0.9.1's deprecated ``compute_policy_loss`` itself
+    has no such argument. verl multiplies, so a NaN or inf weight under the mask leaks into the
+    sequence modes exactly as a masked loss does (see the module docstring); ``"token-mean"``
+    and ``"token-sum"`` select first.
+
+    Examples
+    --------
+    On-policy (ratio 1), so the per-token loss is :math:`-A`, weighted:
+
+    >>> from maskloss.conventions import verl
+    >>> lp = [[-1.0, -2.0]]
+    >>> float(verl.compute_policy_loss(lp, lp, [[1.0, 2.0]], [[1, 1]], cliprange=0.2,
+    ...                                rollout_is_weights=[[0.5, 2.0]]))   # (-0.5 - 4) / 2
+    -2.25
     """
     if not clip_ratio_c > 1.0:
         raise ValueError(f"clip_ratio_c must be > 1.0 (dual-clip PPO), got {clip_ratio_c!r}")
@@ -220,4 +241,57 @@ def compute_policy_loss(
     ratio = np.exp(np.clip(lp - old, -20.0, 20.0))
     losses1 = np.maximum(-adv * ratio, -adv * np.clip(ratio, 1 - low, 1 + high))
     losses = np.where(adv < 0, np.minimum(-adv * clip_ratio_c, losses1), losses1)
+    if rollout_is_weights is not None:
+        weights = np.asarray(as_numeric(rollout_is_weights, "rollout_is_weights"), dtype=np.float64)
+        try:
+            np.broadcast_shapes(weights.shape, losses.shape)
+        except ValueError:
+            raise ValueError(
+                f"rollout_is_weights must broadcast to the log-probs' shape {losses.shape}, got {weights.shape}"
+            ) from None
+        with np.errstate(invalid="ignore", over="ignore"):
+            losses = losses * weights  # verl multiplies (a masked NaN weight leaks where verl's does)
     return agg_loss(losses, response_mask, loss_agg_mode)
+
+
+def compute_value_loss(
+    vpreds: npt.ArrayLike,
+    returns: npt.ArrayLike,
+    values: npt.ArrayLike,
+    response_mask: npt.ArrayLike,
+    cliprange_value: float,
+    loss_agg_mode: str = "token-mean",
+    dp_size: int = 1,
+    batch_num_tokens: float | None = None,
+    global_batch_size: float | None = None,
+    loss_scale_factor: float | None = None,
+) -> np.float64:
+    r"""verl 0.9.1's ``compute_value_loss`` (``core_algos.py``): the clipped PPO value loss; returns ``vf_loss``.
+
+    ``vpreds`` are the value head's predictions, ``values`` the old (rollout) values:
+
+    .. math:: \ell = \max\big((\hat v - R)^2,\; (\operatorname{clip}(\hat v, v - c, v + c) - R)^2\big),
+              \qquad \text{vf\_loss} = \tfrac12\,\texttt{agg\_loss}(\ell, \text{mask}, \ldots)
+
+    with ``clip`` verl's ``clip_by_value`` (``max(min(x, hi), lo)``) and :func:`agg_loss`'s
+    arguments passed through. ``vf_clipfrac`` (a metric) is not returned. The core is
+    :func:`maskloss.clipped_value_loss` (``"token_mean"`` is ``loss_agg_mode="token-mean"``).
+
+    Examples
+    --------
+    >>> from maskloss.conventions import verl
+    >>> round(float(verl.compute_value_loss([[1.0, 1.5]], [[0.0, 2.0]], [[1.0, 1.0]], [[1, 1]], 0.2)), 6)
+    0.41
+    >>> # (1 + 0.64) / 4: the second prediction is clipped to 1.2
+    """
+    vp = np.asarray(as_numeric(vpreds, "vpreds"), dtype=np.float64)
+    ret = np.asarray(as_numeric(returns, "returns"), dtype=np.float64)
+    old = np.asarray(as_numeric(values, "values"), dtype=np.float64)
+    if not vp.shape == ret.shape == old.shape:
+        raise ValueError(f"vpreds, returns and values must share one shape, got {vp.shape}, {ret.shape}, {old.shape}")
+    c = _count(cliprange_value, "cliprange_value")
+    with np.errstate(invalid="ignore", over="ignore"):
+        clipped = np.maximum(np.minimum(vp, old + c), old - c)
+        losses = np.maximum((vp - ret) ** 2, (clipped - ret) ** 2)
+    return np.float64(0.5 * agg_loss(losses, response_mask, loss_agg_mode, dp_size, batch_num_tokens,
+                                     global_batch_size, loss_scale_factor))

@@ -7,9 +7,8 @@ import typing
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import check_mask, check_reduction
 from maskloss._types import Aggregation, ScalarReduction
-from maskloss.posttraining._common import _positive, _steps, _valid_values
+from maskloss.posttraining._common import _positive, _steps, _valid_values, check_mask, check_reduction
 from maskloss.reductions import GIVEN_COUNTS, overflow_free, reduce, segment_ids_for
 
 #: Names accepted by :func:`aggregate`'s ``mode``: rows of the table of :mod:`maskloss.reductions`.
