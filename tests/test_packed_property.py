@@ -4,6 +4,8 @@ run in another order than the per-row ones, so bits may differ in the last place
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -157,3 +159,63 @@ def test_shift_never_crosses_a_document_boundary(batch, reduction, shift):
     same = np.zeros(seg.shape, dtype=bool)
     same[:, :-shift] = (seg[:, :-shift] >= 0) & (seg[:, shift:] == seg[:, :-shift])
     assert np.all(packed_grad[~same] == 0)
+
+
+# ------------------------------------------------------------------ the losses without a batch kind
+# The registry's other losses take logits (and labels) of a sparse batch; each builder gives the
+# loss's arguments from the labels, logits and mask of one layout (padded or packed), so the same
+# property (packed == padded, value and gradient) runs over every registered loss.
+
+
+def _weight(labels):  # a per-step policy weight (an advantage): finite, signed, from the labels only
+    return np.cos(1.0 + np.asarray(labels, dtype=np.float64))
+
+
+OTHER_LOSSES = {
+    "kl_divergence": lambda y, z, m: ((np.roll(z, 1, axis=-1), z, m),
+                                      {"from_logits": True, "target_from_logits": True}),
+    "jensen_shannon": lambda y, z, m: ((np.roll(z, 1, axis=-1), z, m),
+                                       {"beta": 0.3, "from_logits": True, "target_from_logits": True}),
+    "entropy": lambda y, z, m: ((z, m), {}),
+    "z_loss": lambda y, z, m: ((z, m), {"coefficient": 0.5, "temperature": 0.7}),
+    "token_accuracy": lambda y, z, m: ((y, z, m), {}),
+    "policy_gradient_objective": lambda y, z, m: ((y, z, _weight(y), m), {"temperature": 0.7}),
+}
+#: Registered losses this file does not run, with the reason.
+NOT_PACKED = {"linear_cross_entropy": "takes no segment_ids= (hidden states, not a pipeline loss)"}
+
+
+def test_every_registered_loss_is_covered():
+    covered = {registry.spec_of(fn).name for fn in LOSSES} | set(OTHER_LOSSES) | set(NOT_PACKED)
+    assert covered == set(registry.names()), set(registry.names()) ^ covered
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_LOSSES))
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_every_other_registered_loss_is_per_document(name, data):
+    batch = data.draw(packed_batches("sparse", adversarial=True))
+    spec = next(s for s in registry.specs() if s.name == name)
+    fn, build = spec.function, OTHER_LOSSES[name]
+    p = batch.padded
+    # masked label junk would be out of range for token_accuracy/policy_gradient_objective: 0 there
+    labels_padded = np.where(p.mask, p.y_true, 0)
+    labels_packed = batch.packing.pack_array(labels_padded, 0)
+    padded_args, opts = build(labels_padded, p.y_pred, p.mask)
+    packed_args, _ = build(labels_packed, batch.y_pred, batch.mask)
+    reductions = SAME + ("none",) if "reduction" in inspect.signature(fn).parameters else (None,)
+    reduction = data.draw(st.sampled_from(reductions))
+    extra = {} if reduction is None else {"reduction": reduction}
+    value = fn(*padded_args, **opts, **extra)
+    packed_value = fn(*packed_args, **opts, **extra, segment_ids=batch.segment_ids)
+    if reduction == "none":
+        np.testing.assert_array_equal(packed_value, batch.packing.pack_array(value))
+        return
+    _close(value, packed_value)
+    if spec.grad:
+        vg = maskloss.value_and_grad(fn)
+        _, grad = vg(*padded_args, **opts, **extra)
+        packed_v, packed_grad = vg(*packed_args, **opts, **extra, segment_ids=batch.segment_ids)
+        np.testing.assert_equal(packed_v, packed_value)
+        _close(batch.packing.pack_array(grad), packed_grad)
+        assert np.all(packed_grad[~batch.mask] == 0)
