@@ -250,3 +250,33 @@ def test_linear_cross_entropy_of_packed_rows_is_per_document(batch, reduction, w
     _close(dw, pdw)
     if with_bias:
         _close(db, pdb)
+
+
+# ------------------------------------------------------------------ the strategy reaches the edge cases
+
+
+def _rows_of(batch):
+    return [(row[row >= 0], int((row < 0).sum())) for row in batch.segment_ids]
+
+
+@pytest.mark.parametrize(
+    ("what", "condition"),
+    [
+        ("a document of length 1", lambda b: bool(np.any(b.padded.lengths == 1)) and b.padded.lengths.size > 1),
+        ("a document filling a row", lambda b: any(pad == 0 and np.unique(s).size == 1 and s.size > 1
+                                                   for s, pad in _rows_of(b))),
+        ("padding at the end of a row", lambda b: any(pad > 0 for _, pad in _rows_of(b))),
+        ("several documents in one row", lambda b: any(np.unique(s).size > 1 for s, _ in _rows_of(b))),
+        ("first fit reorders the documents", lambda b: bool(np.any(np.diff(b.packing.document) < 0))),
+    ],
+    ids=lambda x: x if isinstance(x, str) else "",
+)
+def test_packed_batches_reach_the_edge_cases(what, condition):
+    from hypothesis import find
+
+    batch = find(packed_batches("regression"), condition, settings=settings(max_examples=2000, database=None))
+    # and the drawn batch is consistent: valid segment ids, the padded documents moved exactly
+    maskloss.lengths_from_segment_ids(batch.segment_ids)
+    np.testing.assert_array_equal(maskloss.unpack(batch.y_true, batch.packing)[batch.padded.mask],
+                                  batch.padded.y_true[batch.padded.mask])
+    assert condition(batch), what
