@@ -78,18 +78,21 @@ def test_element_mean_of_packed_rows_counts_the_documents_steps(batch):
     _close(got, total / steps)
 
 
-@settings(max_examples=40, deadline=None)
-@given(packed_batches("regression", adversarial=True), st.sampled_from(AGGREGATIONS))
-def test_every_aggregation_mode_is_per_document(batch, mode):
+@settings(max_examples=60, deadline=None)
+@given(packed_batches("regression", adversarial=True, weights=True), st.sampled_from(AGGREGATIONS), st.booleans())
+def test_every_aggregation_mode_is_per_document(batch, mode, weighted):
     per_step = maskloss.mse(batch.y_true, batch.y_pred, reduction="none", segment_ids=batch.segment_ids)
     padded = maskloss.mse(batch.padded.y_true, batch.padded.y_pred, batch.padded.mask, reduction="none")
     extra = {"constant": 7.0} if mode == "constant" else {}
     if mode == "global_token_mean":
         extra = {"global_count": float(batch.padded.mask.sum()) + 2.0}
-    if mode == "element_mean":
-        return
-    a = maskloss.aggregate(padded, batch.padded.mask, mode=mode, **extra)
-    b = maskloss.aggregate(per_step, batch.mask, mode=mode, segment_ids=batch.segment_ids, **extra)
+    a_weight, b_weight = (batch.padded.sample_weight, batch.sample_weight) if weighted else (None, None)
+    if weighted and mode == "global_token_mean" and a_weight is not None:  # the weighted count of the step
+        a_weight = np.broadcast_to(np.asarray(a_weight, dtype=float).reshape(len(a_weight), -1), padded.shape)
+        extra = {"global_count": float(np.sum(np.where(batch.padded.mask, a_weight, 0.0))) + 2.0}
+    a = maskloss.aggregate(padded, batch.padded.mask, mode=mode, sample_weight=a_weight, **extra)
+    b = maskloss.aggregate(per_step, batch.mask, mode=mode, segment_ids=batch.segment_ids, sample_weight=b_weight,
+                           **extra)
     _close(a, b)
 
 
