@@ -36,6 +36,15 @@ sequence ratios) is not mirrored.
 :func:`dpo_loss` is the loss part of ``DPOTrainer._compute_loss`` (``trl/trainer/dpo_trainer.py``),
 with its f-divergence scores (``f_divergence_type``, :data:`F_DIVERGENCE_TYPES`).
 
+Packed (padding-free) paths of TRL 1.16: only SFT's. ``pack_dataset(strategy="bfd")`` packs whole
+documents (one longer than ``seq_length`` is truncated: its tail is dropped) and
+:func:`padding_free_collate` is its collator, whose row loss is the token mean over the
+documents; ``strategy="bfd_split"`` cuts an over-long document into documents of their own, so
+the first token of each continuation is no target (one target per cut fewer than the document's
+own loss; ``tests/test_conventions_trl_packing.py``); ``"wrapped"`` cuts without boundaries.
+``GRPOTrainer`` has no padding-free path, and ``DPOConfig(padding_free=True)`` is disabled in
+1.16 (TRL warns and pads), so :func:`grpo_loss` and :func:`dpo_loss` have no packed form to mirror.
+
 Examples
 --------
 One micro-batch of two responses (3 and 1 tokens), on-policy (ratio 1), so the per-token
