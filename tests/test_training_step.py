@@ -191,3 +191,30 @@ def test_sample_weights_reach_the_shards(reduction):
         return out
 
     check_training_step(step, SCCE, weights=True, from_logits=True, reduction=reduction, max_examples=10)
+
+
+def _local_vocab_smoothing_torch(shards, eps=0.1):
+    """A tensor-parallel CE in torch that merges the log-sum-exp over the vocabulary shards but smooths
+    each shard with the mean of *its own* log-probabilities (its own vocabulary size): Megatron-LM#737's
+    rule, the local-size smoothing Liger-Kernel#1260 discusses. Right on one shard, wrong on two."""
+    groups = {}
+    for s in shards:
+        groups.setdefault((s.rows, s.time_range, s.rank, s.micro_batch), []).append(s)
+    tokens = sum(int(g[0].mask.sum()) for g in groups.values())
+    out = []
+    for s in shards:
+        group = sorted(groups[(s.rows, s.time_range, s.rank, s.micro_batch)], key=lambda t: t.vocab_range or (0, 0))
+        logits = torch.cat([t.y_pred if t is s else t.y_pred.detach() for t in group], dim=-1)[s.mask]
+        log_p = logits.log_softmax(-1)
+        a, b = s.vocab_range or (0, s.vocab_size)
+        nll = -log_p.gather(-1, s.y_true[s.mask][:, None])[:, 0]
+        smooth = -log_p[:, a:b].mean(-1)
+        out.append(((1 - eps) * nll + eps * smooth).sum() / max(tokens, 1))
+    return out
+
+
+def test_label_smoothing_with_the_local_vocabulary_is_caught_at_two_vocabulary_shards():
+    with pytest.raises(TrainingStepCheckError, match=r"when split as 2 vocabulary shards") as info:
+        check_training_step(_local_vocab_smoothing_torch, SCCE, adapter=torch_adapter, parallel=("tensor",),
+                            from_logits=True, label_smoothing=0.1, max_examples=10)
+    assert "it passes one shard" in str(info.value)
