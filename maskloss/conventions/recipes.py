@@ -231,8 +231,10 @@ def hf_trainer(
         if average_tokens_across_devices:
             total = topo.tokens()
             if cp_counted_as_dp:  # every rank's whole sequences, summed over all ranks (transformers#39648)
-                held = [{r for t in topo.shards if t.rank == rank for r in t.rows} for rank in topo.ranks]
-                total = sum(topo.tokens(lambda t, h=h: set(t.rows) <= h) for h in held)
+                def whole(rank: int) -> float:
+                    held = {r for t in topo.shards if t.rank == rank for r in t.rows}
+                    return topo.tokens(lambda t: set(t.rows) <= held)
+                total = float(sum(whole(rank) for rank in topo.ranks))
             return _each(topo, lambda i: 0.0 if total == 0 else ranks / total)
 
         def local(i: int) -> float:  # the rank's whole sequences, over the ranks sharing them (cp)
@@ -369,10 +371,9 @@ def nemo_rl(*, valid_microbatches: bool = False) -> Recipe:
         def factor(i: int) -> float:
             s = topo.shards[i]
             count = topo.tokens(lambda t: t.rank == s.rank and t.micro_batch == s.micro_batch)
-            window = _window(topo, s.rank)
-            if valid_microbatches:
-                window = {m for m in window
-                          if topo.tokens(lambda t, m=m: t.rank == s.rank and t.micro_batch == m) > 0}
+            def held(m: int) -> float:
+                return topo.tokens(lambda t: t.rank == s.rank and t.micro_batch == m)
+            window = [m for m in _window(topo, s.rank) if not valid_microbatches or held(m) > 0]
             return 0.0 if count == 0 else 1.0 / count / len(window)
         return _each(topo, factor)
 
