@@ -106,6 +106,42 @@ class Shard:
         return arr[np.asarray(self.rows, dtype=np.intp)][:, self.time_index]
 
 
+def _check_vocab_groups(shards: tuple[Shard, ...]) -> None:
+    """The vocabulary shards of one token group tile ``[0, V)`` exactly, with the same ``V`` for every group."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, s in enumerate(shards):
+        groups.setdefault((s.rows, s.time_ranges, s.rank, s.micro_batch), []).append(i)
+    sizes: dict[int, int] = {}
+    for members in groups.values():
+        cut = [i for i in members if shards[i].vocab_range is not None]
+        if not cut:
+            continue  # unsplit shards: two of them with the same tokens are duplicates, found by the count
+        whole = [i for i in members if shards[i].vocab_range is None]
+        if whole:
+            raise ValueError(
+                f"shards[{whole[0]}] holds every class of the tokens that the vocabulary shards "
+                f"shards[{cut[0]}] split: a token's classes must be held once"
+            )
+        stop = 0
+        for i in sorted(cut, key=lambda j: shards[j].vocab_range or (0, 0)):
+            a, b = shards[i].vocab_range or (0, 0)
+            if a != stop or b == a:
+                what = "is empty" if b == a else ("overlaps" if a < stop else "leaves a gap")
+                raise ValueError(
+                    f"shards[{i}] has vocab_range {(a, b)}, which {what} in the classes of its tokens "
+                    f"(the vocabulary shards of a token must tile [0, V) from class 0; the previous one ends at {stop})"
+                )
+            stop = b
+        sizes[cut[0]] = stop
+    first = min(sizes, default=None)
+    for j, w in sorted(sizes.items()):
+        if first is not None and w != sizes[first]:
+            raise ValueError(
+                f"inconsistent class counts: the vocabulary shards of shards[{first}] tile {sizes[first]} classes, "
+                f"those of shards[{j}] {w}"
+            )
+
+
 @dataclass(frozen=True)
 class ShardLayout:
     r"""A split of a ``(batch, length)`` grid into :class:`Shard` s that covers every step once.
@@ -140,6 +176,7 @@ class ShardLayout:
         object.__setattr__(self, "shards", shards)
         count = np.zeros((batch, length), dtype=np.int64)
         seen: set[tuple[tuple[int, ...], tuple[tuple[int, int], ...], int, int]] = set()
+        _check_vocab_groups(shards)
         for i, s in enumerate(shards):
             key = (s.rows, s.time_ranges, s.rank, s.micro_batch)
             if s.vocab_range is not None and key in seen:
@@ -161,6 +198,12 @@ class ShardLayout:
     def ranks(self) -> int:
         """The number of distinct ranks (the group gradients are averaged over)."""
         return len({s.rank for s in self.shards})
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The number of classes the vocabulary shards tile (None: no shard is cut by class)."""
+        ends = [s.vocab_range[1] for s in self.shards if s.vocab_range is not None]
+        return max(ends) if ends else None  # every token's shards tile [0, V) for one V (__post_init__)
 
     @classmethod
     def split(

@@ -165,3 +165,31 @@ def test_shard_scales_does_not_write_into_the_mask():
     before = mask.copy()
     maskloss.shard_scales(mask, maskloss.ShardLayout.split(2, 2, micro_batches=[1, 1]), reduction="sequence_mean")
     np.testing.assert_array_equal(mask, before)
+
+
+def _vocab(ranges, rows=(0,), rank=0):
+    return tuple(maskloss.Shard(rows, ((0, 2),), rank=rank, vocab_range=v) for v in ranges)
+
+
+@pytest.mark.parametrize(
+    ("shards", "message"),
+    [
+        (_vocab([(0, 3), (2, 5)]), r"shards\[1\] has vocab_range \(2, 5\), which overlaps .* ends at 3"),
+        (_vocab([(0, 2), (3, 5)]), r"shards\[1\] has vocab_range \(3, 5\), which leaves a gap"),
+        (_vocab([(1, 5)]), r"shards\[0\] has vocab_range \(1, 5\), which leaves a gap .* ends at 0"),
+        (_vocab([(0, 3), (3, 3), (3, 5)]), r"shards\[1\] has vocab_range \(3, 3\), which is empty"),
+        ((maskloss.Shard((0,), ((0, 2),)), *_vocab([(0, 2), (2, 5)])),
+         r"shards\[0\] holds every class of the tokens that the vocabulary shards shards\[1\] split"),
+        (_vocab([(0, 2), (2, 5)]) + _vocab([(0, 2), (2, 4)], rows=(1,)),
+         r"inconsistent class counts: the vocabulary shards of shards\[0\] tile 5 classes, those of shards\[2\] 4"),
+    ],
+)
+def test_vocabulary_shards_that_do_not_tile_the_classes_are_named(shards, message):
+    batch = 1 + max(r for s in shards for r in s.rows)
+    with pytest.raises(ValueError, match=message):
+        maskloss.ShardLayout(batch, 2, shards)
+
+
+def test_vocab_size_of_a_layout():
+    assert maskloss.ShardLayout(1, 2, _vocab([(0, 2), (2, 5)])).vocab_size == 5
+    assert maskloss.ShardLayout.split(2, 2).vocab_size is None

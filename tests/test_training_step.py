@@ -218,3 +218,33 @@ def test_label_smoothing_with_the_local_vocabulary_is_caught_at_two_vocabulary_s
         check_training_step(_local_vocab_smoothing_torch, SCCE, adapter=torch_adapter, parallel=("tensor",),
                             from_logits=True, label_smoothing=0.1, max_examples=10)
     assert "it passes one shard" in str(info.value)
+
+
+def test_run_step_names_a_layout_whose_vocabulary_does_not_match_y_pred():
+    from maskloss.testing.training_step import run_step
+
+    mask = np.ones((1, 2), bool)
+    layout = maskloss.ShardLayout(1, 2, tuple(maskloss.Shard((0,), ((0, 2),), vocab_range=v) for v in ((0, 2), (2, 4))))
+    with pytest.raises(ValueError, match=r"inconsistent class counts: the layout's vocabulary shards tile 4 classes, "
+                                         r"but y_pred has 5"):
+        run_step(lambda shards: [0.0] * len(shards), np.zeros((1, 2), np.int64), np.zeros((1, 2, 5)), mask, layout)
+    with pytest.raises(ValueError, match=r"y_true has shape \(1, 3\): sparse labels need the mask's \(1, 2\)"):
+        run_step(lambda shards: [0.0] * len(shards), np.zeros((1, 3), np.int64), np.zeros((1, 2, 4)), mask, layout)
+
+
+def test_an_empty_shard_is_checked_not_refused():
+    # a micro-batch of no rows and a shard whose tokens are all masked are cases to check: the step sees them
+    from maskloss.testing.training_step import run_step
+
+    mask = maskloss.mask_from_lengths([3, 0], 4)
+    layout = maskloss.ShardLayout.split(2, 4, micro_batches=[1, 0, 1])
+    seen = []
+
+    def step(shards):
+        seen.extend((len(s.rows), int(np.asarray(s.mask).sum())) for s in shards)
+        return global_tokens(shards)
+
+    rng = np.random.default_rng(0)
+    got = run_step(step, rng.integers(0, 3, (2, 4)), rng.normal(size=(2, 4, 3)), mask, layout, adapter=torch_adapter)
+    assert seen == [(1, 3), (0, 0), (1, 0)]
+    assert got.values[1] == 0.0 and got.values[2] == 0.0
