@@ -283,6 +283,7 @@ def shard_scales(
     grad_reduction: str = "sum",
     sample_weight: npt.ArrayLike | None = None,
     constant: float | None = None,
+    global_count: float | None = None,
 ) -> ShardScales:
     r"""The exact factor each shard's ``"sum"`` needs so that the step equals the full batch.
 
@@ -303,6 +304,11 @@ def shard_scales(
         Weights as in the losses (shape of the mask, ``(B,)`` or scalar).
     constant : float, optional
         The divisor of ``reduction="constant"`` (Dr. GRPO).
+    global_count : float, optional
+        For ``reduction="global_token_mean"``: the (weighted) valid tokens the step's sum is
+        divided by, as in :func:`maskloss.aggregate`, at least the step's own. Default: the
+        step's own count. With ``steps_per_generation`` optimizer steps per generation batch
+        (TRL, DAPO) pass the generation batch's count: the steps' losses then sum to its token mean.
 
     Returns
     -------
@@ -321,6 +327,12 @@ def shard_scales(
     [[0.25], [0.25]]
     >>> [f.tolist() for f in maskloss.shard_scales(mask, layout, reduction="sequence_mean").factors]
     [[0.16666666666666666], [0.5]]
+
+    One of 2 optimizer steps of a generation batch of 10 valid tokens (``steps_per_generation=2``):
+
+    >>> [f.tolist() for f in maskloss.shard_scales(mask, layout, reduction="global_token_mean",
+    ...                                            global_count=10).factors]
+    [[0.1], [0.1]]
     """
     if not isinstance(layout, ShardLayout):
         raise TypeError(f"layout must be a maskloss.ShardLayout, got {type(layout).__name__}")
@@ -337,7 +349,23 @@ def shard_scales(
     weight = check_sample_weight(sample_weight, valid)
     weight = np.where(valid, weight, 0.0)
     totals = MaskedTotals.from_terms(np.zeros(valid.shape), weight)
-    if reduction == "constant":
+    if global_count is not None:
+        if reduction != "global_token_mean":
+            raise TypeError(f"global_count= is the count of reduction='global_token_mean', not of {reduction!r}")
+        given: object = global_count  # typed float, but a caller may pass anything
+        if isinstance(given, bool) or not isinstance(given, numbers.Real):
+            raise TypeError(f"global_count must be a number, got {global_count!r}")
+        g, own = float(given), float(weight.sum())
+        if not np.isfinite(g) or g <= 0:
+            raise ValueError(f"global_count must be finite and > 0, got {global_count!r}")
+        if g < own * (1.0 - 1e-12):
+            raise ValueError(
+                f"global_count={global_count!r} is below this step's own {own:g} valid tokens; it counts the "
+                "valid tokens of every step it averages over (the generation batch)"
+            )
+        per_row = totals.sequence_scale(reduction, count=g)
+        token_weight = totals.step_scale(reduction, weight, count=g)
+    elif reduction == "constant":
         if constant is None:
             raise TypeError("reduction='constant' needs constant= (Dr. GRPO: batch size * max_completion_length)")
         c = float(constant)
