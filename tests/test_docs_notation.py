@@ -11,7 +11,9 @@ letter), and
 - the clashes that a reader once met cannot come back: ``c_b`` for the per-sequence scale
   (chapter 5 uses chapter 3's ``\\lambda_b``), a second ``N`` that is a count (``N_{\\text{global}}``),
   ``L`` or ``L_b`` for a loss or a length (the loss is ``\\mathcal{L}``, a length is ``D_b``), and
-  ``C`` defined as anything but the number of classes (``C = B \\cdot ...`` in chapter 9).
+  ``C`` defined as anything but the number of classes (``C = B \\cdot ...`` in chapter 9), a bare
+  ``N`` for a token count (``N = 8``, ``\\frac1N`` in chapter 12), a shard's ``f_s``/``S_s`` (``f``
+  is the feature index, ``S_b`` counts steps) and ``b`` for the LM-head bias (chapter 11).
 
 The checks are tested on small hand-written pages, including pages that must fail.
 """
@@ -41,6 +43,13 @@ CLASHES = (
     (r"N_\{\\text\{global\}\}", "any chapter", "N_b is a numerator, not a token count"),
     (r"(?<![\\A-Za-z{])L(?![A-Za-z])", "any chapter", "the loss is \\mathcal{L}; a length is D_b"),
     (r"(?<![\\A-Za-z{])C\s*=\s*[A-Za-z\\]", "any chapter", "C is the number of classes"),
+    (
+        r"(?<![\\A-Za-z{])N(?![_A-Za-z])\s*=\s*\d|\\frac\s*1\s*N\b",
+        "any chapter",
+        "N_b is a numerator: a token count is \\sum_b D_b",
+    ),
+    (r"\bf_s\b|\bS_s\b", "any chapter", "a shard's factor is \\gamma_s, its sum N_s (f: features, S_b: steps)"),
+    (r"W\^\\top\s*\+\s*b\b", "any chapter", "the LM-head bias is \\beta; b is the sequence index"),
 )
 
 
@@ -158,6 +167,9 @@ def test_a_toy_course_that_follows_the_appendix_passes() -> None:
             {0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 9: [r"$\sum m / N_{\text{global}}$"]},
             "not a token count",
         ),
+        ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 12: [r"$N = 8$ tokens, $\frac1N$"]}, "\\sum_b D_b"),
+        ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 12: [r"$f_s\,S_s$"]}, "\\gamma_s"),
+        ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 11: [r"$x = hW^\top + b$"]}, "bias is \\beta"),
     ],
 )
 def test_a_toy_course_that_breaks_the_appendix_fails(chapters: dict[int, list[str]], message: str) -> None:

@@ -87,3 +87,12 @@ def test_the_readme_has_no_relative_links_that_would_be_dead_on_pypi():
     text = (ROOT / "README.md").read_text() + (ROOT / "CHANGELOG.md").read_text()
     relative = [target for target in re.findall(r"\]\(([^)\s]+)\)", text) if not target.startswith("https://")]
     assert not relative, f"relative links (dead on PyPI): {relative}"
+
+
+def test_the_docs_extra_holds_what_the_docs_build_imports():
+    # Issue 24: the README's `pip install -e ".[docs]"` build stopped in docs/tables/bug_gallery_table.py
+    # (check_loss imports hypothesis) and in the autodoc of maskloss.dask (imports dask).
+    needed = {"sphinx", "myst-parser", "numpydoc", "matplotlib", "sphinx-book-theme", "nbclient", "nbformat",
+              "ipykernel", "hypothesis", "dask"}
+    missing = needed - {_name(r) for r in _extras()["docs"]}
+    assert not missing, f"the docs extra lacks {sorted(missing)}"

@@ -43,3 +43,17 @@ def test_length_bias_figure_uses_maskloss_weights():
     np.testing.assert_allclose(w_const, 1 / (4 * figure.MAX_LEN), rtol=1e-12)
     fig = figure.draw()
     assert len(fig.axes[0].lines) == len(figure.MODES)
+
+
+def test_batch_mean_is_exact_only_under_equal_splits_as_chapter_09_says():
+    # Issue 24: chapter 09's table marks batch_mean exact (its splits are equal) while its text
+    # listed only the additive modes; the text now says the ✓ holds for equal splits only.
+    table = _load("tables/posttraining_modes.py")
+    loss, mask = table.batch()
+    full = table.value("batch_mean", loss, mask)
+    equal = table.combined("batch_mean", loss, mask, [np.array([0, 1]), np.array([2, 3])])
+    unequal = table.combined("batch_mean", loss, mask, [np.array([0]), np.array([1, 2, 3])])
+    assert equal == pytest.approx(full, rel=1e-12)
+    assert unequal != pytest.approx(full, rel=1e-3)
+    chapter = " ".join((DOCS / "course" / "09-post-training.md").read_text(encoding="utf-8").split())
+    assert "exact only when every piece holds the same number of responses" in chapter

@@ -114,3 +114,21 @@ def test_shift_bad_input():
         check_loss(real_code.saits_masked_mae_cal, maskloss.mae, shift=1)
     with pytest.raises(ValueError, match=r"shift must be an int >= 0.*-1"):
         check_loss(real_code.hf_causal_lm_shifted_count, maskloss.sparse_categorical_crossentropy, shift=-1)
+
+
+def test_the_chatbot_objective_is_a_sum_of_per_step_means_not_t_times_the_token_mean():
+    # Chapter 08 (issue 24): T times the token mean only when every step has as many valid tokens.
+    rng = np.random.default_rng(0)
+    target, logits = rng.integers(0, 4, (3, 4)), rng.normal(size=(3, 4, 4))
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    per_step = -np.take_along_axis(log_probs, target[..., None], -1)[..., 0]
+    for lengths in ([4, 4, 4], [4, 2, 1]):
+        mask = maskloss.mask_from_lengths(lengths, 4)
+        objective = real_code.chatbot_mask_nll_objective(target, logits, mask)
+        by_hand = sum(per_step[mask[:, t], t].mean() for t in range(4))  # one mean per step, summed
+        token_mean = float(maskloss.reduce(np.where(mask, per_step, np.nan), mask, reduction="token_mean"))
+        assert objective == pytest.approx(by_hand, rel=1e-12)
+        if len(set(lengths)) == 1:
+            assert objective == pytest.approx(4 * token_mean, rel=1e-12)
+        else:
+            assert abs(objective - 4 * token_mean) > 0.1 * abs(objective)

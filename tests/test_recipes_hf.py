@@ -67,3 +67,15 @@ def test_hf_trainer_recipe_is_the_trainers_arithmetic(average):
                                         num_items_in_batch=n_items)
             got.append(float(loss))
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("shifts", "expected"), [(True, (4 - 1) + (2 - 1)), (False, 4 + 2)])
+def test_trainer_counts_the_shifted_labels_for_a_causal_lm_loss(shifts, expected):
+    # Chapter 08 (issue 24): transformers 5.24 counts labels[..., 1:] when the model's loss shifts
+    # (_loss_shifts_labels, since PR #46204), the unshifted labels otherwise. By hand: rows of 4 and
+    # 2 valid labels give 3 + 1 shifted targets.
+    stub = _stub(False, 1, None)
+    stub._loss_shifts_labels = shifts
+    labels = torch.tensor([[5, 7, 2, 9], [4, 1, -100, -100]])
+    n_items = Trainer._get_num_items_in_batch(stub, [{"labels": labels}], torch.device("cpu"))
+    assert int(n_items) == expected

@@ -13,7 +13,7 @@ Keras-style mask to it silently attends to the padding and masks the tokens.
 from __future__ import annotations
 
 import numpy as np
-from _style import GREY, ORANGE, SKY
+from _style import GREY, SKY
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -48,24 +48,25 @@ def _grid(ax: object, values: np.ndarray, valid: np.ndarray, title: str) -> None
         face = SKY if valid[b, t] else GREY
         ax.add_patch(Rectangle((t, b), 1, 1, facecolor=face, edgecolor="black", hatch=None if valid[b, t] else "//"))  # type: ignore[attr-defined]
         text = str(value) if not isinstance(value, np.bool_) else ("T" if value else "F")
-        ax.text(t + 0.5, b + 0.5, text, ha="center", va="center", fontsize=9)  # type: ignore[attr-defined]
+        box = None if valid[b, t] else {"boxstyle": "square,pad=0.15", "facecolor": "white", "edgecolor": "none"}
+        ax.text(t + 0.5, b + 0.5, text, ha="center", va="center", fontsize=8, bbox=box)  # type: ignore[attr-defined]
     ax.set_xlim(0, values.shape[1])  # type: ignore[attr-defined]
     ax.set_ylim(values.shape[0], 0)  # type: ignore[attr-defined]
     ax.set_aspect("equal")  # type: ignore[attr-defined]
     ax.axis("off")  # type: ignore[attr-defined]
-    ax.set_title(title, fontsize=9)  # type: ignore[attr-defined]
+    ax.set_title(title, fontsize=8)  # type: ignore[attr-defined]
 
 
 def draw() -> Figure:
-    fig = Figure(figsize=(13, 5))
+    fig = Figure(figsize=(6.4, 3.5), layout="constrained")  # drawn at the size the site shows it (about 700 px)
     top = fig.subfigures(2, 1)
     axes = top[0].subplots(1, 4)
     for i, (side, (ids, mask)) in enumerate(batches().items()):
-        _grid(axes[2 * i], ids, mask, f"{side}: token ids (pad id {PAD_ID})")
-        _grid(axes[2 * i + 1], mask, mask, f"{side}: mask (True = valid)")
+        _grid(axes[2 * i], ids, mask, f"{side}:\ntoken ids (pad id {PAD_ID})")
+        _grid(axes[2 * i + 1], mask, mask, f"{side}:\nmask (True = valid)")
     _, right_mask = batches()["right-padded"]
     for ax, (name, values) in zip(top[1].subplots(1, 4), polarities().items(), strict=True):
-        _grid(ax, values, right_mask, name)
-    top[0].suptitle("The same batch, padded on either side (blue: valid, hatched grey: padding)", fontsize=10)
-    top[1].suptitle("One mask, four spellings (right-padded batch)", fontsize=10, color=ORANGE)
+        _grid(ax, values, right_mask, name.replace(" (", "\n("))
+    top[0].suptitle("The same batch, padded on either side (blue: valid, hatched grey: padding)", fontsize=9)
+    top[1].suptitle("One mask, four spellings (right-padded batch)", fontsize=9)
     return fig

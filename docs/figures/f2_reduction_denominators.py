@@ -36,7 +36,7 @@ def values() -> dict[str, float]:
 def draw() -> Figure:
     losses, mask = seed_batch()
     results = values()
-    fig = Figure(figsize=(6.6, 3.6), layout="constrained")  # drawn at the size the site shows it (about 700 px)
+    fig = Figure(figsize=(6.5, 3.6), layout="constrained")  # drawn at the size the site shows it (about 700 px)
     grid = fig.subplots(2, 3)
     grid[1, 2].axis("off")  # five panels in a 2 x 3 grid: the last cell stays empty
     axes = list(grid.flat)[: len(PANELS)]

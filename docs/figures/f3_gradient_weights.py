@@ -32,7 +32,7 @@ def weights() -> dict[str, np.ndarray]:
 
 def draw() -> Figure:
     grads = weights()
-    fig = Figure(figsize=(6.6, 4.6), layout="constrained")  # drawn at the size the site shows it
+    fig = Figure(figsize=(6.4, 4.5), layout="constrained")  # drawn at the size the site shows it
     grid = fig.subplots(2, 2, sharex=True, sharey=True)
     axes = list(grid.flat)
     top = max(float(g.max()) for g in grads.values())

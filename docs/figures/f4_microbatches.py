@@ -6,14 +6,16 @@ token mean, their mean (wrong) and the token mean of the merged totals (right). 
 with two micro-batches of one sequence each: the average of every micro-batch mean (wrong) and
 the global sum divided by the global count of valid steps (right).
 
-Caption: Averaging micro-batch (or rank) means weighs each micro-batch equally, whatever its
-number of valid tokens, so it is not the full-batch token mean. Summing the numerators and the
-denominators (``MaskedTotals.concat``) and dividing once by the global count gives the full-batch
-loss exactly, and the same rule holds for the gradient: each micro-batch's ``"sum"`` gradient
-divided by the global count.
+Caption: Loss values, not gradient weights. Averaging micro-batch (or rank) means weighs each
+micro-batch equally, whatever its number of valid tokens, so it is not the full-batch token mean.
+Summing the numerators and the denominators (``MaskedTotals.concat``) and dividing once by the
+global count gives the full-batch loss exactly, and the same rule holds for the gradient: each
+micro-batch's ``"sum"`` gradient divided by the global count.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from _style import BLUE, GREEN, SKY, VERMILION
@@ -54,16 +56,17 @@ def numbers() -> dict[str, float]:
 
 def draw() -> Figure:
     n = numbers()
-    fig = Figure(figsize=(12, 3.8))
-    left, right = fig.subplots(1, 2, sharey=True)
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")  # drawn at the size the site shows it (about 700 px)
+    left, right = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [4, 2.6]})
     bars = [("micro 0", SKY), ("micro 1", SKY), ("mean of means", VERMILION), ("merged totals", GREEN)]
     _bars(left, n, bars, "one rank, two micro-batches")
     bars = [("mean over ranks of micro means", VERMILION), ("global sum / global count", GREEN)]
     _bars(right, n, bars, "two ranks x two micro-batches")
     for ax in (left, right):
-        ax.axhline(n["full batch"], color=BLUE, linestyle="--", label=f"full-batch token_mean = {n['full batch']:.4g}")
-        ax.legend(loc="upper right", fontsize=8)
-    left.set_ylabel("loss")
+        ax.axhline(n["full batch"], color=BLUE, linestyle="--", label=f"full-batch token_mean\n= {n['full batch']:.4g}")
+    right.legend(loc="upper right", fontsize=7)
+    left.set_ylabel("loss value", fontsize=8)
+    fig.suptitle("Loss values (not gradient weights): mean of means vs merged totals", fontsize=9)
     return fig
 
 
@@ -71,7 +74,10 @@ def _bars(ax: object, n: dict[str, float], bars: list[tuple[str, str]], title: s
     names = [b for b, _ in bars]
     ax.bar(range(len(bars)), [n[b] for b in names], color=[c for _, c in bars])  # type: ignore[attr-defined]
     for i, b in enumerate(names):
-        ax.text(i, n[b] + 0.05, f"{n[b]:.4g}", ha="center", fontsize=9)  # type: ignore[attr-defined]
-    ax.set_xticks(range(len(bars)), [b.replace(" of ", "\nof ").replace(" / ", "\n/ ") for b in names], fontsize=8)  # type: ignore[attr-defined]
-    ax.set_title(title, fontsize=10)  # type: ignore[attr-defined]
+        ax.text(i, n[b] + 0.05, f"{n[b]:.4g}", ha="center", fontsize=8)  # type: ignore[attr-defined]
+    breaks = ((" of ", "\nof "), (" / ", "\n/ "), ("merged ", "merged\n"), ("ranks ", "ranks\n"))
+    ticks = [functools.reduce(lambda text, pair: text.replace(*pair), breaks, b) for b in names]
+    ax.set_xticks(range(len(bars)), ticks, fontsize=7)  # type: ignore[attr-defined]
+    ax.tick_params(axis="y", labelsize=8)  # type: ignore[attr-defined]
+    ax.set_title(title, fontsize=9)  # type: ignore[attr-defined]
     ax.set_ylim(0, max(n.values()) * 1.25)  # type: ignore[attr-defined]

@@ -1,9 +1,10 @@
 """F5: the causal shift: tokens, labels, shifted targets, ignored positions, num_items_in_batch.
 
-Alt text: Three rows for two right-padded sequences of 4 and 2 tokens: the input ids, the labels
-(-100 at padding) and the shifted targets the loss compares position t with (the label at t+1,
--100 at the last position). Ignored positions are hatched; the title gives the count of valid
-shifted targets, the number num_items_in_batch must be.
+Alt text: Three grids, one above the other, for two right-padded sequences of 4 and 2 tokens: the
+input ids, the labels (-100 at padding) and the shifted targets the loss compares position t with
+(the label at t+1, -100 at the last position). Ignored positions are hatched and each grid is
+labelled with how many positions it counts; the title gives the count of valid shifted targets,
+the number num_items_in_batch must be.
 
 Caption: A causal LM predicts token t+1 at position t, so the loss compares each position with the
 *next* label and the last valid position of every sequence has nothing to predict. The valid
@@ -42,8 +43,8 @@ def num_items_in_batch() -> int:
 def draw() -> Figure:
     data = rows()
     mask = maskloss.mask_from_lengths(LENGTHS, STEPS)
-    fig = Figure(figsize=(12, 3.6))
-    axes = fig.subplots(1, 3)
+    fig = Figure(figsize=(5.6, 3.3), layout="constrained")  # drawn at the size the site shows it (about 700 px)
+    axes = fig.subplots(3, 1, sharex=True)  # one above the other: the shift reads as one column to the left
     for ax, (name, values) in zip(axes, data.items(), strict=True):
         valid = mask if name == "input_ids" else values != IGNORE
         colour = GREEN if name == "shifted targets" else SKY
@@ -58,15 +59,17 @@ def draw() -> Figure:
                     hatch=None if valid[b, t] else "//",
                 )
             )
-            ax.text(t + 0.5, b + 0.5, str(value), ha="center", va="center", fontsize=9)
+            box = None if valid[b, t] else {"boxstyle": "square,pad=0.15", "facecolor": "white", "edgecolor": "none"}
+            ax.text(t + 0.5, b + 0.5, str(value), ha="center", va="center", fontsize=8, bbox=box)
         ax.set_xlim(0, STEPS)
         ax.set_ylim(len(LENGTHS), 0)
         ax.set_aspect("equal")
-        ax.set_xticks(np.arange(STEPS) + 0.5, [f"t={t}" for t in range(STEPS)])
-        ax.set_yticks([])
-        ax.set_title(f"{name}: {int(valid.sum())} counted", fontsize=10)
+        ax.set_yticks(np.arange(len(LENGTHS)) + 0.5, [f"seq {b}" for b in range(len(LENGTHS))], fontsize=8)
+        ax.tick_params(length=0)
+        ax.set_ylabel(f"{name}\n{int(valid.sum())} counted", fontsize=8, rotation=0, ha="right", va="center")
+    axes[-1].set_xticks(np.arange(STEPS) + 0.5, [f"t={t}" for t in range(STEPS)], fontsize=8)
     fig.suptitle(
         f"Valid tokens: {int(mask.sum())}; valid shifted targets = num_items_in_batch = {num_items_in_batch()}",
-        fontsize=11,
+        fontsize=9,
     )
     return fig

@@ -36,21 +36,25 @@ def stage_masks(return_sequences: bool) -> dict[str, np.ndarray | None]:
 
 
 def draw() -> Figure:
-    fig = Figure(figsize=(12, 4.2))
-    axes = fig.subplots(2, 4)
+    fig = Figure(figsize=(6.4, 3.5), layout="constrained")  # drawn at the size the site shows it (about 700 px)
+    rows = fig.subfigures(2, 1)
     for row, flag in enumerate((True, False)):
-        for ax, (name, mask) in zip(axes[row], stage_masks(flag).items(), strict=True):
+        axes = rows[row].subplots(1, 4)
+        fate = "the mask reaches the loss" if flag else "the mask is dropped"
+        rows[row].suptitle(f"return_sequences={flag}: {fate}", fontsize=9)
+        for ax, (name, mask) in zip(axes, stage_masks(flag).items(), strict=True):
             ax.set_xlim(0, X.shape[1])
             ax.set_ylim(X.shape[0], 0)
             ax.set_aspect("equal")
             ax.axis("off")
-            ax.set_title(name, fontsize=9)
+            ax.set_title(name.replace("(return", "\n(return").replace(" sees", "\nsees"), fontsize=8)
             if name == "input x":
                 for (b, t), value in np.ndenumerate(X[..., 0]):
                     ax.add_patch(Rectangle((t, b), 1, 1, facecolor="white", edgecolor="black"))
-                    ax.text(t + 0.5, b + 0.5, f"{value:g}", ha="center", va="center", fontsize=9)
+                    ax.text(t + 0.5, b + 0.5, f"{value:g}", ha="center", va="center", fontsize=8)
             elif mask is None:
-                ax.text(2, 1, "mask = None\n(one output per sequence)", ha="center", va="center", color=VERMILION)
+                text = "mask = None\n(one output\nper sequence)"
+                ax.text(2, 1, text, ha="center", va="center", fontsize=8, color=VERMILION)
             else:
                 for (b, t), valid in np.ndenumerate(mask):
                     ax.add_patch(
@@ -63,6 +67,6 @@ def draw() -> Figure:
                             hatch=None if valid else "//",
                         )
                     )
-                    ax.text(t + 0.5, b + 0.5, "T" if valid else "F", ha="center", va="center", fontsize=9)
-    fig.suptitle("Top: return_sequences=True keeps the mask.  Bottom: return_sequences=False drops it.", fontsize=11)
+                    box = None if valid else {"boxstyle": "square,pad=0.15", "facecolor": "white", "edgecolor": "none"}
+                    ax.text(t + 0.5, b + 0.5, "T" if valid else "F", ha="center", va="center", fontsize=8, bbox=box)
     return fig

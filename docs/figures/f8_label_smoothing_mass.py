@@ -37,7 +37,7 @@ def target_distribution(version: str) -> np.ndarray:
 
 
 def draw() -> Figure:
-    fig = Figure(figsize=(6.6, 3.2), layout="constrained")  # drawn at the size the site shows it
+    fig = Figure(figsize=(6.4, 3.2), layout="constrained")  # drawn at the size the site shows it
     axes = fig.subplots(1, 2, sharey=True)
     for ax, (title, version) in zip(axes, RULES, strict=True):
         q = target_distribution(version)

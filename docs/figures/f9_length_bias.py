@@ -3,11 +3,11 @@
 Alt text: Gradient weight of one token against the length of its response, one line per
 aggregation mode, log scale.
 
-Caption: The weight of one token of a response of length L, in a batch with three responses of 8
-tokens. The sequence mean falls as 1/L; the token mean falls slowly as the batch's token count
-grows; the two sums do not depend on L.
+Caption: The weight of one token of a response of $D_b$ tokens, in a batch with three responses of
+8 tokens. The sequence mean falls as $1/D_b$; the token mean falls slowly as the batch's token
+count grows; the two sums do not depend on $D_b$.
 
-A batch of four responses: three of 8 tokens and one of length L (1..16). Every mode is linear in
+A batch of four responses: three of 8 tokens and one of length D_b (1..16). Every mode is linear in
 the per-token losses, so the weight of a token, d(loss)/d(loss_bt), is the change of
 :func:`maskloss.aggregate` when that token's loss grows by 1: computed by maskloss, not by formula.
 """
@@ -49,10 +49,10 @@ def draw() -> Figure:
     for mode in MODES:
         lengths, w = weights(mode)
         ax.plot(lengths, w, marker="o", markersize=3, label=LABELS[mode])
-    ax.set_xlabel("length L of the response holding the token")
+    ax.set_xlabel("length $D_b$ of the response holding the token")
     ax.set_ylabel("gradient weight of one token")
     ax.set_yscale("log")
-    ax.set_title("Length bias: batch of 3 responses of 8 tokens and one of L")
+    ax.set_title("Length bias: batch of 3 responses of 8 tokens and one of $D_b$")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -29,6 +29,6 @@ def render() -> str:
     for path in sorted(p for p in FIGURES.glob("*.py") if not p.name.startswith("_")):
         title, alt, caption = figure_texts(path)
         parts.append(
-            f"## {title}\n\n```{{figure}} /_generated/{path.stem}.png\n:alt: {alt}\n:width: 100%\n\n{caption}\n```\n"
+            f"## {title}\n\n```{{figure}} /_generated/{path.stem}.png\n:alt: {alt}\n\n{caption}\n```\n"
         )
     return "\n".join(parts)
