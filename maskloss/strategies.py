@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -689,8 +689,15 @@ def _packed(draw: Any, padded: Any, orders: Any, junk: bool) -> PackedBatch:
 # -- LM-head options ---------------------------------------------------------------------------
 
 
-#: The keyword arguments :func:`head_options` draws (the keys of every dict it returns).
-HeadOptions = dict[str, Any]
+class HeadOptions(TypedDict):
+    """The keyword arguments :func:`head_options` draws: every dict it returns has these keys."""
+
+    z_loss: float
+    softcap: float | None
+    temperature: float
+    shift: int
+    label_smoothing: float
+    smoothing_rule: str
 
 _HEAD_RULES = ("uniform", "others")
 
@@ -798,7 +805,7 @@ def _head_options(
     draw: Any, z: Any, caps: Any, temperatures: Any, shifts: Any, smoothings: Any, rules: Any
 ) -> HeadOptions:
     eps = draw(smoothings)
-    return {
+    return {  # a plain dict, as ** needs
         "z_loss": draw(z),
         "softcap": draw(caps),
         "temperature": draw(temperatures),
