@@ -87,9 +87,10 @@ PADDINGS: tuple[str, ...] = ("right", "left", "arbitrary")
 
 _DTYPES = ("float64", "float32", "float16", "bfloat16")
 #: The "huge" softcap :func:`head_options` draws, :math:`2^{300}`: dividing and multiplying by a
-#: power of two is exact and :math:`\tanh u = u` in float64 for :math:`|u| < 10^{-80}`, so
-#: :math:`c \tanh(x / c) = x` to the last bit for any logit a strategy draws (:math:`|x| < 10^4`),
-#: and the chain rule's :math:`1 - (h/c)^2` is exactly 1: a huge cap must equal no cap.
+#: power of two is exact (while :math:`x / c` is a normal float) and :math:`\tanh u = u` in float64
+#: for :math:`|u| < 10^{-8}`, so :math:`c \tanh(x / c) = x` to the last bit for 0 and every
+#: :math:`10^{-217} < |x| < 10^{82}` (a tinier logit is capped to 0), and the chain rule's
+#: :math:`1 - (h/c)^2` is exactly 1: a huge cap must equal no cap.
 HUGE_SOFTCAP = 2.0**300
 #: The largest finite bfloat16, (2 - 2**-7) * 2**127.
 BFLOAT16_MAX = 3.3895313892515355e38
