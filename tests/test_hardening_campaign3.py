@@ -109,3 +109,390 @@ def test_huge_weights_sum_is_inf_without_a_warning() -> None:
         for reduction in ("sum", "batch_mean"):
             assert maskloss.mae(np.zeros((2, 3, 1)), np.full((2, 3, 1), 10.0), reduction=reduction,
                                 sample_weight=weight) == np.inf
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Campaign 3: the attacks. Shared inputs (small, so every case runs in milliseconds).
+# ---------------------------------------------------------------------------------------------
+
+B, T, C, H = 3, 5, 4, 3
+_RNG = np.random.default_rng(2025)
+LABELS = _RNG.integers(0, C, (B, T))
+LOGITS = _RNG.normal(size=(B, T, C))
+MASK = maskloss.mask_from_lengths([5, 2, 0], T)
+HIDDEN = _RNG.normal(size=(B, T, H))
+WEIGHT = _RNG.normal(size=(C, H))
+LOGPROBS, REF_LOGPROBS = _RNG.normal(size=(B, T)) - 2.0, _RNG.normal(size=(B, T)) - 2.0
+SCE = maskloss.sparse_categorical_crossentropy
+
+
+def _garbage(x: np.ndarray, mask: np.ndarray, value: float = np.nan) -> np.ndarray:
+    """``x`` with ``value`` at every masked step (all features)."""
+    m = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+    return np.where(m, x, value)
+
+
+def _sce(y_pred: Any, **kw: Any) -> Any:
+    return SCE(LABELS, y_pred, MASK, from_logits=True, **kw)
+
+
+def _torch() -> Any:
+    return pytest.importorskip("torch")
+
+
+def _vp() -> Any:
+    import maskloss.vocab_parallel as vp
+
+    return vp
+
+
+def _vp_parts(labels_a: Any = None, labels_b: Any = None, n_b: int = B * T) -> list[Any]:
+    vp = _vp()
+    z, y = LOGITS.reshape(-1, C), LABELS.reshape(-1)
+    return [vp.vocab_partials(z[:, :1], y if labels_a is None else labels_a, (0, 1)),
+            vp.vocab_partials(z[:n_b, 1:], (y if labels_b is None else labels_b)[:n_b], (1, C))]
+
+
+# An input of another type or dtype either gives the float64 NumPy answer exactly or is refused.
+EQUAL_TO_REFERENCE = [
+    # big-endian float64 logits
+    pytest.param(lambda: _sce(LOGITS.astype(">f8")), id="zoo-bigendian-logits"),
+    # nested lists for labels, logits and mask
+    pytest.param(lambda: SCE(LABELS.tolist(), LOGITS.tolist(), MASK.tolist(), from_logits=True), id="zoo-lists"),
+    # a Fortran-ordered, non-contiguous view of the logits
+    pytest.param(lambda: _sce(np.asfortranarray(LOGITS)[:, :, ::-1][:, :, ::-1]), id="zoo-fortran-view"),
+    # read-only logits (np.broadcast_to-style views are read-only)
+    pytest.param(lambda: _sce(np.lib.stride_tricks.as_strided(LOGITS, writeable=False)), id="zoo-readonly"),
+    # integral float labels
+    pytest.param(lambda: SCE(LABELS.astype(float), LOGITS, MASK, from_logits=True), id="zoo-float-labels"),
+    # uint64 labels with 2**63 (beyond int64) under the mask
+    pytest.param(lambda: SCE(np.where(MASK, LABELS, 2**63).astype(np.uint64), LOGITS, MASK, from_logits=True),
+                 id="zoo-uint64-labels-huge-under-mask"),
+    # an int8 mask of 0/1
+    pytest.param(lambda: SCE(LABELS, LOGITS, MASK.astype(np.int8), from_logits=True), id="zoo-int8-mask"),
+    # from_logits as np.bool_
+    pytest.param(lambda: SCE(LABELS, LOGITS, MASK, from_logits=np.bool_(True)), id="zoo-numpy-bool-flag"),
+    # torch tensors, logits requiring grad
+    pytest.param(lambda: SCE(_torch().tensor(LABELS), _torch().tensor(LOGITS, requires_grad=True),
+                             _torch().tensor(MASK), from_logits=True), id="zoo-torch-requires-grad"),
+    # a torch int8 mask
+    pytest.param(lambda: SCE(LABELS, LOGITS, _torch().tensor(MASK).to(_torch().int8), from_logits=True),
+                 id="zoo-torch-int8-mask"),
+    # NaN logits under the mask
+    pytest.param(lambda: _sce(_garbage(LOGITS, MASK)), id="leak-sce-nan-logits"),
+    # +inf logits under the mask, through value_and_grad
+    pytest.param(lambda: maskloss.value_and_grad(SCE)(LABELS, _garbage(LOGITS, MASK, np.inf), MASK,
+                                                      from_logits=True)[0], id="leak-sce-vag-inf-logits"),
+    # out-of-range labels under the mask
+    pytest.param(lambda: SCE(np.where(MASK, LABELS, 10**9), LOGITS, MASK, from_logits=True), id="leak-sce-labels"),
+    # NaN sample weights under the mask
+    pytest.param(lambda: _sce(LOGITS, sample_weight=np.where(MASK, 1.0, np.nan)), id="leak-sce-sample-weight"),
+    # a (B, 1) sample weight of ones
+    pytest.param(lambda: _sce(LOGITS, sample_weight=np.ones((B, 1))), id="zoo-sample-weight-b1"),
+    # linear_cross_entropy with NaN hidden states under the mask equals the logits path
+]
+
+
+def _lce(*args: Any) -> Any:
+    return maskloss.linear_cross_entropy(*args)
+
+
+# The same for linear_cross_entropy: the reference is its own value on clean NumPy input.
+LINEAR_EQUAL_TO_REFERENCE = [
+    # NaN hidden states and labels -7 under the mask
+    pytest.param(lambda: _lce(_garbage(HIDDEN, MASK), WEIGHT, np.where(MASK, LABELS, -7), MASK),
+                 id="leak-linear-ce-hidden-and-labels"),
+    # torch tensors
+    pytest.param(lambda: _lce(_torch().tensor(HIDDEN), _torch().tensor(WEIGHT), _torch().tensor(LABELS),
+                              _torch().tensor(MASK)), id="zoo-linear-ce-torch"),
+    # lists
+    pytest.param(lambda: _lce(HIDDEN.tolist(), WEIGHT.tolist(), LABELS.tolist(), MASK.tolist()),
+                 id="zoo-linear-ce-lists"),
+]
+
+
+@pytest.mark.parametrize("call", EQUAL_TO_REFERENCE)
+def test_input_zoo_and_garbage_give_the_reference(call: Any) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = call()
+    assert float(value) == float(_sce(LOGITS))
+
+
+@pytest.mark.parametrize("call", LINEAR_EQUAL_TO_REFERENCE)
+def test_linear_cross_entropy_zoo_gives_the_reference(call: Any) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = call()
+    assert float(value) == float(_lce(HIDDEN, WEIGHT, LABELS, MASK))
+    # and the logits path agrees to rounding (the linear path never forms the logits)
+    assert abs(float(value) - float(SCE(LABELS, HIDDEN @ WEIGHT.T, MASK, from_logits=True))) <= 1e-14
+
+
+_SEGMENTS = np.where(MASK, np.arange(B)[:, None], -1)  # one document per non-empty row
+
+
+def _entropy_leak() -> float:
+    return float(maskloss.entropy(_garbage(LOGITS, MASK), MASK) - maskloss.entropy(LOGITS, MASK))
+
+
+def _pooling_leak() -> float:
+    from maskloss.layers import GlobalAveragePooling1D
+
+    x = _RNG.normal(size=(B, T, 2))
+    pool = GlobalAveragePooling1D()
+    return float(np.abs(pool(_garbage(x, MASK), mask=MASK)[:2] - pool(x, mask=MASK)[:2]).max())
+
+
+# Garbage (NaN, inf, out-of-range) under the mask never reaches a value: the difference is 0.
+NO_LEAK = [
+    # entropy of NaN logits under the mask
+    pytest.param(_entropy_leak, id="leak-entropy"),
+    # z_loss of NaN logits under the mask
+    pytest.param(lambda: maskloss.z_loss(_garbage(LOGITS, MASK), MASK) - maskloss.z_loss(LOGITS, MASK),
+                 id="leak-z-loss"),
+    # token_accuracy of NaN logits and labels 10**9 under the mask
+    pytest.param(lambda: maskloss.token_accuracy(np.where(MASK, LABELS, 10**9), _garbage(LOGITS, MASK), MASK)
+                 - maskloss.token_accuracy(LABELS, LOGITS, MASK), id="leak-token-accuracy"),
+    # kl_estimate k3 of NaN log-probs under the mask
+    pytest.param(lambda: np.abs(maskloss.kl_estimate(_garbage(LOGPROBS, MASK), REF_LOGPROBS, MASK)
+                                - maskloss.kl_estimate(LOGPROBS, REF_LOGPROBS, MASK)).max(), id="leak-kl-k3"),
+    # aggregate of NaN per-token losses under the mask
+    pytest.param(lambda: maskloss.aggregate(_garbage(LOGPROBS, MASK), MASK) - maskloss.aggregate(LOGPROBS, MASK),
+                 id="leak-aggregate"),
+    # policy_gradient_objective with NaN weights under the mask
+    pytest.param(lambda: maskloss.policy_gradient_objective(LABELS, LOGITS, _garbage(np.ones((B, T)), MASK), MASK)
+                 - maskloss.policy_gradient_objective(LABELS, LOGITS, np.ones((B, T)), MASK), id="leak-policy-weight"),
+    # reduce of inf values under the mask with segment ids
+    pytest.param(lambda: maskloss.reduce(_garbage(LOGPROBS, MASK, np.inf), MASK, segment_ids=_SEGMENTS)
+                 - maskloss.reduce(LOGPROBS, MASK, segment_ids=_SEGMENTS), id="leak-reduce-segments"),
+    # the pooling layer on NaN features under the mask
+    pytest.param(_pooling_leak, id="leak-pooling-layer"),
+    # clipped_surrogate of NaN ratios and inf advantages under the mask: 0 there
+    pytest.param(lambda: np.abs(np.where(MASK, 0.0, maskloss.clipped_surrogate(
+        _garbage(np.ones((B, T)), MASK), _garbage(np.ones((B, T)), MASK, np.inf), MASK))).max(),
+        id="leak-clipped-surrogate"),
+    # sequence_logprobs of NaN logits under the mask
+    pytest.param(lambda: np.abs(maskloss.sequence_logprobs(LABELS, _garbage(LOGITS, MASK), MASK)
+                                - maskloss.sequence_logprobs(LABELS, LOGITS, MASK)).max(), id="leak-sequence-logprobs"),
+]
+
+
+@pytest.mark.parametrize("difference", NO_LEAK)
+def test_garbage_under_the_mask_never_reaches_a_value(difference: Any) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(difference()) == 0.0
+
+
+# Bad input is a ValueError/TypeError naming the argument and showing the value, never a bare
+# traceback, a MemoryError or a silent wrong answer.
+REFUSED = [
+    # complex logits
+    pytest.param(lambda: _sce(LOGITS.astype(complex)), TypeError, r"y_pred must be an array of real numbers, got dtype "
+                 r"complex128", id="zoo-complex"),
+    # object-dtype logits
+    pytest.param(lambda: _sce(LOGITS.astype(object)), TypeError, r"y_pred .* got dtype object", id="zoo-object"),
+    # datetime logits
+    pytest.param(lambda: _sce(LOGITS.astype("datetime64[s]")), TypeError, r"y_pred .* datetime64", id="zoo-datetime"),
+    # string labels
+    pytest.param(lambda: SCE(LABELS.astype(str), LOGITS, from_logits=True), TypeError, r"y_true .* got dtype <U",
+                 id="zoo-str-labels"),
+    # bool labels
+    pytest.param(lambda: SCE(LABELS.astype(bool), LOGITS, from_logits=True), TypeError,
+                 r"y_true must hold integer class labels, got dtype bool", id="zoo-bool-labels"),
+    # fractional labels
+    pytest.param(lambda: SCE(LABELS + 0.5, LOGITS, from_logits=True), ValueError, r"y_true must hold integer class "
+                 r"labels; found 1?\d?\.5", id="zoo-fractional-labels"),
+    # ragged nested lists
+    pytest.param(lambda: SCE([[0, 1], [1]], [[[0, 0], [0, 0]], [[0, 0]]], from_logits=True), TypeError,
+                 r"y_true must be an array of numbers", id="zoo-ragged-list"),
+    # 0-d inputs
+    pytest.param(lambda: maskloss.mae(1.0, 2.0), ValueError, r"y_true must have at least 1 dimensions, got shape \(\)",
+                 id="zoo-0d"),
+    # no classes
+    pytest.param(lambda: SCE(np.zeros((B, T), int), np.zeros((B, T, 0)), from_logits=True), ValueError,
+                 r"y_pred has no features/classes", id="zoo-no-classes"),
+    # complex torch tensor
+    pytest.param(lambda: _sce(_torch().tensor(LOGITS).to(_torch().complex64)), TypeError, r"y_pred .* complex64",
+                 id="zoo-torch-complex"),
+    # a mask of 0.5
+    pytest.param(lambda: SCE(LABELS, LOGITS, MASK * 0.5, from_logits=True), ValueError,
+                 r"mask must hold only 0/1 .* found 0\.5", id="mask-half"),
+    # a NaN in the mask
+    pytest.param(lambda: SCE(LABELS, LOGITS, np.where(MASK, 1.0, np.nan), from_logits=True), ValueError,
+                 r"mask must hold only 0/1 .* found nan", id="mask-nan"),
+    # a (T,) mask where (B, T) is needed (no silent broadcast)
+    pytest.param(lambda: SCE(LABELS, LOGITS, MASK[0], from_logits=True), ValueError,
+                 r"mask must have shape \(3, 5\) .* got \(5,\)", id="mask-broadcast"),
+    # a valid label beyond the classes
+    pytest.param(lambda: SCE(np.where(MASK, 99, LABELS), LOGITS, MASK, from_logits=True), ValueError,
+                 r"y_true holds label 99 at valid step \(0, 0\)", id="labels-out-of-range"),
+    # ignore_index=True (a bool is not a label)
+    pytest.param(lambda: _sce(LOGITS, ignore_index=True), TypeError, r"ignore_index must be an int or None, got True",
+                 id="ignore-index-bool"),
+    # ignore_index=0.0
+    pytest.param(lambda: _sce(LOGITS, ignore_index=0.0), TypeError, r"ignore_index must be an int or None, got 0\.0",
+                 id="ignore-index-float"),
+    # label_smoothing as a string
+    pytest.param(lambda: _sce(LOGITS, label_smoothing="0.1"), TypeError, r"label_smoothing must be a real number",
+                 id="smoothing-str"),
+    # label_smoothing NaN
+    pytest.param(lambda: _sce(LOGITS, label_smoothing=float("nan")), ValueError,
+                 r"label_smoothing must be in \[0, 1\], got nan", id="smoothing-nan"),
+    # from_logits="yes"
+    pytest.param(lambda: SCE(LABELS, LOGITS, from_logits="yes"), TypeError, r"from_logits must be True or False",
+                 id="flag-str"),
+    # reduction=None
+    pytest.param(lambda: _sce(LOGITS, reduction=None), ValueError, r"reduction must be one of .* got None",
+                 id="reduction-none-object"),
+    # a class weight per class missing
+    pytest.param(lambda: _sce(LOGITS, class_weight=[1, 2]), ValueError, r"class_weight must have shape \(4,\)",
+                 id="class-weight-length"),
+    # an infinite sample weight at a valid step
+    pytest.param(lambda: _sce(LOGITS, sample_weight=np.where(MASK, np.inf, 1.0)), ValueError,
+                 r"sample_weight must be finite and >= 0 at valid steps; found inf", id="sample-weight-inf"),
+    # a (T,) sample weight (no silent broadcast)
+    pytest.param(lambda: _sce(LOGITS, sample_weight=np.ones(T)), ValueError, r"sample_weight must have shape \(3, 5\)",
+                 id="sample-weight-broadcast"),
+    # probabilities outside [0, 1] without from_logits
+    pytest.param(lambda: SCE(LABELS, LOGITS, MASK), ValueError, r"y_pred must hold probabilities in \[0, 1\] at valid "
+                 r"steps \(pass from_logits=True", id="probabilities"),
+    # linear_cross_entropy with the weight transposed
+    pytest.param(lambda: maskloss.linear_cross_entropy(HIDDEN, WEIGHT.T, LABELS, MASK), ValueError,
+                 r"hidden and weight must share the hidden size H", id="linear-ce-weight-transposed"),
+    # linear_cross_entropy with a NaN in the weight (every class is read)
+    pytest.param(lambda: maskloss.linear_cross_entropy(HIDDEN, np.full_like(WEIGHT, np.nan), LABELS, MASK),
+                 ValueError, r"weight must be finite everywhere", id="linear-ce-nan-weight"),
+    # linear_cross_entropy temperature 0
+    pytest.param(lambda: maskloss.linear_cross_entropy(HIDDEN, WEIGHT, LABELS, MASK, temperature=0), ValueError,
+                 r"temperature must be a finite real number > 0, got 0", id="head-temperature-0"),
+    # linear_cross_entropy softcap inf
+    pytest.param(lambda: maskloss.linear_cross_entropy(HIDDEN, WEIGHT, LABELS, MASK, softcap=np.inf), ValueError,
+                 r"softcap must be a finite real number > 0, got inf", id="head-softcap-inf"),
+    # linear_cross_entropy z_loss -1
+    pytest.param(lambda: maskloss.linear_cross_entropy(HIDDEN, WEIGHT, LABELS, MASK, z_loss=-1.0), ValueError,
+                 r"z_loss must be a finite real number >= 0, got -1\.0", id="head-z-loss-negative"),
+    # token_logprobs temperature "1"
+    pytest.param(lambda: maskloss.token_logprobs(LABELS, LOGITS, MASK, temperature=0.0), ValueError,
+                 r"temperature must be finite and > 0, got 0\.0", id="logprobs-temperature"),
+    # segment ids that are not contiguous documents
+    pytest.param(lambda: maskloss.mae(np.zeros((1, 4, 1)), np.ones((1, 4, 1)), segment_ids=[[0, 1, 0, 1]]),
+                 ValueError, r"segment_ids must number the documents .* found 0 after 1", id="segments-interleaved"),
+    # segment id -2
+    pytest.param(lambda: maskloss.mae(np.zeros((1, 4, 1)), np.ones((1, 4, 1)), segment_ids=[[0, -2, 1, 1]]),
+                 ValueError, r"found -2 at index \(0, 1\)", id="segments-minus-two"),
+    # cu_seqlens that decrease
+    pytest.param(lambda: maskloss.segment_ids_from_cu_seqlens([0, 3, 2, 5], 5), ValueError,
+                 r"cu_seqlens must be strictly increasing; found 3 then 2", id="cu-seqlens-decreasing"),
+    # position ids that continue a document from the previous row
+    pytest.param(lambda: maskloss.segment_ids_from_position_ids([[1, 2, 3, 0, 1]]), ValueError,
+                 r"row 0 starts at position 1", id="position-ids-continue"),
+    # pack into rows shorter than a sequence
+    pytest.param(lambda: maskloss.pack(MASK, 2), ValueError, r"sequence 0 has 5 valid steps, more than row_length=2",
+                 id="pack-too-short"),
+    # unpack of the wrong shape
+    pytest.param(lambda: maskloss.unpack(np.zeros((5, 5)), maskloss.pack(MASK, 6)), ValueError,
+                 r"packed must have shape \(2, 6\)", id="unpack-shape"),
+    # mask_from_lengths with maxlen=True
+    pytest.param(lambda: maskloss.mask_from_lengths([1], True), TypeError, r"maxlen must be an int or None, got True",
+                 id="lengths-bool-maxlen"),
+    # mask_from_ids with a fractional pad id
+    pytest.param(lambda: maskloss.mask_from_ids([[1, 2, 0]], 0.5), TypeError, r"pad_id must be an int, got 0\.5",
+                 id="ids-fractional-pad"),
+    # clipped_surrogate with a negative ratio
+    pytest.param(lambda: maskloss.clipped_surrogate(-np.ones((B, T)), np.ones((B, T)), MASK), ValueError,
+                 r"ratio must be >= 0 at valid steps; ratio\[0, 0\] is -1\.0", id="clipped-negative-ratio"),
+    # clipped_surrogate with delta below 1 + epsilon_high
+    pytest.param(lambda: maskloss.clipped_surrogate(np.ones((B, T)), np.ones((B, T)), MASK, delta=0.5), ValueError,
+                 r"delta must be > 1 \+ epsilon_high = 1\.2, got 0\.5", id="clipped-delta"),
+    # dpo_loss with beta NaN
+    pytest.param(lambda: maskloss.dpo_loss(*[np.zeros(2)] * 4, beta=np.nan), ValueError,
+                 r"beta must be finite and > 0, got nan", id="dpo-beta-nan"),
+    # dpo_loss with a NaN log-prob
+    pytest.param(lambda: maskloss.dpo_loss(np.array([np.nan]), *[np.zeros(1)] * 3), ValueError,
+                 r"chosen_logps must be finite at valid steps; chosen_logps\[0\] is nan", id="dpo-nan-logp"),
+    # kl_estimate with an unknown estimator
+    pytest.param(lambda: maskloss.kl_estimate(LOGPROBS, REF_LOGPROBS, MASK, estimator="k4"), ValueError,
+                 r"estimator must be one of 'k1', 'k2', 'k3'; got 'k4'", id="kl-estimator"),
+    # aggregate with constant 0
+    pytest.param(lambda: maskloss.aggregate(LOGPROBS, MASK, mode="constant", constant=0), ValueError,
+                 r"constant must be finite and > 0, got 0\.0", id="aggregate-constant-0"),
+    # GlobalCounts from a corrupted all-reduce (NaN)
+    pytest.param(lambda: maskloss.GlobalCounts(tokens=np.nan, nonempty_sequences=0, sequences=1, steps=1), ValueError,
+                 r"GlobalCounts: tokens must be finite and >= 0, got nan", id="global-counts-nan"),
+    # micro_batch_value_and_grad of a mean without its global counts
+    pytest.param(lambda: maskloss.micro_batch_value_and_grad(SCE, None)(LABELS, LOGITS, MASK, from_logits=True),
+                 ValueError, r"counts is None, but reduction='token_mean' divides by a global count",
+                 id="accumulation-no-counts"),
+    # value_and_grad of a function that is not a maskloss loss
+    pytest.param(lambda: maskloss.value_and_grad(print), TypeError, r"value_and_grad\(fn\): fn must be one of "
+                 r"maskloss's losses", id="vag-not-a-loss"),
+    # a shard layout that holds a step twice
+    pytest.param(lambda: maskloss.ShardLayout(B, T, (maskloss.Shard((0, 1, 2), ((0, 5),)),
+                                                     maskloss.Shard((2,), ((0, 5),)))), ValueError,
+                 r"layout duplicates step \(2, 0\): 2 shards hold it", id="sharding-duplicate"),
+    # a shard layout that loses a row
+    pytest.param(lambda: maskloss.ShardLayout(B, T, (maskloss.Shard((0, 1), ((0, 5),)),)), ValueError,
+                 r"layout loses step \(2, 0\)", id="sharding-lost-row"),
+    # Embedding of an id beyond its vocabulary
+    pytest.param(lambda: __import__("maskloss.layers").layers.Embedding(3, 2)(np.array([[0, 5]])), ValueError,
+                 r"ids holds label 5 at valid step \(0, 1\), outside \[0, 3\)", id="layers-embedding-id"),
+    # Dense with 2.5 units
+    pytest.param(lambda: __import__("maskloss.layers").layers.Dense(2.5), ValueError,
+                 r"units must be a positive int, got 2\.5", id="layers-dense-units"),
+    # vocabulary shards: a label in no shard (its target logit would be 0 on every shard)
+    pytest.param(lambda: _vp().merge_vocab_partials(_vp_parts(np.full(B * T, C + 1), np.full(B * T, C + 1))),
+                 ValueError, r"labels must be classes in \[0, 4\) .* token 0 has label 5",
+                 id="vocab-label-in-no-shard"),
+    # vocabulary shards: the ignore index -100 (select valid tokens before sharding)
+    pytest.param(lambda: _vp().merge_vocab_partials(_vp_parts(np.full(B * T, -100), np.full(B * T, -100))),
+                 ValueError, r"token 0 has label -100", id="vocab-ignore-index"),
+    # vocabulary shards given different labels
+    pytest.param(lambda: _vp().merge_vocab_partials(_vp_parts(LABELS.reshape(-1), (LABELS.reshape(-1) + 1) % C)),
+                 ValueError, r"vocabulary shards were given different labels: token 0", id="vocab-labels-differ"),
+    # vocabulary shards of different token counts (NumPy's "inhomogeneous shape" before)
+    pytest.param(lambda: _vp().merge_vocab_partials(_vp_parts(n_b=5)), ValueError,
+                 r"vocabulary shards hold different numbers of tokens: \[5, 15\]", id="vocab-token-counts"),
+    # a negative vocabulary range (accepted before)
+    pytest.param(lambda: _vp().vocab_partials(LOGITS.reshape(-1, C)[:, :1], LABELS.reshape(-1), (-1, 0)), ValueError,
+                 r"vocab_range must be \(a, b\) with 0 <= a < b .* got \(-1, 0\)", id="vocab-range-negative"),
+    # a reversed vocabulary range ("must have shape (N, -3)" before)
+    pytest.param(lambda: _vp().vocab_partials(LOGITS.reshape(-1, C)[:, :3], LABELS.reshape(-1), (3, 0)), ValueError,
+                 r"vocab_range must be \(a, b\) with 0 <= a < b .* got \(3, 0\)", id="vocab-range-reversed"),
+    # a fractional vocabulary range (truncated by int() before)
+    pytest.param(lambda: _vp().vocab_partials(LOGITS.reshape(-1, C)[:, :3], LABELS.reshape(-1), (0.5, 3.5)),
+                 TypeError, r"vocab_range must be a pair of ints \(a, b\), got \(0\.5, 3\.5\)", id="vocab-range-float"),
+    # a bool vocabulary range
+    pytest.param(lambda: _vp().vocab_partials(LOGITS.reshape(-1, C)[:, :1], LABELS.reshape(-1), (False, True)),
+                 TypeError, r"vocab_range must be a pair of ints", id="vocab-range-bool"),
+    # merged_cross_entropy with label_smoothing 2 (accepted before)
+    pytest.param(lambda: _vp().merged_cross_entropy(_vp().merge_vocab_partials(_vp_parts()), label_smoothing=2.0),
+                 ValueError, r"label_smoothing must be in \[0, 1\], got 2\.0", id="vocab-smoothing-2"),
+    # merged_cross_entropy with z_loss -1 (a negative loss before)
+    pytest.param(lambda: _vp().merged_cross_entropy(_vp().merge_vocab_partials(_vp_parts()), z_loss=-1.0),
+                 ValueError, r"z_loss must be a finite real number >= 0, got -1\.0", id="vocab-z-loss-negative"),
+    # vocab_shard_grad with label_smoothing NaN
+    pytest.param(lambda: _vp().vocab_shard_grad(LOGITS.reshape(-1, C)[:, :1], LABELS.reshape(-1), (0, 1),
+                                                _vp().merge_vocab_partials(_vp_parts()), label_smoothing=np.nan),
+                 ValueError, r"label_smoothing must be in \[0, 1\], got nan", id="vocab-grad-smoothing-nan"),
+    # segment ids of a 2**40-step row: refused before allocating (an 8 TiB MemoryError before)
+    pytest.param(lambda: maskloss.segment_ids_from_cu_seqlens([0, 2**40], 2**40), ValueError,
+                 r"segment_ids_from_cu_seqlens\(total=1099511627776\) needs 8796093022208 bytes",
+                 id="resource-cu-seqlens-huge-total"),
+    # a 2**40-step mask
+    pytest.param(lambda: maskloss.mask_from_lengths([1], 2**40), ValueError, r"needs .* bytes",
+                 id="resource-mask-huge-maxlen"),
+    # a 2**40-step segment-id row from lengths
+    pytest.param(lambda: maskloss.segment_ids_from_lengths([[1]], 2**40), ValueError, r"needs \d+ bytes",
+                 id="resource-segments-huge-row"),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "match"), REFUSED)
+def test_bad_input_is_refused_naming_the_argument(call: Any, error: type[Exception], match: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(error, match=match) as info:
+            call()
+    assert info.type is error  # not a subclass that escaped from NumPy
