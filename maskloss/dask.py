@@ -226,6 +226,21 @@ def _prepare(loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any, opti
         )
     steps_shape = tuple(int(s) for s in pred.shape[:-1])
     steps_chunks = tuple(pred.chunks[:-1])
+    if options.get("segment_ids") is not None:
+        raise ValueError(
+            "maskloss.dask.evaluate does not take segment_ids= (packed documents can span chunks): "
+            "unpack the rows first (maskloss.unpack) or evaluate the packed batch in memory"
+        )
+    shift = options.get("shift", 0)
+    split = [i + 1 for i, c in enumerate(steps_chunks[1:]) if len(c) > 1]
+    if shift and not isinstance(shift, bool) and split:
+        # each block would shift inside itself: the steps across every chunk boundary would be lost
+        raise ValueError(
+            f"shift={shift!r} pairs a label with a prediction {shift!r} steps earlier, across chunk boundaries, but "
+            f"y_pred's step axis {split[0]} is split into {len(steps_chunks[split[0]])} chunks "
+            f"{_chunks_text((steps_chunks[split[0]],))[1:-1]}; keep each sequence in one chunk: "
+            f"y_pred.rechunk({{{split[0]}: -1}})"
+        )
     letters = string.ascii_lowercase[: pred.ndim]
     steps_index = letters[:-1]
     if loss is sparse_categorical_crossentropy:
@@ -396,7 +411,9 @@ def evaluate(
         One of :data:`maskloss.REDUCTIONS`.
     **options
         The loss's options (``from_logits``, ``ignore_index``, ``label_smoothing``,
-        ``class_weight``, ``sample_weight``), validated now.
+        ``class_weight``, ``sample_weight``, ...), validated now. ``shift`` needs every
+        sequence in one chunk along the step axes; ``segment_ids`` is refused (packed
+        documents can span chunks).
 
     Returns
     -------
@@ -438,7 +455,10 @@ def evaluate(
         kwargs = dict(zip(prep.names, blocks, strict=True))
         return pipeline_of(loss)(**kwargs, **prep.options, reduction="none").value()  # type: ignore[misc]
 
-    return da.blockwise(fn, prep.steps_index, *args, concatenate=True, dtype=np.float64,
+    shift = int(prep.options.get("shift", 0) or 0)
+    # with a shift (each sequence in one chunk, checked above) a row has T - shift values
+    adjust = {prep.steps_index[-1]: (lambda n: max(n - shift, 0))} if shift and len(prep.steps_index) > 1 else None
+    return da.blockwise(fn, prep.steps_index, *args, concatenate=True, dtype=np.float64, adjust_chunks=adjust,
                         meta=np.empty((0,) * len(prep.steps_index), dtype=np.float64))
 
 

@@ -86,15 +86,14 @@ def _shard(logits: npt.ArrayLike, labels: npt.ArrayLike, vocab_range: tuple[int,
 
 def _check_range(vocab_range: object) -> tuple[int, int]:
     """``vocab_range`` must be two ints ``(a, b)`` with ``0 <= a < b`` (a float or bool would be truncated)."""
-    try:
-        a, b = vocab_range  # type: ignore[misc]
-    except (TypeError, ValueError):
-        raise TypeError(f"vocab_range must be a pair of ints (a, b), got {vocab_range!r}") from None
-    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in (a, b)):
+    pair = tuple(vocab_range) if isinstance(vocab_range, (tuple, list)) else ()
+    ints = [v for v in pair if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
+    if len(pair) != 2 or len(ints) != 2:
         raise TypeError(f"vocab_range must be a pair of ints (a, b), got {vocab_range!r}")
+    a, b = int(ints[0]), int(ints[1])
     if not 0 <= a < b:
         raise ValueError(f"vocab_range must be (a, b) with 0 <= a < b (classes a to b - 1), got {vocab_range!r}")
-    return int(a), int(b)
+    return a, b
 
 
 def vocab_partials(logits: npt.ArrayLike, labels: npt.ArrayLike, vocab_range: tuple[int, int]) -> VocabPartials:

@@ -496,3 +496,221 @@ def test_bad_input_is_refused_naming_the_argument(call: Any, error: type[Excepti
         with pytest.raises(error, match=match) as info:
             call()
     assert info.type is error  # not a subclass that escaped from NumPy
+
+
+# ---------------------------------------------------------------------------------------------
+# maskloss.dask and the evaluate CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def _dask_value(*arrays: Any, chunks: tuple[int, int], loss: Any = SCE, **options: Any) -> Any:
+    da = pytest.importorskip("dask.array")
+    from maskloss import dask as mdask
+
+    lazy = [da.from_array(a, chunks=chunks + a.shape[2:]) for a in arrays]
+    return mdask.evaluate(loss, *lazy, **options).compute(scheduler="sync")
+
+
+DASK_EQUAL_TO_MEMORY = [
+    # NaN logits under the mask, time chunks of 2
+    pytest.param(lambda: _dask_value(LABELS, _garbage(LOGITS, MASK), MASK, chunks=(1, 2), from_logits=True),
+                 lambda: SCE(LABELS, LOGITS, MASK, from_logits=True), id="dask-leak-nan-logits"),
+    # labels 10**9 under the mask
+    pytest.param(lambda: _dask_value(np.where(MASK, LABELS, 10**9), LOGITS, MASK, chunks=(2, 3), from_logits=True),
+                 lambda: SCE(LABELS, LOGITS, MASK, from_logits=True), id="dask-leak-labels"),
+    # shift=2 with each sequence in one chunk, per step
+    pytest.param(lambda: _dask_value(LABELS, LOGITS, chunks=(1, T), from_logits=True, shift=2, reduction="none"),
+                 lambda: SCE(LABELS, LOGITS, from_logits=True, shift=2, reduction="none"), id="dask-shift-one-chunk"),
+    # sequence_mean with every step its own chunk
+    pytest.param(lambda: _dask_value(LABELS, LOGITS, MASK, chunks=(1, 1), from_logits=True, reduction="sequence_mean"),
+                 lambda: SCE(LABELS, LOGITS, MASK, from_logits=True, reduction="sequence_mean"),
+                 id="dask-sequence-mean-every-step"),
+]
+
+
+@pytest.mark.parametrize(("lazy", "expected"), DASK_EQUAL_TO_MEMORY)
+def test_dask_equals_in_memory(lazy: Any, expected: Any) -> None:
+    value, want = lazy(), expected()
+    assert np.shape(value) == np.shape(want)
+    np.testing.assert_allclose(value, want, rtol=1e-12, atol=0)
+
+
+DASK_REFUSED = [
+    # shift= across time chunks: each block shifted inside itself, losing the steps at every
+    # boundary (token_mean 1.46 instead of 1.39 here; 'none' had 3 of 4 columns)
+    pytest.param(lambda: _dask_value(LABELS, LOGITS, MASK, chunks=(1, 2), from_logits=True, shift=1), ValueError,
+                 r"shift=1 .* y_pred's step axis 1 is split into 3 chunks \(2, 2, 1\); keep each sequence in one chunk",
+                 id="dask-shift-across-chunks"),
+    # segment_ids= (packed documents may span chunks; the array was handed whole to every block)
+    pytest.param(lambda: _dask_value(LOGITS, LOGITS, chunks=(3, T), loss=maskloss.mae, segment_ids=_SEGMENTS),
+                 ValueError, r"maskloss.dask.evaluate does not take segment_ids=", id="dask-segment-ids"),
+    # a (T,) sample weight (no silent broadcast)
+    pytest.param(lambda: _dask_value(LOGITS, LOGITS, chunks=(3, T), loss=maskloss.mae, sample_weight=np.ones(T)),
+                 ValueError, r"sample_weight must have shape \(3, 5\), got \(5,\)", id="dask-sample-weight-broadcast"),
+    # an option the loss does not have
+    pytest.param(lambda: _dask_value(LABELS, LOGITS, chunks=(3, T), bogus=1), TypeError,
+                 r"sparse_categorical_crossentropy has no option bogus", id="dask-unknown-option"),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "match"), DASK_REFUSED)
+def test_dask_refuses_clearly(call: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_dask_shift_per_step_has_the_right_lazy_shape() -> None:
+    # The lazy array of 'none' values with shift=2 claimed T columns but computed T - 2.
+    da = pytest.importorskip("dask.array")
+    from maskloss import dask as mdask
+
+    lazy = mdask.evaluate(SCE, da.from_array(LABELS, chunks=(1, T)), da.from_array(LOGITS, chunks=(1, T, C)),
+                          from_logits=True, shift=2, reduction="none")
+    assert lazy.shape == (B, T - 2) and lazy.compute(scheduler="sync").shape == (B, T - 2)
+
+
+@pytest.fixture
+def npy_files(tmp_path: Any) -> Any:
+    files = {"labels": LABELS, "logits": LOGITS, "mask": MASK, "fractional": LABELS + 0.5,
+             "nan_logits": _garbage(LOGITS, MASK), "complex": LOGITS.astype(complex)}
+    for name, value in files.items():
+        np.save(tmp_path / f"{name}.npy", value)
+    np.savez(tmp_path / "two.npz", a=LABELS, b=LABELS)
+    (tmp_path / "garbage.npy").write_bytes(b"not an npy file")
+    return tmp_path
+
+
+CLI_ERRORS = [
+    # fractional labels in a file
+    pytest.param(["sparse_categorical_crossentropy", "fractional.npy", "logits.npy", "--from-logits"],
+                 r"y_true must hold integer class labels; found 1?\d\.5", id="cli-fractional-labels"),
+    # complex arrays in a file
+    pytest.param(["mae", "complex.npy", "complex.npy"], r"must be an array of real numbers, got dtype complex128",
+                 id="cli-complex"),
+    # an .npz of two arrays
+    pytest.param(["sparse_categorical_crossentropy", "two.npz", "logits.npy", "--from-logits"],
+                 r"two\.npz' holds arrays \['a', 'b'\]; pass key=", id="cli-npz-two-arrays"),
+    # a file that is not an array
+    pytest.param(["sparse_categorical_crossentropy", "garbage.npy", "logits.npy", "--from-logits"],
+                 r"cannot read '.*garbage\.npy' as a \.npy, \.npz or zarr array", id="cli-not-an-array"),
+    # --label-smoothing 2
+    pytest.param(["sparse_categorical_crossentropy", "labels.npy", "logits.npy", "--from-logits",
+                  "--label-smoothing", "2"], r"label_smoothing must be in \[0, 1\], got 2\.0", id="cli-smoothing-2"),
+    # --timeout inf
+    pytest.param(["sparse_categorical_crossentropy", "labels.npy", "logits.npy", "--from-logits", "--timeout", "inf"],
+                 r"--timeout must be a positive number of seconds, got inf", id="cli-timeout-inf"),
+    # --from-logits on mae
+    pytest.param(["mae", "logits.npy", "logits.npy", "--from-logits"], r"mae has no option from_logits",
+                 id="cli-from-logits-on-mae"),
+]
+
+
+@pytest.mark.parametrize(("argv", "match"), CLI_ERRORS)
+def test_cli_errors_are_one_line(npy_files: Any, argv: list[str], match: str) -> None:
+    pytest.importorskip("dask")
+    from maskloss.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", *[str(npy_files / a) if a.endswith((".npy", ".npz")) else a for a in argv]])
+    message = str(info.value.code)
+    assert message.startswith("maskloss evaluate: error: ") and "\n" not in message, message
+    assert __import__("re").search(match, message), message
+
+
+def test_cli_nan_logits_under_the_mask_are_never_read(npy_files: Any, capsys: Any) -> None:
+    # NaN predictions under the mask: the JSON value is the in-memory value of the clean batch
+    pytest.importorskip("dask")
+    import json
+
+    from maskloss.cli import main
+
+    assert main(["evaluate", "sparse_categorical_crossentropy", str(npy_files / "labels.npy"),
+                 str(npy_files / "nan_logits.npy"), "--mask", str(npy_files / "mask.npy"), "--from-logits",
+                 "--json"]) == 0
+    value = json.loads(capsys.readouterr().out)["values"]["token_mean"]
+    assert abs(value - float(SCE(LABELS, LOGITS, MASK, from_logits=True))) <= 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# Caller arrays are never written into; threads give the same bits
+# ---------------------------------------------------------------------------------------------
+
+def _vag_linear(hidden: Any, weight: Any, labels: Any, mask: Any) -> Any:
+    return maskloss.value_and_grad(maskloss.linear_cross_entropy)(hidden, weight, labels, mask)
+
+
+NO_MUTATION = [
+    # value_and_grad of the sparse cross-entropy with NaN under the mask
+    pytest.param(lambda a: maskloss.value_and_grad(SCE)(a["labels"], a["garbage_logits"], a["mask"], from_logits=True),
+                 id="mutation-vag-sce"),
+    # value_and_grad of linear_cross_entropy
+    pytest.param(lambda a: _vag_linear(a["hidden"], a["weight"], a["labels"], a["mask"]), id="mutation-vag-linear"),
+    # reduce with a sample weight and segment ids
+    pytest.param(lambda a: maskloss.reduce(a["logprobs"], a["mask"], sample_weight=a["weight_bt"],
+                                           segment_ids=a["segments"]), id="mutation-reduce"),
+    # pack, unpack and repad
+    pytest.param(lambda a: maskloss.unpack(np.zeros((2, 6)), maskloss.pack(a["mask"], 6)) is not None
+                 and maskloss.repad(a["logprobs"], a["mask"], side="left"), id="mutation-pack-repad"),
+    # head.apply_head without out=
+    pytest.param(lambda a: __import__("maskloss.head").head.apply_head(a["logits"].reshape(-1, C), temperature=2.0,
+                                                                        cap=3.0), id="mutation-apply-head"),
+    # the vocabulary-parallel partials
+    pytest.param(lambda a: __import__("maskloss.vocab_parallel").vocab_parallel.vocab_partials(
+        a["logits"].reshape(-1, C), a["labels"].reshape(-1), (0, C)), id="mutation-vocab-partials"),
+]
+
+
+@pytest.mark.parametrize("call", NO_MUTATION)
+def test_caller_arrays_are_never_written_into(call: Any) -> None:
+    arrays = {"labels": LABELS.copy(), "logits": LOGITS.copy(), "garbage_logits": _garbage(LOGITS, MASK),
+              "mask": MASK.copy(), "hidden": HIDDEN.copy(), "weight": WEIGHT.copy(), "logprobs": LOGPROBS.copy(),
+              "weight_bt": np.ones((B, T)), "segments": _SEGMENTS.copy()}
+    before = {k: v.copy() for k, v in arrays.items()}
+    call(arrays)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def test_threads_calling_at_once_give_the_same_bits() -> None:
+    # 8 threads, each computing value_and_grad on its own batch, while the pool is resized
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    batches = [(rng.integers(0, C, (4, 300)), rng.normal(size=(4, 300, C))) for _ in range(8)]
+    alone = [maskloss.value_and_grad(SCE)(y, p, from_logits=True) for y, p in batches]
+    previous = maskloss.get_num_threads()
+    try:
+        maskloss.set_num_threads(2)
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda b: maskloss.value_and_grad(SCE)(b[0], b[1], from_logits=True), batches))
+            maskloss.set_num_threads(3)
+    finally:
+        maskloss.set_num_threads(previous)
+    for (v1, g1), (v2, g2) in zip(alone, together, strict=True):
+        assert v1 == v2 and np.array_equal(g1, g2)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Issue 25's package items that no test pinned yet
+# ---------------------------------------------------------------------------------------------
+
+def _root() -> Any:
+    import pathlib
+
+    return pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_readme_says_which_environment_conformance_needs() -> None:
+    # Issue 25: after README command 1 (no framework), `maskloss conformance` exits 1 with
+    # "NOTHING CHECKED"; the README must say which set-up command's environment it needs.
+    text = " ".join((_root() / "README.md").read_text().split())
+    assert "maskloss conformance" in text
+    assert "run it in the environment of the second set-up command" in text
+    assert '"NOTHING CHECKED"' in text and "--allow-none" in text
+
+
+def test_setup_cfg_says_how_the_cpu_torch_wheel_is_chosen() -> None:
+    # Issue 25: setup.cfg claimed "torch is pinned to the CPU build", which torch==2.13.0 does not select.
+    text = (_root() / "setup.cfg").read_text()
+    assert "pinned to the CPU build" not in text
+    assert "https://download.pytorch.org/whl/cpu" in text and "PyPI's Linux wheel is the CUDA build" in text
