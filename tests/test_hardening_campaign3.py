@@ -714,3 +714,34 @@ def test_setup_cfg_says_how_the_cpu_torch_wheel_is_chosen() -> None:
     text = (_root() / "setup.cfg").read_text()
     assert "pinned to the CPU build" not in text
     assert "https://download.pytorch.org/whl/cpu" in text and "PyPI's Linux wheel is the CUDA build" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies: bad bounds are refused when the strategy is built, not when it draws
+# ---------------------------------------------------------------------------------------------
+
+STRATEGY_BOUNDS = [
+    # min_batch above max_batch
+    pytest.param(lambda st: st.padded_batches(min_batch=3, max_batch=2), r"min_batch=3 must be <= max_batch=2",
+                 id="strategies-batch-bounds"),
+    # an integer dtype
+    pytest.param(lambda st: st.padded_batches(dtype="int8"), r"dtype='int8' must be one of", id="strategies-dtype"),
+    # a NaN magnitude
+    pytest.param(lambda st: st.padded_batches(max_magnitude=float("nan")), r"max_magnitude=nan must be a number",
+                 id="strategies-magnitude-nan"),
+    # a document length of 2**62
+    pytest.param(lambda st: st.packed_batches(max_document_length=2**62), r"max_document_length=\d+ must be <= 1024",
+                 id="strategies-document-length"),
+    # a negative mask shape
+    pytest.param(lambda st: st.masks(shape=(-1, 3)), r"shape\[0\]=-1 must be >= 1", id="strategies-mask-shape"),
+]
+
+
+@pytest.mark.parametrize(("build", "match"), STRATEGY_BOUNDS)
+def test_strategies_refuse_bad_bounds_eagerly(build: Any, match: str) -> None:
+    from hypothesis.errors import InvalidArgument
+
+    from maskloss import strategies
+
+    with pytest.raises(InvalidArgument, match=match):
+        build(strategies)  # no .example(): the error comes at construction
