@@ -745,3 +745,22 @@ def test_strategies_refuse_bad_bounds_eagerly(build: Any, match: str) -> None:
 
     with pytest.raises(InvalidArgument, match=match):
         build(strategies)  # no .example(): the error comes at construction
+
+
+def test_log_sum_exp_of_a_row_holding_plus_inf_is_inf() -> None:
+    # z_loss of a +inf logit at a valid step was NaN (e^(inf - inf) in the running sum), where
+    # lse = +inf and z lse^2 = +inf; the sparse cross-entropy of the same row was already inf.
+    from maskloss.head import RunningLogSumExp, logsumexp
+
+    logits = np.zeros((1, 2, 3))
+    logits[0, 0, 1] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        z = maskloss.z_loss(logits, reduction="none")
+        lse = logsumexp(np.array([[np.inf, 0.0], [0.0, 0.0]]))
+    assert z[0, 0] == np.inf and z[0, 1] == np.log(3.0) ** 2  # the finite row keeps its bits
+    assert lse[0] == np.inf and lse[1] == np.log(2.0)
+    acc = RunningLogSumExp(1)  # in tiles: +inf in the second tile
+    acc.add(np.array([[0.0, 1.0]]))
+    acc.add(np.array([[np.inf]]))
+    assert acc.value()[0] == np.inf
