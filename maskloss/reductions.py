@@ -428,7 +428,8 @@ def unscale(value: Any, reduction: str, exponent: int) -> Any:
     """Undo :func:`power_of_two_scale` on a value (or gradient factor) of ``reduction``."""
     if exponent == 0 or reduction in SCALE_FREE_REDUCTIONS:
         return value
-    return np.ldexp(value, exponent)
+    with np.errstate(over="ignore"):  # a sum or batch mean beyond float64 is inf, the true value
+        return np.ldexp(value, exponent)
 
 
 def overflow_free(value_of: Callable[[FloatArray], Any], terms: npt.ArrayLike) -> np.float64:
