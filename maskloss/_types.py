@@ -10,6 +10,9 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.intp]
+#: What a loss or reduction returns: a ``numpy.float64`` for a scalar reduction, a float64 array
+#: of the steps' shape for ``reduction="none"``.
+LossValue = np.float64 | FloatArray
 
 #: The reductions that return a scalar, in the order of the table of :mod:`maskloss.reductions`.
 ScalarReduction = Literal["sum", "token_mean", "sequence_mean", "batch_mean", "element_mean"]

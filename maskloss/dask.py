@@ -17,6 +17,13 @@ sequence's totals, and merges the sequences with a tree reduction
 :math:`\sum N/\sum D`, ``sequence_mean`` :math:`\frac1K\sum N_b/D_b`, ``batch_mean``
 :math:`\sum N/B`, ``element_mean`` :math:`\sum N/\sum S`. Because time chunks merge per
 sequence *before* the ratio, ``sequence_mean`` is exact for any chunking.
+
+The same :math:`\sum N`, :math:`\sum D` and :math:`\sum N_b/D_b` are also kept as
+pairs :math:`(m, e)`, the sum :math:`m\,2^e` with :math:`|m| < 1` (a sequence whose plain
+totals overflow is summed again from its weights scaled by a power of two, exactly), so
+that means of huge but representable values (errors of ``1e308``, weights of ``1e300``)
+are finite here as they are in memory. A reduction reads a pair only where its plain sum
+is not finite: ordinary inputs give the same numbers as the seven sums alone.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import math
 import os
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -44,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from maskloss._checks import as_numeric, check_reduction
 from maskloss.losses import sparse_categorical_crossentropy
 from maskloss.pipeline import Pipeline
-from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, Reduction, ScalarReduction
+from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, Reduction, ScalarReduction, power_of_two_scale
 from maskloss.registry import pipeline_of, pipeline_transform
 
 #: A dask array (dask ships no type information).
@@ -55,8 +62,16 @@ __all__ = ["COUNT_NAMES", "Summary", "evaluate", "from_file", "summary_stats"]
 #: The counts behind the values, in the order of :meth:`Summary.counts`.
 COUNT_NAMES: tuple[str, ...] = ("valid_steps", "weight", "sequences", "nonempty_sequences", "steps")
 
-_N_TOTALS = 4  # N, D, S, V per sequence
-_N_STATS = 7  # sum N, sum D, sum S, B, sum N/D over nonempty, K, V
+_N_TOTALS = 8  # N, D, S, V per sequence, then N and D as (mantissa, exponent) pairs
+_TOTALS_PAIRS = (4, 6)  # the mantissa columns of the pairs (their exponents follow)
+_N_PLAIN_STATS = 7  # sum N, sum D, sum S, B, sum N/D over nonempty, K, V
+_N_STATS = 13  # ... then sum N, sum D and sum N/D as (mantissa, exponent) pairs
+_STATS_PAIRS = (7, 9, 11)
+#: Weights scaled into [1/2, 1) are scaled by 2**-_HEADROOM more: terms up to 2**1024 then sum
+#: without overflow for up to 2**64 of them.
+_HEADROOM = 64
+#: The exponent a zero mantissa carries (below any float64's), so that it never sets the scale of a sum.
+_ZERO_EXPONENT = -(2.0**20)
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,11 @@ class Summary:
         :math:`K`, the sequences with :math:`D_b > 0`.
     valid_steps : int
         Steps that count (mask, and ``!= ignore_index`` for integer labels).
+    scaled : tuple of three (float, float) pairs, optional
+        :math:`\sum_b N_b`, :math:`\sum_b D_b` and :math:`\sum_{b: D_b > 0} N_b / D_b` as
+        :math:`(m, e)`, the sum :math:`m\,2^e`, summed without overflow (:func:`summary_stats`);
+        a value reads one only where the plain sum is not finite. None (seven sums given): the
+        plain sums alone.
 
     Examples
     --------
@@ -90,25 +110,48 @@ class Summary:
     sequence_ratios: float
     nonempty_sequences: int
     valid_steps: int
+    scaled: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None = None
 
     @classmethod
     def from_stats(cls, stats: npt.ArrayLike) -> Summary:
-        """From the length-7 array that :func:`summary_stats` computes."""
-        s = np.asarray(stats, dtype=np.float64).reshape(_N_STATS)
-        return cls(float(s[0]), float(s[1]), float(s[2]), int(s[3]), float(s[4]), int(s[5]), int(s[6]))
+        """From the length-13 array that :func:`summary_stats` computes (or its first seven sums)."""
+        s = np.asarray(stats, dtype=np.float64).ravel()
+        if s.size not in (_N_PLAIN_STATS, _N_STATS):
+            raise ValueError(f"stats must hold {_N_STATS} sums (or the first {_N_PLAIN_STATS}), got shape "
+                             f"{np.shape(stats)}")
+        scaled = None
+        if s.size == _N_STATS:
+            n, d, r = ((float(s[i]), float(s[i + 1])) for i in _STATS_PAIRS)
+            scaled = (n, d, r)
+        return cls(float(s[0]), float(s[1]), float(s[2]), int(s[3]), float(s[4]), int(s[5]), int(s[6]), scaled)
+
+    def _sum(self, index: int) -> tuple[float, int]:
+        r"""Sum ``index`` (0: numerator, 1: denominator, 2: sequence ratios) as ``(m, e)``, the sum
+        :math:`m\,2^e`: the plain sum when finite (``e = 0``), else the pair when kept."""
+        plain = (self.numerator, self.denominator, self.sequence_ratios)[index]
+        if math.isfinite(plain) or self.scaled is None:
+            return plain, 0
+        mantissa, exponent = self.scaled[index]
+        return (mantissa, int(exponent)) if math.isfinite(mantissa) else (plain, 0)
 
     def value(self, reduction: ScalarReduction) -> np.float64:
         """The scalar loss under ``reduction`` (NaN for a zero denominator, as in-memory)."""
         check_reduction(reduction, allowed=SCALAR_REDUCTIONS)
+        numerator = self._sum(2 if reduction == "sequence_mean" else 0)
         if reduction == "sum":
-            return np.float64(self.numerator)
-        numerator, denominator = {
-            "token_mean": (self.numerator, self.denominator),
-            "sequence_mean": (self.sequence_ratios, float(self.nonempty_sequences)),
-            "batch_mean": (self.numerator, float(self.sequences)),
-            "element_mean": (self.numerator, self.steps),
+            with np.errstate(over="ignore"):  # beyond float64 is inf, the true value
+                return np.float64(np.ldexp(numerator[0], numerator[1]))
+        denominator = {
+            "token_mean": self._sum(1),
+            "sequence_mean": (float(self.nonempty_sequences), 0),
+            "batch_mean": (float(self.sequences), 0),
+            "element_mean": (self.steps, 0),
         }[reduction]
-        return np.float64(np.nan if denominator == 0 else numerator / denominator)
+        (n, a), (d, b) = numerator, denominator
+        if d == 0:
+            return np.float64(np.nan)
+        with np.errstate(over="ignore", under="ignore"):  # beyond float64 is inf, the true value
+            return np.float64(np.ldexp(np.float64(n) / d, a - b))
 
     def counts(self) -> dict[str, float | int]:
         """The counts behind the values, keyed by :data:`COUNT_NAMES`."""
@@ -183,6 +226,21 @@ def _prepare(loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any, opti
         )
     steps_shape = tuple(int(s) for s in pred.shape[:-1])
     steps_chunks = tuple(pred.chunks[:-1])
+    if options.get("segment_ids") is not None:
+        raise ValueError(
+            "maskloss.dask.evaluate does not take segment_ids= (packed documents can span chunks): "
+            "unpack the rows first (maskloss.unpack) or evaluate the packed batch in memory"
+        )
+    shift = options.get("shift", 0)
+    split = [i + 1 for i, c in enumerate(steps_chunks[1:]) if len(c) > 1]
+    if shift and not isinstance(shift, bool) and split:
+        # each block would shift inside itself: the steps across every chunk boundary would be lost
+        raise ValueError(
+            f"shift={shift!r} pairs a label with a prediction {shift!r} steps earlier, across chunk boundaries, but "
+            f"y_pred's step axis {split[0]} is split into {len(steps_chunks[split[0]])} chunks "
+            f"{_chunks_text((steps_chunks[split[0]],))[1:-1]}; keep each sequence in one chunk: "
+            f"y_pred.rechunk({{{split[0]}: -1}})"
+        )
     letters = string.ascii_lowercase[: pred.ndim]
     steps_index = letters[:-1]
     if loss is sparse_categorical_crossentropy:
@@ -224,28 +282,81 @@ def _block_totals(loss: Callable[..., Any], names: list[str], options: dict[str,
     """One block's per-sequence (N, D, S, V), shape ``(b, 1, ..., 1, 4)``."""
     kwargs = dict(zip(names, blocks, strict=True))
     pipeline = pipeline_of(loss)(**kwargs, **options)  # type: ignore[misc]
-    totals: MaskedTotals = pipeline.totals()
+    with np.errstate(over="ignore"):  # sums beyond float64 are redone scaled below
+        totals: MaskedTotals = pipeline.totals()
+    n, d = totals.numerator, totals.denominator
+    n_pair, d_pair = _pair(n), _pair(d)
+    plain = np.isfinite(n) & np.isfinite(d)
+    if not plain.all():  # those sequences again from the weights times 2**-e (exact): finite where the true sums are
+        weight, exponent = power_of_two_scale(pipeline.weight)
+        with np.errstate(over="ignore"):  # a term beyond float64 (an infinite loss) stays inf
+            scaled = replace(pipeline, weight=np.ldexp(weight, -_HEADROOM)).totals()
+        for pair, total in ((n_pair, scaled.numerator), (d_pair, scaled.denominator)):
+            m, e = _pair(total, exponent + _HEADROOM)
+            pair[0][~plain], pair[1][~plain] = m[~plain], e[~plain]
     batch, per_sequence = pipeline.valid.shape[0], math.prod(pipeline.valid.shape[1:])
     valid = pipeline.valid.reshape(batch, per_sequence).sum(axis=1).astype(np.float64)  # B = 0 is a shape too
-    out = np.stack([totals.numerator, totals.denominator, totals.steps, valid], axis=-1)
+    out = np.stack([n, d, totals.steps, valid, *n_pair, *d_pair], axis=-1)
     ndim_steps = pipeline.valid.ndim
     return out.reshape((out.shape[0],) + (1,) * (ndim_steps - 1) + (_N_TOTALS,))
 
 
+def _pair(x: Any, exponent: Any = 0) -> tuple[Any, Any]:
+    r"""``x 2^exponent`` as float64 arrays ``(m, e)`` with :math:`|m| \in [1/2, 1)` (``np.frexp``),
+    exactly; a zero mantissa carries :data:`_ZERO_EXPONENT`, a non-finite one exponent 0."""
+    m, e = np.frexp(np.asarray(x, dtype=np.float64))
+    e = e.astype(np.float64) + exponent
+    return m, np.where(m == 0, _ZERO_EXPONENT, np.where(np.isfinite(m), e, 0.0))
+
+
+def _pair_sum(m: Any, e: Any, axis: Any, keepdims: bool) -> tuple[Any, Any]:
+    """The sums over ``axis`` of ``m 2^e`` as pairs: every term aligned to the largest exponent
+    (each then at most 1 in magnitude, so the sum cannot overflow), renormalised."""
+    top = np.max(e, axis=axis, keepdims=True, initial=_ZERO_EXPONENT)
+    with np.errstate(under="ignore", invalid="ignore"):
+        total = np.sum(np.ldexp(m, (e - top).astype(np.int64)), axis=axis, keepdims=True)
+    mantissa, exponent = _pair(total, top)
+    if not keepdims:
+        mantissa, exponent = np.squeeze(mantissa, axis=axis), np.squeeze(exponent, axis=axis)
+    return mantissa, exponent
+
+
+def _merger(pairs: tuple[int, ...]) -> Callable[..., Any]:
+    """The chunk/combine/aggregate function of a reduction over columns (the last axis) that are
+    plain sums, except the (mantissa, exponent) pairs at the columns ``pairs`` and ``pairs + 1``.
+    Overflow warnings are silenced: a plain sum beyond float64 is inf, and the pairs stand in for
+    it (in a task's thread, the caller's ``np.errstate`` does not apply)."""
+
+    def merge(x: Any, axis: Any = None, keepdims: bool = False, **kwargs: Any) -> Any:
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.sum(x, axis=axis, keepdims=keepdims)
+        for i in pairs:
+            out[..., i], out[..., i + 1] = _pair_sum(x[..., i], x[..., i + 1], axis, keepdims)
+        return out
+
+    return merge
+
+
 def _sequence_stats(seq: Any) -> Any:
-    """Per-sequence contributions to the seven sums, from ``(b, 4)`` totals."""
-    n, d, s, v = seq[:, 0], seq[:, 1], seq[:, 2], seq[:, 3]
+    """Per-sequence contributions to the thirteen sums, from ``(b, 8)`` totals."""
+    n, d, s, v, nm, ne, dm, de = (seq[:, i] for i in range(_N_TOTALS))
     nonempty = d > 0
-    ratio = np.where(nonempty, n / np.where(nonempty, d, 1.0), 0.0)
-    return np.stack([n, d, s, np.ones_like(n), ratio, nonempty.astype(np.float64), v], axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratio = np.where(nonempty, n / np.where(nonempty, d, 1.0), 0.0)
+        # N_b/D_b from the pairs: |nm/dm| < 2, so only its exponent can be out of range.
+        rm, re = _pair(np.where(nonempty & (dm != 0), nm / np.where(dm != 0, dm, 1.0), 0.0), ne - de)
+    return np.stack([n, d, s, np.ones_like(n), ratio, nonempty.astype(np.float64), v, nm, ne, dm, de, rm, re],
+                    axis=-1)
 
 
 def summary_stats(
     loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any = None, *, split_every: int | None = None,
     **options: Any,
 ) -> DaskArray:
-    r"""The seven sums of :class:`Summary` as a lazy float64 dask array of shape (7,).
+    r"""The sums of :class:`Summary` as a lazy float64 dask array of shape (13,).
 
+    The seven sums of the module docstring, then :math:`\sum N`, :math:`\sum D` and
+    :math:`\sum N_b/D_b` as (mantissa, exponent) pairs (read only where a plain sum overflows).
     Arguments as in :func:`evaluate`. ``Summary.from_stats(summary_stats(...).compute())``
     gives every scalar reduction and the counts from one pass over the data.
     """
@@ -257,11 +368,16 @@ def summary_stats(
     adjust = {letter: 1 for letter in prep.steps_index[1:]}
     block_totals = _blockwise_totals(loss, prep, args, out_index, adjust)
     steps_ndim = len(prep.steps_index)
-    per_sequence = block_totals.sum(axis=tuple(range(1, steps_ndim))) if steps_ndim > 1 else block_totals
+    per_sequence = block_totals
+    if steps_ndim > 1:
+        merge_totals = _merger(_TOTALS_PAIRS)
+        per_sequence = da.reduction(block_totals, chunk=merge_totals, aggregate=merge_totals, combine=merge_totals,
+                                    axis=tuple(range(1, steps_ndim)), dtype=np.float64, concatenate=True)
     contributions = per_sequence.map_blocks(_sequence_stats, chunks=(per_sequence.chunks[0], (_N_STATS,)),
                                             dtype=np.float64)
+    merge_stats = _merger(_STATS_PAIRS)
     return da.reduction(
-        contributions, chunk=np.sum, aggregate=np.sum, combine=np.sum, axis=0, dtype=np.float64,
+        contributions, chunk=merge_stats, aggregate=merge_stats, combine=merge_stats, axis=0, dtype=np.float64,
         split_every=split_every, concatenate=True,
     )
 
@@ -295,7 +411,9 @@ def evaluate(
         One of :data:`maskloss.REDUCTIONS`.
     **options
         The loss's options (``from_logits``, ``ignore_index``, ``label_smoothing``,
-        ``class_weight``, ``sample_weight``), validated now.
+        ``class_weight``, ``sample_weight``, ...), validated now. ``shift`` needs every
+        sequence in one chunk along the step axes; ``segment_ids`` is refused (packed
+        documents can span chunks).
 
     Returns
     -------
@@ -337,7 +455,10 @@ def evaluate(
         kwargs = dict(zip(prep.names, blocks, strict=True))
         return pipeline_of(loss)(**kwargs, **prep.options, reduction="none").value()  # type: ignore[misc]
 
-    return da.blockwise(fn, prep.steps_index, *args, concatenate=True, dtype=np.float64,
+    shift = int(prep.options.get("shift", 0) or 0)
+    # with a shift (each sequence in one chunk, checked above) a row has T - shift values
+    adjust = {prep.steps_index[-1]: (lambda n: max(n - shift, 0))} if shift and len(prep.steps_index) > 1 else None
+    return da.blockwise(fn, prep.steps_index, *args, concatenate=True, dtype=np.float64, adjust_chunks=adjust,
                         meta=np.empty((0,) * len(prep.steps_index), dtype=np.float64))
 
 

@@ -47,8 +47,9 @@ def value_and_grad(fn: Callable[..., Any]) -> Callable[..., tuple[np.float64, An
         :func:`maskloss.mae`, :func:`maskloss.mse`, :func:`maskloss.binary_crossentropy`,
         :func:`maskloss.categorical_crossentropy`, :func:`maskloss.sparse_categorical_crossentropy`,
         :func:`maskloss.kl_divergence`, :func:`maskloss.jensen_shannon`, :func:`maskloss.entropy`,
-        :func:`maskloss.z_loss`, :func:`maskloss.policy_gradient_objective` (gradient with respect
-        to their prediction argument: ``y_pred``, ``pred`` or ``logits``) and
+        :func:`maskloss.z_loss`, :func:`maskloss.policy_gradient_objective`,
+        :func:`maskloss.clipped_value_loss` (gradient with respect to their prediction argument:
+        ``y_pred``, ``pred``, ``logits`` or ``values``) and
         :func:`maskloss.linear_cross_entropy` (returns ``(value, (d_hidden, d_weight, d_bias))``).
 
     Returns

@@ -176,8 +176,9 @@ class RunningLogSumExp:
         self.maximum = new_max
 
     def value(self) -> FloatArray:
-        r""":math:`m + \log s` per row, shape ``(n,)``."""
-        out: FloatArray = self.maximum + np.log(self.total)
+        r""":math:`m + \log s` per row, shape ``(n,)``; ``+inf`` for a row holding ``+inf`` (its
+        :math:`s` is NaN, from :math:`e^{\infty - \infty}`, but the log-sum-exp is :math:`+\infty`)."""
+        out: FloatArray = np.where(self.maximum == np.inf, np.inf, self.maximum + np.log(self.total))
         return out
 
 

@@ -53,7 +53,13 @@ from maskloss._checks import (
 )
 from maskloss._types import BoolArray, FloatArray, IntArray, Reduction
 from maskloss.head import RunningLogSumExp, apply_head, head_grad, z_loss_from_lse, z_loss_slope
-from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, power_of_two_scale, unscale
+from maskloss.reductions import (
+    SCALAR_REDUCTIONS,
+    power_of_two_scale,
+    segment_ids_for,
+    totals_of_terms,
+    unscale,
+)
 
 __all__ = [
     "TOKEN_TILE",
@@ -89,6 +95,7 @@ class _Head:
     sample_weight: FloatArray  # (steps shape), 0 at masked steps
     reduction: Reduction
     hidden_shape: tuple[int, ...]
+    segment_ids: npt.NDArray[np.int64] | None = None  # packed rows: the documents (-1 at padding)
 
     @property
     def vocab(self) -> int:
@@ -122,6 +129,7 @@ def _check(
     temperature: float,
     reduction: Reduction,
     sample_weight: npt.ArrayLike | None,
+    segment_ids: npt.ArrayLike | None = None,
 ) -> _Head:
     h = as_numeric(hidden, "hidden", min_ndim=1)
     w = as_numeric(weight, "weight")
@@ -150,6 +158,9 @@ def _check(
     valid = check_mask(mask, lab.shape)
     if check_ignore_index(ignore_index) is not None:
         valid = valid & (lab != ignore_index)
+    seg = None if segment_ids is None else segment_ids_for(segment_ids, lab.shape)
+    if seg is not None:
+        valid = valid & (seg >= 0)
     check_reduction(reduction)
     eps = check_label_smoothing(label_smoothing)
     cw = check_class_weight(class_weight, vocab)
@@ -171,6 +182,7 @@ def _check(
         sample_weight=sw,
         reduction=reduction,
         hidden_shape=h.shape,
+        segment_ids=seg,
     )
 
 
@@ -343,7 +355,7 @@ def _value(head: _Head, losses: FloatArray) -> Any:
     if head.reduction == "none":
         return head.sample_weight * losses
     w, exponent = power_of_two_scale(head.sample_weight)
-    value = MaskedTotals.from_terms(w * losses, _denominator_terms(head, w)).value(head.reduction)
+    value = totals_of_terms(w * losses, _denominator_terms(head, w), head.segment_ids).value(head.reduction)
     return unscale(value, head.reduction, exponent)
 
 
@@ -411,6 +423,7 @@ def linear_cross_entropy(
     temperature: float = 1.0,
     reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
+    segment_ids: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked cross-entropy of the logits :math:`hW^\top + b`, without holding them.
 
@@ -441,6 +454,12 @@ def linear_cross_entropy(
         Logits become :math:`c\tanh(z/c)` (Gemma 2) after the temperature.
     temperature : float > 0
         Logits are divided by it first.
+    segment_ids : array_like of int, shape of ``labels``, optional
+        Packed rows (:mod:`maskloss.segments`, -1 at padding): every reduction's sequences
+        are the documents (``"sequence_mean"`` the mean of the documents' own means,
+        ``"batch_mean"`` over the number of documents), as for the pipeline losses; the
+        hidden rows of padding are never read. Shift the labels inside each document first
+        (:func:`maskloss.next_token_targets`).
 
     Returns
     -------
@@ -459,10 +478,19 @@ def linear_cross_entropy(
     0.551444713932
     >>> round(float(maskloss.linear_cross_entropy(hidden, weight, labels, ignore_index=-100)), 12)
     0.551444713932
+
+    Two documents packed in one row (``[0, 0, 1]``): the mean of the documents' own means.
+
+    >>> h = np.array([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    >>> per_doc = maskloss.linear_cross_entropy(h, weight, [[0, 1, 1]], segment_ids=[[0, 0, 1]],
+    ...                                         reduction="sequence_mean")
+    >>> by_hand = maskloss.linear_cross_entropy(h, weight, [[0, 1, 1]], reduction="none")[0]
+    >>> bool(np.isclose(per_doc, ((by_hand[0] + by_hand[1]) / 2 + by_hand[2]) / 2, rtol=1e-15))
+    True
     """
     head = _check(
         hidden, weight, labels, mask, bias, ignore_index, label_smoothing, class_weight,
-        z_loss, softcap, temperature, reduction, sample_weight,
+        z_loss, softcap, temperature, reduction, sample_weight, segment_ids,
     )
     return _value(head, _per_step(head, _forward(head)[0]))
 
@@ -483,6 +511,7 @@ def linear_cross_entropy_value_and_grad(
     reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
     cotangent: npt.ArrayLike | None = None,
+    segment_ids: npt.ArrayLike | None = None,
 ) -> tuple[Any, tuple[FloatArray, FloatArray, FloatArray | None]]:
     r"""The loss and its gradients ``(d_hidden, d_weight, d_bias)``, all float64.
 
@@ -507,7 +536,7 @@ def linear_cross_entropy_value_and_grad(
     """
     head = _check(
         hidden, weight, labels, mask, bias, ignore_index, label_smoothing, class_weight,
-        z_loss, softcap, temperature, reduction, sample_weight,
+        z_loss, softcap, temperature, reduction, sample_weight, segment_ids,
     )
     row_losses, lse_rows = _forward(head)
     losses = _per_step(head, row_losses)
@@ -529,8 +558,8 @@ def linear_cross_entropy_value_and_grad(
             raise AssertionError(head.reduction)
         w, exponent = power_of_two_scale(head.sample_weight)
         denominators = _denominator_terms(head, w)
-        totals = MaskedTotals.from_terms(np.zeros_like(denominators), denominators)
-        scale = unscale(totals.step_scale(head.reduction, w), head.reduction, exponent)
+        totals = totals_of_terms(np.zeros_like(denominators), denominators, head.segment_ids)
+        scale = unscale(totals.step_scale(head.reduction, w, segment_ids=head.segment_ids), head.reduction, exponent)
         factor = scale.reshape(-1)[head.rows]
     return value, _backward(head, factor, lse_rows)
 

@@ -1,4 +1,5 @@
-r"""The convention options of the losses, in one home: ``shift=``, ``smoothing_rule=``, ``smoothing_form=``.
+r"""The convention options of the losses, in one home: ``shift=``, ``smoothing_rule=``, ``smoothing_form=``,
+``scale=`` and ``weight_normalization=``.
 
 Each option is defined and validated here, and each loss declares the ones it takes
 (:data:`OPTIONS_OF`, read by :func:`check_applies`); the losses compute them, with their
@@ -34,6 +35,20 @@ they change no bit.
     divergence :math:`\sum_c q_c \log(q_c / p_c)` (``F.kl_div(log_p, q, reduction="sum")`` per
     row, OpenNMT-py and T5X), which is the cross-entropy less the constant :math:`H(q)`, so the
     gradient is the same.
+``scale`` : float, default 1.0 (every pipeline loss)
+    The loss times a constant :math:`c` (finite, non-zero), value and gradient: a sum over the
+    steps divided by a fixed length (``loss.sum() / T`` in a hand-written loop, the chatbot
+    tutorial's "T times the token mean") is ``reduction="sum", scale=1/T``. ``c = 1`` changes no bit.
+``weight_normalization`` : {"weighted", "numerator", "nonzero_fraction"}, default "weighted"
+    (every pipeline loss with ``sample_weight=``) How the sample weight :math:`w` enters a scalar
+    mean (:func:`maskloss.reductions.renormalized_value`): ``"weighted"``
+    :math:`\sum m w \ell / \sum m w` (torch, maskloss); ``"numerator"``
+    :math:`\sum m w \ell / \sum m` (Keras 3 and tf.keras ``sum_over_batch_size``);
+    ``"nonzero_fraction"`` that times :math:`K/\operatorname{nnz}(w)`, :math:`K` the entries of
+    ``sample_weight`` as given (padded ones included), NaN when every weight is 0 (Keras 2.0-2.2
+    ``weighted_masked_objective``). ``"sum"`` and ``"element_mean"`` have no weighted
+    denominator, so only the factor of ``"nonzero_fraction"`` changes them; ``reduction="none"``
+    takes only ``"weighted"``.
 
 Examples
 --------
@@ -44,10 +59,16 @@ Examples
 >>> b = maskloss.sparse_categorical_crossentropy(labels[:, 1:], logits[:, :-1], from_logits=True)
 >>> bool(a == b)
 True
+>>> y, p, w = np.zeros((2, 1, 1)), np.ones((2, 1, 1)), np.array([3.0, 1.0])
+>>> float(maskloss.mse(y, p, sample_weight=w, weight_normalization="numerator"))   # (3 + 1) / 2 steps
+2.0
+>>> float(maskloss.mse(y, p, reduction="sum", scale=0.5))
+1.0
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,32 +76,41 @@ from typing import Any
 import numpy as np
 
 from maskloss.pointwise import SMOOTHING_FORMS, SMOOTHING_RULES, smoothed_target
+from maskloss.reductions import WEIGHT_NORMALIZATIONS
 
 __all__ = [
     "CONVENTION_OPTIONS",
     "OPTIONS_OF",
     "SMOOTHING_FORMS",
     "SMOOTHING_RULES",
+    "WEIGHT_NORMALIZATIONS",
     "Smoothing",
     "check_applies",
+    "check_scale",
     "check_shift",
     "check_smoothing",
+    "check_weight_normalization",
     "declare",
 ]
 
 #: The convention options a loss may take, by name.
-CONVENTION_OPTIONS: tuple[str, ...] = ("shift", "smoothing_rule", "smoothing_form")
+CONVENTION_OPTIONS: tuple[str, ...] = ("shift", "smoothing_rule", "smoothing_form", "scale", "weight_normalization")
 
 #: The convention options each loss takes, by the loss's name (filled by :func:`declare`).
 OPTIONS_OF: dict[str, tuple[str, ...]] = {}
 
 
 def declare(name: str, options: tuple[str, ...]) -> None:
-    """Declare that the loss ``name`` takes the convention ``options`` (names of :data:`CONVENTION_OPTIONS`)."""
+    """Declare that the loss ``name`` takes the convention ``options`` (names of :data:`CONVENTION_OPTIONS`).
+
+    Declarations add up: the registry declares the options of every pipeline loss, a loss
+    module those it computes itself.
+    """
     unknown = [o for o in options if o not in CONVENTION_OPTIONS]
     if unknown:
         raise ValueError(f"declare({name!r}): unknown convention options {unknown}; known: {CONVENTION_OPTIONS}")
-    OPTIONS_OF[name] = tuple(options)
+    known = OPTIONS_OF.get(name, ())
+    OPTIONS_OF[name] = known + tuple(o for o in options if o not in known)
 
 
 def check_applies(fn: Callable[..., Any] | str, options: dict[str, Any]) -> None:
@@ -94,6 +124,28 @@ def check_applies(fn: Callable[..., Any] | str, options: dict[str, Any]) -> None
                 f"option {key}={value!r} does not apply to maskloss.{name}: it applies to "
                 f"{', '.join('maskloss.' + n for n in which) or 'no loss'}"
             )
+
+
+def check_scale(scale: object) -> float:
+    """``scale`` must be a finite, non-zero real number (the loss is multiplied by it)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"scale must be a finite non-zero number (the loss is multiplied by it), got {scale!r}")
+    value = float(scale)
+    if not math.isfinite(value) or value == 0.0:
+        raise ValueError(f"scale must be a finite non-zero number (the loss is multiplied by it), got {scale!r}")
+    return value
+
+
+def check_weight_normalization(normalization: object, reduction: str) -> str:
+    """``weight_normalization`` must name a rule, and a non-default rule needs a scalar reduction."""
+    if not isinstance(normalization, str) or normalization not in WEIGHT_NORMALIZATIONS:
+        raise ValueError(f"weight_normalization must be one of {WEIGHT_NORMALIZATIONS}, got {normalization!r}")
+    if normalization != "weighted" and reduction == "none":
+        raise ValueError(
+            f"weight_normalization={normalization!r} says how the sample weight enters a mean; "
+            "reduction='none' has no mean: use a scalar reduction or weight_normalization='weighted'"
+        )
+    return normalization
 
 
 def check_shift(shift: object, steps: int) -> int:

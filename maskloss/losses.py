@@ -48,11 +48,13 @@ from maskloss.head import through_head
 from maskloss.pipeline import Pipeline as Pipeline
 from maskloss.pipeline import _with_grad
 from maskloss.pipeline import per_step as per_step
+from maskloss.pipeline import step_losses as step_losses
 from maskloss.registry import pipeline_of as pipeline_of
 from maskloss.registry import pipeline_transform as pipeline_transform
 from maskloss.registry import register_pipeline as register_pipeline
 
-# Pipeline, per_step, pipeline_of, pipeline_transform and register_pipeline stay importable from here
+# Pipeline, step_losses (per_step, its deprecated name), pipeline_of, pipeline_transform and
+# register_pipeline stay importable from here
 # (their homes are maskloss.pipeline and maskloss.registry).
 __all__ = [
     "binary_crossentropy",

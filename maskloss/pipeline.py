@@ -26,8 +26,10 @@ from maskloss._checks import (
     check_sample_weight,
     first_bad_position,
 )
+from maskloss._deprecation import warn_renamed
 from maskloss._rows import StepFn, as_rows, map_rows, to_float64
 from maskloss._types import BoolArray, FloatArray, Reduction
+from maskloss.loss_options import check_scale, check_weight_normalization
 from maskloss.reductions import (
     SCALAR_REDUCTIONS,
     MaskedTotals,
@@ -38,15 +40,22 @@ from maskloss.reductions import (
     unscale,
 )
 
-__all__ = ["Pipeline", "per_step"]
+__all__ = ["Pipeline", "per_step", "step_losses"]
+
+
+def step_losses(step: StepFn, valid: BoolArray, *arrays: np.ndarray[Any, Any]) -> FloatArray:
+    """The per-step losses: ``step(rows, *row_chunks)`` on the valid steps only, 0 at masked steps.
+
+    ``arrays`` are ``(steps, width)`` or ``(steps,)`` views aligned with ``valid.ravel()``.
+    (:func:`maskloss._rows.map_rows` is the chunk loop beneath, which also gives gradients.)
+    """
+    return map_rows(step, valid, arrays)[0].reshape(valid.shape)
 
 
 def per_step(step: StepFn, valid: BoolArray, *arrays: np.ndarray[Any, Any]) -> FloatArray:
-    """Evaluate ``step(rows, *row_chunks)`` on the valid steps only; 0 at masked steps.
-
-    ``arrays`` are ``(steps, width)`` or ``(steps,)`` views aligned with ``valid.ravel()``.
-    """
-    return map_rows(step, valid, arrays)[0].reshape(valid.shape)
+    """Deprecated name of :func:`step_losses` (one name for one idea, issue 19)."""
+    warn_renamed("maskloss.pipeline.per_step", "maskloss.pipeline.step_losses")
+    return step_losses(step, valid, *arrays)
 
 
 def _with_grad(grad: bool, loss: FloatArray, derivative: Callable[..., FloatArray], *args: Any) -> Any:
@@ -85,6 +94,13 @@ class Pipeline:
         values) are the ``T - shift`` labels from position ``shift`` on, scored by the
         predictions up to ``T - shift``; the gradient is given in ``y_pred``'s shape (0 at the
         last ``shift`` predictions).
+    factor : float, default 1.0
+        A constant the loss (value, totals' numerators and gradient) is multiplied by: the
+        ``scale=`` option times ``"nonzero_fraction"``'s :math:`K/\operatorname{nnz}(w)`
+        (:meth:`with_options`).
+    unweighted_denominator : bool, default False
+        ``weight_normalization="numerator"`` or ``"nonzero_fraction"``: the denominators count
+        the valid steps (times ``step_weight``), not the sample weights.
     """
 
     step: StepFn
@@ -97,6 +113,41 @@ class Pipeline:
     segment_ids: npt.NDArray[np.int64] | None = None
     shift: int = 0
     documents: int | None = None
+    factor: float = 1.0
+    unweighted_denominator: bool = False
+
+    def with_options(
+        self, *, scale: object = 1.0, weight_normalization: object = "weighted", sample_weight: Any = None
+    ) -> Pipeline:
+        r"""This pipeline with the ``scale=`` and ``weight_normalization=`` options (:mod:`maskloss.loss_options`).
+
+        ``scale`` multiplies value and gradient; ``weight_normalization`` other than
+        ``"weighted"`` divides by the valid steps instead of the weights, and
+        ``"nonzero_fraction"`` multiplies by :math:`K/\operatorname{nnz}(w)` of ``sample_weight``
+        as given (NaN if every weight is 0). At the defaults the pipeline is returned unchanged.
+        """
+        factor = check_scale(scale)
+        normalization = check_weight_normalization(weight_normalization, self.reduction)
+        if normalization == "nonzero_fraction" and sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            nonzero = int(np.count_nonzero(w))
+            factor = factor * (w.size / nonzero) if nonzero else float("nan")
+        unweighted = normalization != "weighted"
+        if factor == 1.0 and not unweighted:
+            return self
+        return replace(self, factor=factor, unweighted_denominator=unweighted)
+
+    def _scaled(self, x: Any) -> Any:
+        """``x`` times :attr:`factor` (``x`` itself for the default 1, so no bit changes)."""
+        return x if self.factor == 1.0 else x * self.factor
+
+    def _weight_scale(self) -> tuple[FloatArray, int]:
+        """The weights brought near 1 by an exact power of two (:func:`power_of_two_scale`).
+
+        Not with an unweighted denominator: the denominators do not scale with the weights
+        there, so the scale would not cancel.
+        """
+        return (self.weight, 0) if self.unweighted_denominator else power_of_two_scale(self.weight)
 
     def with_segments(self, segment_ids: npt.ArrayLike | None) -> Pipeline:
         r"""This pipeline on packed rows: ``segment_ids`` (the labels' shape) numbers the documents.
@@ -166,6 +217,8 @@ class Pipeline:
 
     def _denominator_terms(self, weight: FloatArray | None = None) -> FloatArray:
         w = self.weight if weight is None else weight
+        if self.unweighted_denominator:
+            w = np.where(self.valid, 1.0, 0.0)
         if self.step_weight is None:
             return w  # already 0 at masked steps
         return np.where(self.valid, w * self.step_weight, 0.0)
@@ -178,20 +231,20 @@ class Pipeline:
         """
         seg = self.segment_ids
         if self.reduction == "none":
-            return reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction, seg,
-                                documents=self.documents)
-        w, exponent = power_of_two_scale(self.weight)
+            return self._scaled(reduce_terms(self.weight * losses, self._denominator_terms(), self.reduction, seg,
+                                             documents=self.documents))
+        w, exponent = self._weight_scale()
         value = reduce_terms(w * losses, self._denominator_terms(w), self.reduction, seg, documents=self.documents)
-        return unscale(value, self.reduction, exponent)
+        return self._scaled(unscale(value, self.reduction, exponent))
 
     def value(self) -> Any:
         """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
-        return self._reduce(per_step(self.step, self.valid, *self.arrays))
+        return self._reduce(step_losses(self.step, self.valid, *self.arrays))
 
     def totals(self) -> MaskedTotals:
         """The per-sequence numerator and denominator sums behind every scalar reduction."""
-        losses = per_step(self.step, self.valid, *self.arrays)
-        return self._totals(self.weight * losses, self._denominator_terms())
+        losses = step_losses(self.step, self.valid, *self.arrays)
+        return self._totals(self._scaled(self.weight * losses), self._denominator_terms())
 
     def value_and_grad(self, out: np.ndarray[Any, Any] | None = None) -> tuple[np.float64, Any]:
         r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).
@@ -216,14 +269,14 @@ class Pipeline:
             _check_grad_out(out, full.shape, self.arrays)
             out[...] = full
             return value, out
-        weight, exponent = power_of_two_scale(self.weight)
+        weight, exponent = self._weight_scale()
         denominators = self._denominator_terms(weight)
         # lambda_b depends only on the denominators (sequence_scale's contract), so it is known
         # before the per-step losses are; zeros stand in for the numerators here.
         totals = self._totals(np.zeros_like(denominators), denominators)
         # One factor per step: the sequence's (document's) lambda_b times the step's sample weight.
         factors = totals.step_scale(self.reduction, weight, segment_ids=self.segment_ids)
-        grad_scale = unscale(factors.reshape(-1), self.reduction, exponent)
+        grad_scale = self._scaled(unscale(factors.reshape(-1), self.reduction, exponent))
         grad_out = None if out is None else _check_grad_out(out, self.pred_shape, self.arrays)
         losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale, grad_out=grad_out)
         assert grad is not None
@@ -247,9 +300,9 @@ class Pipeline:
         else:
             steps_per_sequence = self.weight.size // scale.shape[0] if scale.shape[0] else 0
             grad_scale = (self.weight.reshape(scale.shape[0], steps_per_sequence) * scale[:, None]).reshape(-1)
-        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale)
+        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=self._scaled(grad_scale))
         assert grad is not None
-        numerators = self.weight * losses.reshape(self.valid.shape)
+        numerators = self._scaled(self.weight * losses.reshape(self.valid.shape))
         return self._totals(numerators, denominators), self._grad_out(grad.reshape(self.pred_shape))
 
 
@@ -276,9 +329,11 @@ class Pipeline:
         if np.any(bad):
             pos = first_bad_position(bad, ct64.shape)
             raise ValueError(f"cotangent must be finite at valid steps; found {ct[pos].item()!r} at step {pos}")
-        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=(ct64 * self.weight).reshape(-1))
+        grad_scale = self._scaled((ct64 * self.weight).reshape(-1))
+        losses, grad = map_rows(self.step, self.valid, self.arrays, grad_scale=grad_scale)
         assert grad is not None
-        values = reduce_terms(self.weight * losses.reshape(self.valid.shape), self._denominator_terms(), "none")
+        values = self._scaled(reduce_terms(self.weight * losses.reshape(self.valid.shape), self._denominator_terms(),
+                                           "none"))
         return np.asarray(values), self._grad_out(grad.reshape(self.pred_shape))
 
 

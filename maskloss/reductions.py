@@ -55,7 +55,7 @@ import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
 from maskloss._deprecation import renamed_keyword
-from maskloss._types import Aggregation, FloatArray, Reduction, ScalarReduction
+from maskloss._types import Aggregation, FloatArray, LossValue, Reduction, ScalarReduction
 from maskloss.segments import check_segment_ids
 
 __all__ = [
@@ -399,7 +399,11 @@ SCALE_FREE_REDUCTIONS: tuple[str, ...] = ("token_mean", "sequence_mean")
 
 
 def power_of_two_scale(weight: FloatArray) -> tuple[FloatArray, int]:
-    r"""``(weight · 2^{-e}, e)`` with the largest weight brought into :math:`[1/2, 1)`, exactly.
+    r"""``(weight · 2^{-e}, e)`` with the largest weight brought into :math:`[1/2, 1]`, exactly.
+
+    A largest weight that is a power of two becomes 1, so unit weights (an unweighted call)
+    are not scaled at all: no halving and doubling back, which would round a subnormal loss
+    (``mse`` of errors of ``2.2e-162`` summed is ``5e-324``, not 0).
 
     Multiplying by a power of two is exact, so a uniform weight of ``1e308``, the
     float64 maximum or ``5e-324`` cancels exactly in ``token_mean`` and
@@ -414,7 +418,9 @@ def power_of_two_scale(weight: FloatArray) -> tuple[FloatArray, int]:
     top = float(np.maximum.reduce(np.abs(w), axis=None)) if w.size else 0.0
     if top <= 0.0 or not math.isfinite(top):
         return w, 0
-    exponent = math.frexp(top)[1]
+    mantissa, exponent = math.frexp(top)
+    if mantissa == 0.5:  # top = 2^(e-1): bring it to 1 (unit weights stay as they are)
+        exponent -= 1
     return (w if exponent == 0 else np.ldexp(w, -exponent)), exponent
 
 
@@ -422,7 +428,8 @@ def unscale(value: Any, reduction: str, exponent: int) -> Any:
     """Undo :func:`power_of_two_scale` on a value (or gradient factor) of ``reduction``."""
     if exponent == 0 or reduction in SCALE_FREE_REDUCTIONS:
         return value
-    return np.ldexp(value, exponent)
+    with np.errstate(over="ignore"):  # a sum or batch mean beyond float64 is inf, the true value
+        return np.ldexp(value, exponent)
 
 
 def overflow_free(value_of: Callable[[FloatArray], Any], terms: npt.ArrayLike) -> np.float64:
@@ -546,7 +553,7 @@ def reduce(
     sample_weight: npt.ArrayLike | None = None,
     weight: npt.ArrayLike | None = None,
     segment_ids: npt.ArrayLike | None = None,
-) -> Any:
+) -> LossValue:
     r"""Reduce per-step losses to one number, ignoring masked steps.
 
     With :math:`n = m\,w\,\ell` and :math:`d = m\,w` (mask times weight, :math:`w = 1`
@@ -616,7 +623,8 @@ def reduce(
         w, exponent = power_of_two_scale(w)
     with np.errstate(invalid="ignore", over="ignore"):
         numerator = np.where(valid, w * np.where(valid, vals, 0).astype(np.float64), 0.0)
-    return unscale(reduce_terms(numerator, w, reduction, seg), reduction, exponent)
+    value: LossValue = unscale(reduce_terms(numerator, w, reduction, seg), reduction, exponent)
+    return value
 
 
 def segment_ids_for(segment_ids: npt.ArrayLike, steps_shape: tuple[int, ...]) -> npt.NDArray[np.int64]:

@@ -41,7 +41,8 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 import numpy as np
 
-from maskloss._types import FloatArray
+from maskloss import loss_options
+from maskloss._types import LossValue as _LossValue
 from maskloss.pipeline import Pipeline
 
 __all__ = [
@@ -64,8 +65,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 #: What a loss returns: a ``numpy.float64`` for a scalar reduction, a float64 array of the
-#: steps' shape for ``reduction="none"``.
-LossValue = np.float64 | FloatArray
+#: steps' shape for ``reduction="none"`` (defined in :mod:`maskloss._types`).
+LossValue = _LossValue
 
 #: The kinds of batch :func:`maskloss.strategies.padded_batches` draws (``kind=`` of a
 #: declaration): ``"regression"`` ``(B, T, F)`` targets and predictions, ``"binary"`` 0/1
@@ -168,7 +169,7 @@ def loss(
     """
 
     def declare(build: Callable[P, Pipeline]) -> Callable[P, Any]:
-        segmented = _with_segment_ids(build)
+        segmented = _with_pipeline_options(build)
 
         @functools.wraps(build)
         def public(*args: Any, **kwargs: Any) -> Any:
@@ -186,37 +187,67 @@ def loss(
     return declare
 
 
-def _with_segment_ids(build: Callable[..., Pipeline]) -> Callable[..., Pipeline]:
-    """``build`` with one more keyword-only argument, ``segment_ids=None`` (packed rows).
+def _with_pipeline_options(build: Callable[..., Pipeline]) -> Callable[..., Pipeline]:
+    """``build`` with the keyword-only options every pipeline loss takes, added here once.
 
-    The one place every pipeline loss gets ``segment_ids=``: the pipeline is built as before,
-    then :meth:`maskloss.pipeline.Pipeline.with_segments` makes its sequences the documents.
+    ``segment_ids=None`` (packed rows; :meth:`maskloss.pipeline.Pipeline.with_segments` makes
+    the sequences the documents), ``scale=1.0`` and, for a loss with ``sample_weight=``,
+    ``weight_normalization="weighted"`` (:mod:`maskloss.loss_options`;
+    :meth:`~maskloss.pipeline.Pipeline.with_options`). Each loss's convention options are
+    declared in :data:`maskloss.loss_options.OPTIONS_OF`.
     """
+    signature = inspect.signature(build)
+    weighted = "sample_weight" in signature.parameters
+    if weighted:
+        extra = {"segment_ids": (None, "npt.ArrayLike | None"), "scale": (1.0, "float"),
+                 "weight_normalization": ("weighted", "str")}
+    else:
+        extra = {"segment_ids": (None, "npt.ArrayLike | None"), "scale": (1.0, "float")}
 
     @functools.wraps(build)
-    def segmented(*args: Any, segment_ids: Any = None, **kwargs: Any) -> Pipeline:
-        return build(*args, **kwargs).with_segments(segment_ids)
+    def optioned(
+        *args: Any, segment_ids: Any = None, scale: Any = 1.0, weight_normalization: Any = "weighted", **kwargs: Any
+    ) -> Pipeline:
+        if not weighted and not (isinstance(weight_normalization, str) and weight_normalization == "weighted"):
+            raise ValueError(
+                f"option weight_normalization={weight_normalization!r} does not apply to maskloss.{build.__name__}: "
+                "it takes no sample_weight="
+            )
+        pipeline = build(*args, **kwargs).with_segments(segment_ids)
+        return pipeline.with_options(
+            scale=scale, weight_normalization=weight_normalization, sample_weight=kwargs.get("sample_weight")
+        )
 
-    signature = inspect.signature(build)
-    extra = inspect.Parameter(
-        "segment_ids", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="npt.ArrayLike | None"
+    parameters = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (default, annotation) in extra.items()
+    ]
+    optioned.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), *parameters]
     )
-    segmented.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*signature.parameters.values(), extra]
-    )
-    segmented.__annotations__ = {**build.__annotations__, "segment_ids": "npt.ArrayLike | None"}
-    segmented.__doc__ = (build.__doc__ or "") + _SEGMENT_IDS_DOC
-    del segmented.__wrapped__
-    return segmented
+    optioned.__annotations__ = {**build.__annotations__, **{n: a for n, (_, a) in extra.items()}}
+    optioned.__doc__ = (build.__doc__ or "") + _SEGMENT_IDS_DOC + (_WEIGHTED_OPTIONS_DOC if weighted else _SCALE_DOC)
+    del optioned.__wrapped__
+    loss_options.declare(build.__name__, ("scale", "weight_normalization") if weighted else ("scale",))
+    return optioned
 
 
-#: Appended to the docstring of every pipeline loss (the keyword :func:`_with_segment_ids` adds).
+#: Appended to the docstring of every pipeline loss (the keywords :func:`_with_pipeline_options` adds).
 _SEGMENT_IDS_DOC = """
     Packed rows: ``segment_ids=`` (array of int, the steps' shape; see :mod:`maskloss.segments`) numbers
     the document of each step of packed rows, -1 at padding: every reduction then treats each
     document as one sequence (``"sequence_mean"`` is the mean of the documents' own means,
     ``"batch_mean"`` divides by the number of documents), and steps at -1 never count. The
     value and gradient equal those of the padded batch of the same documents.
+"""
+_SCALE_DOC = """
+    ``scale=`` (float, default 1.0): the loss times this finite non-zero constant, value and
+    gradient (see :mod:`maskloss.loss_options`).
+"""
+_WEIGHTED_OPTIONS_DOC = _SCALE_DOC + """
+    ``weight_normalization=`` (``"weighted"``, ``"numerator"`` or ``"nonzero_fraction"``): how
+    ``sample_weight`` enters a mean; ``"numerator"`` divides by the valid steps, not the weights
+    (Keras 3); see :mod:`maskloss.loss_options`.
 """
 
 

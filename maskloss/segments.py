@@ -171,6 +171,7 @@ def segment_ids_from_cu_seqlens(cu_seqlens: npt.ArrayLike, total: int) -> Int64A
         raise ValueError(
             f"cu_seqlens must end at total={int(total)}; it ends at {cu[-1]} (index {cu.size - 1})"
         )
+    check_fits(8 * int(total), f"segment_ids_from_cu_seqlens(total={int(total)})")  # the int64 result
     return np.repeat(np.arange(steps.size, dtype=np.int64), steps)
 
 

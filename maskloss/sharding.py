@@ -106,6 +106,42 @@ class Shard:
         return arr[np.asarray(self.rows, dtype=np.intp)][:, self.time_index]
 
 
+def _check_vocab_groups(shards: tuple[Shard, ...]) -> None:
+    """The vocabulary shards of one token group tile ``[0, V)`` exactly, with the same ``V`` for every group."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, s in enumerate(shards):
+        groups.setdefault((s.rows, s.time_ranges, s.rank, s.micro_batch), []).append(i)
+    sizes: dict[int, int] = {}
+    for members in groups.values():
+        cut = [i for i in members if shards[i].vocab_range is not None]
+        if not cut:
+            continue  # unsplit shards: two of them with the same tokens are duplicates, found by the count
+        whole = [i for i in members if shards[i].vocab_range is None]
+        if whole:
+            raise ValueError(
+                f"shards[{whole[0]}] holds every class of the tokens that the vocabulary shards "
+                f"shards[{cut[0]}] split: a token's classes must be held once"
+            )
+        stop = 0
+        for i in sorted(cut, key=lambda j: shards[j].vocab_range or (0, 0)):
+            a, b = shards[i].vocab_range or (0, 0)
+            if a != stop or b == a:
+                what = "is empty" if b == a else ("overlaps" if a < stop else "leaves a gap")
+                raise ValueError(
+                    f"shards[{i}] has vocab_range {(a, b)}, which {what} in the classes of its tokens "
+                    f"(the vocabulary shards of a token must tile [0, V) from class 0; the previous one ends at {stop})"
+                )
+            stop = b
+        sizes[cut[0]] = stop
+    first = min(sizes, default=None)
+    for j, w in sorted(sizes.items()):
+        if first is not None and w != sizes[first]:
+            raise ValueError(
+                f"inconsistent class counts: the vocabulary shards of shards[{first}] tile {sizes[first]} classes, "
+                f"those of shards[{j}] {w}"
+            )
+
+
 @dataclass(frozen=True)
 class ShardLayout:
     r"""A split of a ``(batch, length)`` grid into :class:`Shard` s that covers every step once.
@@ -140,6 +176,7 @@ class ShardLayout:
         object.__setattr__(self, "shards", shards)
         count = np.zeros((batch, length), dtype=np.int64)
         seen: set[tuple[tuple[int, ...], tuple[tuple[int, int], ...], int, int]] = set()
+        _check_vocab_groups(shards)
         for i, s in enumerate(shards):
             key = (s.rows, s.time_ranges, s.rank, s.micro_batch)
             if s.vocab_range is not None and key in seen:
@@ -161,6 +198,12 @@ class ShardLayout:
     def ranks(self) -> int:
         """The number of distinct ranks (the group gradients are averaged over)."""
         return len({s.rank for s in self.shards})
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The number of classes the vocabulary shards tile (None: no shard is cut by class)."""
+        ends = [s.vocab_range[1] for s in self.shards if s.vocab_range is not None]
+        return max(ends) if ends else None  # every token's shards tile [0, V) for one V (__post_init__)
 
     @classmethod
     def split(
@@ -240,6 +283,7 @@ def shard_scales(
     grad_reduction: str = "sum",
     sample_weight: npt.ArrayLike | None = None,
     constant: float | None = None,
+    global_count: float | None = None,
 ) -> ShardScales:
     r"""The exact factor each shard's ``"sum"`` needs so that the step equals the full batch.
 
@@ -260,6 +304,11 @@ def shard_scales(
         Weights as in the losses (shape of the mask, ``(B,)`` or scalar).
     constant : float, optional
         The divisor of ``reduction="constant"`` (Dr. GRPO).
+    global_count : float, optional
+        For ``reduction="global_token_mean"``: the (weighted) valid tokens the step's sum is
+        divided by, as in :func:`maskloss.aggregate`, at least the step's own. Default: the
+        step's own count. With ``steps_per_generation`` optimizer steps per generation batch
+        (TRL, DAPO) pass the generation batch's count: the steps' losses then sum to its token mean.
 
     Returns
     -------
@@ -278,6 +327,12 @@ def shard_scales(
     [[0.25], [0.25]]
     >>> [f.tolist() for f in maskloss.shard_scales(mask, layout, reduction="sequence_mean").factors]
     [[0.16666666666666666], [0.5]]
+
+    One of 2 optimizer steps of a generation batch of 10 valid tokens (``steps_per_generation=2``):
+
+    >>> [f.tolist() for f in maskloss.shard_scales(mask, layout, reduction="global_token_mean",
+    ...                                            global_count=10).factors]
+    [[0.1], [0.1]]
     """
     if not isinstance(layout, ShardLayout):
         raise TypeError(f"layout must be a maskloss.ShardLayout, got {type(layout).__name__}")
@@ -294,7 +349,23 @@ def shard_scales(
     weight = check_sample_weight(sample_weight, valid)
     weight = np.where(valid, weight, 0.0)
     totals = MaskedTotals.from_terms(np.zeros(valid.shape), weight)
-    if reduction == "constant":
+    if global_count is not None:
+        if reduction != "global_token_mean":
+            raise TypeError(f"global_count= is the count of reduction='global_token_mean', not of {reduction!r}")
+        given: object = global_count  # typed float, but a caller may pass anything
+        if isinstance(given, bool) or not isinstance(given, numbers.Real):
+            raise TypeError(f"global_count must be a number, got {global_count!r}")
+        g, own = float(given), float(weight.sum())
+        if not np.isfinite(g) or g <= 0:
+            raise ValueError(f"global_count must be finite and > 0, got {global_count!r}")
+        if g < own * (1.0 - 1e-12):
+            raise ValueError(
+                f"global_count={global_count!r} is below this step's own {own:g} valid tokens; it counts the "
+                "valid tokens of every step it averages over (the generation batch)"
+            )
+        per_row = totals.sequence_scale(reduction, count=g)
+        token_weight = totals.step_scale(reduction, weight, count=g)
+    elif reduction == "constant":
         if constant is None:
             raise TypeError("reduction='constant' needs constant= (Dr. GRPO: batch size * max_completion_length)")
         c = float(constant)

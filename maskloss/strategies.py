@@ -15,6 +15,8 @@ strategy               shrinks towards
 :func:`padded_batches` fewest sequences, steps and features/classes; right padding
                        with no padded step; targets/labels 0 and predictions 0
                        (uniform logits); no sample weight; NaN as the padding junk
+:func:`head_options`   every LM-head option at its default (no z-loss, no cap,
+                       temperature 1, no shift, no smoothing)
 ====================== ===========================================================
 
 So a minimal counterexample has as little padding as it needs to fail, on the right,
@@ -41,7 +43,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -63,10 +65,13 @@ from maskloss.packing import Packing, pack
 
 __all__ = [
     "BFLOAT16_MAX",
+    "HUGE_SOFTCAP",
     "KINDS",
     "PADDINGS",
+    "HeadOptions",
     "PackedBatch",
     "PaddedBatch",
+    "head_options",
     "lengths",
     "masks",
     "packed_batches",
@@ -81,6 +86,12 @@ KINDS: tuple[str, ...] = registry.BATCH_KINDS
 PADDINGS: tuple[str, ...] = ("right", "left", "arbitrary")
 
 _DTYPES = ("float64", "float32", "float16", "bfloat16")
+#: The "huge" softcap :func:`head_options` draws, :math:`2^{300}`: dividing and multiplying by a
+#: power of two is exact (while :math:`x / c` is a normal float) and :math:`\tanh u = u` in float64
+#: for :math:`|u| < 10^{-8}`, so :math:`c \tanh(x / c) = x` to the last bit for 0 and every
+#: :math:`10^{-217} < |x| < 10^{82}` (a tinier logit is capped to 0), and the chain rule's
+#: :math:`1 - (h/c)^2` is exactly 1: a huge cap must equal no cap.
+HUGE_SOFTCAP = 2.0**300
 #: The largest finite bfloat16, (2 - 2**-7) * 2**127.
 BFLOAT16_MAX = 3.3895313892515355e38
 
@@ -674,3 +685,132 @@ def _packed(draw: Any, padded: Any, orders: Any, junk: bool) -> PackedBatch:
     return PackedBatch(
         batch, packing, y_true, y_pred, weight, packing.segment_ids, packing.position_ids
     )
+
+
+# -- LM-head options ---------------------------------------------------------------------------
+
+
+class HeadOptions(TypedDict):
+    """The keyword arguments :func:`head_options` draws: every dict it returns has these keys."""
+
+    z_loss: float
+    softcap: float | None
+    temperature: float
+    shift: int
+    label_smoothing: float
+    smoothing_rule: str
+
+_HEAD_RULES = ("uniform", "others")
+
+
+def _check_real(value: object, name: str, *, low: float, strict: bool, high: float = math.inf) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InvalidArgument(f"{name}={value!r} must be a real number")
+    v = float(value)
+    if not math.isfinite(v) or v < low or (strict and v == low) or v > high:
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        upper = f" and <= {high:g}" if math.isfinite(high) else ""
+        raise InvalidArgument(f"{name}={value!r} must be a finite number {bound}{upper}")
+    return v
+
+
+def head_options(
+    *,
+    max_z_loss: float = 1e-2,
+    min_softcap: float = 1.0,
+    max_softcap: float = 50.0,
+    huge_softcap: bool = True,
+    min_temperature: float = 0.25,
+    max_temperature: float = 4.0,
+    max_shift: int = 2,
+    max_label_smoothing: float = 0.5,
+    smoothing_rules: Sequence[str] = _HEAD_RULES,
+) -> st.SearchStrategy[HeadOptions]:
+    r"""Keyword arguments of the LM-head options, valid together for the sparse cross-entropy.
+
+    Each draw is a dict with the keys ``z_loss``, ``softcap``, ``temperature``, ``shift``,
+    ``label_smoothing`` and ``smoothing_rule``, to pass as
+    ``maskloss.sparse_categorical_crossentropy(y_true, logits, mask, from_logits=True, **options)``
+    (the head options act on logits, so ``from_logits=True``; they take no ``class_weight``
+    when the rule is not ``"uniform"``):
+
+    - ``z_loss``: 0, or a coefficient in ``(0, max_z_loss]``;
+    - ``softcap``: ``None``, a cap in ``[min_softcap, max_softcap]``, or (``huge_softcap``)
+      :data:`HUGE_SOFTCAP`, a cap so large that it changes no logit a strategy draws;
+    - ``temperature``: 1, or a temperature in ``[min_temperature, max_temperature]``;
+    - ``shift``: the causal shift, an int in ``[0, max_shift]``;
+    - ``label_smoothing``: 0, or a value in ``(0, max_label_smoothing]``, and
+      ``smoothing_rule``: ``"uniform"`` without smoothing, else one of ``smoothing_rules``
+      (``"uniform"``, ``"others"``; ``"others_except_pad"`` needs ``ignore_index=`` to be a class
+      of each batch, which a batch-independent strategy cannot promise, so it is refused).
+
+    Bounds are checked when the strategy is made (an ``InvalidArgument``). Shrinks towards
+    every option at its default, the dict on which the loss is the plain cross-entropy.
+
+    Examples
+    --------
+    >>> import numpy as np, maskloss
+    >>> from hypothesis import given, settings
+    >>> from maskloss.strategies import head_options, padded_batches
+    >>> @settings(max_examples=20)
+    ... @given(padded_batches("sparse", adversarial=True), head_options())
+    ... def test(batch, options):
+    ...     loss = maskloss.sparse_categorical_crossentropy(
+    ...         batch.y_true, batch.y_pred, batch.mask, from_logits=True, **options)
+    ...     assert np.isnan(loss) or loss >= 0
+    >>> test()
+    >>> head_options(min_softcap=0.0)
+    Traceback (most recent call last):
+    ...
+    hypothesis.errors.InvalidArgument: min_softcap=0.0 must be a finite number > 0
+    """
+    z_hi = _check_real(max_z_loss, "max_z_loss", low=0.0, strict=False)
+    c_lo = _check_real(min_softcap, "min_softcap", low=0.0, strict=True)
+    c_hi = _check_real(max_softcap, "max_softcap", low=0.0, strict=True)
+    if c_lo > c_hi:
+        raise InvalidArgument(f"min_softcap={min_softcap!r} must be <= max_softcap={max_softcap!r}")
+    huge = _check_bool(huge_softcap, "huge_softcap")
+    t_lo = _check_real(min_temperature, "min_temperature", low=0.0, strict=True)
+    t_hi = _check_real(max_temperature, "max_temperature", low=0.0, strict=True)
+    if t_lo > t_hi:
+        raise InvalidArgument(f"min_temperature={min_temperature!r} must be <= max_temperature={max_temperature!r}")
+    s_hi = _check_int(max_shift, "max_shift", 0)
+    eps_hi = _check_real(max_label_smoothing, "max_label_smoothing", low=0.0, strict=False, high=1.0)
+    rules = (smoothing_rules,) if isinstance(smoothing_rules, str) else smoothing_rules
+    if (
+        not isinstance(rules, Sequence)
+        or not rules
+        or any(not isinstance(r, str) or r not in _HEAD_RULES for r in rules)
+    ):
+        raise InvalidArgument(
+            f"smoothing_rules={smoothing_rules!r} must be a non-empty sequence of {_HEAD_RULES} "
+            "('others_except_pad' needs ignore_index= to be a class of each batch: pass it yourself)"
+        )
+    ordered = tuple(r for r in _HEAD_RULES if r in rules)  # simplest first, whatever order was given
+
+    def optional(default: Any, values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.one_of(st.just(default), values)  # shrinks to the default
+
+    z = optional(0.0, st.floats(0.0, z_hi, exclude_min=True)) if z_hi > 0 else st.just(0.0)
+    caps: list[st.SearchStrategy[Any]] = [st.just(None), st.floats(c_lo, c_hi)]
+    if huge:
+        caps.append(st.just(HUGE_SOFTCAP))
+    temperature = optional(1.0, st.floats(t_lo, t_hi))
+    smoothing = optional(0.0, st.floats(0.0, eps_hi, exclude_min=True)) if eps_hi > 0 else st.just(0.0)
+    return _head_options(z, st.one_of(*caps), temperature, st.integers(0, s_hi), smoothing,
+                         st.sampled_from(ordered))
+
+
+@st.composite
+def _head_options(
+    draw: Any, z: Any, caps: Any, temperatures: Any, shifts: Any, smoothings: Any, rules: Any
+) -> HeadOptions:
+    eps = draw(smoothings)
+    return {  # a plain dict, as ** needs
+        "z_loss": draw(z),
+        "softcap": draw(caps),
+        "temperature": draw(temperatures),
+        "shift": draw(shifts),
+        "label_smoothing": eps,
+        "smoothing_rule": draw(rules) if eps > 0 else "uniform",
+    }

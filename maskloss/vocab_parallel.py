@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric
+from maskloss._checks import as_numeric, check_head_option, check_label_smoothing
 from maskloss._types import FloatArray
 
 __all__ = ["SMOOTHING_RULES", "MergedVocab", "VocabPartials", "merge_vocab_partials", "merged_cross_entropy",
@@ -44,13 +44,19 @@ SMOOTHING_RULES: tuple[str, ...] = ("uniform", "others")
 
 @dataclass(frozen=True)
 class VocabPartials:
-    """One vocabulary shard's per-token partial sums (all shape ``(N,)``, float64)."""
+    """One vocabulary shard's per-token partial sums (all shape ``(N,)``, float64).
+
+    ``labels`` (the global labels the shard was given, int64) lets
+    :func:`merge_vocab_partials` check that every shard saw the same labels and that each
+    falls in ``[0, V)``; None (hand-built partials) skips those checks.
+    """
 
     vocab_range: tuple[int, int]
     max: FloatArray
     sum_exp: FloatArray
     target_logit: FloatArray
     logit_sum: FloatArray
+    labels: npt.NDArray[np.int64] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,8 @@ class MergedVocab:
 def _shard(logits: npt.ArrayLike, labels: npt.ArrayLike, vocab_range: tuple[int, int]) -> tuple[FloatArray, np.ndarray]:
     z = np.asarray(as_numeric(logits, "logits"), dtype=np.float64)
     y = np.asarray(as_numeric(labels, "labels"))
-    a, b = (int(v) for v in vocab_range)
-    if z.ndim != 2 or z.shape[1] != b - a or b <= a:
+    a, b = _check_range(vocab_range)
+    if z.ndim != 2 or z.shape[1] != b - a:
         raise ValueError(f"logits must have shape (N, {b - a}) for vocab_range {vocab_range}, got {z.shape}")
     if y.shape != (z.shape[0],):
         raise ValueError(f"labels must have shape ({z.shape[0]},), got {y.shape}")
@@ -78,16 +84,28 @@ def _shard(logits: npt.ArrayLike, labels: npt.ArrayLike, vocab_range: tuple[int,
     return z, y.astype(np.int64)
 
 
+def _check_range(vocab_range: object) -> tuple[int, int]:
+    """``vocab_range`` must be two ints ``(a, b)`` with ``0 <= a < b`` (a float or bool would be truncated)."""
+    pair = tuple(vocab_range) if isinstance(vocab_range, (tuple, list)) else ()
+    ints = [v for v in pair if isinstance(v, (int, np.integer)) and not isinstance(v, bool)]
+    if len(pair) != 2 or len(ints) != 2:
+        raise TypeError(f"vocab_range must be a pair of ints (a, b), got {vocab_range!r}")
+    a, b = int(ints[0]), int(ints[1])
+    if not 0 <= a < b:
+        raise ValueError(f"vocab_range must be (a, b) with 0 <= a < b (classes a to b - 1), got {vocab_range!r}")
+    return a, b
+
+
 def vocab_partials(logits: npt.ArrayLike, labels: npt.ArrayLike, vocab_range: tuple[int, int]) -> VocabPartials:
     r"""The partial sums of one shard: ``logits`` ``(N, b - a)`` holds classes ``[a, b)``; ``labels`` global ids."""
     z, y = _shard(logits, labels, vocab_range)
-    a, b = (int(v) for v in vocab_range)
+    a, b = _check_range(vocab_range)
     local = y - a
     inside = (local >= 0) & (local < b - a)
     top = z.max(axis=1)
     picked = np.take_along_axis(z, np.where(inside, local, 0)[:, None], axis=1)[:, 0]
     return VocabPartials(
-        (a, b), top, np.exp(z - top[:, None]).sum(axis=1), np.where(inside, picked, 0.0), z.sum(axis=1)
+        (a, b), top, np.exp(z - top[:, None]).sum(axis=1), np.where(inside, picked, 0.0), z.sum(axis=1), y
     )
 
 
@@ -99,13 +117,33 @@ def merge_vocab_partials(parts: Sequence[VocabPartials]) -> MergedVocab:
     for left, right in itertools.pairwise(items):
         if left.vocab_range[1] != right.vocab_range[0]:
             raise ValueError(f"vocabulary shards {left.vocab_range} and {right.vocab_range} leave a gap or overlap")
+    tokens = {p.max.shape for p in items}
+    if len(tokens) != 1:
+        raise ValueError(f"vocabulary shards hold different numbers of tokens: {sorted(s[0] for s in tokens)}")
+    vocab = items[-1].vocab_range[1]
+    given = [p for p in items if p.labels is not None]
+    for p in given[1:]:
+        assert p.labels is not None and given[0].labels is not None
+        if not np.array_equal(p.labels, given[0].labels):
+            i = int(np.flatnonzero(p.labels != given[0].labels)[0])
+            raise ValueError(f"vocabulary shards were given different labels: token {i} has label "
+                             f"{int(given[0].labels[i])} on shard {given[0].vocab_range} and {int(p.labels[i])} "
+                             f"on shard {p.vocab_range}")
+    if given:
+        y = given[0].labels
+        assert y is not None
+        outside = (y < 0) | (y >= vocab)
+        if outside.any():  # its target logit would be 0 on every shard: a silent wrong loss
+            i = int(np.flatnonzero(outside)[0])
+            raise ValueError(f"labels must be classes in [0, {vocab}) (select valid tokens before sharding); "
+                             f"token {i} has label {int(y[i])}")
     top = np.max([p.max for p in items], axis=0)
     total = np.sum([p.sum_exp * np.exp(p.max - top) for p in items], axis=0)
     return MergedVocab(
         top + np.log(total),
         np.sum([p.target_logit for p in items], axis=0),
         np.sum([p.logit_sum for p in items], axis=0),
-        items[-1].vocab_range[1],
+        vocab,
     )
 
 
@@ -121,7 +159,8 @@ def merged_cross_entropy(
     merged: MergedVocab, *, label_smoothing: float = 0.0, smoothing_rule: str = "uniform", z_loss: float = 0.0
 ) -> FloatArray:
     r"""The per-token loss :math:`\ell` of the module formula, shape ``(N,)``."""
-    eps = float(label_smoothing)
+    eps = check_label_smoothing(label_smoothing)
+    z_loss = check_head_option(z_loss, "z_loss", allow_zero=True)
     return (
         merged.lse - (1.0 - eps) * merged.target_logit - eps * _smoothing_mean(merged, smoothing_rule)
         + float(z_loss) * merged.lse**2
@@ -146,7 +185,8 @@ def vocab_shard_grad(
     """
     z, y = _shard(logits, labels, vocab_range)
     _smoothing_mean(merged, smoothing_rule)
-    eps = float(label_smoothing)
+    eps = check_label_smoothing(label_smoothing)
+    z_loss = check_head_option(z_loss, "z_loss", allow_zero=True)
     classes = np.arange(*vocab_range)[None, :]
     is_target = classes == y[:, None]
     p = np.exp(z - merged.lse[:, None])

@@ -7,7 +7,8 @@
    under DistributedDataParallel (which averages the gradients), every shard's summed
    cross-entropy times ``W / N`` with the valid-token count ``N`` all-reduced once;
 2. run megatron-core's own ``vocab_parallel_cross_entropy`` with tensor parallelism W (the head's
-   columns split over the ranks), with and without label smoothing.
+   columns split over the ranks), with and without label smoothing (skipped when megatron-core
+   does not import; CI requires it, tests/test_frameworks_installed.py).
 
 Rank 0 prints one JSON line per check: the relative error of the gradient against
 ``maskloss.value_and_grad`` on the whole batch, and for smoothing the distance to
@@ -34,6 +35,7 @@ from maskloss.testing import TrainingShard
 B, T, F_IN, C = 8, 8, 3, 8
 LENGTHS = [8, 1, 0, 5, 3, 2, 7, 4]
 SMOOTHING = 0.1
+HAVE_MEGATRON = True  # main() clears it when megatron-core does not import
 
 
 def _data():
@@ -126,7 +128,8 @@ def worker(rank, world, port):
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
     try:
         out = {"dp_cp": dp_cp_step(rank, world, naive=False), "dp_cp_naive": dp_cp_step(rank, world, naive=True)}
-        out.update(tensor_parallel(rank, world))
+        if HAVE_MEGATRON:
+            out.update(tensor_parallel(rank, world))
         if rank == 0:
             for check, value in out.items():
                 print(json.dumps({"world_size": world, "check": check, "value": value}), flush=True)
@@ -141,7 +144,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    import megatron.core.tensor_parallel  # noqa: F401  (once, before the fork: ~5 s of CPU per import)
+    global HAVE_MEGATRON
+    try:
+        import megatron.core.tensor_parallel  # noqa: F401  (once, before the fork: ~5 s of CPU per import)
+    except ImportError:  # the DP x CP step still runs; test_parallel_ranks skips the megatron checks
+        HAVE_MEGATRON = False
 
     mp.start_processes(worker, args=(args.world_size, args.port), nprocs=args.world_size, join=True,
                        start_method="fork")

@@ -123,3 +123,102 @@ def test_bad_input_is_named(exs, kwargs, error, text):
     with pytest.raises(error) as info:
         padding_free_collate(exs, **kwargs)
     assert text in str(info.value)
+
+
+# ----------------------------------------------------------------------------- TRL's pack_dataset, for real
+
+
+@pytest.fixture(scope="module")
+def trl_packing(trl_collator):
+    datasets = pytest.importorskip("datasets")
+    from trl import pack_dataset
+
+    return datasets.Dataset, pack_dataset, trl_collator
+
+
+@st.composite
+def sft_documents(draw, seq_length):
+    n = draw(st.integers(1, 5))
+    docs = []
+    for _ in range(n):
+        length = draw(st.integers(1, seq_length))
+        ids = draw(st.lists(st.integers(1, 9), min_size=length, max_size=length))
+        cut = draw(st.integers(0, length))  # a prompt of `cut` tokens: labels -100 there
+        docs.append({"input_ids": ids, "labels": [-100] * cut + ids[cut:]})
+    return docs
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 6).flatmap(lambda n: st.tuples(st.just(n), sft_documents(n))), st.integers(0, 2**32 - 1))
+def test_trl_bfd_packing_and_padding_free_give_the_per_document_losses(trl_packing, case, seed):
+    """TRL's ``pack_dataset(strategy="bfd")`` keeps every document whole when it fits; its
+    padding-free collator puts the packed rows in one row whose ``position_ids`` are maskloss's
+    segments; HF's loss on it is the token mean of the padded documents, and maskloss's
+    ``shift=1, segment_ids=`` on the same row gives each padded reduction."""
+    dataset, pack_dataset, collator = trl_packing
+    seq_length, docs = case
+    packed = pack_dataset(dataset.from_dict({k: [d[k] for d in docs] for k in ("input_ids", "labels")}),
+                          seq_length, strategy="bfd")
+    rows = [packed[i] for i in range(len(packed))]
+    # the documents of the packed rows, in reading order: the drawn ones, none cut (bfd, all fit)
+    pieces = []
+    for row in rows:
+        bounds = np.cumsum([0, *row["seq_lengths"]])
+        assert bounds[-1] <= seq_length
+        pieces += [(tuple(row["input_ids"][a:b]), tuple(row["labels"][a:b])) for a, b in itertools.pairwise(bounds)]
+    assert sorted(pieces) == sorted((tuple(d["input_ids"]), tuple(d["labels"])) for d in docs)
+    batch = {k: v.numpy() for k, v in collator(pad_token_id=0, padding_free=True)(rows).items() if hasattr(v, "numpy")}
+    seg = maskloss.segment_ids_from_position_ids(batch["position_ids"])
+    # the padded batch of the same documents, in the row's order
+    lengths = np.array([len(ids) for ids, _ in pieces])
+    mask = maskloss.mask_from_lengths(lengths, int(lengths.max()))
+    packing = maskloss.pack(mask)
+    np.testing.assert_array_equal(packing.segment_ids, seg)
+    labels = np.full(mask.shape, -100)
+    labels[mask] = np.concatenate([lab for _, lab in pieces])
+    targets = np.full(mask.shape, -100)
+    targets[:, :-1] = labels[:, 1:]
+    logits = np.random.default_rng(seed).normal(0, 2, (*mask.shape, 10))
+    packed_logits = packing.pack_array(logits)
+    for reduction in ("token_mean", "sequence_mean", "sum"):
+        padded = maskloss.sparse_categorical_crossentropy(targets, logits, from_logits=True, ignore_index=-100,
+                                                          reduction=reduction)
+        row = maskloss.sparse_categorical_crossentropy(batch["labels"], packed_logits, from_logits=True, shift=1,
+                                                       ignore_index=-100, reduction=reduction, segment_ids=seg)
+        np.testing.assert_allclose(row, padded, rtol=1e-13, equal_nan=True)
+    # HF's ForCausalLMLoss on the row, as SFTTrainer computes it: the token mean
+    import torch
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    theirs = ForCausalLMLoss(torch.from_numpy(packed_logits), torch.from_numpy(batch["labels"]), 10).item()
+    token_mean = maskloss.sparse_categorical_crossentropy(targets, logits, from_logits=True, ignore_index=-100)
+    if np.isnan(token_mean):
+        assert np.isnan(theirs)
+    else:
+        assert theirs == pytest.approx(float(token_mean), rel=1e-5, abs=1e-6)  # HF computes in float32
+
+
+def test_trl_bfd_split_makes_a_long_document_two_documents(trl_packing):
+    """``strategy="bfd_split"`` cuts a document longer than ``seq_length``; the pieces are documents
+    of their own (their own ``seq_lengths`` entry, positions from 0), so the first token of the
+    continuation is no target: TRL's loss is the per-document loss of the *pieces*, one target short
+    of the document's. maskloss states the whole document only with segment ids that keep it in one
+    row, and refuses one document split across rows."""
+    dataset, pack_dataset, collator = trl_packing
+    packed = pack_dataset(dataset.from_dict({"input_ids": [[1, 2, 3, 4, 5]]}), 4, strategy="bfd_split")
+    rows = [packed[i] for i in range(len(packed))]
+    assert [r["seq_lengths"] for r in rows] == [[4], [1]]  # TRL 1.16's split: [1, 2, 3, 4] and [5]
+    batch = collator(pad_token_id=0, padding_free=True)(rows)
+    assert batch["labels"].tolist() == [[-100, 2, 3, 4, -100]]  # the target "4 -> 5" is gone
+    logits = np.random.default_rng(0).normal(0, 2, (1, 5, 6))
+    seg = maskloss.segment_ids_from_position_ids(batch["position_ids"].numpy())
+    assert seg.tolist() == [[0, 0, 0, 0, 1]]
+    pieces = maskloss.sparse_categorical_crossentropy(batch["labels"].numpy(), logits, from_logits=True, shift=1,
+                                                      ignore_index=-100, segment_ids=seg)
+    whole = maskloss.sparse_categorical_crossentropy([[1, 2, 3, 4, 5]], logits, from_logits=True, shift=1)
+    lsm = logits[0] - np.log(np.exp(logits[0]).sum(-1, keepdims=True))  # by hand: targets 2, 3, 4 (and 5)
+    assert float(pieces) == pytest.approx(-(lsm[0, 2] + lsm[1, 3] + lsm[2, 4]) / 3, rel=1e-13)
+    assert float(whole) == pytest.approx(-(lsm[0, 2] + lsm[1, 3] + lsm[2, 4] + lsm[3, 5]) / 4, rel=1e-13)
+    with pytest.raises(ValueError, match=r"document 0 is split across rows .* \(1, 0\)"):
+        maskloss.sparse_categorical_crossentropy(np.zeros((2, 4), int), np.zeros((2, 4, 6)), from_logits=True,
+                                                 segment_ids=[[0, 0, 0, 0], [0, -1, -1, -1]])

@@ -133,3 +133,93 @@ def test_bad_mode_and_missing_global_counts():
         verl.agg_loss(LOSS, MASK, "token-mean", dp_size=2)
     with pytest.raises(ValueError, match="global_batch_size is required"):
         verl.agg_loss(LOSS, MASK, "seq-mean-token-mean", dp_size=2)
+
+
+# --- compute_value_loss and compute_policy_loss(rollout_is_weights=), issue 20
+# Golden numbers: the unmodified verl 0.9.1 source of compute_value_loss, compute_policy_loss_vanilla
+# and agg_loss (verl/trainer/ppo/core_algos.py) with masked_sum/masked_mean/clip_by_value
+# (verl/utils/torch_functional.py), from verl-0.9.1-py3-none-any.whl (pip download --no-deps), run
+# by exec of their ast-extracted text with torch 2.13 in float64 on the batches below
+# (compute_policy_loss_vanilla with config clip_ratio=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0,
+# global_batch_info={}).
+
+VPREDS = np.array([[1.0, 1.5, 0.0, 2.0], [0.5, -1.0, 3.0, 0.25], [9.0, 9.0, 9.0, 9.0]])
+OLDV = np.array([[1.0, 1.0, 0.5, 1.0], [0.0, -0.5, 3.5, 0.0], [0.0, 0.0, 0.0, 0.0]])
+RET = np.array([[0.0, 2.0, 1.0, -1.0], [1.0, -2.0, 2.0, 0.5], [1.0, 1.0, 1.0, 1.0]])
+VMASK = np.array([[1, 1, 1, 0], [1, 1, 0, 1], [0, 0, 0, 0]])  # the third response is empty
+VALUE_GOLDEN = {
+    "token-mean": 0.4216666666666667,
+    "token-sum": 2.5300000000000002,
+    "seq-mean-token-sum": 1.2650000000000001,
+    "seq-mean-token-sum-norm": 0.31625000000000003,
+    "seq-mean-token-mean": 0.42166666526111113,
+}
+OLD_LP = np.array([[-1.0, -2.0, -0.5, -3.0], [-0.2, -1.5, -2.5, -1.0]])
+LP = np.array([[-0.8, -2.5, -0.1, -3.2], [-0.9, -0.3, -2.4, -1.1]])
+ADV = np.array([[1.0, -1.0, 2.0, 0.5], [-2.0, -0.5, 1.5, -1.0]])
+IS_W = np.array([[0.5, 2.0, 1.0, 1.5], [1.25, 0.75, 3.0, 0.25]])
+PMASK = np.array([[1, 1, 1, 0], [1, 1, 0, 1]])
+POLICY_GOLDEN = {
+    ("token-mean", False): 0.17057244331263155,
+    ("token-mean", True): 0.29675132923815084,
+    ("seq-mean-token-mean", False): 0.17057244274405686,
+    ("seq-mean-token-mean", True): 0.2967513282489798,
+}
+
+
+@pytest.mark.parametrize("mode", list(VALUE_GOLDEN))
+def test_compute_value_loss_golden(mode):
+    got = float(verl.compute_value_loss(VPREDS, RET, OLDV, VMASK, 0.2, loss_agg_mode=mode))
+    assert got == pytest.approx(VALUE_GOLDEN[mode], rel=1e-14)
+    dp = float(verl.compute_value_loss(VPREDS, RET, OLDV, VMASK, 0.2, "token-mean", dp_size=2, batch_num_tokens=12))
+    assert dp == pytest.approx(0.4216666666666667, rel=1e-14)  # verl 0.9.1: 5.06 / 12 * 2 / 2
+
+
+def test_compute_value_loss_token_mean_is_the_core_and_the_loop():
+    core = maskloss.clipped_value_loss(VPREDS, OLDV, RET, VMASK, value_clip_range=0.2)
+    assert float(verl.compute_value_loss(VPREDS, RET, OLDV, VMASK, 0.2)) == pytest.approx(float(core), rel=1e-15)
+    total, n = 0.0, 0
+    for v, o, r, m in zip(VPREDS.ravel(), OLDV.ravel(), RET.ravel(), VMASK.ravel(), strict=True):
+        if m:
+            total += max((v - r) ** 2, (min(max(v, o - 0.2), o + 0.2) - r) ** 2)
+            n += 1
+    assert float(core) == pytest.approx(0.5 * total / n, rel=1e-15)
+
+
+def _loop_policy(old, lp, adv, mask, weights, low=0.2, high=0.28, c=3.0):
+    """verl's dual-clip PPO per token, weighted, token-mean, as a loop."""
+    total, n = 0.0, 0
+    for o, p, a, m, w in zip(old.ravel(), lp.ravel(), adv.ravel(), mask.ravel(), weights.ravel(), strict=True):
+        if not m:
+            continue
+        r = math.exp(min(max(p - o, -20.0), 20.0))
+        loss = max(-a * r, -a * min(max(r, 1 - low), 1 + high))
+        if a < 0:
+            loss = min(loss, -a * c)
+        total += loss * w
+        n += 1
+    return total / n
+
+
+@pytest.mark.parametrize("key", list(POLICY_GOLDEN), ids=str)
+def test_compute_policy_loss_rollout_is_weights_golden(key):
+    mode, weighted = key
+    got = float(verl.compute_policy_loss(OLD_LP, LP, ADV, PMASK, cliprange=0.2, cliprange_high=0.28,
+                                         loss_agg_mode=mode, rollout_is_weights=IS_W if weighted else None))
+    assert got == pytest.approx(POLICY_GOLDEN[key], rel=1e-14)
+    if mode == "token-mean":
+        want = _loop_policy(OLD_LP, LP, ADV, PMASK, IS_W if weighted else np.ones_like(IS_W))
+        assert got == pytest.approx(want, rel=1e-14)
+
+
+def test_rollout_is_weights_broadcast_and_leak_like_verl():
+    per_seq = verl.compute_policy_loss(OLD_LP, LP, ADV, PMASK, cliprange=0.2, rollout_is_weights=[[2.0], [2.0]])
+    plain = verl.compute_policy_loss(OLD_LP, LP, ADV, PMASK, cliprange=0.2)
+    assert float(per_seq) == pytest.approx(2 * float(plain), rel=1e-15)
+    nan_masked = np.where(PMASK == 1, IS_W, np.nan)
+    assert np.isfinite(verl.compute_policy_loss(OLD_LP, LP, ADV, PMASK, cliprange=0.2, rollout_is_weights=nan_masked))
+    leaked = verl.compute_policy_loss(OLD_LP, LP, ADV, PMASK, cliprange=0.2, loss_agg_mode="seq-mean-token-sum",
+                                      rollout_is_weights=nan_masked)
+    assert math.isnan(leaked)  # verl's loss_mat * loss_mask
+    with pytest.raises(ValueError, match=r"rollout_is_weights must broadcast to the log-probs' shape \(2, 4\)"):
+        verl.compute_policy_loss(OLD_LP, LP, ADV, PMASK, cliprange=0.2, rollout_is_weights=[1.0, 2.0, 3.0])

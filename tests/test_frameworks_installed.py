@@ -48,3 +48,17 @@ def test_torchtune_imports_in_ci():
     from torchtune.modules.loss import CEWithChunkedOutputLoss
 
     assert callable(CEWithChunkedOutputLoss)
+
+
+@pytest.mark.skipif(not os.environ.get("CI"), reason="only CI is required to have every framework installed")
+def test_megatron_core_imports_in_ci():
+    """megatron-core's vocab-parallel cross-entropy must import on CPU: tests/test_parallel_ranks.py runs it
+    on 2 and 4 gloo ranks and would otherwise skip those checks. In a process of its own: it imports
+    Triton, which must not follow TensorFlow into one process."""
+    import subprocess
+    import sys
+
+    code = "from megatron.core.tensor_parallel import vocab_parallel_cross_entropy as f; print(f.__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "vocab_parallel_cross_entropy"

@@ -56,6 +56,10 @@ def test_correct_recipes_pass(recipe, parallel, kw):
         (recipes.trl("grpo"), ("accumulation",), "micro-batches of"),
         (recipes.trl("dapo", generation_tokens=3.0), ("accumulation",), "one shard"),  # N of other steps
         (recipes.trl("dapo", steps_per_generation=2, window_rescale=False), ("accumulation",), "one shard"),
+        (recipes.hf_trainer(cp_counted_as_dp=True), ("context",), "context-parallel 2, contiguous"),  # #39648
+        (recipes.verl("token-mean", dp_size=False), ("accumulation", "data"), "2 data-parallel ranks"),  # dp_size
+        (recipes.nemo_rl(), ("accumulation",), "micro-batches of"),    # NeMo-RL#212: empty micro-batch counted
+        (recipes.nemo_rl(valid_microbatches=True), ("accumulation",), "micro-batches of"),  # still a mean of means
     ],
     ids=lambda v: getattr(v, "name", None),
 )
@@ -65,6 +69,11 @@ def test_bugs_are_caught_at_the_smallest_split(recipe, parallel, split):
     text = str(info.value)
     assert "scale used" in text or "returned" in text
     assert "the smallest failing batch" in text
+    # the split named is the first that fails: every split with fewer shards passed
+    if split == "one shard":
+        assert "it fails on the batch in one piece already" in text
+    else:
+        assert "it passes one shard" in text
 
 
 def _batch(lengths, length, classes, seed=0):
@@ -150,3 +159,43 @@ def test_verl_5625_sample_share_times_local_token_mean():
     ratio = got[..., 0][batch.mask] / want[..., 0][batch.mask]
     np.testing.assert_allclose(ratio[:4], (1 / 16) / (1 / 10), rtol=1e-12)
     np.testing.assert_allclose(ratio[4:], (1 / 8) / (1 / 10), rtol=1e-12)
+
+
+@pytest.mark.parametrize("cp", [2, 4])
+def test_transformers_39648_context_parallel_counted_as_data_parallel_divides_by_cp(cp):
+    # every CP rank counts its whole sequences and the count is gathered over all processes: each token
+    # counted cp times while the loss is still multiplied by every process; the gradient and the logged
+    # loss are 1/cp of the truth (1/2 and 1/4 here), and without CP the recipe is the 5.24 Trainer's
+    batch = _batch([8, 3, 0, 5], 8, 4)
+    layout = maskloss.ShardLayout.split(4, 8, context_parallel=cp)
+    want_value, want = maskloss.value_and_grad(SCCE)(batch.y_true, batch.y_pred, batch.mask, from_logits=True)
+    bug = recipes.hf_trainer(cp_counted_as_dp=True)
+    result = run_step(bug, batch.y_true, batch.y_pred, batch.mask, layout, grad_reduction=bug.grad_reduction)
+    np.testing.assert_allclose(result.grad, want / cp, rtol=1e-12, atol=1e-15)
+    assert result.logged == pytest.approx(float(want_value) / cp, rel=1e-12)
+    dp_only = maskloss.ShardLayout.split(4, 8, ranks=2)
+    np.testing.assert_allclose(_backend_grad(bug, batch, dp_only), want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_verl_without_dp_size_is_one_over_the_ranks(ranks):
+    # agg_loss with the global token count but dp_size left at 1: FSDP's average over P ranks gives 1/P
+    batch = _batch([4, 1, 0, 3, 2, 4, 1, 3], 4, 3)
+    layout = maskloss.ShardLayout.split(8, 4, ranks=ranks, micro_batches=[1] * (8 // ranks))
+    _, want = maskloss.value_and_grad(SCCE)(batch.y_true, batch.y_pred, batch.mask, from_logits=True)
+    np.testing.assert_allclose(_backend_grad(recipes.verl("token-mean", dp_size=False), batch, layout),
+                               want / ranks, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(_backend_grad(recipes.verl("token-mean"), batch, layout), want,
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_nemo_rl_212_an_empty_micro_batch_takes_a_third_of_the_weight():
+    # NVIDIA-NeMo/RL#212 by hand: micro-batches of 1, 0 and 1 sequences, 3 tokens each; every micro-batch
+    # mean divided by the 3 micro-batches gives each token 1/9 instead of 1/6 (2/3 of its weight);
+    # dividing by the 2 valid micro-batches gives 1/6, exact because both hold 3 tokens
+    batch = _batch([3, 3], 4, 3)
+    layout = maskloss.ShardLayout.split(2, 4, micro_batches=[1, 0, 1])
+    _, want = maskloss.value_and_grad(SCCE)(batch.y_true, batch.y_pred, batch.mask, from_logits=True)
+    np.testing.assert_allclose(_backend_grad(recipes.nemo_rl(), batch, layout), want * 2 / 3, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(_backend_grad(recipes.nemo_rl(valid_microbatches=True), batch, layout), want,
+                               rtol=1e-12, atol=1e-15)

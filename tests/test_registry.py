@@ -19,7 +19,7 @@ from maskloss.testing import setup
 PUBLIC_LOSSES = (
     "mae", "mse", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy",
     "kl_divergence", "jensen_shannon", "entropy", "z_loss", "token_accuracy", "linear_cross_entropy",
-    "policy_gradient_objective",
+    "policy_gradient_objective", "clipped_value_loss",
 )
 
 

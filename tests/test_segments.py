@@ -145,6 +145,8 @@ def test_left_padding_packs_the_same_documents_as_right_padding() -> None:
     [
         (lambda: maskloss.segment_ids_from_position_ids([[0, 1, 3]]), r"found 1 then 3 at index \(0, 2\)"),
         (lambda: maskloss.segment_ids_from_position_ids([[0, 2, 1]]), r"found 0 then 2 at index \(0, 1\)"),
+        (lambda: maskloss.segment_ids_from_position_ids([[0, 1, 2, 1]]), r"found 2 then 1 at index \(0, 3\)"),  # back
+        (lambda: maskloss.segment_ids_from_position_ids([0, 1, 0, 2]), r"found 0 then 2 at index \(3,\)"),  # 1-D row
         (lambda: maskloss.segment_ids_from_position_ids([[0, 1], [2, 3]]), r"row 1 starts at position 2"),
         (lambda: maskloss.segment_ids_from_position_ids([[0, 1]], mask=[[0, 1]]), r"valid step at index 1"),
         (lambda: maskloss.segment_ids_from_position_ids([[0.5]]), r"position_ids must hold whole numbers; .*0.5"),

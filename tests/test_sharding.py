@@ -94,19 +94,24 @@ def test_shard_scales_agree_with_brute_force(drawn, mode, grad_reduction, weight
         assert scales.token_weight[b, t] == pytest.approx(want, rel=1e-12, abs=1e-15)
 
 
-@pytest.mark.parametrize("mode", ["token_mean", "sequence_mean", "batch_mean", "sum", "constant", "global_token_mean"])
-def test_unweighted_scales_reproduce_aggregate(mode):
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("mode", maskloss.posttraining.AGGREGATIONS)
+def test_scales_reproduce_aggregate(mode, weighted):
     # the second reference: maskloss.aggregate on the full batch, split over 2 ranks x 2 micro-batches x zigzag CP=2
     mask = maskloss.mask_from_lengths([8, 1, 0, 5, 3, 2, 7, 4], 8)
     layout = maskloss.ShardLayout.split(8, 8, ranks=2, micro_batches=[3, 0, 1], context_parallel=2, zigzag=True)
-    loss = np.random.default_rng(0).normal(size=mask.shape)
+    rng = np.random.default_rng(0)
+    loss = rng.normal(size=mask.shape)
+    weight = rng.uniform(0.5, 2.0, mask.shape) if weighted else None
     options = {"constant": CONSTANT} if mode == "constant" else {}
-    scales = maskloss.shard_scales(mask, layout, reduction=mode, **options)
-    extra = {"global_count": float(mask.sum())} if mode == "global_token_mean" else options
-    expected = float(maskloss.aggregate(loss, mask, mode=mode, **extra))
+    scales = maskloss.shard_scales(mask, layout, reduction=mode, sample_weight=weight, **options)
+    w = np.ones(mask.shape) if weight is None else weight
+    count = float(np.where(mask, w, 0.0).sum()) * (1 + 1e-13)  # not 1 ulp below aggregate's own sum
+    extra = {"global_count": count} if mode == "global_token_mean" else options
+    expected = float(maskloss.aggregate(loss, mask, mode=mode, sample_weight=weight, **extra))
     pairs = zip(layout.shards, scales.factors, strict=True)
-    got = sum(float((f[:, None] * np.where(s.take(mask), s.take(loss), 0.0)).sum()) for s, f in pairs)
-    assert got == pytest.approx(expected, rel=1e-13)
+    got = sum(float((f[:, None] * np.where(s.take(mask), s.take(w) * s.take(loss), 0.0)).sum()) for s, f in pairs)
+    assert got == pytest.approx(expected, rel=1e-12)
 
 
 def test_cp_ranks_in_the_averaging_group_need_the_larger_factor():
@@ -165,3 +170,75 @@ def test_shard_scales_does_not_write_into_the_mask():
     before = mask.copy()
     maskloss.shard_scales(mask, maskloss.ShardLayout.split(2, 2, micro_batches=[1, 1]), reduction="sequence_mean")
     np.testing.assert_array_equal(mask, before)
+
+
+def _vocab(ranges, rows=(0,), rank=0):
+    return tuple(maskloss.Shard(rows, ((0, 2),), rank=rank, vocab_range=v) for v in ranges)
+
+
+@pytest.mark.parametrize(
+    ("shards", "message"),
+    [
+        (_vocab([(0, 3), (2, 5)]), r"shards\[1\] has vocab_range \(2, 5\), which overlaps .* ends at 3"),
+        (_vocab([(0, 2), (3, 5)]), r"shards\[1\] has vocab_range \(3, 5\), which leaves a gap"),
+        (_vocab([(1, 5)]), r"shards\[0\] has vocab_range \(1, 5\), which leaves a gap .* ends at 0"),
+        (_vocab([(0, 3), (3, 3), (3, 5)]), r"shards\[1\] has vocab_range \(3, 3\), which is empty"),
+        ((maskloss.Shard((0,), ((0, 2),)), *_vocab([(0, 2), (2, 5)])),
+         r"shards\[0\] holds every class of the tokens that the vocabulary shards shards\[1\] split"),
+        (_vocab([(0, 2), (2, 5)]) + _vocab([(0, 2), (2, 4)], rows=(1,)),
+         r"inconsistent class counts: the vocabulary shards of shards\[0\] tile 5 classes, those of shards\[2\] 4"),
+    ],
+)
+def test_vocabulary_shards_that_do_not_tile_the_classes_are_named(shards, message):
+    batch = 1 + max(r for s in shards for r in s.rows)
+    with pytest.raises(ValueError, match=message):
+        maskloss.ShardLayout(batch, 2, shards)
+
+
+def test_vocab_size_of_a_layout():
+    assert maskloss.ShardLayout(1, 2, _vocab([(0, 2), (2, 5)])).vocab_size == 5
+    assert maskloss.ShardLayout.split(2, 2).vocab_size is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(_layouts(), min_size=1, max_size=3), grad_reduction=st.sampled_from(["sum", "mean"]),
+       weighted=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_steps_per_generation_sum_to_the_generation_batch_token_mean(steps, grad_reduction, weighted, seed):
+    # TRL/DAPO with steps_per_generation: one generation batch trained in several optimizer steps, each
+    # split its own way; every step divides by the generation batch's count, so the steps' losses and
+    # gradients sum to the token mean of the generation batch (the loop oracle over all of it)
+    rng = np.random.default_rng(seed)
+    weights = [rng.uniform(0.5, 2.0, m.shape) if weighted else np.ones(m.shape) for _, m in steps]
+    losses = [rng.normal(size=m.shape) for _, m in steps]
+    n_gen = sum(float(np.where(m, w, 0.0).sum()) for (_, m), w in zip(steps, weights, strict=True))
+    if n_gen == 0:
+        return
+    total = 0.0
+    for (layout, mask), w, loss in zip(steps, weights, losses, strict=True):
+        scales = maskloss.shard_scales(mask, layout, reduction="global_token_mean", grad_reduction=grad_reduction,
+                                       sample_weight=w if weighted else None, global_count=n_gen)
+        value = _sharded(loss, mask, w, layout, scales, grad_reduction)
+        # the second reference: maskloss.aggregate with the same global count, on the whole step
+        # (aggregate refuses a count 1 ulp below its own sum of the step's weights, which another order of
+        # summation gives: it gets n_gen * (1 + 1e-13), well inside the rel=1e-12 compared)
+        want = float(maskloss.aggregate(loss, mask, mode="global_token_mean", global_count=n_gen * (1 + 1e-13),
+                                        sample_weight=w if weighted else None)) if mask.any() else 0.0
+        assert value == pytest.approx(want, rel=1e-12, abs=1e-15)
+        for b, t in np.ndindex(mask.shape):  # each token's weight: w / N_gen where valid
+            assert scales.token_weight[b, t] == pytest.approx(w[b, t] / n_gen if mask[b, t] else 0.0, rel=1e-12)
+        total += value
+    expected = sum(_full_batch(loss, m, w, "sum") for (_, m), w, loss in zip(steps, weights, losses, strict=True))
+    assert total == pytest.approx(expected / n_gen, rel=1e-12, abs=1e-15)
+
+
+def test_global_count_is_checked():
+    mask = maskloss.mask_from_lengths([3, 1], 3)
+    layout = maskloss.ShardLayout.split(2, 3)
+    with pytest.raises(ValueError, match=r"global_count=3 is below this step's own 4 valid tokens"):
+        maskloss.shard_scales(mask, layout, reduction="global_token_mean", global_count=3)
+    with pytest.raises(TypeError, match=r"global_count= is the count of reduction='global_token_mean', not of 'sum'"):
+        maskloss.shard_scales(mask, layout, reduction="sum", global_count=8)
+    with pytest.raises(ValueError, match=r"global_count must be finite and > 0, got nan"):
+        maskloss.shard_scales(mask, layout, reduction="global_token_mean", global_count=float("nan"))
+    with pytest.raises(TypeError, match=r"global_count must be a number, got '8'"):
+        maskloss.shard_scales(mask, layout, reduction="global_token_mean", global_count="8")

@@ -191,3 +191,60 @@ def test_sample_weights_reach_the_shards(reduction):
         return out
 
     check_training_step(step, SCCE, weights=True, from_logits=True, reduction=reduction, max_examples=10)
+
+
+def _local_vocab_smoothing_torch(shards, eps=0.1):
+    """A tensor-parallel CE in torch that merges the log-sum-exp over the vocabulary shards but smooths
+    each shard with the mean of *its own* log-probabilities (its own vocabulary size): Megatron-LM#737's
+    rule, the local-size smoothing Liger-Kernel#1260 discusses. Right on one shard, wrong on two."""
+    groups = {}
+    for s in shards:
+        groups.setdefault((s.rows, s.time_range, s.rank, s.micro_batch), []).append(s)
+    tokens = sum(int(g[0].mask.sum()) for g in groups.values())
+    out = []
+    for s in shards:
+        group = sorted(groups[(s.rows, s.time_range, s.rank, s.micro_batch)], key=lambda t: t.vocab_range or (0, 0))
+        logits = torch.cat([t.y_pred if t is s else t.y_pred.detach() for t in group], dim=-1)[s.mask]
+        log_p = logits.log_softmax(-1)
+        a, b = s.vocab_range or (0, s.vocab_size)
+        nll = -log_p.gather(-1, s.y_true[s.mask][:, None])[:, 0]
+        smooth = -log_p[:, a:b].mean(-1)
+        out.append(((1 - eps) * nll + eps * smooth).sum() / max(tokens, 1))
+    return out
+
+
+def test_label_smoothing_with_the_local_vocabulary_is_caught_at_two_vocabulary_shards():
+    with pytest.raises(TrainingStepCheckError, match=r"when split as 2 vocabulary shards") as info:
+        check_training_step(_local_vocab_smoothing_torch, SCCE, adapter=torch_adapter, parallel=("tensor",),
+                            from_logits=True, label_smoothing=0.1, max_examples=10)
+    assert "it passes one shard" in str(info.value)
+
+
+def test_run_step_names_a_layout_whose_vocabulary_does_not_match_y_pred():
+    from maskloss.testing.training_step import run_step
+
+    mask = np.ones((1, 2), bool)
+    layout = maskloss.ShardLayout(1, 2, tuple(maskloss.Shard((0,), ((0, 2),), vocab_range=v) for v in ((0, 2), (2, 4))))
+    with pytest.raises(ValueError, match=r"inconsistent class counts: the layout's vocabulary shards tile 4 classes, "
+                                         r"but y_pred has 5"):
+        run_step(lambda shards: [0.0] * len(shards), np.zeros((1, 2), np.int64), np.zeros((1, 2, 5)), mask, layout)
+    with pytest.raises(ValueError, match=r"y_true has shape \(1, 3\): sparse labels need the mask's \(1, 2\)"):
+        run_step(lambda shards: [0.0] * len(shards), np.zeros((1, 3), np.int64), np.zeros((1, 2, 4)), mask, layout)
+
+
+def test_an_empty_shard_is_checked_not_refused():
+    # a micro-batch of no rows and a shard whose tokens are all masked are cases to check: the step sees them
+    from maskloss.testing.training_step import run_step
+
+    mask = maskloss.mask_from_lengths([3, 0], 4)
+    layout = maskloss.ShardLayout.split(2, 4, micro_batches=[1, 0, 1])
+    seen = []
+
+    def step(shards):
+        seen.extend((len(s.rows), int(np.asarray(s.mask).sum())) for s in shards)
+        return global_tokens(shards)
+
+    rng = np.random.default_rng(0)
+    got = run_step(step, rng.integers(0, 3, (2, 4)), rng.normal(size=(2, 4, 3)), mask, layout, adapter=torch_adapter)
+    assert seen == [(1, 3), (0, 0), (1, 0)]
+    assert got.values[1] == 0.0 and got.values[2] == 0.0

@@ -95,3 +95,49 @@ def test_shards_that_leave_a_gap_are_named():
         vp.merge_vocab_partials(parts)
     with pytest.raises(ValueError, match=r"logits must have shape \(N, 2\)"):
         vp.vocab_partials(logits[:, 0:3], labels, (0, 2))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_token_log_probs_from_the_merged_partials_match_maskloss_and_torch(seed):
+    # the post-training log-probs, log p(y) = z_y - lse, from per-shard partial sums (target logit held by
+    # one shard, lse merged) against maskloss.token_logprobs on the whole vocabulary and torch's log_softmax
+    logits, labels = _batch(seed)
+    merged = _merged(logits, labels)
+    got = merged.target_logit - merged.lse
+    want = maskloss.token_logprobs(labels[None, :], logits[None, :, :])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+    ref = torch.tensor(logits).log_softmax(-1).gather(1, torch.tensor(labels)[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("rule", ["uniform", "others"])
+@pytest.mark.parametrize("zeta", [0.0, 1e-2])
+def test_shard_gradients_match_central_differences_on_every_shard(rule, zeta):
+    # the second way for the gradient: central differences of the merged loss, every logit of every shard
+    logits, labels = _batch(5)
+    merged = _merged(logits, labels)
+
+    def loss(z):
+        return vp.merged_cross_entropy(_merged(z, labels), label_smoothing=0.1, smoothing_rule=rule, z_loss=zeta).sum()
+
+    h = 1e-6
+    for a, b in CUTS:
+        got = vp.vocab_shard_grad(logits[:, a:b], labels, (a, b), merged,
+                                  label_smoothing=0.1, smoothing_rule=rule, z_loss=zeta)
+        fd = np.zeros_like(got)
+        for i, c in np.ndindex(got.shape):
+            up, down = logits.copy(), logits.copy()
+            up[i, a + c] += h
+            down[i, a + c] -= h
+            fd[i, c] = (loss(up) - loss(down)) / (2 * h)
+        np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_z_loss_matches_maskloss_sparse_ce(eps):
+    # merged z-loss (zeta * lse^2) against the library's own head option on the unsharded logits
+    logits, labels = _batch(6)
+    got = vp.merged_cross_entropy(_merged(logits, labels), label_smoothing=eps, z_loss=1e-2)
+    want = maskloss.sparse_categorical_crossentropy(labels, logits, from_logits=True, label_smoothing=eps,
+                                                    z_loss=1e-2, reduction="none")
+    np.testing.assert_allclose(got, want, rtol=1e-13)

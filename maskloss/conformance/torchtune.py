@@ -13,6 +13,9 @@ The KD losses (every class of ``torchtune/modules/loss/kd_losses.py``): random `
 student and teacher logits (sometimes a ``-inf`` padded vocabulary lane), labels with -100
 (sometimes all of them: the empty batch), ``normalize`` drawn, the chunked forms on ``(B,
 T/k, V)`` chunks; tolerance ``2e-5 * max(1, |torchtune|)`` (float32 softmax inside torchtune).
+
+``torchtune.rlhf.loss.PPOLoss``'s value loss (float64, bool masks, ``value_clip_range`` drawn)
+against :func:`maskloss.clipped_value_loss`; tolerance ``1e-12 * max(1, |torchtune|)``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from maskloss.conformance._result import ConformanceResult
 from maskloss.conventions import torchtune as conv
 
 FRAMEWORK = "torchtune"
+PPO_TOLERANCE = 1e-12  # PPOLoss runs in the inputs' float64
 TOLERANCE = 1e-5
 KD_TOLERANCE = 2e-5
 IGNORE = -100
@@ -69,7 +73,7 @@ def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
     ver = version() or "?"
     note = f"torchtune in float32; tol {TOLERANCE:g} x max(1, |torchtune|)"
     return [tally.result(FRAMEWORK, ver, f"CEWithChunkedOutputLoss, {name}", n_cases, note)
-            for name, tally in tallies.items()] + _run_kd(rng, n_cases, ver)
+            for name, tally in tallies.items()] + _run_kd(rng, n_cases, ver) + [_run_ppo_value_loss(rng, n_cases, ver)]
 
 
 def _kd_case(rng: np.random.Generator, batch: int, steps: int) -> tuple[Any, Any, Any]:
@@ -115,3 +119,33 @@ def _run_kd(rng: np.random.Generator, n_cases: int, ver: str) -> list[Conformanc
             tally.compare(ours, theirs.item(), name)
     note = f"torchtune in float32, the mirror in float64; tol {KD_TOLERANCE:g} x max(1, |torchtune|)"
     return [tally.result(FRAMEWORK, ver, name, n_cases, note) for name, tally in {**tallies, **chunked}.items()]
+
+
+def _run_ppo_value_loss(rng: np.random.Generator, n_cases: int, ver: str) -> ConformanceResult:
+    """``torchtune.rlhf.loss.PPOLoss``'s value loss (float64, bool masks) against :func:`maskloss.clipped_value_loss`.
+
+    torchtune's ``masked_mean`` adds 1e-8 to ``mask.sum()``, an int64 tensor for a bool mask, so the sum
+    becomes float32 and the 1e-8 vanishes: the same number up to float64 rounding.
+    """
+    import torch
+    from torchtune.rlhf.loss import PPOLoss
+
+    import maskloss
+
+    tally = Tally(PPO_TOLERANCE)
+    for _ in range(n_cases):
+        batch, steps = int(rng.integers(1, 4)), int(rng.integers(1, 8))
+        mask = random_mask(rng, batch, steps)
+        mask[0, 0] = True  # torchtune's empty batch is 0, maskloss's token mean NaN: not compared here
+        old = rng.normal(0.0, 1.0, (batch, steps))
+        values = old + rng.normal(0.0, 0.4, (batch, steps))
+        returns = rng.normal(0.0, 1.0, (batch, steps))
+        clip = float(rng.choice([0.0, 0.2, 0.5]))
+        t = [torch.from_numpy(np.where(mask, x, 0.0)) for x in (old, values, returns)]
+        lp = torch.zeros((batch, steps), dtype=torch.float64)
+        m = torch.from_numpy(mask)
+        theirs = PPOLoss(value_clip_range=clip)(lp, lp, lp, t[0], t[1], t[2], m, m)[2]
+        tally.compare(maskloss.clipped_value_loss(values, old, returns, mask, value_clip_range=clip), theirs.item(),
+                      f"value_clip_range={clip}")
+    return tally.result(FRAMEWORK, ver, "PPOLoss value loss", n_cases,
+                        f"float64, bool masks; tol {PPO_TOLERANCE:g} x max(1, |torchtune|)")

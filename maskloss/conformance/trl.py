@@ -8,7 +8,10 @@ loss arithmetic runs unmodified; no model is built and nothing is downloaded.
 
 Cases: random padded batches (empty responses included) for every mirrored GRPO
 ``loss_type`` with clip-higher, two-sided ``delta``, a KL term, sequence-level ratios and
-gradient accumulation drawn at random; every mirrored DPO ``loss_type``.
+gradient accumulation drawn at random; every mirrored DPO ``loss_type``; every DPO
+``f_divergence_type`` (``alpha_divergence`` on float32 log-probs, tolerance ``2e-5``: TRL 1.16
+has no float64 clamp for it); ``GRPOTrainer.get_high_entropy_mask`` against
+:func:`maskloss.high_entropy_mask`, exactly.
 
 Tolerance: ``1e-12 * max(1, |TRL|)`` (both float64); ``sapo`` ``1e-6`` (TRL builds its
 temperatures as float32 tensors).
@@ -29,6 +32,7 @@ from maskloss.conventions import trl as conv
 FRAMEWORK = "trl"
 TOLERANCE = 1e-12
 SAPO_TOLERANCE = 1e-6
+F32_TOLERANCE = 2e-5  # DPO's alpha_divergence: float32 log-probs in TRL
 
 
 def version() -> str | None:
@@ -99,17 +103,24 @@ def trl_grpo_loss(logps: Any, old: Any, adv: Any, mask: Any, ref: Any, num_items
 
 
 def trl_dpo_loss(per_token_logps: Any, completion_mask: Any, ref_chosen: Any, ref_rejected: Any,
-                 loss_type: str, beta: float) -> float:
-    """TRL's ``DPOTrainer._compute_loss`` with precomputed reference log-probs and a stand-in model."""
+                 loss_type: str, beta: float, *, f_divergence_type: str = "reverse_kl",
+                 f_alpha_divergence_coef: float = 0.5, dtype: Any = np.float64) -> float:
+    """TRL's ``DPOTrainer._compute_loss`` with precomputed reference log-probs and a stand-in model.
+
+    ``dtype`` of the log-probs (``np.float32`` for ``"alpha_divergence"``: TRL 1.16 has no
+    clamp for float64 and raises ``KeyError``).
+    """
     import torch
     from trl.trainer.dpo_trainer import DPOTrainer
 
-    lp = torch.tensor(np.asarray(per_token_logps, dtype=np.float64))
+    lp = torch.tensor(np.asarray(per_token_logps, dtype=dtype))
+    ref_chosen, ref_rejected = np.asarray(ref_chosen, dtype=dtype), np.asarray(ref_rejected, dtype=dtype)
     out = types.SimpleNamespace(log_probs=lp, entropy=torch.zeros_like(lp), mean_logits=torch.zeros_like(lp),
                                 is_top1=torch.zeros_like(lp, dtype=torch.bool))
     fake: Any = types.SimpleNamespace(
         model=types.SimpleNamespace(training=False), accelerator=_Accelerator(), aux_loss_enabled=False,
-        ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl", loss_types=[loss_type],
+        ld_alpha=None, precompute_ref_logps=True, f_divergence_type=f_divergence_type,
+        f_alpha_divergence_coef=f_alpha_divergence_coef, loss_types=[loss_type],
         loss_weights=[1.0], beta=beta, use_weighting=False, _total_train_tokens=0, _tp_size=1, _metrics=_metrics(),
     )
     inputs = {
@@ -190,6 +201,7 @@ def run(rng: np.random.Generator, n_cases: int) -> list[ConformanceResult]:
     results.append(tally.result(FRAMEWORK, ver, "DataCollatorForLanguageModeling(padding_free=True)", n_cases,
                                 "every array compared exactly, dtypes included"))
     results.extend(_run_utils(rng, n_cases, ver))
+    results.extend(_run_issue20_terms(rng, n_cases, ver))
     return results
 
 
@@ -244,3 +256,54 @@ def _run_utils(rng: np.random.Generator, n_cases: int, ver: str) -> list[Conform
     note = f"float64; trl.trainer.utils on CPU tensors (no Triton); tol {TOLERANCE:g}"
     return [entropy.result(FRAMEWORK, ver, "entropy_from_logits", n_cases, note),
             selective.result(FRAMEWORK, ver, "selective_log_softmax", n_cases, note)]
+
+
+def _run_issue20_terms(rng: np.random.Generator, n_cases: int, ver: str) -> list[ConformanceResult]:
+    """DPO's f-divergence scores (``alpha_divergence`` in float32: TRL 1.16 has no float64 clamp) and
+    ``GRPOTrainer.get_high_entropy_mask`` (compared exactly) against :func:`maskloss.high_entropy_mask`."""
+    import types
+
+    import torch
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    import maskloss
+
+    results = []
+    for kind in conv.F_DIVERGENCE_TYPES:
+        f32 = kind == "alpha_divergence"
+        tol = F32_TOLERANCE if f32 else TOLERANCE
+        tally = Tally(tol)
+        for _ in range(n_cases):
+            pairs, steps = int(rng.integers(1, 5)), int(rng.integers(2, 8))
+            lengths = rng.integers(1, steps, 2 * pairs)
+            completion_mask = np.arange(steps)[None] >= steps - lengths[:, None]
+            per_token = np.where(completion_mask[:, 1:], rng.normal(-2, 1, (2 * pairs, steps - 1)), 0.0)
+            dtype = np.float32 if f32 else np.float64
+            per_token = per_token.astype(dtype)
+            seq, counts = per_token.astype(np.float64).sum(1), completion_mask.sum(1)
+            ref = (seq + rng.normal(0, 1.5, 2 * pairs)).astype(dtype)
+            alpha = float(rng.choice([0.2, 0.5, 2.0])) if f32 else 0.5
+            loss_type = str(rng.choice(["sigmoid", "hinge", "sigmoid_norm"]))
+            theirs = trl_dpo_loss(per_token, completion_mask, ref[:pairs], ref[pairs:], loss_type, 0.1,
+                                  f_divergence_type=kind, f_alpha_divergence_coef=alpha, dtype=dtype)
+            ours = conv.dpo_loss(seq[:pairs], seq[pairs:], ref[:pairs], ref[pairs:], beta=0.1, loss_type=loss_type,
+                                 chosen_lengths=counts[:pairs], rejected_lengths=counts[pairs:],
+                                 f_divergence_type=kind, f_alpha_divergence_coef=alpha)
+            tally.compare(ours, theirs, f"{loss_type}, alpha={alpha}")
+        where = "float32 (TRL has no float64 alpha clamp)" if f32 else "float64"
+        results.append(tally.result(FRAMEWORK, ver, f"DPOTrainer f_divergence_type={kind!r}", n_cases,
+                                    f"{where}; TRL's _compute_loss, stand-in model; tol {tol:g}"))
+    tally = Tally(0.0)
+    accelerator = types.SimpleNamespace(pad_across_processes=lambda x, dim=0, pad_index=0: x, gather=lambda x: x)
+    for _ in range(n_cases):
+        batch, steps = int(rng.integers(1, 5)), int(rng.integers(1, 8))
+        mask = random_mask(rng, batch, steps)
+        entropies = np.where(mask, rng.gamma(2.0, 1.0, (batch, steps)), np.nan)
+        threshold = float(rng.choice([0.0, 0.5, 0.8, 1.0, rng.random()]))
+        stand_in: Any = types.SimpleNamespace(accelerator=accelerator)
+        trl_mask = GRPOTrainer.get_high_entropy_mask(stand_in, torch.tensor(entropies), torch.tensor(mask), threshold)
+        got = maskloss.high_entropy_mask(entropies, mask, threshold)
+        tally.compare(got.astype(np.float64), trl_mask.numpy().astype(np.float64), f"threshold={threshold}")
+    results.append(tally.result(FRAMEWORK, ver, "GRPOTrainer.get_high_entropy_mask", n_cases,
+                                "float64 entropies, TRL's float32 quantile; masks compared exactly"))
+    return results

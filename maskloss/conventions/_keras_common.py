@@ -17,7 +17,7 @@ import numpy.typing as npt
 from maskloss._checks import as_numeric, check_feature_pair, check_mask
 from maskloss._rows import to_float64
 from maskloss._types import BoolArray, FloatArray
-from maskloss.losses import per_step
+from maskloss.pipeline import step_losses as _step_losses
 
 __all__ = [
     "EPSILON",
@@ -25,13 +25,13 @@ __all__ = [
     "align_weight",
     "check_axis",
     "check_keras_reduction",
+    "chunk_losses",
     "clipped_log",
     "dense_pair",
     "ignore_mask",
     "optional_mask",
     "renormalised_log",
     "sparse_pair",
-    "step_losses",
     "valid_steps",
 ]
 
@@ -143,7 +143,7 @@ def renormalised_log(p: FloatArray, epsilon: float) -> FloatArray:
 ChunkLoss = Callable[..., FloatArray]
 
 
-def step_losses(
+def chunk_losses(
     step: ChunkLoss, valid: BoolArray, *arrays: np.ndarray[Any, Any]
 ) -> FloatArray:
     """Per-step losses on the valid steps only, 0 elsewhere.
@@ -156,7 +156,7 @@ def step_losses(
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             return step(*(to_float64(c) if c.ndim == 2 else c for c in chunks))
 
-    return per_step(rows_step, valid, *arrays)
+    return _step_losses(rows_step, valid, *arrays)
 
 
 def optional_mask(mask: npt.ArrayLike | None, steps: tuple[int, ...]) -> BoolArray | None:

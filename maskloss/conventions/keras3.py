@@ -66,12 +66,12 @@ from maskloss.conventions._keras_common import (
     EPSILON,
     align_weight,
     check_keras_reduction,
+    chunk_losses,
     dense_pair,
     ignore_mask,
     optional_mask,
     renormalised_log,
     sparse_pair,
-    step_losses,
     valid_steps,
 )
 from maskloss.reductions import MaskedTotals
@@ -147,7 +147,7 @@ def _regression(
     t, p = dense_pair(y_true, y_pred)
     keras_mask = optional_mask(mask, p.shape[:-1])
     check_keras_reduction(reduction, REDUCTIONS)
-    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = chunk_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _finish(losses, keras_mask, sample_weight, reduction)
 
 
@@ -264,7 +264,7 @@ def categorical_crossentropy(
         log_p = pointwise.log_softmax(p_rows) if logits else renormalised_log(p_rows, EPSILON)
         return pointwise.cross_entropy(target, log_p)
 
-    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = chunk_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _finish(losses, keras_mask, sample_weight, reduction)
 
 
@@ -306,7 +306,7 @@ def sparse_categorical_crossentropy(
         log_p = pointwise.log_softmax(p_rows) if logits else renormalised_log(p_rows, EPSILON)
         return pointwise.sparse_cross_entropy(lab, log_p, None, 0.0)
 
-    losses = step_losses(step, valid, safe.reshape(-1), as_rows(p))
+    losses = chunk_losses(step, valid, safe.reshape(-1), as_rows(p))
     return _finish(losses, keras_mask, sample_weight, reduction)
 
 
@@ -348,5 +348,5 @@ def binary_crossentropy(
             return pointwise.binary_cross_entropy_with_logits(target, p_rows)
         return pointwise.binary_cross_entropy(target, np.clip(p_rows, EPSILON, 1.0 - EPSILON))
 
-    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = chunk_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _finish(losses, keras_mask, sample_weight, reduction)

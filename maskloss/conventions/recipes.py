@@ -33,6 +33,12 @@ step, :math:`R` the ranks, :math:`P` the data-parallel ranks, ``GA`` the micro-b
   ``cp_fix=True``: :math:`S_s / n_{cp} \cdot c / GA`; ranks averaged.
 * ``verl(loss_agg_mode)`` (0.9.1): ``agg_loss`` with the global ``batch_num_tokens`` or
   ``global_batch_size`` and ``dp_size``; ranks averaged.
+* ``hf_trainer(cp_counted_as_dp=True)``: :math:`S_s / (c N) \cdot R`, every token counted by
+  its ``c`` context-parallel ranks (transformers#39648); ranks averaged.
+* ``verl(dp_size=False)``: the global counts without the ``dp_size`` factor, :math:`1/P` of
+  the gradient; ranks averaged.
+* ``nemo_rl()``: each micro-batch's own mean over all ``GA`` micro-batches, empty ones
+  included (NVIDIA-NeMo/RL#212); ranks averaged.
 * ``trl(loss_type)`` (1.16): ``GRPOTrainer._compute_loss``'s normalizers; ranks averaged.
 
 ``megatron(label_smoothing=eps)`` smooths as megatron-core 0.16.1's
@@ -55,7 +61,8 @@ from maskloss._types import FloatArray
 from maskloss.conventions import verl as _verl
 from maskloss.vocab_parallel import merge_vocab_partials, merged_cross_entropy, vocab_partials, vocab_shard_grad
 
-__all__ = ["TRL_LOSS_TYPES", "VERL_MODES", "Recipe", "hf_trainer", "megatron", "torchtitan", "trl", "verl"]
+__all__ = ["TRL_LOSS_TYPES", "VERL_MODES", "Recipe", "hf_trainer", "megatron", "nemo_rl", "torchtitan", "trl",
+           "verl"]
 
 #: ``loss_type`` values :func:`trl` re-creates.
 TRL_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
@@ -191,7 +198,9 @@ def _per_rank_mean(topo: _Topology, values: list[float]) -> float:
     return float(np.mean(per_rank))
 
 
-def hf_trainer(*, average_tokens_across_devices: bool = True, version: str = "5.24") -> Recipe:
+def hf_trainer(
+    *, average_tokens_across_devices: bool = True, version: str = "5.24", cp_counted_as_dp: bool = False
+) -> Recipe:
     r"""The HF ``Trainer``'s step: ``compute_loss`` with ``num_items_in_batch``, DDP averaging.
 
     ``version="5.24"`` (``transformers/trainer.py``, ``_get_num_items_in_batch`` and
@@ -201,7 +210,12 @@ def hf_trainer(*, average_tokens_across_devices: bool = True, version: str = "5.
     that count and ``compute_loss`` multiplies by ``num_processes // tp_size``. Without
     ``average_tokens_across_devices`` each rank divides by its own count (transformers#34373).
     ``version="4.45"``: every micro-batch's own token mean divided by the accumulation steps
-    (transformers#34191, fixed in 4.46).
+    (transformers#34191, fixed in 4.46). ``cp_counted_as_dp=True`` is transformers#39648
+    (pull request #39674): the count gathered over every process without dividing by the
+    context-parallel ranks that share a batch. Each CP rank counts the labels of its whole
+    sequences (the Trainer counts before the batch is sharded), so every token is counted
+    ``cp`` times while the loss is still multiplied by all the processes: under CP the
+    gradient and the logged loss are ``1/cp`` of the truth.
     """
     if version not in ("5.24", "4.45"):
         raise ValueError(f"version must be '5.24' or '4.45', got {version!r}")
@@ -216,6 +230,11 @@ def hf_trainer(*, average_tokens_across_devices: bool = True, version: str = "5.
             return _each(topo, old)
         if average_tokens_across_devices:
             total = topo.tokens()
+            if cp_counted_as_dp:  # every rank's whole sequences, summed over all ranks (transformers#39648)
+                def whole(rank: int) -> float:
+                    held = {r for t in topo.shards if t.rank == rank for r in t.rows}
+                    return topo.tokens(lambda t: set(t.rows) <= held)
+                total = float(sum(whole(rank) for rank in topo.ranks))
             return _each(topo, lambda i: 0.0 if total == 0 else ranks / total)
 
         def local(i: int) -> float:  # the rank's whole sequences, over the ranks sharing them (cp)
@@ -224,8 +243,9 @@ def hf_trainer(*, average_tokens_across_devices: bool = True, version: str = "5.
             return 0.0 if count == 0 else 1.0 / count
         return _each(topo, local)
 
-    name = f"transformers {version} Trainer" + ("" if average_tokens_across_devices else
-                                                 " (average_tokens_across_devices=False)")
+    name = (f"transformers {version} Trainer" + ("" if average_tokens_across_devices else
+                                                  " (average_tokens_across_devices=False)")
+            + (" (context parallelism counted as data parallelism)" if cp_counted_as_dp else ""))
     return Recipe(name, "mean", _options(), "transformers/trainer.py: _get_num_items_in_batch, compute_loss",
                   weights, logged=_per_rank_mean)
 
@@ -289,7 +309,7 @@ def megatron(
                   weights, label_smoothing=eps, local_smoothing=not global_vocab)
 
 
-def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True) -> Recipe:
+def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True, dp_size: bool = True) -> Recipe:
     r"""verl 0.9.1's actor update: :func:`maskloss.conventions.verl.agg_loss` per micro-batch, FSDP averaging.
 
     ``batch_num_tokens`` (``"token-mean"``) and ``global_batch_size`` (sequence modes) are the
@@ -298,6 +318,9 @@ def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True) -> Re
     is the legacy FSDP actor of verl#5625: ``global_batch_info`` empty, so ``agg_loss`` falls
     back to the micro-batch's own counts (the fallback discussed in verl#7321), and each
     micro-batch's loss is scaled by its share of the rank's sequences (``loss_scale_factor``).
+    ``dp_size=False`` passes the global counts but not ``dp_size`` (it defaults to 1), the
+    factor verl#5366 made ``agg_loss`` insist on and Arctic-Platform pull request #119 found
+    dropped: the ranks' average is then ``1/P`` of the gradient on ``P`` data-parallel ranks.
     Sequence shards (context parallelism) are out of scope: verl's sequence modes need whole
     sequences.
     """
@@ -305,7 +328,7 @@ def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True) -> Re
         raise ValueError(f"loss_agg_mode must be one of {VERL_MODES}, got {loss_agg_mode!r}")
 
     def weights(topo: _Topology) -> list[FloatArray]:
-        dp = len(topo.ranks) if global_counts else 1
+        dp = len(topo.ranks) if global_counts and dp_size else 1
         tokens = topo.tokens()
         nonempty = float(sum(int(v.any(axis=1).sum()) for i, v in enumerate(topo.valid) if i in topo.unique()))
         out = []
@@ -327,8 +350,36 @@ def verl(loss_agg_mode: str = "token-mean", *, global_counts: bool = True) -> Re
         return out
 
     reduction = {"token-mean": "token_mean", "token-sum": "sum"}.get(loss_agg_mode, "sequence_mean")
-    return Recipe(f"verl 0.9.1 ({loss_agg_mode})", "mean", _options(reduction),
+    extra = ("" if global_counts else ", local counts") + ("" if dp_size else ", without dp_size")
+    return Recipe(f"verl 0.9.1 ({loss_agg_mode}{extra})", "mean", _options(reduction),
                   "verl/trainer/ppo/core_algos.py: agg_loss", weights)
+
+
+def nemo_rl(*, valid_microbatches: bool = False) -> Recipe:
+    r"""NeMo-RL's early HF policy worker (NVIDIA-NeMo/RL#212): each micro-batch's token mean over the micro-batches.
+
+    ``nemo_reinforcer/models/policy/hf_policy.py`` divided every micro-batch's loss (its own
+    token mean) by the number of micro-batches before the backward pass, FSDP averaging the
+    ranks. A micro-batch with no valid token (a sample masked because it exceeds
+    ``max_seq_length``) still counted: with one empty micro-batch among three equally full
+    ones every token gets 2/3 of its weight. ``valid_microbatches=True`` is the fix #212
+    proposes (divide by the micro-batches holding a valid token): exact only when those hold
+    equally many tokens, so still a mean of micro-batch means.
+    """
+
+    def weights(topo: _Topology) -> list[FloatArray]:
+        def factor(i: int) -> float:
+            s = topo.shards[i]
+            count = topo.tokens(lambda t: t.rank == s.rank and t.micro_batch == s.micro_batch)
+            def held(m: int) -> float:
+                return topo.tokens(lambda t: t.rank == s.rank and t.micro_batch == m)
+            window = [m for m in _window(topo, s.rank) if not valid_microbatches or held(m) > 0]
+            return 0.0 if count == 0 else 1.0 / count / len(window)
+        return _each(topo, factor)
+
+    name = "NeMo-RL HF policy (" + ("valid micro-batches" if valid_microbatches else "all micro-batches") + ")"
+    return Recipe(name, "mean", _options(), "nemo_reinforcer/models/policy/hf_policy.py (NVIDIA-NeMo/RL#212)",
+                  weights)
 
 
 def trl(loss_type: str = "dapo", *, steps_per_generation: int | None = None,

@@ -53,13 +53,13 @@ from maskloss.conventions._keras_common import (
     EPSILON,
     align_weight,
     check_keras_reduction,
+    chunk_losses,
     clipped_log,
     dense_pair,
     ignore_mask,
     optional_mask,
     renormalised_log,
     sparse_pair,
-    step_losses,
     valid_steps,
 )
 from maskloss.reductions import MaskedTotals
@@ -143,7 +143,7 @@ def _regression(
     t, p = dense_pair(y_true, y_pred)
     keras_mask = optional_mask(mask, p.shape[:-1])
     check_keras_reduction(reduction, REDUCTIONS)
-    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = chunk_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _reduce(losses, keras_mask, sample_weight, reduction, version)
 
 
@@ -253,7 +253,7 @@ def categorical_crossentropy(
         log_p = pointwise.log_softmax(p_rows) if logits else renormalised_log(p_rows, EPSILON)
         return pointwise.cross_entropy(target, log_p)
 
-    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = chunk_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _reduce(losses, keras_mask, sample_weight, reduction, version)
 
 
@@ -302,7 +302,7 @@ def sparse_categorical_crossentropy(
         log_p = pointwise.log_softmax(p_rows if logits else clipped_log(p_rows, EPSILON))
         return pointwise.sparse_cross_entropy(lab, log_p, None, 0.0)
 
-    losses = step_losses(step, valid, safe.reshape(-1), as_rows(p))
+    losses = chunk_losses(step, valid, safe.reshape(-1), as_rows(p))
     return _reduce(losses, keras_mask, sample_weight, reduction, version)
 
 
@@ -349,5 +349,5 @@ def binary_crossentropy(
         per_step: FloatArray = np.mean(terms, axis=-1)
         return per_step
 
-    losses = step_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
+    losses = chunk_losses(step, valid_steps(keras_mask, p.shape[:-1]), as_rows(t), as_rows(p))
     return _reduce(losses, keras_mask, sample_weight, reduction, version)

@@ -72,7 +72,7 @@ from maskloss._checks import as_numeric, check_flag, check_label_smoothing, chec
 from maskloss._rows import as_rows
 from maskloss._types import FloatArray
 from maskloss.linear import linear_cross_entropy as _linear_cross_entropy
-from maskloss.losses import per_step, sparse_categorical_crossentropy
+from maskloss.losses import sparse_categorical_crossentropy, step_losses
 from maskloss.reductions import Reduction, reduce_terms
 
 __all__ = [
@@ -157,8 +157,8 @@ def _index_cross_entropy_any_weight(
         log_p = pointwise.log_softmax(x_rows.astype(np.float64))
         return pointwise.cross_entropy(np.ones_like(log_p), log_p, cw)
 
-    nll = per_step(label_terms, valid, flat_labels, rows).reshape(labels.shape)
-    smooth = per_step(smoothing_terms, valid, flat_labels, rows).reshape(labels.shape) if eps else None
+    nll = step_losses(label_terms, valid, flat_labels, rows).reshape(labels.shape)
+    smooth = step_losses(smoothing_terms, valid, flat_labels, rows).reshape(labels.shape) if eps else None
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if reduction == "none":
             return nll if smooth is None else (1.0 - eps) * nll + eps / classes * smooth
@@ -327,7 +327,7 @@ def nll_loss(
     cw = _class_weight(weight, classes)
     valid = np.asarray(t != ignore)
     labels = check_labels(t, valid, classes, name="target")
-    losses = per_step(
+    losses = step_losses(
         lambda rows, lab, x_rows: pointwise.sparse_cross_entropy(lab, x_rows.astype(np.float64), cw, 0.0),
         valid,
         labels.reshape(-1),

@@ -33,7 +33,17 @@ NaN under the mask would leak (the mirror reproduces it); ``sapo``'s temperature
 float32 tensors in TRL (``torch.where`` of Python floats), so it agrees to float32 rounding. ``vespo`` (gamma-weighted
 sequence ratios) is not mirrored.
 
-:func:`dpo_loss` is the loss part of ``DPOTrainer._compute_loss`` (``trl/trainer/dpo_trainer.py``).
+:func:`dpo_loss` is the loss part of ``DPOTrainer._compute_loss`` (``trl/trainer/dpo_trainer.py``),
+with its f-divergence scores (``f_divergence_type``, :data:`F_DIVERGENCE_TYPES`).
+
+Packed (padding-free) paths of TRL 1.16: only SFT's. ``pack_dataset(strategy="bfd")`` packs whole
+documents (one longer than ``seq_length`` is truncated: its tail is dropped) and
+:func:`padding_free_collate` is its collator, whose row loss is the token mean over the
+documents; ``strategy="bfd_split"`` cuts an over-long document into documents of their own, so
+the first token of each continuation is no target (one target per cut fewer than the document's
+own loss; ``tests/test_conventions_trl_packing.py``); ``"wrapped"`` cuts without boundaries.
+``GRPOTrainer`` has no padding-free path, and ``DPOConfig(padding_free=True)`` is disabled in
+1.16 (TRL warns and pads), so :func:`grpo_loss` and :func:`dpo_loss` have no packed form to mirror.
 
 Examples
 --------
@@ -63,6 +73,7 @@ from maskloss.conventions.hf import _token_ids
 
 __all__ = [
     "DPO_LOSS_TYPES",
+    "F_DIVERGENCE_TYPES",
     "GRPO_LOSS_TYPES",
     "dpo_loss",
     "entropy_from_logits",
@@ -76,6 +87,8 @@ __all__ = [
 GRPO_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo")
 #: The DPO ``loss_type`` values mirrored here.
 DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo", "sigmoid_norm")
+#: ``DPOConfig.f_divergence_type`` values (TRL 1.16), all mirrored.
+F_DIVERGENCE_TYPES: tuple[str, ...] = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
 
 
 def _f64(x: npt.ArrayLike, name: str) -> FloatArray:
@@ -282,20 +295,46 @@ def dpo_loss(
     loss_type: str = "sigmoid",
     chosen_lengths: npt.ArrayLike | None = None,
     rejected_lengths: npt.ArrayLike | None = None,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
 ) -> np.float64:
-    r"""The DPO loss of ``DPOTrainer._compute_loss`` (TRL 1.16, ``f_divergence_type="reverse_kl"``).
+    r"""The DPO loss of ``DPOTrainer._compute_loss`` (TRL 1.16).
 
-    With :math:`h = (\log\pi_c - \log\pi^{ref}_c) - (\log\pi_r - \log\pi^{ref}_r)` from
-    summed sequence log-probs: ``sigmoid`` :math:`-\log\sigma(\beta h)`; ``hinge``
+    Each log-ratio :math:`\rho = \log\pi - \log\pi^{ref}` (summed sequence log-probs) first
+    becomes a score :math:`s = f'(e^\rho)` of the f-DPO regulariser ``f_divergence_type``:
+    ``"reverse_kl"`` (standard DPO) :math:`\rho`; ``"forward_kl"`` :math:`1 - e^{-\rho}`;
+    ``"js_divergence"`` :math:`\log 2 + \log\sigma(\rho)`; ``"alpha_divergence"`` with
+    :math:`\alpha` = ``f_alpha_divergence_coef``:
+    :math:`(e^{\min((\alpha-1)\rho,\, 80)} - 1)/(\alpha-1)`, and :math:`\rho` when
+    :math:`|\alpha - 1| < 10^{-6}` (TRL's limit case). The 80 is TRL's clamp for float32 and
+    bfloat16 log-probs (11 for float16; float64 log-probs raise ``KeyError`` in TRL 1.16, so
+    TRL computes this one in float32 at most and agrees with the mirror to float32 rounding,
+    except where a float32 result overflows: ``ipo`` squares a clamped score of
+    :math:`\sim e^{80}`, which is ``inf`` in TRL and finite here).
+    With :math:`h = s_c - s_r`: ``sigmoid`` :math:`-\log\sigma(\beta h)`; ``hinge``
     :math:`\operatorname{relu}(1 - \beta h)`; ``ipo`` and ``sigmoid_norm`` first divide each
-    log-ratio by its completion length ``clamp(min=1)`` (``chosen_lengths``,
+    score by its completion length ``clamp(min=1)`` (``chosen_lengths``,
     ``rejected_lengths``: completion tokens per sequence), then
     :math:`(h - \frac{1}{2\beta})^2` and :math:`-\log\sigma(\beta h)`. The mean over pairs.
+
+    Examples
+    --------
+    >>> import math
+    >>> from maskloss.conventions import trl
+    >>> args = ([-1.0], [-2.0], [-1.5], [-1.5])          # log-ratios 0.5 and -0.5
+    >>> js = float(trl.dpo_loss(*args, beta=1.0, f_divergence_type="js_divergence"))
+    >>> h = math.log(1 / (1 + math.exp(-0.5))) - math.log(1 / (1 + math.exp(0.5)))  # = 0.5
+    >>> round(js, 12) == round(math.log1p(math.exp(-h)), 12)
+    True
     """
     if loss_type not in DPO_LOSS_TYPES:
         raise ValueError(f"Unknown loss type: {loss_type!r}. Should be one of {', '.join(map(repr, DPO_LOSS_TYPES))}")
     chosen = _f64(chosen_logps, "chosen_logps") - _f64(ref_chosen_logps, "ref_chosen_logps")
     rejected = _f64(rejected_logps, "rejected_logps") - _f64(ref_rejected_logps, "ref_rejected_logps")
+    if f_divergence_type not in F_DIVERGENCE_TYPES:
+        raise ValueError(f"Unknown f_divergence_type: {f_divergence_type!r}")  # TRL's words
+    chosen = _f_divergence_scores(chosen, f_divergence_type, f_alpha_divergence_coef)
+    rejected = _f_divergence_scores(rejected, f_divergence_type, f_alpha_divergence_coef)
     if chosen.shape != rejected.shape or chosen.ndim != 1:
         raise ValueError(f"chosen and rejected log-probs must be (B,) each, got {chosen.shape} and {rejected.shape}")
     if loss_type in ("ipo", "sigmoid_norm"):
@@ -313,6 +352,24 @@ def dpo_loss(
         x = beta * h
         per = -(np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x))))
     return np.float64(np.mean(per))
+
+
+def _f_divergence_scores(logratio: FloatArray, kind: str, alpha: float) -> FloatArray:
+    """TRL 1.16's ``chosen_scores``/``rejected_scores`` of one ``f_divergence_type``, in float64."""
+    if kind == "reverse_kl":
+        return logratio
+    with np.errstate(over="ignore"):
+        if kind == "forward_kl":
+            return np.asarray(1 - np.exp(-logratio), dtype=np.float64)
+        if kind == "js_divergence":
+            return np.asarray(np.log(2.0) + (np.minimum(logratio, 0.0) - np.log1p(np.exp(-np.abs(logratio)))),
+                              dtype=np.float64)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+            raise TypeError(f"f_alpha_divergence_coef must be a real number, got {alpha!r}")
+        if abs(alpha - 1.0) < 1e-6:  # TRL's limit case: reverse KL
+            return logratio
+        t = np.minimum((alpha - 1.0) * logratio, 80.0)  # TRL's clamp for float32 / bfloat16
+        return np.asarray((np.exp(t) - 1.0) * (1.0 / (alpha - 1.0)), dtype=np.float64)
 
 
 def _logits_rows(logits: npt.ArrayLike, temperature: float) -> FloatArray:

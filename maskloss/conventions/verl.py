@@ -1,7 +1,8 @@
 r"""verl's PPO/GRPO loss aggregation and KL penalties, as NumPy truth in float64.
 
 Mirrors ``verl/trainer/ppo/core_algos.py`` of **verl 0.9.1** (``agg_loss``, ``kl_penalty``
-/ ``kl_penalty_forward``, the deprecated ``compute_policy_loss``), with
+/ ``kl_penalty_forward``, the deprecated ``compute_policy_loss`` with the ``rollout_is_weights`` of
+``compute_policy_loss_vanilla``, ``compute_value_loss``), with
 ``version="0.4"`` for ``agg_loss`` of verl 0.4.x (before ``dp_size`` and the global
 counts). verl does not install next to transformers 5.24 (it pins ``transformers<5.11``
 and needs ray), so these mirrors are proven against golden numbers computed from the
@@ -49,10 +50,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from maskloss import pointwise
 from maskloss._checks import as_numeric, check_mask
 from maskloss._types import BoolArray, FloatArray
 
-__all__ = ["LOSS_AGG_MODES", "agg_loss", "compute_policy_loss", "kl_penalty"]
+__all__ = [
+    "LOSS_AGG_MODES", "agg_loss", "compute_policy_loss", "compute_value_loss", "kl_penalty", "remove_padding_log_probs",
+]
 
 #: ``loss_agg_mode`` values of each mirrored version.
 LOSS_AGG_MODES: dict[str, tuple[str, ...]] = {
@@ -196,6 +200,7 @@ def compute_policy_loss(
     cliprange_high: float | None = None,
     clip_ratio_c: float = 3.0,
     loss_agg_mode: str = "token-mean",
+    rollout_is_weights: npt.ArrayLike | None = None,
 ) -> np.float64:
     r"""verl's (deprecated) ``compute_policy_loss``: dual-clip PPO, aggregated; returns ``pg_loss``.
 
@@ -203,6 +208,25 @@ def compute_policy_loss(
     :math:`\ell_1 = \max(-Ar, -A\operatorname{clip}(r, 1-\epsilon_l, 1+\epsilon_h))`, and where
     :math:`A < 0`, :math:`\min(\ell_1, -A\,c)` (``clip_ratio_c``); then
     ``agg_loss(..., loss_agg_mode)``.
+
+    ``rollout_is_weights`` (the rollout-correction importance weights, ``(bs, response_length)``
+    or broadcastable to it) multiply the per-token losses before ``agg_loss``, as in verl 0.9.1's
+    ``compute_policy_loss_vanilla`` (the registered ``"vanilla"`` policy loss; its other
+    arithmetic is this function's, with ``config.clip_ratio``/``clip_ratio_low``/``clip_ratio_high``/
+    ``clip_ratio_c`` for the clip ranges). verl 0.9.1's deprecated ``compute_policy_loss`` itself
+    has no such argument. verl multiplies, so a NaN or inf weight under the mask leaks into the
+    sequence modes exactly as a masked loss does (see the module docstring); ``"token-mean"``
+    and ``"token-sum"`` select first.
+
+    Examples
+    --------
+    On-policy (ratio 1), so the per-token loss is :math:`-A`, weighted:
+
+    >>> from maskloss.conventions import verl
+    >>> lp = [[-1.0, -2.0]]
+    >>> float(verl.compute_policy_loss(lp, lp, [[1.0, 2.0]], [[1, 1]], cliprange=0.2,
+    ...                                rollout_is_weights=[[0.5, 2.0]]))   # (-0.5 - 4) / 2
+    -2.25
     """
     if not clip_ratio_c > 1.0:
         raise ValueError(f"clip_ratio_c must be > 1.0 (dual-clip PPO), got {clip_ratio_c!r}")
@@ -220,4 +244,152 @@ def compute_policy_loss(
     ratio = np.exp(np.clip(lp - old, -20.0, 20.0))
     losses1 = np.maximum(-adv * ratio, -adv * np.clip(ratio, 1 - low, 1 + high))
     losses = np.where(adv < 0, np.minimum(-adv * clip_ratio_c, losses1), losses1)
+    if rollout_is_weights is not None:
+        weights = np.asarray(as_numeric(rollout_is_weights, "rollout_is_weights"), dtype=np.float64)
+        try:
+            np.broadcast_shapes(weights.shape, losses.shape)
+        except ValueError:
+            raise ValueError(
+                f"rollout_is_weights must broadcast to the log-probs' shape {losses.shape}, got {weights.shape}"
+            ) from None
+        with np.errstate(invalid="ignore", over="ignore"):
+            losses = losses * weights  # verl multiplies (a masked NaN weight leaks where verl's does)
     return agg_loss(losses, response_mask, loss_agg_mode)
+
+
+def compute_value_loss(
+    vpreds: npt.ArrayLike,
+    returns: npt.ArrayLike,
+    values: npt.ArrayLike,
+    response_mask: npt.ArrayLike,
+    cliprange_value: float,
+    loss_agg_mode: str = "token-mean",
+    dp_size: int = 1,
+    batch_num_tokens: float | None = None,
+    global_batch_size: float | None = None,
+    loss_scale_factor: float | None = None,
+) -> np.float64:
+    r"""verl 0.9.1's ``compute_value_loss`` (``core_algos.py``): the clipped PPO value loss; returns ``vf_loss``.
+
+    ``vpreds`` are the value head's predictions, ``values`` the old (rollout) values:
+
+    .. math:: \ell = \max\big((\hat v - R)^2,\; (\operatorname{clip}(\hat v, v - c, v + c) - R)^2\big),
+              \qquad \text{vf\_loss} = \tfrac12\,\texttt{agg\_loss}(\ell, \text{mask}, \ldots)
+
+    with ``clip`` verl's ``clip_by_value`` (``max(min(x, hi), lo)``) and :func:`agg_loss`'s
+    arguments passed through. ``vf_clipfrac`` (a metric) is not returned. The core is
+    :func:`maskloss.clipped_value_loss` (``"token_mean"`` is ``loss_agg_mode="token-mean"``).
+
+    Examples
+    --------
+    >>> from maskloss.conventions import verl
+    >>> round(float(verl.compute_value_loss([[1.0, 1.5]], [[0.0, 2.0]], [[1.0, 1.0]], [[1, 1]], 0.2)), 6)
+    0.41
+    >>> # (1 + 0.64) / 4: the second prediction is clipped to 1.2
+    """
+    vp = np.asarray(as_numeric(vpreds, "vpreds"), dtype=np.float64)
+    ret = np.asarray(as_numeric(returns, "returns"), dtype=np.float64)
+    old = np.asarray(as_numeric(values, "values"), dtype=np.float64)
+    if not vp.shape == ret.shape == old.shape:
+        raise ValueError(f"vpreds, returns and values must share one shape, got {vp.shape}, {ret.shape}, {old.shape}")
+    c = _count(cliprange_value, "cliprange_value")
+    with np.errstate(invalid="ignore", over="ignore"):
+        clipped = np.maximum(np.minimum(vp, old + c), old - c)
+        losses = np.maximum((vp - ret) ** 2, (clipped - ret) ** 2)
+    return np.float64(0.5 * agg_loss(losses, response_mask, loss_agg_mode, dp_size, batch_num_tokens,
+                                     global_batch_size, loss_scale_factor))
+
+
+def remove_padding_log_probs(
+    input_ids: npt.ArrayLike,
+    attention_mask: npt.ArrayLike,
+    logits_rmpad: npt.ArrayLike,
+    response_length: int,
+    temperature: float = 1.0,
+) -> FloatArray:
+    r"""The response log-probs of verl's remove-padding path (``use_remove_padding=True``), ``(bs, response_length)``.
+
+    ``DataParallelPPOActor._forward_micro_batch`` (``verl/workers/actor/dp_actor.py``):
+    ``unpad_input`` packs the valid tokens of every row into one flat row (row-major order:
+    a **packed** batch, one document per row), the model returns ``logits_rmpad``
+    ``(total_nnz, V)`` on it, and the labels are that flat row **rolled** by one,
+    ``torch.roll(input_ids_rmpad, shifts=-1, dims=1)``; then ``log_softmax(logits / T)`` at the
+    rolled labels is padded back to ``(bs, seqlen)`` (0 at padding) and sliced to the
+    response, ``[:, -response_length - 1 : -1]``:
+
+    .. math::
+        \ell_{k} = \log\operatorname{softmax}(z_k / T)_{x_{k+1 \bmod N}}, \qquad
+        k = 0, \dots, N - 1 \text{ over the flat row of } N \text{ valid tokens}
+
+    **Where it differs from the per-document definition**, stated plainly: the roll crosses
+    every document boundary, so the value at the last token of each row scores the *first
+    token of the next row* (the last row's scores the first row's first token: the roll
+    wraps). After the slice, that value sits at the response position just after the
+    response's last token, which is padding (``response_mask`` 0), or is sliced away when
+    the response fills ``response_length``. So under ``response_mask`` (verl's
+    ``attention_mask[:, -response_length:]``, left-padded prompts and right-padded responses)
+    this is exactly :func:`maskloss.token_logprobs` of the responses scored by the logits
+    one step before (per document, nothing crosses), and ``agg_loss`` of anything built
+    on it agrees; off the mask the mirror keeps verl's boundary-crossing numbers, which a
+    mask that is not verl's (a response token right after a fully valid row's end, a
+    hole in the attention mask) would let in.
+
+    Parameters
+    ----------
+    input_ids, attention_mask : array_like, shape (bs, seqlen)
+        The prompt + response tokens and their mask (right-most ``response_length`` steps
+        are the response).
+    logits_rmpad : array_like, shape (total_nnz, V)
+        The model's logits on the flat packed row (``total_nnz`` = valid tokens), before the
+        temperature.
+    response_length : int, 0 <= response_length < seqlen
+    temperature : float > 0
+
+    Examples
+    --------
+    Two rows (prompt ``[5]``, responses ``[1, 2]`` and ``[3]``), a uniform model over 6 tokens:
+    the only non-zero step off the mask is the crossing one (row 1's last token scoring row 0's
+    first, the wrapped roll), at a padded response position.
+
+    >>> import numpy as np
+    >>> from maskloss.conventions.verl import remove_padding_log_probs
+    >>> ids = np.array([[5, 1, 2], [5, 3, 0]]); attn = np.array([[1, 1, 1], [1, 1, 0]])
+    >>> lp = remove_padding_log_probs(ids, attn, np.zeros((5, 6)), response_length=2)
+    >>> (lp / np.log(1 / 6)).round(12).tolist()     # in units of log(1/6)
+    [[1.0, 1.0], [1.0, 1.0]]
+    >>> (lp * attn[:, -2:] / np.log(1 / 6)).round(12).tolist()   # under response_mask
+    [[1.0, 1.0], [1.0, 0.0]]
+    """
+    ids = as_numeric(input_ids, "input_ids")
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must have shape (bs, seqlen), got {ids.shape}")
+    if ids.size and ids.dtype.kind not in "iu":
+        raise TypeError(f"input_ids must hold integer token ids, got dtype {ids.dtype}")
+    valid = check_mask(attention_mask, ids.shape, name="attention_mask")
+    seqlen = ids.shape[1]
+    if isinstance(response_length, bool) or not isinstance(response_length, (int, np.integer)):
+        raise TypeError(f"response_length must be an int, got {response_length!r}")
+    if not 0 <= response_length < seqlen:
+        raise ValueError(f"response_length must be in [0, seqlen - 1] = [0, {seqlen - 1}] (verl slices "
+                         f"[:, -response_length - 1 : -1]), got {response_length}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating)):
+        raise TypeError(f"temperature must be a real number > 0, got {temperature!r}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    indices = np.flatnonzero(valid.ravel())  # unpad_input: nonzero of the flattened mask
+    z = np.asarray(as_numeric(logits_rmpad, "logits_rmpad"), dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] != indices.size or (indices.size and z.shape[1] == 0):
+        raise ValueError(
+            f"logits_rmpad must have shape (total_nnz, V) with total_nnz = {indices.size} valid tokens, got {z.shape}"
+        )
+    rolled = np.roll(ids.ravel()[indices].astype(np.int64), -1)  # torch.roll(input_ids_rmpad, -1, dims=1)
+    out_of_range = (rolled < 0) | (rolled >= z.shape[1])
+    if np.any(out_of_range):
+        k = int(np.flatnonzero(out_of_range)[0])
+        pos = tuple(int(i) for i in np.unravel_index(indices[(k + 1) % indices.size], ids.shape))
+        raise ValueError(f"input_ids must be in [0, {z.shape[1]}) at valid steps; input_ids{list(pos)} is {rolled[k]}")
+    with np.errstate(invalid="ignore", over="ignore"):
+        log_p = pointwise.log_softmax(z / float(temperature))[np.arange(indices.size), rolled]
+    full = np.zeros(ids.size, dtype=np.float64)
+    full[indices] = log_p  # pad_input: 0 at padding
+    return full.reshape(ids.shape)[:, seqlen - response_length - 1 : seqlen - 1]

@@ -36,6 +36,7 @@ from maskloss.posttraining.aggregation import aggregate
 from maskloss.posttraining.kl import kl_estimate
 from maskloss.posttraining.logprobs import sequence_logprobs, token_logprobs
 from maskloss.posttraining.policy import clipped_surrogate, policy_gradient_objective, sequence_ratio
+from maskloss.posttraining.ppo import clipped_value_loss, high_entropy_mask
 from maskloss.posttraining.preference import dpo_loss
 
 #: Names accepted by :func:`aggregate`'s ``mode``.
@@ -48,7 +49,9 @@ __all__ = [
     "KL_ESTIMATORS",
     "aggregate",
     "clipped_surrogate",
+    "clipped_value_loss",
     "dpo_loss",
+    "high_entropy_mask",
     "kl_estimate",
     "policy_gradient_objective",
     "sequence_logprobs",

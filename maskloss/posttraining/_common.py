@@ -1,4 +1,8 @@
-"""Validation and per-step helpers shared by the post-training modules."""
+"""Validation and per-step helpers shared by the post-training modules.
+
+The core's validators the package uses (``check_mask``, ``check_reduction``) are imported
+here once and taken from here by the modules of :mod:`maskloss.posttraining`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import as_numeric, first_bad_position
+from maskloss._checks import as_numeric, check_mask, check_reduction, first_bad_position
 from maskloss._types import BoolArray, FloatArray
+
+__all__ = ["check_mask", "check_reduction"]  # re-exported for the package's modules
 
 
 def _positive(value: object, name: str, *, allow_zero: bool = False) -> float:

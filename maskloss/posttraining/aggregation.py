@@ -7,9 +7,8 @@ import typing
 import numpy as np
 import numpy.typing as npt
 
-from maskloss._checks import check_mask, check_reduction
 from maskloss._types import Aggregation, ScalarReduction
-from maskloss.posttraining._common import _positive, _steps, _valid_values
+from maskloss.posttraining._common import _positive, _steps, _valid_values, check_mask, check_reduction
 from maskloss.reductions import GIVEN_COUNTS, overflow_free, reduce, segment_ids_for
 
 #: Names accepted by :func:`aggregate`'s ``mode``: rows of the table of :mod:`maskloss.reductions`.
@@ -76,7 +75,7 @@ def aggregate(
     given = GIVEN_COUNTS.get(mode)
     if given is None:
         rule = typing.cast(ScalarReduction, mode)  # not a given-count mode: a scalar reduction
-        return reduce(  # type: ignore[no-any-return]
+        return reduce(  # type: ignore[return-value]  # a scalar rule gives a float64
             values, valid, reduction=rule, sample_weight=sample_weight, segment_ids=seg
         )
     keyword, _ = given

@@ -6,9 +6,9 @@ import numpy as np
 import numpy.typing as npt
 
 from maskloss import pointwise
-from maskloss._checks import as_numeric, check_mask
+from maskloss._checks import as_numeric
 from maskloss._types import FloatArray
-from maskloss.posttraining._common import _steps, _valid_values
+from maskloss.posttraining._common import _steps, _valid_values, check_mask
 
 #: Names accepted by :func:`kl_estimate`'s ``estimator``.
 KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from maskloss import pointwise
+from maskloss import loss_options, pointwise
 from maskloss._checks import as_numeric, check_head_option, check_ignore_index, check_mask, first_bad_position
 from maskloss._rows import as_rows, to_float64
 from maskloss._types import FloatArray, Reduction
@@ -25,6 +25,7 @@ def _logprob_pipeline(
     weight: FloatArray | None,
     reduction: Reduction,
     softcap: float | None = None,
+    shift: int = 0,
 ) -> Pipeline:
     lab = _steps(labels, "labels")
     z = as_numeric(logits, "logits")
@@ -41,6 +42,11 @@ def _logprob_pipeline(
         valid = valid & (lab != ignore_index)
     if lab.dtype.kind not in "iu":
         raise TypeError(f"labels must be integers, got dtype {lab.dtype}")
+    s = loss_options.check_shift(shift, lab.shape[-1])
+    if s:  # steps: the labels from position s on, scored by the logits up to T - s (as the cross-entropy)
+        valid = (valid & (np.arange(lab.shape[-1]) >= s))[:, s:]
+        lab, z = lab[:, s:], z[:, : z.shape[1] - s]
+        weight = None if weight is None else np.asarray(weight)[:, s:]
     safe = np.where(valid, lab, 0)
     out_of_range = valid & ((safe < 0) | (safe >= z.shape[-1]))
     if np.any(out_of_range):
@@ -75,7 +81,7 @@ def _logprob_pipeline(
         return log_p[picked, lab_rows], p
 
     chosen = step if cap is None else capped_step  # without a softcap, the bits of before
-    return Pipeline(chosen, (safe.reshape(-1), as_rows(z)), valid, w, reduction, z.shape)
+    return Pipeline(chosen, (safe.reshape(-1), as_rows(z)), valid, w, reduction, z.shape, shift=s)
 
 
 def token_logprobs(
@@ -86,6 +92,8 @@ def token_logprobs(
     ignore_index: int | None = None,
     temperature: float = 1.0,
     softcap: float | None = None,
+    shift: int = 0,
+    segment_ids: npt.ArrayLike | None = None,
 ) -> FloatArray:
     r"""Log-probabilities of the labels, :math:`\log\operatorname{softmax}(z_{bt}/\tau)_{y_{bt}}`, ``(B, T)``.
 
@@ -108,6 +116,21 @@ def token_logprobs(
         Gemma's final-logit softcap :math:`c \tanh(x / c)`, after the temperature (the
         documented order of :mod:`maskloss.head`; ``-inf`` stays ``-inf``). The log-probs of a
         Gemma 2/3 policy are those of the capped logits: without it they are wrong.
+    shift : int >= 0, default 0
+        The causal shift of :mod:`maskloss.loss_options`: position :math:`t` of the result,
+        shape ``(B, T - s)``, is :math:`\log p(y_{b,t+s} \mid z_{bt})` (``labels`` are then the
+        input ids, ``mask`` in their positions; HF's ``logits[:, :-1]`` against ``labels[:, 1:]``).
+    segment_ids : array_like of int, shape (B, T), optional
+        Packed rows (:mod:`maskloss.segments`, -1 at padding): a step counts only inside one
+        document, so with ``shift`` the last :math:`s` tokens of each document predict
+        nothing (0 there), never the first token of the next document, and the result is,
+        position by position, that of each document on its own (:func:`maskloss.pack` moves
+        the padded result into the packed rows).
+
+    .. math::
+        \log p_{bt} = \log\operatorname{softmax}(z_{bt}/\tau)_{y_{b,t+s}}
+        \quad\text{where } m_{b,t+s} \text{ and } \text{seg}_{bt} = \text{seg}_{b,t+s} \ge 0,
+        \quad 0 \text{ elsewhere}
 
     Examples
     --------
@@ -115,10 +138,17 @@ def token_logprobs(
     >>> logits = np.log([[[0.5, 0.5], [0.25, 0.75], [np.nan, np.nan]]])
     >>> maskloss.token_logprobs([[0, 1, 0]], logits, [[True, True, False]]).round(6).tolist()
     [[-0.693147, -0.287682, 0.0]]
+
+    Two documents packed in one row, ids ``[0, 1 | 1, 0]``; with ``shift=1`` the last token
+    of the first document (step 1) scores nothing, not the next document's first token:
+
+    >>> packed = np.log([[[0.5, 0.5], [0.25, 0.75], [0.2, 0.8], [0.5, 0.5]]])
+    >>> maskloss.token_logprobs([[0, 1, 1, 0]], packed, shift=1, segment_ids=[[0, 0, 1, 1]]).round(6).tolist()
+    [[-0.693147, 0.0, -1.609438]]
     """
     return _logprob_pipeline(  # type: ignore[no-any-return]
-        labels, logits, mask, ignore_index, temperature, None, "none", softcap
-    ).value()
+        labels, logits, mask, ignore_index, temperature, None, "none", softcap, shift
+    ).with_segments(segment_ids).value()
 
 
 def sequence_logprobs(
@@ -131,6 +161,7 @@ def sequence_logprobs(
     temperature: float = 1.0,
     softcap: float | None = None,
     segment_ids: npt.ArrayLike | None = None,
+    shift: int = 0,
 ) -> FloatArray:
     r"""Per-sequence log-probabilities, ``(B,)``: sums (DPO) or means over valid tokens (SimPO, IPO).
 
@@ -142,7 +173,9 @@ def sequence_logprobs(
     log-probability of nothing; TRL's ``clamp(min=1)`` turns it into 0, see
     :mod:`maskloss.conventions.trl`). With ``segment_ids`` (packed rows, the labels' shape, -1
     at padding; :mod:`maskloss.segments`) the result is per document, ``(D,)``, in document
-    order: the log-probs of the padded batch of the same documents.
+    order: the log-probs of the padded batch of the same documents. ``shift`` as in
+    :func:`token_logprobs` (never across a document; a document of at most ``shift`` tokens
+    has sum 0 and mean NaN).
 
     Examples
     --------
@@ -159,7 +192,7 @@ def sequence_logprobs(
     """
     if not isinstance(average, (bool, np.bool_)):
         raise TypeError(f"average must be True or False, got {average!r}")
-    pipeline = _logprob_pipeline(labels, logits, mask, ignore_index, temperature, None, "none", softcap)
+    pipeline = _logprob_pipeline(labels, logits, mask, ignore_index, temperature, None, "none", softcap, shift)
     totals = pipeline.with_segments(segment_ids).totals()
     if not average:
         return totals.numerator

@@ -317,6 +317,13 @@ def run_step(
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     labels = np.asarray(y_true)
     kind = "sparse" if labels.ndim == 2 else "dense"  # dense targets are cut along vocabulary shards too
+    if labels.shape not in (m.shape, y_pred.shape):
+        raise ValueError(f"y_true has shape {labels.shape}: sparse labels need the mask's {m.shape}, dense "
+                         f"targets y_pred's {y_pred.shape}")
+    classes = int(y_pred.shape[-1]) if y_pred.ndim == 3 else None
+    if layout.vocab_size is not None and layout.vocab_size != classes:
+        raise ValueError(f"inconsistent class counts: the layout's vocabulary shards tile {layout.vocab_size} "
+                         f"classes, but y_pred has {classes}")
     b = PaddedBatch(labels, y_pred, m, m.sum(axis=1), w, kind, "right")
     return _run(step, b, layout, "the layout given", grad_reduction, adapter is torch_adapter)
 
