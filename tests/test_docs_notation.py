@@ -31,7 +31,7 @@ APPENDIX = ROOT / "docs" / "appendix" / "notation.md"
 REFERENCE_PAGE = 99  # a symbol introduced on a reference page: no course chapter may use it
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.S | re.M)
-MATH = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
+MATH = re.compile(r"\$\$(.+?)\$\$|\$((?:[^$\n]|\n(?!\s*\n))+?)\$", re.S)  # inline math may wrap a line
 WORDS = re.compile(r"\\(?:text|mathrm|operatorname|texttt|textstyle|mathbf|begin|end)\{[^{}]*\}")
 TOKEN = re.compile(r"\\mathcal\{[A-Za-z]\}|\\[A-Za-z]+|[A-Za-z]")
 ACCENTS = {"\\hat", "\\tilde", "\\bar"}
@@ -48,7 +48,8 @@ CLASHES = (
         "any chapter",
         "N_b is a numerator: a token count is \\sum_b D_b",
     ),
-    (r"\bf_s\b|\bS_s\b", "any chapter", "a shard's factor is \\gamma_s, its sum N_s (f: features, S_b: steps)"),
+    (r"\\gamma_s", "any chapter", "\\gamma is the softcap (chapter 10); a shard's factor is \\alpha_s"),
+    (r"\bf_s\b|\bS_s\b", "any chapter", "a shard's factor is \\alpha_s, its sum N_s (f: features, S_b: steps)"),
     (r"W\^\\top\s*\+\s*b\b", "any chapter", "the LM-head bias is \\beta; b is the sequence index"),
 )
 
@@ -168,7 +169,7 @@ def test_a_toy_course_that_follows_the_appendix_passes() -> None:
             "not a token count",
         ),
         ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 12: [r"$N = 8$ tokens, $\frac1N$"]}, "\\sum_b D_b"),
-        ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 12: [r"$f_s\,S_s$"]}, "\\gamma_s"),
+        ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 12: [r"$f_s\,S_s$"]}, "\\alpha_s"),
         ({0: ["$B$"], 3: [r"$N_b$ $\lambda_b$ $\mathcal{L}$"], 11: [r"$x = hW^\top + b$"]}, "bias is \\beta"),
     ],
 )
