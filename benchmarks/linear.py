@@ -122,16 +122,23 @@ def peak_extra_mib(n: int, vocab: int, grad: bool) -> float:
 
 
 def section(n: int = 4096, vocabs: tuple[int, ...] = (32000, 128000), rounds: int = 1) -> str:
-    load = os.getloadavg()[0]
+    import platform
+
+    load = os.getloadavg()
+    start = time.time()
     lines = ["## Linear cross-entropy: hidden (N, 1024) float32, weight (V, 1024) float32", "",
-             f"N = {n}, no ignored token; seconds (median of {rounds}); 1-minute load average at the start "
-             f"{load:.1f} on {os.cpu_count()} cores"
-             + (" (**a loaded, shared machine**: timings are inflated)." if load > 1.5 else "."), "",
+             f"N = {n}, no ignored token; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(start))}; "
+             f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores usable, numpy {np.__version__}; "
+             f"seconds (median of {rounds}); load average (1, 5, 15 min) at the start "
+             f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} on {os.cpu_count()} cores"
+             + (" (**a loaded, shared machine**: timings are inflated)." if load[0] > 1.5 else "."), "",
              "| V | contender | seconds | vs float64 GEMM floor |", "|---|---|---|---|"]
+    ratios: dict[int, float] = {}
     for vocab in vocabs:
         hidden, weight, labels = inputs(n, vocab)
         floor = statistics.median(gemm_floor(hidden, weight) for _ in range(rounds))
         lines.append(f"| {vocab} | float64 GEMM floor (3 products) | {floor:.2f} | 1.00x |")
+        # naive torch float64 holds the (N, V) float64 logits and their gradient: 8 GiB at V = 128000
         for name, fn in contenders(hidden, weight, labels, torch64=vocab <= 32000).items():
             times = []
             for _ in range(rounds):
@@ -139,12 +146,26 @@ def section(n: int = 4096, vocabs: tuple[int, ...] = (32000, 128000), rounds: in
                 fn()
                 times.append(time.perf_counter() - t0)
             t = statistics.median(times)
+            if name == "maskloss value_and_grad":
+                ratios[vocab] = t / floor
             lines.append(f"| {vocab} | {name} | {t:.2f} | {t / floor:.2f}x |")
         del hidden, weight, labels
     lines += ["", "Peak memory beyond the inputs and the float64 gradients returned (MiB, fresh subprocess):", "",
               "| V | value | value_and_grad |", "|---|---|---|"]
+    peaks: list[float] = []
     for vocab in sorted({8000, *vocabs}):
-        lines.append(f"| {vocab} | {peak_extra_mib(n, vocab, False):.0f} | {peak_extra_mib(n, vocab, True):.0f} |")
+        value_mib, grad_mib = peak_extra_mib(n, vocab, False), peak_extra_mib(n, vocab, True)
+        peaks += [value_mib, grad_mib]
+        lines.append(f"| {vocab} | {value_mib:.0f} | {grad_mib:.0f} |")
+    end_load = os.getloadavg()
+    lines += ["", f"Load average at the end {end_load[0]:.1f}, {end_load[1]:.1f}, {end_load[2]:.1f}; "
+              f"the section took {time.time() - start:.0f} s.", "",
+              "| target | this run | met |", "|---|---|---|"]
+    for vocab, ratio in ratios.items():
+        lines.append(f"| value_and_grad <= 1.5x the float64 GEMM floor, V = {vocab} | {ratio:.2f}x "
+                     f"| {'yes' if ratio <= 1.5 else '**no**'} |")
+    worst = max(peaks)
+    lines.append(f"| peak extra memory <= 256 MiB | at most {worst:.0f} MiB | {'yes' if worst <= 256 else '**no**'} |")
     return "\n".join(lines) + "\n"
 
 

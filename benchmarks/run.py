@@ -434,6 +434,22 @@ def linear_section(rounds: int) -> str:
 
 
 SECTIONS = {"check_loss": check_loss_section, "linear": linear_section}
+LINEAR_HEADING = "## Linear cross-entropy"
+
+
+def kept_linear_section(path: str) -> str:
+    """The linear cross-entropy section of the README at ``path`` ('' if none): a full run keeps it.
+
+    It is measured by ``--only linear`` (slow: minutes) and pasted in by hand, so a full run,
+    which does not measure it, must not drop it.
+    """
+    if not os.path.exists(path):
+        return ""
+    text = open(path).read()
+    if LINEAR_HEADING not in text:
+        return ""
+    rest = text.split(LINEAR_HEADING, 1)[1]
+    return LINEAR_HEADING + rest.split("\n## ", 1)[0].rstrip() + "\n"
 
 
 def _memory_target(n: int | None) -> str:
@@ -568,6 +584,9 @@ def main(argv: list[str] | None = None) -> None:
         for k, v in t.items():
             lines.append(f"| {case} | {k} | {cell(v)} |")
     lines += ["", check_section]
+    linear = kept_linear_section(os.path.join(HERE, "README.md"))
+    if linear:
+        lines.append(linear)
     if not args.no_memory:
         lines.append(memory_section(n_main))
     with open(os.path.join(HERE, "README.md"), "w") as fh:

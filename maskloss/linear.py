@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from maskloss import registry
+from maskloss import loss_options, registry
 from maskloss._checks import (
     as_numeric,
     check_class_weight,
@@ -81,21 +81,24 @@ VOCAB_TILE = 2048
 class _Head:
     """A validated linear cross-entropy call: the compacted valid rows and the options."""
 
-    hidden: np.ndarray[Any, Any]  # (steps, H), the caller's dtype
-    rows: IntArray  # flat indices of the valid steps
+    hidden: np.ndarray[Any, Any]  # (rows, H), the caller's dtype: every prediction
+    rows: IntArray  # flat indices into hidden of the valid steps' predictions
+    steps: IntArray  # flat indices into valid of the valid steps (rows, unless shifted)
     labels: IntArray  # (n,) labels of the valid rows
     weight: np.ndarray[Any, Any]  # (V, H)
     bias: np.ndarray[Any, Any] | None  # (V,)
     class_weight: FloatArray | None
     smoothing: float
+    target: loss_options.Smoothing | None  # a non-default smoothing_rule / smoothing_form
     z_loss: float
     softcap: float | None
     temperature: float
-    valid: BoolArray
+    valid: BoolArray  # the steps' shape: labels' (T - shift along the last axis)
     sample_weight: FloatArray  # (steps shape), 0 at masked steps
     reduction: Reduction
     hidden_shape: tuple[int, ...]
     segment_ids: npt.NDArray[np.int64] | None = None  # packed rows: the documents (-1 at padding)
+    documents: int | None = None  # with shift and segment_ids: the number of documents
 
     @property
     def vocab(self) -> int:
@@ -129,6 +132,9 @@ def _check(
     temperature: float,
     reduction: Reduction,
     sample_weight: npt.ArrayLike | None,
+    shift: int = 0,
+    smoothing_rule: str = "uniform",
+    smoothing_form: str = "cross_entropy",
     segment_ids: npt.ArrayLike | None = None,
 ) -> _Head:
     h = as_numeric(hidden, "hidden", min_ndim=1)
@@ -156,25 +162,47 @@ def _check(
             f"labels must have the shape of hidden without its last axis, {h.shape[:-1]}; got {lab.shape}"
         )
     valid = check_mask(mask, lab.shape)
-    if check_ignore_index(ignore_index) is not None:
+    index = check_ignore_index(ignore_index)
+    if index is not None:
         valid = valid & (lab != ignore_index)
     seg = None if segment_ids is None else segment_ids_for(segment_ids, lab.shape)
-    if seg is not None:
-        valid = valid & (seg >= 0)
     check_reduction(reduction)
     eps = check_label_smoothing(label_smoothing)
     cw = check_class_weight(class_weight, vocab)
-    sw = check_sample_weight(sample_weight, valid)
+    s = loss_options.check_shift(shift, lab.shape[-1] if lab.ndim else 0)
+    if shift and lab.ndim == 0:  # shift is a checked int here (s is clamped to the 0 steps)
+        raise ValueError(f"shift={shift} needs labels with a steps axis, got labels of shape {lab.shape}")
+    target = loss_options.check_smoothing(smoothing_rule, smoothing_form, eps, class_weight=class_weight,
+                                          ignore_index=index, num_classes=vocab)
+    predicts = None
+    documents = None
+    if seg is not None and not s:
+        valid = valid & (seg >= 0)
+    if s:  # label t + s is scored by the prediction (hidden row) at t
+        valid = valid & (np.arange(lab.shape[-1]) >= s)
+        sw = check_sample_weight(sample_weight, valid)[..., s:]
+        valid, lab = valid[..., s:], lab[..., s:]
+        if seg is not None:  # as Pipeline.with_segments: never across a document boundary
+            full, seg = seg, seg[..., : seg.shape[-1] - s]  # the predicting positions' documents
+            valid = valid & (seg >= 0) & (full[..., s:] == seg)
+            sw = np.where(valid, sw, 0.0)
+            documents = int(full.max()) + 1 if full.size else 0  # a document of <= s tokens still counts
+        predicts = np.zeros(h.shape[:-1], dtype=bool)
+        predicts[..., : lab.shape[-1]] = valid  # the prediction rows of the valid steps, in hidden
+    else:
+        sw = check_sample_weight(sample_weight, valid)
     safe = check_labels(lab, valid, vocab, name="labels")
-    rows = valid.reshape(-1).nonzero()[0]
+    steps = valid.reshape(-1).nonzero()[0]
     return _Head(
         hidden=h.reshape(-1, h.shape[-1]),
-        rows=rows,
-        labels=safe.reshape(-1)[rows],
+        rows=steps if predicts is None else predicts.reshape(-1).nonzero()[0],
+        steps=steps,
+        labels=safe.reshape(-1)[steps],
         weight=w,
         bias=b,
         class_weight=cw,
         smoothing=eps,
+        target=target,
         z_loss=check_head_option(z_loss, "z_loss", allow_zero=True),
         softcap=None if softcap is None else check_head_option(softcap, "softcap"),
         temperature=check_head_option(temperature, "temperature"),
@@ -183,6 +211,7 @@ def _check(
         reduction=reduction,
         hidden_shape=h.shape,
         segment_ids=seg,
+        documents=documents,
     )
 
 
@@ -215,12 +244,21 @@ def _class_weight_tile(head: _Head, v0: int, v1: int) -> FloatArray | None:
     return None if head.class_weight is None else head.class_weight[v0:v1]
 
 
-def _log_sum_exp_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per row: the log-sum-exp, the target logit and the (class-weighted) sum of logits."""
+def _pad(head: _Head) -> int | None:
+    """The class that a smoothing rule gives no mass (``"others_except_pad"``), if any."""
+    return None if head.target is None else head.target.pad
+
+
+def _log_sum_exp_pass(
+    head: _Head, h64: FloatArray, labels: IntArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Per row: the log-sum-exp, the target logit, the (class-weighted) sum of logits and the pad's logit."""
     n = h64.shape[0]
     lse = RunningLogSumExp(n)
     target = np.zeros(n)
     logit_sum = np.zeros(n)
+    pad_logit = np.zeros(n)
+    pad = _pad(head)
     for v0, v1 in _tiles(head.vocab, VOCAB_TILE):
         z = _Tile(head, h64, v0, v1).z
         inside = (labels >= v0) & (labels < v1)
@@ -229,8 +267,10 @@ def _log_sum_exp_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[F
         if head.smoothing:
             cw = _class_weight_tile(head, v0, v1)
             logit_sum += z.sum(axis=1) if cw is None else z @ cw
+        if pad is not None and v0 <= pad < v1:
+            pad_logit[:] = z[:, pad - v0]
         lse.add(z)
-    return lse.value(), target, logit_sum
+    return lse.value(), target, logit_sum, pad_logit
 
 
 def _stats_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[FloatArray, FloatArray, IntArray]:
@@ -253,11 +293,32 @@ def _stats_pass(head: _Head, h64: FloatArray, labels: IntArray) -> tuple[FloatAr
     return lse.value(), target, argmax
 
 
+def _others(head: _Head) -> int:
+    """How many classes get the mass ``q_other`` of a smoothing rule: all but the gold and the pad."""
+    return head.vocab - 1 - (_pad(head) is not None)
+
+
 def _row_losses(
-    head: _Head, labels: IntArray, lse: FloatArray, target: FloatArray, logit_sum: FloatArray
+    head: _Head, labels: IntArray, lse: FloatArray, target: FloatArray, logit_sum: FloatArray,
+    pad_logit: FloatArray,
 ) -> FloatArray:
+    r"""Per row :math:`\ell` (module formula); with a smoothing rule :math:`-\sum_c q_c \log p_c - H`.
+
+    With :math:`q_y` on the gold class, :math:`q_o` on the :math:`K` others (not the pad) and
+    :math:`S = \sum_c z'_c`: :math:`q_y(\mathrm{lse} - z'_y) + q_o(K\,\mathrm{lse} - (S - z'_y - z'_{pad}))`.
+    """
     eps = head.smoothing
     cw = head.class_weight
+    if head.target is not None:  # no class weight here (check_smoothing)
+        q = head.target
+        loss = q.q_gold * (lse - target)
+        if q.q_other:
+            loss += q.q_other * (_others(head) * lse - (logit_sum - target - pad_logit))
+        if q.entropy:
+            loss -= q.entropy
+        if head.z_loss:
+            loss += z_loss_from_lse(lse, head.z_loss)
+        return loss
     gold = lse - target if cw is None else cw[labels] * (lse - target)
     loss = (1.0 - eps) * gold if eps else gold.copy()
     if eps:
@@ -279,9 +340,9 @@ def _forward(head: _Head) -> tuple[FloatArray, FloatArray]:
     for t0, t1 in _tiles(head.rows.shape[0], TOKEN_TILE):
         h64 = _f64(head.hidden[head.rows[t0:t1]])
         labels = head.labels[t0:t1]
-        lse, target, logit_sum = _log_sum_exp_pass(head, h64, labels)
+        lse, target, logit_sum, pad_logit = _log_sum_exp_pass(head, h64, labels)
         lse_rows[t0:t1] = lse
-        out[t0:t1] = _row_losses(head, labels, lse, target, logit_sum)
+        out[t0:t1] = _row_losses(head, labels, lse, target, logit_sum, pad_logit)
     return out, lse_rows
 
 
@@ -293,9 +354,12 @@ def _backward(
     With :math:`p = \mathrm{softmax}(z')`, per row
     :math:`\partial\ell/\partial z'_c = a\,p_c - (1-\varepsilon)cw_y[c=y] - \tfrac{\varepsilon}{V}cw_c`
     with :math:`a = (1-\varepsilon)cw_y + \tfrac{\varepsilon}{V}\sum cw + 2\zeta\,\mathrm{lse}`;
-    the softcap contributes :math:`1 - \tanh^2`, the temperature :math:`1/\tau`.
+    the softcap contributes :math:`1 - \tanh^2`, the temperature :math:`1/\tau`. With a
+    smoothing rule (target :math:`q`, no class weight)
+    :math:`\partial\ell/\partial z'_c = (\sum_k q_k + 2\zeta\,\mathrm{lse})\,p_c - q_c`.
     """
     eps, vocab, cw = head.smoothing, head.vocab, head.class_weight
+    q, pad = head.target, _pad(head)
     d_hidden = np.zeros((head.hidden.shape[0], head.hidden.shape[1]))
     d_weight = np.zeros(head.weight.shape)
     d_bias = None if head.bias is None else np.zeros(vocab)
@@ -306,10 +370,15 @@ def _backward(
         g = factor[t0:t1]
         h64 = _f64(head.hidden[rows])
         lse = lse_rows[t0:t1]  # from _forward: the same tiles, the same bits
-        gold_weight = np.ones(rows.shape[0]) if cw is None else cw[labels]
-        total_cw = float(vocab) if cw is None else float(cw.sum())
-        a = g * ((1.0 - eps) * gold_weight + (eps / vocab) * total_cw + z_loss_slope(lse, head.z_loss))
-        gold = g * (1.0 - eps) * gold_weight
+        if q is None:
+            gold_weight = np.ones(rows.shape[0]) if cw is None else cw[labels]
+            total_cw = float(vocab) if cw is None else float(cw.sum())
+            a = g * ((1.0 - eps) * gold_weight + (eps / vocab) * total_cw + z_loss_slope(lse, head.z_loss))
+            gold = g * (1.0 - eps) * gold_weight
+        else:  # dz = a p - q: q_other everywhere, q_gold at the label, 0 at the pad
+            a = g * (q.q_gold + q.q_other * _others(head) + z_loss_slope(lse, head.z_loss))
+            gold = g * (q.q_gold - q.q_other)
+            other = g * q.q_other
         dh = np.zeros_like(h64)
         for v0, v1 in _tiles(vocab, VOCAB_TILE):
             tile = _Tile(head, h64, v0, v1)
@@ -321,7 +390,12 @@ def _backward(
             inside = (labels >= v0) & (labels < v1)
             where = inside.nonzero()[0]
             dz[where, labels[where] - v0] -= gold[where]
-            if eps:
+            if q is not None:
+                if q.q_other:
+                    dz -= other[:, None]
+                    if pad is not None and v0 <= pad < v1:
+                        dz[:, pad - v0] += other
+            elif eps:
                 cw_tile = np.ones(v1 - v0) if cw is None else cw[v0:v1]
                 dz -= np.multiply.outer(g * (eps / vocab), cw_tile)
             if head.transformed:
@@ -339,7 +413,7 @@ def _backward(
 
 def _per_step(head: _Head, row_values: FloatArray) -> FloatArray:
     out = np.zeros(head.valid.size)
-    out[head.rows] = row_values
+    out[head.steps] = row_values
     return out.reshape(head.valid.shape)
 
 
@@ -347,7 +421,7 @@ def _denominator_terms(head: _Head, weight: FloatArray) -> FloatArray:
     if head.class_weight is None:
         return weight
     labels = np.zeros(head.valid.size, dtype=np.intp)
-    labels[head.rows] = head.labels
+    labels[head.steps] = head.labels
     return np.where(head.valid, weight * head.class_weight[labels.reshape(head.valid.shape)], 0.0)
 
 
@@ -355,7 +429,8 @@ def _value(head: _Head, losses: FloatArray) -> Any:
     if head.reduction == "none":
         return head.sample_weight * losses
     w, exponent = power_of_two_scale(head.sample_weight)
-    value = totals_of_terms(w * losses, _denominator_terms(head, w), head.segment_ids).value(head.reduction)
+    value = totals_of_terms(w * losses, _denominator_terms(head, w), head.segment_ids,
+                            documents=head.documents).value(head.reduction)
     return unscale(value, head.reduction, exponent)
 
 
@@ -404,7 +479,7 @@ def linear_logit_stats(
         h64 = _f64(head.hidden[head.rows[t0:t1]])
         lse[t0:t1], target[t0:t1], argmax[t0:t1] = _stats_pass(head, h64, head.labels[t0:t1])
     arg_steps = np.full(head.valid.size, -1, dtype=np.intp)
-    arg_steps[head.rows] = argmax
+    arg_steps[head.steps] = argmax
     return LogitStats(_per_step(head, lse), _per_step(head, target), arg_steps.reshape(head.valid.shape))
 
 
@@ -423,12 +498,16 @@ def linear_cross_entropy(
     temperature: float = 1.0,
     reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
+    shift: int = 0,
+    smoothing_rule: str = "uniform",
+    smoothing_form: str = "cross_entropy",
     segment_ids: npt.ArrayLike | None = None,
 ) -> Any:
     r"""Masked cross-entropy of the logits :math:`hW^\top + b`, without holding them.
 
     Equal to ``sparse_categorical_crossentropy(labels, hidden @ weight.T + bias,
-    from_logits=True, ...)`` (up to float64 rounding), computed in tiles of
+    from_logits=True, ...)`` with the same options, ``shift``, ``smoothing_rule`` and
+    ``smoothing_form`` included (up to float64 rounding), computed in tiles of
     :data:`TOKEN_TILE` valid rows by :data:`VOCAB_TILE` classes, so the extra memory is
     bounded (about 100 MiB) whatever the vocabulary size.
 
@@ -454,16 +533,28 @@ def linear_cross_entropy(
         Logits become :math:`c\tanh(z/c)` (Gemma 2) after the temperature.
     temperature : float > 0
         Logits are divided by it first.
+    shift : int >= 0, default 0
+        The causal shift (:mod:`maskloss.loss_options`): label :math:`t + s` is scored by the
+        hidden state at :math:`t` (HF's ``labels[..., 1:]``, Cut Cross-Entropy's ``shift=1``);
+        ``mask`` and ``sample_weight`` in the labels' positions. ``reduction="none"`` returns
+        ``labels.shape[:-1] + (T - s,)`` values; ``d_hidden`` is 0 at the last :math:`s` steps.
+    smoothing_rule : {"uniform", "others", "others_except_pad"}, default "uniform"
+        Where the smoothing mass goes, as in :func:`maskloss.sparse_categorical_crossentropy`
+        (a rule other than ``"uniform"`` needs ``label_smoothing > 0`` and no ``class_weight``;
+        ``"others_except_pad"`` gives the class ``ignore_index`` no mass).
+    smoothing_form : {"cross_entropy", "kl"}, default "cross_entropy"
+        The cross-entropy against the smoothed target, or the KL divergence (less :math:`H(q)`).
     segment_ids : array_like of int, shape of ``labels``, optional
         Packed rows (:mod:`maskloss.segments`, -1 at padding): every reduction's sequences
         are the documents (``"sequence_mean"`` the mean of the documents' own means,
         ``"batch_mean"`` over the number of documents), as for the pipeline losses; the
-        hidden rows of padding are never read. Shift the labels inside each document first
-        (:func:`maskloss.next_token_targets`).
+        hidden rows of padding are never read. With ``shift`` the shift never crosses a
+        document boundary: label :math:`t + s` counts only in the document of :math:`t`.
 
     Returns
     -------
-    numpy.float64, or ndarray of ``labels``' shape for ``reduction="none"``
+    numpy.float64, or ndarray of the steps' shape for ``reduction="none"`` (``labels``' shape,
+    ``T - shift`` along the last axis)
 
     Examples
     --------
@@ -487,10 +578,18 @@ def linear_cross_entropy(
     >>> by_hand = maskloss.linear_cross_entropy(h, weight, [[0, 1, 1]], reduction="none")[0]
     >>> bool(np.isclose(per_doc, ((by_hand[0] + by_hand[1]) / 2 + by_hand[2]) / 2, rtol=1e-15))
     True
+
+    With ``shift=1`` the hidden state at step 0 scores the label at step 1 (the label at step 0
+    is scored by nothing):
+
+    >>> bool(maskloss.linear_cross_entropy(hidden, weight, [[2, 0]], shift=1)
+    ...      == maskloss.linear_cross_entropy(hidden[:, :1], weight, [[0]]))
+    True
     """
     head = _check(
         hidden, weight, labels, mask, bias, ignore_index, label_smoothing, class_weight,
-        z_loss, softcap, temperature, reduction, sample_weight, segment_ids,
+        z_loss, softcap, temperature, reduction, sample_weight, shift, smoothing_rule, smoothing_form,
+        segment_ids,
     )
     return _value(head, _per_step(head, _forward(head)[0]))
 
@@ -510,6 +609,9 @@ def linear_cross_entropy_value_and_grad(
     temperature: float = 1.0,
     reduction: Reduction = "token_mean",
     sample_weight: npt.ArrayLike | None = None,
+    shift: int = 0,
+    smoothing_rule: str = "uniform",
+    smoothing_form: str = "cross_entropy",
     cotangent: npt.ArrayLike | None = None,
     segment_ids: npt.ArrayLike | None = None,
 ) -> tuple[Any, tuple[FloatArray, FloatArray, FloatArray | None]]:
@@ -536,7 +638,8 @@ def linear_cross_entropy_value_and_grad(
     """
     head = _check(
         hidden, weight, labels, mask, bias, ignore_index, label_smoothing, class_weight,
-        z_loss, softcap, temperature, reduction, sample_weight, segment_ids,
+        z_loss, softcap, temperature, reduction, sample_weight, shift, smoothing_rule, smoothing_form,
+        segment_ids,
     )
     row_losses, lse_rows = _forward(head)
     losses = _per_step(head, row_losses)
@@ -550,7 +653,7 @@ def linear_cross_entropy_value_and_grad(
         ct64 = np.where(head.valid, ct, 0.0).astype(np.float64)
         if not np.all(np.isfinite(ct64)):
             raise ValueError("cotangent must be finite at valid steps")
-        factor = (ct64 * head.sample_weight).reshape(-1)[head.rows]
+        factor = (ct64 * head.sample_weight).reshape(-1)[head.steps]
     else:
         if cotangent is not None:
             raise ValueError(f"cotangent= goes with reduction='none'; reduction={head.reduction!r} is a scalar")
@@ -558,12 +661,14 @@ def linear_cross_entropy_value_and_grad(
             raise AssertionError(head.reduction)
         w, exponent = power_of_two_scale(head.sample_weight)
         denominators = _denominator_terms(head, w)
-        totals = totals_of_terms(np.zeros_like(denominators), denominators, head.segment_ids)
+        totals = totals_of_terms(np.zeros_like(denominators), denominators, head.segment_ids,
+                                 documents=head.documents)
         scale = unscale(totals.step_scale(head.reduction, w, segment_ids=head.segment_ids), head.reduction, exponent)
-        factor = scale.reshape(-1)[head.rows]
+        factor = scale.reshape(-1)[head.steps]
     return value, _backward(head, factor, lse_rows)
 
 
 registry.register(
     linear_cross_entropy, value_and_grad=linear_cross_entropy_value_and_grad, wrt="(hidden, weight, bias)"
 )
+loss_options.declare("linear_cross_entropy", ("shift", "smoothing_rule", "smoothing_form"))
