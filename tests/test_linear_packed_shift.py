@@ -17,7 +17,7 @@ REDUCTIONS = ("sum", "token_mean", "sequence_mean", "batch_mean")
 def _packed(seed: int):
     rng = np.random.default_rng(seed)
     lengths = [[3, 1, 2], [6, 1]]  # a document of one token has no shifted step but still counts (last: at T - 1)
-    rows, docs, d = [], [], 0
+    rows, d = [], 0
     for row in lengths:
         seg = []
         for n in row:
@@ -55,10 +55,9 @@ def test_packed_shifted_equals_the_padded_documents(reduction):
     ph, pl, pm = _padded(h, labels, seg, lengths)
     padded = maskloss.linear_cross_entropy(ph, w, pl, pm, bias=b, shift=1, reduction=reduction)
     np.testing.assert_allclose(packed, padded, rtol=1e-13)
-    _, (dh, dw, db) = maskloss.value_and_grad(maskloss.linear_cross_entropy)(h, w, labels, bias=b, shift=1, segment_ids=seg,
-                                                                         reduction=reduction)
-    _, (_, pdw, pdb) = maskloss.value_and_grad(maskloss.linear_cross_entropy)(ph, w, pl, pm, bias=b, shift=1,
-                                                                          reduction=reduction)
+    grad = maskloss.value_and_grad(maskloss.linear_cross_entropy)
+    _, (dh, dw, db) = grad(h, w, labels, bias=b, shift=1, segment_ids=seg, reduction=reduction)
+    _, (_, pdw, pdb) = grad(ph, w, pl, pm, bias=b, shift=1, reduction=reduction)
     np.testing.assert_allclose(dw, pdw, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(db, pdb, rtol=1e-12, atol=1e-15)
     assert np.all(np.isfinite(dh)) and np.all(dh[seg < 0] == 0)
