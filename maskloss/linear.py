@@ -51,7 +51,7 @@ from maskloss._checks import (
     check_sample_weight,
     first_bad_position,
 )
-from maskloss._types import BoolArray, FloatArray, IntArray, Reduction
+from maskloss._types import BoolArray, FloatArray, IntArray, LossValue, Reduction
 from maskloss.head import RunningLogSumExp, apply_head, head_grad, z_loss_from_lse, z_loss_slope
 from maskloss.reductions import (
     SCALAR_REDUCTIONS,
@@ -425,13 +425,14 @@ def _denominator_terms(head: _Head, weight: FloatArray) -> FloatArray:
     return np.where(head.valid, weight * head.class_weight[labels.reshape(head.valid.shape)], 0.0)
 
 
-def _value(head: _Head, losses: FloatArray) -> Any:
+def _value(head: _Head, losses: FloatArray) -> LossValue:
     if head.reduction == "none":
         return head.sample_weight * losses
     w, exponent = power_of_two_scale(head.sample_weight)
     value = totals_of_terms(w * losses, _denominator_terms(head, w), head.segment_ids,
                             documents=head.documents).value(head.reduction)
-    return unscale(value, head.reduction, exponent)
+    scalar: np.float64 = unscale(value, head.reduction, exponent)
+    return scalar
 
 
 class LogitStats(NamedTuple):
@@ -502,7 +503,7 @@ def linear_cross_entropy(
     smoothing_rule: str = "uniform",
     smoothing_form: str = "cross_entropy",
     segment_ids: npt.ArrayLike | None = None,
-) -> Any:
+) -> LossValue:
     r"""Masked cross-entropy of the logits :math:`hW^\top + b`, without holding them.
 
     Equal to ``sparse_categorical_crossentropy(labels, hidden @ weight.T + bias,
@@ -614,7 +615,7 @@ def linear_cross_entropy_value_and_grad(
     smoothing_form: str = "cross_entropy",
     cotangent: npt.ArrayLike | None = None,
     segment_ids: npt.ArrayLike | None = None,
-) -> tuple[Any, tuple[FloatArray, FloatArray, FloatArray | None]]:
+) -> tuple[LossValue, tuple[FloatArray, FloatArray, FloatArray | None]]:
     r"""The loss and its gradients ``(d_hidden, d_weight, d_bias)``, all float64.
 
     For a scalar ``reduction`` the gradients are those of the value. For

@@ -630,7 +630,7 @@ def _linear_cross_entropy_reference(
             x[None], w, t[None], bias=linear_bias, ignore_index=ignore, label_smoothing=label_smoothing,
             class_weight=cw, reduction=_OURS[red],
         )
-        return out[0] if red == "none" else out
+        return np.asarray(out)[0] if red == "none" else out
     if w.ndim != 2 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"input {x.shape} and linear_weight {w.shape} do not fit linear(): need (..., H) and (C, H)")
     logits = x.astype(np.float64) @ w.astype(np.float64).T
