@@ -96,7 +96,10 @@ class _Checker:
     splittable: bool  # the micro-batch weights are known (``like`` is a maskloss loss)
     scale: float = 1.0  # the candidate is scale * like
     returned_dtype: str | None = None  # the lowest precision the candidate has returned
-    shift: int = 0  # causal shift: like sees labels[:, s:] against predictions[:, :-s]
+    shift: int = 0  # causal shift: step t's prediction scores label t + s
+    #: ``like`` computes the shift itself (its ``shift=`` option); else the checker slices the batch
+    #: (labels[:, s:] against predictions[:, :-s]) before calling it.
+    oracle_shifts: bool = False
     gradient: bool = False  # which of value/gradient is being checked
     #: A framework mirror's entry (maskloss.testing.likes): how candidate and oracle are called.
     spec: Any = None
@@ -138,7 +141,7 @@ class _Checker:
         )
 
     def _oracle_args(self, b: PaddedBatch) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return self._args(self._shifted(b))
+        return self._args(b if self.oracle_shifts else self._shifted(b))
 
     def _args(self, b: PaddedBatch) -> tuple[tuple[Any, ...], dict[str, Any]]:
         kwargs = {} if b.sample_weight is None else {"sample_weight": b.sample_weight}
@@ -202,7 +205,7 @@ class _Checker:
             assert self.oracle_grad is not None
             with np.errstate(all="ignore"):
                 g = self.scale * np.asarray(self.oracle_grad(*args, **kwargs, **self.options))
-            if self.shift:  # d loss / d y_pred[:, -s:] is 0: those predictions score no label
+            if self.shift and not self.oracle_shifts:  # d loss / d y_pred[:, -s:] is 0: they score no label
                 g = np.concatenate([g, np.zeros((g.shape[0], self.shift, *g.shape[2:]))], axis=1)
             return g
         value = self.oracle_value(b)
