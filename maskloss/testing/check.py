@@ -406,7 +406,7 @@ def check_loss(
     like_call = setup.like_call
     if scale != 1.0:
         like_call = f"{float(scale)!r} * {like_call}"
-    if shift and not setup.oracle_shifts:
+    if shift:
         like_call += f" on labels[:, {shift}:] vs predictions[:, :-{shift}]"
     count = [0, 0]  # examples run, examples run at the first failure
 

@@ -280,8 +280,8 @@ def _check_smoothing(
         classes = 2 if min_features is None else min_features
         if classes < 3:
             raise ValueError(
-                f"smoothing_rule='others_except_pad' spreads eps / (C - 2): pass bounds=Bounds(min_features >= 3), "
-                f"got min_features={min_features!r}"
+                f"smoothing_rule='others_except_pad' spreads eps / (C - 2): bounds=Bounds(min_features=...) must have "
+                f"min_features >= 3, got min_features={min_features!r}"
             )
         if not 0 <= int(ignore_index) < classes:
             raise ValueError(
