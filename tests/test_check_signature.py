@@ -229,3 +229,46 @@ def test_new_form_gives_no_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_loss(_mse, maskloss.mse, bounds=Bounds(max_batch=2, weights=False), max_examples=5)
+
+
+# ---- issue 25: every failing property is reported; known= sets a finding aside
+
+
+def _leak_and_wrong_denominator(labels, logits, mask):
+    """Two bugs: ``loss * mask`` (NaN at padding leaks) and a mean over sequences of per-sequence sums."""
+    top = logits.max(-1, keepdims=True)
+    logp = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, np.clip(labels, 0, logits.shape[-1] - 1)[..., None], -1)[..., 0]
+    return (nll * mask).sum() / mask.shape[0]  # token_mean wants / mask.sum()
+
+
+def test_every_failing_property_is_reported():
+    with pytest.raises(LossCheckError) as info:
+        check_loss(_leak_and_wrong_denominator, SCE, from_logits=True, max_examples=30)
+    err = info.value
+    assert err.property == "agreement"  # the first, in full
+    assert "padding content" in err.others  # the NaN leak, by name, value and smallest batch
+    found = err.others["padding content"]
+    assert isinstance(found.batch.mask, np.ndarray) and not found.gradient
+    assert "more propert" in str(err) and "- padding content: candidate" in str(err)
+
+
+def test_known_sets_a_finding_aside():
+    def leak_only(labels, logits, mask):
+        return _leak_and_wrong_denominator(labels, logits, mask) * mask.shape[0] / mask.sum()
+
+    with pytest.raises(LossCheckError) as info:
+        check_loss(leak_only, SCE, from_logits=True, max_examples=30)
+    assert info.value.property == "padding content"
+    # the leak set aside, the property checks pass (before: no known=, the leak was the only report)
+    check_loss(leak_only, SCE, from_logits=True, max_examples=30, known={"nan_leak"})
+    with pytest.raises(LossCheckError) as info:  # a second bug is not hidden by the known one
+        check_loss(_leak_and_wrong_denominator, SCE, from_logits=True, max_examples=30, known="padding_content")
+    assert info.value.property == "agreement" and "padding content" not in info.value.others
+
+
+def test_known_bad_input():
+    with pytest.raises(ValueError, match=r"known='nan leak' is not a property of check_loss.*'agreement'"):
+        check_loss(_mse, maskloss.mse, known={"nan leak"})
+    with pytest.raises(TypeError, match=r"known= entries must be property names \(str\), got 3"):
+        check_loss(_mse, maskloss.mse, known=[3])

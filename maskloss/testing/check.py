@@ -7,7 +7,7 @@ import inspect
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,17 @@ from maskloss.testing.batches import (
     _single_token_batches,
 )
 from maskloss.testing.bounds import BOUND_FIELDS, Bounds
-from maskloss.testing.properties import _Checker, _error, _Failure
+from maskloss.testing.properties import _Checker, _error, _Failure, known_labels
 from maskloss.testing.setup import check_options_apply as _check_options_apply  # noqa: F401
 from maskloss.testing.setup import check_pad_label as _check_pad_label  # noqa: F401
 from maskloss.testing.setup import resolve
 from maskloss.testing.tolerances import _check_tolerance, _dtype_name
 
 __all__ = ["Bounds", "check_loss"]
+
+#: After the first failure: at most this many more searches (of half ``max_examples`` each) with
+#: the failing properties found so far set aside, to name the properties it hid.
+_MORE_SEARCHES = 3
 
 _QUIET_CHECKS = [
     HealthCheck.too_slow,
@@ -147,6 +151,7 @@ def check_loss(
     grad: Callable[..., Any] | None = None,
     expected_grad: Callable[..., Any] | None = None,
     adapter: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    known: str | Collection[str] | None = None,
     **options: Any,
 ) -> None:
     r"""Check a masked loss against the maskloss oracle on generated padded batches.
@@ -187,8 +192,10 @@ def check_loss(
     runs, split and recombine with the mirror's own denominator; a property that cannot
     apply to a mirror is named in a warning with the reason.
 
-    Properties checked on every generated batch, in this order (the first that fails
-    on the smallest failing batch is reported):
+    Properties checked on every generated batch, in this order (every property runs on
+    every batch; the first that fails is reported in full on the smallest failing batch, and
+    every other property that failed is listed by name, values and the smallest batch seen, in
+    ``LossCheckError.others``; ``known=`` sets findings aside):
 
     1. **agreement**: the value matches ``like`` (padded steps hold ordinary values);
     2. **padding content**: NaN, +inf or minus the dtype's largest value at padded steps
@@ -262,6 +269,13 @@ def check_loss(
     adapter : callable, optional
         Wraps ``candidate``, ``grad`` and ``reference_lowp`` so that framework code takes
         NumPy, e.g. :func:`torch_adapter` or :func:`jax_adapter`.
+    known : str or collection of str, optional
+        Findings to set aside: property names (``"padding content"``, ``"split and recombine"``,
+        ``"padding_content"`` also works, ``"nan_leak"`` is ``"padding content"``), each for the
+        value and the gradient, or ``"<property> (gradient)"`` for the gradient only. Those
+        properties are still run (their failures are not reported), so that a known NaN leak
+        through ``loss * mask`` does not hide a wrong denominator. A ``ValueError`` names an
+        unknown entry.
     **options
         ``like``'s keyword arguments (see above), and ``packed=``.
 
@@ -321,7 +335,7 @@ def check_loss(
         from maskloss.testing.packed_check import check_packed_loss
 
         _refuse_changed(
-            "check_loss(packed=...)", bounds, batches=batches, grad=grad, expected_grad=expected_grad,
+            "check_loss(packed=...)", bounds, batches=batches, known=known, grad=grad, expected_grad=expected_grad,
             adapter=adapter, dtype=dtype, reference_lowp=reference_lowp, factor=factor, scale=scale,
             weight_normalization=weight_normalization,
         )
@@ -331,7 +345,8 @@ def check_loss(
         conventions = {k: options[k] for k in CONVENTION_OPTIONS if k in options}
         _refuse_changed(
             "check_loss(like=linear_cross_entropy)", bounds, ("kind", "pad_label", "weights"), batches=batches,
-            scale=scale, weight_normalization=weight_normalization, expected_grad=expected_grad, **conventions,
+            known=known, scale=scale, weight_normalization=weight_normalization, expected_grad=expected_grad,
+            **conventions,
         )
         return linear_check.check_linear_loss(
             candidate, max_examples=max_examples, grad=grad, adapter=adapter, dtype=dtype, rtol=rtol, atol=atol,
@@ -341,6 +356,7 @@ def check_loss(
             seed=seed, options=options,
         )
     rtol, atol = _check_tolerance(rtol, "rtol"), _check_tolerance(atol, "atol")
+    known_set = known_labels(known)
     if not callable(candidate) or not callable(like):
         raise TypeError(f"candidate and like must be callables, got {candidate!r} and {like!r}")
     if batches is not None:
@@ -383,6 +399,7 @@ def check_loss(
         spec=setup.spec,
         denominator_of=setup.denominator_of,
         pure=setup.pure,
+        known=known_set,
     )
     if batches is not None:
         strategy = batches.map(lambda b: _user_batch(b, kind))
@@ -425,19 +442,27 @@ def check_loss(
                 count[1] = count[0]
             raise
 
-    test = settings(
-        max_examples=max_examples,
-        deadline=None,
-        database=None,
-        derandomize=derandomize and seed is None,
-        report_multiple_bugs=False,
-        verbosity=Verbosity.quiet,
-        suppress_health_check=_QUIET_CHECKS,
-    )(given(strategy)(one_batch))
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
-        test = hypothesis.seed(seed)(test)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+
+    def search(examples: int) -> None:
+        test = settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=derandomize and seed is None,
+            report_multiple_bugs=False,
+            verbosity=Verbosity.quiet,
+            suppress_health_check=_QUIET_CHECKS,
+        )(given(strategy)(one_batch))
+        if seed is not None:
+            test = hypothesis.seed(seed)(test)
+        with _private_storage():
+            test()
+        with np.errstate(all="ignore"):
+            base = _base_batch(checker, kind, weights)
+            _special_batches(checker, base, grad is not None, label_fill, count, allow_empty_rows)
+
     if setup.not_applicable:
         for prop, why in setup.not_applicable.items():
             warnings.warn(f"check_loss: {prop} not checked for {like_call}: {why}", UserWarning, stacklevel=2)
@@ -457,13 +482,25 @@ def check_loss(
             stacklevel=2,
         )
     try:
-        with _private_storage():
-            test()
-        with np.errstate(all="ignore"):
-            base = _base_batch(checker, kind, weights)
-            _special_batches(checker, base, grad is not None, label_fill, count, allow_empty_rows)
+        search(max_examples)
     except _Failure as failure:
-        raise _error(failure, name, like_call, checker, count) from None
+        first = failure
+    else:
+        return
+    # The first failing property is reported in full; search again with the ones found set aside,
+    # so that a second bug the first hides (a NaN leak hiding a wrong denominator) is named too.
+    first_count = list(count)
+    for _ in range(_MORE_SEARCHES):
+        checker.known = known_set | set(checker.seen)
+        before = set(checker.seen)
+        try:
+            search(max(10, max_examples // 2))
+        except _Failure:
+            pass
+        if set(checker.seen) <= before:
+            break
+    checker.known = known_set
+    raise _error(first, name, like_call, checker, first_count) from None
 
 
 def _weights_as(b: PaddedBatch, shape: str) -> PaddedBatch:
@@ -501,6 +538,7 @@ def _special_batches(
         if label_fill is None:
             for junked in _junk_label_variants(empty)[:1]:
                 checker.check("junk labels", junked)
+        checker.flush()
 
 
 def _base_batch(checker: _Checker, kind: str, weights: bool | str) -> PaddedBatch:
