@@ -55,7 +55,7 @@ from maskloss.testing.adapters import jax_adapter, jax_grad, torch_adapter, torc
 from maskloss.testing.aggregation import AggregationCheckError, check_aggregation
 from maskloss.testing.bounds import Bounds
 from maskloss.testing.check import check_loss
-from maskloss.testing.properties import LossCheckError
+from maskloss.testing.properties import Finding, LossCheckError
 from maskloss.testing.tolerances import TOLERANCES, assert_loss_close
 from maskloss.testing.training_step import (
     StepResult,
@@ -70,6 +70,7 @@ __all__ = [
     "AccumulationCheckError",
     "AggregationCheckError",
     "Bounds",
+    "Finding",
     "LossCheckError",
     "StepResult",
     "TrainingShard",
