@@ -34,9 +34,9 @@ from maskloss.testing.tolerances import _check_tolerance, _dtype_name
 
 __all__ = ["Bounds", "check_loss"]
 
-#: After the first failure: at most this many more searches (of half ``max_examples`` each) with
-#: the failing properties found so far set aside, to name the properties it hid.
-_MORE_SEARCHES = 3
+#: After the first failure: at most this many more searches (of a quarter of ``max_examples`` each)
+#: with the failing properties found so far set aside, to name the properties it hid.
+_MORE_SEARCHES = 2
 
 _QUIET_CHECKS = [
     HealthCheck.too_slow,
@@ -446,6 +446,7 @@ def check_loss(
         raise TypeError(f"seed must be an int or None, got {seed!r}")
 
     def search(examples: int) -> None:
+        checker.collecting, checker.pending = True, []
         test = settings(
             max_examples=examples,
             deadline=None,
@@ -494,7 +495,7 @@ def check_loss(
         checker.known = known_set | set(checker.seen)
         before = set(checker.seen)
         try:
-            search(max(10, max_examples // 2))
+            search(max(10, max_examples // 4))
         except _Failure:
             pass
         if set(checker.seen) <= before:
