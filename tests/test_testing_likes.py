@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import maskloss.conventions as cv
-from maskloss.testing import LossCheckError, check_loss, likes, torch_adapter
+from maskloss.testing import Bounds, LossCheckError, check_loss, likes, torch_adapter
 
 MIRRORS = {spec.name: fn for fn, spec in likes._registry().items()}
 REQUIRED = {"fairseq.label_smoothed_nll_loss": {"epsilon": 0.1}, "verl.agg_loss": {"loss_agg_mode": "token-mean"}}
@@ -66,7 +66,7 @@ def _run(name, options, candidate=None, **extra):
     spy.__name__ = getattr(candidate or fn, "__name__", "spy")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no property may be skipped silently, nor with a warning here
-        check_loss(spy, fn, max_examples=25, weights=spec.takes_weights, **extra, **opts)
+        check_loss(spy, fn, max_examples=25, bounds=Bounds(weights=spec.takes_weights, **extra), **opts)
     return sizes
 
 
@@ -181,7 +181,7 @@ def test_a_planted_bug_of_each_family_is_caught(name, bug, options, prop):
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(LossCheckError) as info:
-            check_loss(bug, fn, weights=likes.like_of(fn).takes_weights, **options)
+            check_loss(bug, fn, bounds=Bounds(weights=likes.like_of(fn).takes_weights), **options)
     assert info.value.property in ((prop,) if isinstance(prop, str) else prop), str(info.value)
     assert f"maskloss.conventions.{name}(" in str(info.value)
 

@@ -53,8 +53,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 from maskloss.testing.accumulation import AccumulationCheckError, check_accumulation
 from maskloss.testing.adapters import jax_adapter, jax_grad, torch_adapter, torch_grad, torch_linear_grad
 from maskloss.testing.aggregation import AggregationCheckError, check_aggregation
+from maskloss.testing.bounds import Bounds
 from maskloss.testing.check import check_loss
-from maskloss.testing.properties import LossCheckError
+from maskloss.testing.properties import Finding, LossCheckError
 from maskloss.testing.tolerances import TOLERANCES, assert_loss_close
 from maskloss.testing.training_step import (
     StepResult,
@@ -68,6 +69,8 @@ __all__ = [
     "TOLERANCES",
     "AccumulationCheckError",
     "AggregationCheckError",
+    "Bounds",
+    "Finding",
     "LossCheckError",
     "StepResult",
     "TrainingShard",

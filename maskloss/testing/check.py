@@ -7,15 +7,17 @@ import inspect
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import hypothesis
 import numpy as np
 from hypothesis import HealthCheck, Verbosity, given, settings
+from hypothesis.strategies import SearchStrategy
 
-from maskloss.strategies import PADDINGS, PaddedBatch, padded_batches, round_to_bfloat16
+from maskloss.loss_options import CONVENTION_OPTIONS
+from maskloss.strategies import PaddedBatch, padded_batches, round_to_bfloat16
 from maskloss.testing import linear_check
 from maskloss.testing.batches import (
     _all_masked_batch,
@@ -23,16 +25,18 @@ from maskloss.testing.batches import (
     _junk_variants,
     _single_token_batches,
 )
-from maskloss.testing.properties import _Checker, _error, _Failure
+from maskloss.testing.bounds import BOUND_FIELDS, Bounds
+from maskloss.testing.properties import _Checker, _error, _Failure, known_labels
 from maskloss.testing.setup import check_options_apply as _check_options_apply  # noqa: F401
 from maskloss.testing.setup import check_pad_label as _check_pad_label  # noqa: F401
 from maskloss.testing.setup import resolve
 from maskloss.testing.tolerances import _check_tolerance, _dtype_name
 
-#: Largest ``max_batch``/``max_steps`` check_loss accepts (hypothesis draws far smaller batches).
-_MAX_SIZE = 1024
+__all__ = ["Bounds", "check_loss"]
 
-__all__ = ["check_loss"]
+#: After the first failure: at most this many more searches (of a quarter of ``max_examples`` each)
+#: with the failing properties found so far set aside, to name the properties it hid.
+_MORE_SEARCHES = 2
 
 _QUIET_CHECKS = [
     HealthCheck.too_slow,
@@ -82,58 +86,102 @@ def _oracle_grad(like: Callable[..., Any]) -> Callable[..., Any]:
     return expected
 
 
+#: check_loss's keywords kept only as deprecated spellings: conventions no maskloss loss computes yet,
+#: applied by the checker, with what to use instead.
+_CHECKER_SIDE = {
+    "scale": (
+        1.0,
+        "a candidate divided by the constant, check_loss(lambda *a, **k: candidate(*a, **k) / scale, like); "
+        "no maskloss loss takes scale= yet, so it stays a checker-side convention until one does",
+    ),
+    "weight_normalization": (
+        None,
+        "no maskloss loss takes weight_normalization= yet, so it stays a checker-side convention (with "
+        "bounds=Bounds(weights=...)) until one does",
+    ),
+}
+
+
+def _warn_deprecated(old: str, new: str) -> None:
+    """A DeprecationWarning pointing at check_loss's caller (check_loss -> helper -> here -> caller)."""
+    warnings.warn(f"{old} is deprecated; use {new} instead", DeprecationWarning, stacklevel=4)
+
+
+def _bounds_from(bounds: Bounds | None, options: dict[str, Any]) -> Bounds:
+    """``bounds``, or the deprecated keywords of its fields popped from ``options`` (with a warning)."""
+    old = {k: options.pop(k) for k in list(options) if k in BOUND_FIELDS}
+    if bounds is not None and not isinstance(bounds, Bounds):
+        raise TypeError(f"bounds must be a maskloss.testing.Bounds (or None), got {bounds!r:.80}")
+    if not old:
+        return Bounds() if bounds is None else bounds
+    spelled = ", ".join(f"{k}={v!r}" for k, v in old.items())
+    if bounds is not None:
+        raise TypeError(f"check_loss() got bounds= and the deprecated {spelled}; pass bounds=Bounds(...) only")
+    _warn_deprecated(f"check_loss({spelled})", f"check_loss(bounds=maskloss.testing.Bounds({spelled}))")
+    return Bounds(**old)
+
+
+def _checker_side(options: dict[str, Any]) -> dict[str, Any]:
+    """The deprecated checker-side conventions popped from ``options`` (defaults for those not given)."""
+    out = {}
+    for key, (default, instead) in _CHECKER_SIDE.items():
+        if key in options:
+            value = options.pop(key)
+            _warn_deprecated(f"check_loss({key}={value!r})", instead)
+            out[key] = value
+        else:
+            out[key] = default
+    return out
+
+
 def check_loss(
     candidate: Callable[..., Any],
     like: Callable[..., Any],
     *,
+    batches: SearchStrategy[PaddedBatch] | None = None,
+    bounds: Bounds | None = None,
     max_examples: int = 100,
-    grad: Callable[..., Any] | None = None,
-    expected_grad: Callable[..., Any] | None = None,
-    adapter: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    derandomize: bool = True,
+    seed: int | None = None,
     dtype: Any = "float64",
     rtol: float | None = None,
     atol: float | None = None,
     reference_lowp: Callable[..., Any] | None = None,
     factor: float = 2.0,
-    all_masked: float | None = None,
-    padding: str | Sequence[str] = PADDINGS,
-    weights: bool | str = False,
-    max_batch: int = 4,
-    max_steps: int = 6,
-    min_features: int | None = None,
-    max_features: int | None = None,
-    kind: str | None = None,
-    pad_label: int | None = None,
-    scale: float = 1.0,
-    shift: int = 0,
-    smoothing_rule: str | None = None,
-    smoothing_form: str | None = None,
-    weight_normalization: str | None = None,
-    allow_empty_rows: bool = True,
-    derandomize: bool = True,
-    seed: int | None = None,
+    grad: Callable[..., Any] | None = None,
+    expected_grad: Callable[..., Any] | None = None,
+    adapter: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+    known: str | Collection[str] | None = None,
     **options: Any,
 ) -> None:
     r"""Check a masked loss against the maskloss oracle on generated padded batches.
 
     ``candidate(y_true, y_pred, mask)`` is your loss with the call shape of the maskloss
-    loss ``like`` (``sample_weight=`` is passed too when ``weights=True``);
+    loss ``like`` (``sample_weight=`` is passed too when ``Bounds(weights=True)``);
     ``**options`` are ``like``'s keyword arguments that say what your loss computes
     (``reduction``, ``from_logits``, ``ignore_index``, ``label_smoothing``,
-    ``class_weight``) and are passed to ``like`` only. ``mask`` is True at valid steps;
-    with ``ignore_index`` every padded label also holds that index, so a loss may use
-    either.
+    ``class_weight``, and the conventions ``shift``, ``smoothing_rule``, ``smoothing_form``
+    of :mod:`maskloss.loss_options`) and are passed to ``like`` only: ``like`` computes
+    them, the checker does not. An option that does not apply to ``like`` is a
+    ``ValueError`` naming it. ``mask`` is True at valid steps; with ``ignore_index`` every
+    padded label also holds that index, so a loss may use either.
+
+    check_loss's own parameters are only about checking: what to generate (``bounds`` or
+    your own ``batches``), how to compare (``dtype``, ``rtol``, ``atol``,
+    ``reference_lowp``, ``factor``), the gradient (``grad``, ``expected_grad``), the
+    ``adapter`` and the run settings (``max_examples``, ``derandomize``, ``seed``).
 
     ``like=maskloss.linear_cross_entropy`` checks a fused LM-head loss,
     ``candidate(hidden, weight, labels, mask[, bias=])``, on generated hidden states and
     head weights, with chunk invariance and the gradients for hidden, weight and bias:
     see :mod:`maskloss.testing.linear_check`.
 
-    ``packed="position_ids"`` (or ``"cu_seqlens"``) checks a padding-free loss on packed rows
-    with :func:`maskloss.testing.packed_check.check_packed_loss`, which receives
-    ``max_examples``, ``rtol``, ``atol``, ``derandomize``, ``seed``, a non-zero ``shift`` and
-    ``**options``; the other named parameters must keep their defaults there (a ``ValueError``
-    names any that do not).
+    ``packed="position_ids"`` (or ``"cu_seqlens"``), an option check_loss keeps for itself,
+    checks a padding-free loss on packed rows with
+    :func:`maskloss.testing.packed_check.check_packed_loss`, which receives
+    ``max_examples``, ``rtol``, ``atol``, ``derandomize``, ``seed`` and ``**options``
+    (``shift`` included); the other parameters must keep their defaults there (a
+    ``ValueError`` names any that do not).
 
     ``like`` may also be a framework mirror of :mod:`maskloss.conventions`
     (``maskloss.conventions.torch.cross_entropy``, ``...fairseq.label_smoothed_nll_loss``,
@@ -144,8 +192,10 @@ def check_loss(
     runs, split and recombine with the mirror's own denominator; a property that cannot
     apply to a mirror is named in a warning with the reason.
 
-    Properties checked on every generated batch, in this order (the first that fails
-    on the smallest failing batch is reported):
+    Properties checked on every generated batch, in this order (every property runs on
+    every batch; the first that fails is reported in full on the smallest failing batch, and
+    every other property that failed is listed by name, values and the smallest batch seen, in
+    ``LossCheckError.others``; ``known=`` sets findings aside):
 
     1. **agreement**: the value matches ``like`` (padded steps hold ordinary values);
     2. **padding content**: NaN, +inf or minus the dtype's largest value at padded steps
@@ -153,7 +203,7 @@ def check_loss(
        then **junk labels**: out-of-range sparse labels at padded steps change nothing and
        crash nothing (a finding of its own, checked after the predictions, so that a loss
        that needs a valid id at padding still has its real findings seen; skipped, by
-       contract, when ``ignore_index`` or ``pad_label`` says what padded labels hold);
+       contract, when ``ignore_index`` or ``Bounds(pad_label=)`` says what padded labels hold);
     3. **padding amount**: two more fully padded steps change nothing (but
        ``"element_mean"``'s denominator, as the oracle says);
     4. **left vs right padding**: the valid steps moved to the other side;
@@ -166,13 +216,13 @@ def check_loss(
     All-masked batches are left out of the generated ones and checked afterwards, with
     single-token batches: 7. **single-token batch**, 8. **all-masked batch** (the
     oracle's value: NaN for ``"token_mean"`` and ``"sequence_mean"``, as in torch, 0 for
-    ``"sum"``, ``"batch_mean"`` and ``"element_mean"``; ``all_masked=0.0`` states a
+    ``"sum"``, ``"batch_mean"`` and ``"element_mean"``; ``Bounds(all_masked=0.0)`` states a
     convention that returns 0 where the oracle gives NaN, like Keras 3, AllenNLP or
     fairseq).
 
     With ``grad`` (a callable with the candidate's call shape returning d loss / d
     ``y_pred``, e.g. :func:`torch_grad`) every property is checked again for the
-    gradient, against ``maskloss.gradients.value_and_grad(like)`` or ``expected_grad``.
+    gradient, against ``maskloss.value_and_grad(like)`` with the options or ``expected_grad``.
 
     Parameters
     ----------
@@ -180,13 +230,29 @@ def check_loss(
         Your loss, NumPy in and out (or use ``adapter``).
     like : callable
         The maskloss loss it should equal, e.g. :func:`maskloss.sparse_categorical_crossentropy`.
+    batches : hypothesis strategy of PaddedBatch, optional
+        Your own batches instead of the generated ones. Each drawn value must be a
+        :class:`maskloss.strategies.PaddedBatch` of ``like``'s kind (``Bounds(kind=)`` for a
+        custom ``like``): ``y_pred`` (and float ``y_true``) in ``dtype`` (bfloat16 values as
+        float32), a boolean ``mask`` of shape ``(B, T)``, ``lengths``, ``sample_weight``
+        (``None``, ``(B,)`` or ``(B, T)``), and, when ``ignore_index`` or ``Bounds(pad_label=)``
+        is given, that label at every padded step. :func:`maskloss.strategies.padded_batches`
+        and its ``.map``/``.filter`` are the easy way. With ``batches=``, ``bounds`` still
+        says ``kind``, ``pad_label``, ``weights``, ``min_features``, ``allow_empty_rows`` and
+        ``all_masked`` (the single-token and all-masked batches are built from them), and
+        its size fields (``max_batch``, ``max_steps``, ``max_features``, ``padding``) must
+        keep their defaults.
+    bounds : Bounds, optional
+        What to generate (sizes, padding styles, weights, the batch kind, the padded label)
+        and the candidate's value on all-masked batches; default ``Bounds()``.
     max_examples : int, default 100
         Generated batches (hypothesis examples) before declaring success.
-    grad, expected_grad : callable, optional
-        The candidate's gradient and (optionally) the true one.
-    adapter : callable, optional
-        Wraps ``candidate``, ``grad`` and ``reference_lowp`` so that framework code takes
-        NumPy, e.g. :func:`torch_adapter` or :func:`jax_adapter`.
+    derandomize : bool, default True
+        Use hypothesis's fixed example sequence so that a test is reproducible (the
+        sequence is derived from check_loss's own code, so it changes between maskloss
+        versions).
+    seed : int, optional
+        Another reproducible sequence (``hypothesis.seed``); overrides ``derandomize``.
     dtype : {"float64", "float32", "float16", "bfloat16"}
         The dtype of the generated ``y_pred`` (and float targets) and so the tolerance
         row of :data:`TOLERANCES`; ``"bfloat16"`` batches are float32 arrays holding
@@ -196,65 +262,44 @@ def check_loss(
     reference_lowp : callable, optional
         A framework's own low-precision implementation with the candidate's call shape;
         the value check becomes ``|actual - expected| <= factor * |reference - expected| + atol``.
-    all_masked : float, optional
-        The value the candidate's convention gives where the oracle gives NaN, that is
-        when no step is valid (default: keep the oracle's NaN).
-    padding : str or sequence of str
-        Padding styles to generate (right, left, arbitrary).
-    weights : bool or {"sequence", "step"}, default False
-        Also generate ``sample_weight`` and pass it: ``True`` either shape, ``"sequence"``
-        one weight per sequence ``(B,)``, ``"step"`` one per step ``(B, T)``.
-    max_batch, max_steps : int
-        Size of the generated batches (small sizes find bugs as well and shrink fast); each an
-        int in ``[1, 1024]`` (hypothesis cannot draw larger batches, and larger bounds only
-        allocate).
-    min_features, max_features : int, optional
-        Bounds on the last axis (features, or classes: default 2 to 5); fix it when an
-        option depends on it, e.g. ``class_weight`` of length C.
-    kind : str, optional
-        The batch kind (see :func:`maskloss.strategies.padded_batches`) when ``like`` is
-        not one of the five maskloss losses.
-    pad_label : int, optional
-        Sparse labels only: every padded label holds this class id (real code often
-        computes cross-entropy at every step and needs a valid id there; pad often equals
-        eos, so ``ignore_index`` cannot describe it). Must be a class of every generated
-        batch (``0 <= pad_label < min_features``, default 2 classes).
-    shift : int, default 0
-        The causal language-model shift (HF's ``ForCausalLMLoss``): the candidate gets
-        unshifted ``labels``, ``logits`` and ``mask`` and scores ``logits[:, :-shift]``
-        against ``labels[:, shift:]``; the oracle is ``like`` on those, valid where
-        ``mask[:, shift:]`` is. A token count the candidate divides by
-        (``num_items_in_batch``) must count the shifted labels, ``mask[:, shift:].sum()``.
-        The micro-batch weights of split and recombine are the shifted counts too.
-    scale : float, default 1.0
-        The candidate computes ``scale * like`` (a loss scaled by a constant, e.g. a
-        sum over steps divided by a fixed length); every property still applies.
-    smoothing_rule : {"uniform", "others", "others_except_pad"}, optional
-        Where ``label_smoothing`` puts its mass (sparse cross-entropy only; see
-        :func:`maskloss.pointwise.smoothed_target`): ``"uniform"`` (default) ε/C on every
-        class (torch, Keras, HF); ``"others"`` ε/(C-1) on the wrong classes (fairseq >=
-        0.12, T5X); ``"others_except_pad"`` ε/(C-2) on the wrong classes but the pad class
-        ``ignore_index``, which gets 0 (OpenNMT-py ``LabelSmoothingLoss``).
-    smoothing_form : {"cross_entropy", "kl"}, optional
-        Score the prediction by the smoothed target's cross-entropy (default) or by the KL
-        divergence, the cross-entropy minus the target's entropy (``F.kl_div``: OpenNMT-py, T5X).
-    weight_normalization : {"weighted", "numerator", "nonzero_fraction"}, optional
+    factor : float, default 2.0
+        See ``reference_lowp``.
+    grad, expected_grad : callable, optional
+        The candidate's gradient and (optionally) the true one.
+    adapter : callable, optional
+        Wraps ``candidate``, ``grad`` and ``reference_lowp`` so that framework code takes
+        NumPy, e.g. :func:`torch_adapter` or :func:`jax_adapter`.
+    known : str or collection of str, optional
+        Findings to set aside: property names (``"padding content"``, ``"split and recombine"``,
+        ``"padding_content"`` also works, ``"nan_leak"`` is ``"padding content"``), each for the
+        value and the gradient, or ``"<property> (gradient)"`` for the gradient only. Those
+        properties are still run (their failures are not reported), so that a known NaN leak
+        through ``loss * mask`` does not hide a wrong denominator. A ``ValueError`` names an
+        unknown entry.
+    **options
+        ``like``'s keyword arguments (see above), and ``packed=``.
+
+    Notes
+    -----
+    Deprecated keywords, still accepted with a ``DeprecationWarning`` that says what to use:
+    the fields of :class:`Bounds` (``max_batch=``, ``max_steps=``, ``min_features=``,
+    ``max_features=``, ``padding=``, ``weights=``, ``kind=``, ``pad_label=``,
+    ``allow_empty_rows=``, ``all_masked=``) map to ``bounds=Bounds(...)``. Two conventions
+    no maskloss loss computes yet stay checker-side behaviour, deprecated:
+
+    ``scale=`` (float, default 1.0)
+        The candidate computes ``scale * like`` (a loss scaled by a constant).
+    ``weight_normalization=`` ({"weighted", "numerator", "nonzero_fraction"})
         How the sample weight enters the mean (see
-        :func:`maskloss.reductions.renormalized_value`): ``"weighted"`` (default)
+        :func:`maskloss.reductions.renormalized_value`): ``"weighted"``
         :math:`\sum mw\ell/\sum mw` (torch, maskloss); ``"numerator"``
         :math:`\sum mw\ell/\sum m` (Keras 3 and tf.keras ``sum_over_batch_size``);
         ``"nonzero_fraction"`` that times :math:`K/\operatorname{nnz}(w)` (Keras 2.0-2.2
-        ``weighted_masked_objective``). Needs ``weights``.
-    allow_empty_rows : bool, default True
-        Whether generated batches may hold a sequence with no valid step. ``False`` for
-        code that divides per sequence and cannot take one; the all-masked batch is then
-        not checked (a warning says so).
-    derandomize : bool, default True
-        Use hypothesis's fixed example sequence so that a test is reproducible (the
-        sequence is derived from check_loss's own code, so it changes between maskloss
-        versions).
-    seed : int, optional
-        Another reproducible sequence (``hypothesis.seed``); overrides ``derandomize``.
+        ``weighted_masked_objective``). Needs ``Bounds(weights=...)``.
+
+    ``shift=`` for a custom ``like`` (not a maskloss loss) whose signature has no ``shift``
+    is also applied checker-side, deprecated: ``like`` is called on ``labels[:, s:]`` against
+    ``predictions[:, :-s]``.
 
     Raises
     ------
@@ -265,11 +310,12 @@ def check_loss(
     Examples
     --------
     >>> import numpy as np, maskloss
-    >>> from maskloss.testing import check_loss
+    >>> from maskloss.testing import Bounds, check_loss
     >>> def my_mse(y_true, y_pred, mask):           # select, then average over valid steps
     ...     per_step = np.square(np.where(mask[..., None], y_true - y_pred, 0.0)).mean(-1)
     ...     return per_step.sum() / mask.sum()
     >>> check_loss(my_mse, maskloss.mse, max_examples=20)   # passes silently
+    >>> check_loss(my_mse, maskloss.mse, bounds=Bounds(max_batch=2, padding="left"), max_examples=10)
     >>> def my_mse_times_mask(y_true, y_pred, mask):  # multiply by the mask: nan * 0 = nan
     ...     return (np.square(y_true - y_pred).mean(-1) * mask).sum() / mask.sum()
     >>> check_loss(my_mse_times_mask, maskloss.mse, max_examples=20)  # doctest: +ELLIPSIS
@@ -281,69 +327,56 @@ def check_loss(
     """
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
+    options = dict(options)
+    bounds = _bounds_from(bounds, options)
+    side = _checker_side(options)
+    scale, weight_normalization = side["scale"], side["weight_normalization"]
     if "packed" in options:  # packed rows with position_ids= / cu_seqlens=: maskloss.testing.packed_check
         from maskloss.testing.packed_check import check_packed_loss
 
         _refuse_changed(
-            "check_loss(packed=...)", grad=grad, expected_grad=expected_grad, adapter=adapter, dtype=dtype,
-            reference_lowp=reference_lowp, factor=factor, all_masked=all_masked, padding=padding, weights=weights,
-            max_batch=max_batch, max_steps=max_steps, min_features=min_features, max_features=max_features,
-            kind=kind, pad_label=pad_label, scale=scale, smoothing_rule=smoothing_rule,
-            smoothing_form=smoothing_form, weight_normalization=weight_normalization,
-            allow_empty_rows=allow_empty_rows,
+            "check_loss(packed=...)", bounds, batches=batches, known=known, grad=grad, expected_grad=expected_grad,
+            adapter=adapter, dtype=dtype, reference_lowp=reference_lowp, factor=factor, scale=scale,
+            weight_normalization=weight_normalization,
         )
-        if shift:  # else the packed check's own default (the causal shift 1 for a sparse like)
-            options["shift"] = shift
         return check_packed_loss(candidate, like, max_examples=max_examples, rtol=rtol, atol=atol,
                                  derandomize=derandomize, seed=seed, **options)
     if linear_check.is_linear(like):  # hidden states and a head's weight, not logits: its own module
-        _refuse_changed("check_loss(like=linear_cross_entropy)", kind=kind, pad_label=pad_label, scale=scale,
-                        shift=shift, weights=weights, smoothing_rule=smoothing_rule, smoothing_form=smoothing_form,
-                        weight_normalization=weight_normalization, expected_grad=expected_grad)
+        conventions = {k: options[k] for k in CONVENTION_OPTIONS if k in options}
+        _refuse_changed(
+            "check_loss(like=linear_cross_entropy)", bounds, ("kind", "pad_label", "weights"), batches=batches,
+            known=known, scale=scale, weight_normalization=weight_normalization, expected_grad=expected_grad,
+            **conventions,
+        )
         return linear_check.check_linear_loss(
             candidate, max_examples=max_examples, grad=grad, adapter=adapter, dtype=dtype, rtol=rtol, atol=atol,
-            reference_lowp=reference_lowp, factor=factor, all_masked=all_masked, padding=padding,
-            max_batch=max_batch, max_steps=max_steps, min_features=min_features, max_features=max_features,
-            allow_empty_rows=allow_empty_rows, derandomize=derandomize, seed=seed, options=options,
+            reference_lowp=reference_lowp, factor=factor, all_masked=bounds.all_masked, padding=bounds.padding,
+            max_batch=bounds.max_batch, max_steps=bounds.max_steps, min_features=bounds.min_features,
+            max_features=bounds.max_features, allow_empty_rows=bounds.allow_empty_rows, derandomize=derandomize,
+            seed=seed, options=options,
         )
-    for size_name, size in (("max_batch", max_batch), ("max_steps", max_steps)):
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= _MAX_SIZE:
-            raise ValueError(f"{size_name} must be an int in [1, {_MAX_SIZE}], got {size!r:.80}")
     rtol, atol = _check_tolerance(rtol, "rtol"), _check_tolerance(atol, "atol")
+    known_set = known_labels(known)
     if not callable(candidate) or not callable(like):
         raise TypeError(f"candidate and like must be callables, got {candidate!r} and {like!r}")
-    if not isinstance(allow_empty_rows, bool):
-        raise TypeError(f"allow_empty_rows must be True or False, got {allow_empty_rows!r}")
+    if batches is not None:
+        if not isinstance(batches, SearchStrategy):
+            raise TypeError(f"batches must be a hypothesis strategy of PaddedBatch, got {batches!r:.80}")
+        sizes = {k: v for k, v in bounds.changed().items() if k in ("max_batch", "max_steps", "max_features",
+                                                                     "padding")}
+        if sizes:
+            raise ValueError(
+                f"batches= draws your own batches: bounds {', '.join(f'{k}={v!r}' for k, v in sizes.items())} "
+                "would be ignored; leave them at their defaults"
+            )
     dt = _dtype_name(dtype)
-    setup = resolve(
-        like,
-        options,
-        kind=kind,
-        pad_label=pad_label,
-        shift=shift if isinstance(shift, int) and not isinstance(shift, bool) else 0,
-        grad=grad,
-        weights=weights,
-        min_features=min_features,
-        smoothing_rule=smoothing_rule,
-        smoothing_form=smoothing_form,
-        weight_normalization=weight_normalization,
-    )
-    kind, reduction, label_fill = setup.kind, setup.reduction, setup.label_fill
+    setup = resolve(like, options, bounds=bounds, grad=grad, weight_normalization=weight_normalization)
+    kind, reduction, label_fill, shift = setup.kind, setup.reduction, setup.label_fill, setup.shift
+    weights, allow_empty_rows = bounds.weights, bounds.allow_empty_rows
     if grad is not None and reduction == "none":
         raise ValueError("grad= needs a scalar reduction, not reduction='none'")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale == 0:
         raise ValueError(f"scale must be a finite nonzero number (the candidate is scale * like), got {scale!r}")
-    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
-        raise ValueError(f"shift must be an int >= 0 (the causal shift), got {shift!r}")
-    if shift and kind != "sparse":
-        raise ValueError(
-            f"shift={shift} is the causal language-model shift of sparse labels; it does not apply "
-            f"to kind={kind!r}"
-        )
-    if shift and reduction == "none":
-        raise ValueError(f"shift={shift} needs a scalar reduction, not reduction='none'")
-    if all_masked is not None and not isinstance(all_masked, (int, float)):
-        raise TypeError(f"all_masked must be a float (or None for the oracle's value), got {all_masked!r}")
     wrap = adapter if adapter is not None else (lambda f: f)
     checker = _Checker(
         candidate=wrap(candidate),
@@ -357,30 +390,35 @@ def check_loss(
         rtol=rtol,
         atol=atol,
         factor=factor,
-        all_masked=all_masked,
+        all_masked=bounds.all_masked,
         label_fill=label_fill,
         splittable=setup.splittable,
         scale=float(scale),
         shift=shift,
+        oracle_shifts=setup.oracle_shifts,
         spec=setup.spec,
         denominator_of=setup.denominator_of,
         pure=setup.pure,
+        known=known_set,
     )
-    strategy = padded_batches(
-        kind,
-        max_batch=max_batch,
-        min_features=setup.min_features,
-        max_features=max_features,
-        max_steps=max_steps,
-        padding=padding,
-        allow_empty_rows=allow_empty_rows,
-        from_logits=setup.from_logits,
-        ignore_index=label_fill if kind == "sparse" else None,  # fills padded labels only
-        weights=bool(weights),
-        dtype=dt,
-    )
-    if weights in ("sequence", "step"):
-        strategy = strategy.map(lambda b: _weights_as(b, weights))
+    if batches is not None:
+        strategy = batches.map(lambda b: _user_batch(b, kind))
+    else:
+        strategy = padded_batches(
+            kind,
+            max_batch=bounds.max_batch,
+            min_features=setup.min_features,
+            max_features=bounds.max_features,
+            max_steps=bounds.max_steps,
+            padding=bounds.padding,
+            allow_empty_rows=allow_empty_rows,
+            from_logits=setup.from_logits,
+            ignore_index=label_fill if kind == "sparse" else None,  # fills padded labels only
+            weights=bool(weights),
+            dtype=dt,
+        )
+        if weights in ("sequence", "step"):
+            strategy = strategy.map(lambda b: _weights_as(b, str(weights)))
     name = getattr(candidate, "__name__", repr(candidate))
     like_call = setup.like_call
     if scale != 1.0:
@@ -404,19 +442,28 @@ def check_loss(
                 count[1] = count[0]
             raise
 
-    test = settings(
-        max_examples=max_examples,
-        deadline=None,
-        database=None,
-        derandomize=derandomize and seed is None,
-        report_multiple_bugs=False,
-        verbosity=Verbosity.quiet,
-        suppress_health_check=_QUIET_CHECKS,
-    )(given(strategy)(one_batch))
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int or None, got {seed!r}")
-        test = hypothesis.seed(seed)(test)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {seed!r}")
+
+    def search(examples: int) -> None:
+        checker.collecting, checker.pending = True, []
+        test = settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=derandomize and seed is None,
+            report_multiple_bugs=False,
+            verbosity=Verbosity.quiet,
+            suppress_health_check=_QUIET_CHECKS,
+        )(given(strategy)(one_batch))
+        if seed is not None:
+            test = hypothesis.seed(seed)(test)
+        with _private_storage():
+            test()
+        with np.errstate(all="ignore"):
+            base = _base_batch(checker, kind, weights)
+            _special_batches(checker, base, grad is not None, label_fill, count, allow_empty_rows)
+
     if setup.not_applicable:
         for prop, why in setup.not_applicable.items():
             warnings.warn(f"check_loss: {prop} not checked for {like_call}: {why}", UserWarning, stacklevel=2)
@@ -424,7 +471,7 @@ def check_loss(
         warnings.warn(
             f"check_loss: split and recombine not checked for like={getattr(like, '__name__', like)!r}: "
             "it is not a maskloss loss, so the micro-batch weights (its per-sequence denominators) are "
-            "unknown; use a maskloss loss with shift=, scale=, pad_label= where they state the convention",
+            "unknown; use a maskloss loss with shift= or bounds=Bounds(pad_label=) where they state the convention",
             UserWarning,
             stacklevel=2,
         )
@@ -436,13 +483,25 @@ def check_loss(
             stacklevel=2,
         )
     try:
-        with _private_storage():
-            test()
-        with np.errstate(all="ignore"):
-            base = _base_batch(checker, kind, weights)
-            _special_batches(checker, base, grad is not None, label_fill, count, allow_empty_rows)
+        search(max_examples)
     except _Failure as failure:
-        raise _error(failure, name, like_call, checker, count) from None
+        first = failure
+    else:
+        return
+    # The first failing property is reported in full; search again with the ones found set aside,
+    # so that a second bug the first hides (a NaN leak hiding a wrong denominator) is named too.
+    first_count = list(count)
+    for _ in range(_MORE_SEARCHES):
+        checker.known = known_set | set(checker.seen)
+        before = set(checker.seen)
+        try:
+            search(max(10, max_examples // 4))
+        except _Failure:
+            pass
+        if set(checker.seen) <= before:
+            break
+    checker.known = known_set
+    raise _error(first, name, like_call, checker, first_count) from None
 
 
 def _weights_as(b: PaddedBatch, shape: str) -> PaddedBatch:
@@ -480,6 +539,7 @@ def _special_batches(
         if label_fill is None:
             for junked in _junk_label_variants(empty)[:1]:
                 checker.check("junk labels", junked)
+        checker.flush()
 
 
 def _base_batch(checker: _Checker, kind: str, weights: bool | str) -> PaddedBatch:
@@ -509,9 +569,35 @@ def _base_batch(checker: _Checker, kind: str, weights: bool | str) -> PaddedBatc
     return PaddedBatch(y_true, y_pred, mask, mask.sum(axis=1), w, kind, "right")
 
 
-def _refuse_changed(call: str, **given: Any) -> None:
-    """check_loss's named parameters that ``call`` does not take must keep their defaults (no silent drop)."""
+def _refuse_changed(call: str, bounds: Bounds, fields: Sequence[str] | None = None, **given: Any) -> None:
+    """Parameters ``call`` does not take must keep their defaults (no silent drop): named ones, then bounds.
+
+    ``fields`` are the :class:`Bounds` fields ``call`` cannot honour (default: all of them).
+    """
     defaults = inspect.signature(check_loss).parameters
-    changed = [f"{k}={v!r}" for k, v in given.items() if v is not defaults[k].default and v != defaults[k].default]
+    side = {k: default for k, (default, _) in _CHECKER_SIDE.items()}
+    changed = []
+    for k, v in given.items():
+        default = defaults[k].default if k in defaults else side.get(k)
+        if v is not default and v != default:
+            changed.append(f"{k}={v!r}")
+    changed += [f"{k}={v!r}" for k, v in bounds.changed().items() if fields is None or k in fields]
     if changed:
         raise ValueError(f"{call} does not take {', '.join(changed)}")
+
+
+def _user_batch(b: object, kind: str) -> PaddedBatch:
+    """A batch drawn from the user's ``batches=`` strategy, checked for what check_loss relies on."""
+    if not isinstance(b, PaddedBatch):
+        raise TypeError(f"batches= must draw maskloss.strategies.PaddedBatch values, drew {type(b).__name__}")
+    if b.kind != kind:
+        raise ValueError(f"batches= drew a batch of kind={b.kind!r}; like's batches are kind={kind!r}")
+    mask = np.asarray(b.mask)
+    if mask.dtype != np.bool_ or mask.ndim != 2:
+        raise ValueError(f"batches= drew a mask of dtype {mask.dtype} and shape {mask.shape}; it must be bool (B, T)")
+    if np.shape(b.y_pred)[:2] != mask.shape or np.shape(b.y_true)[:2] != mask.shape:
+        raise ValueError(
+            f"batches= drew y_true {np.shape(b.y_true)}, y_pred {np.shape(b.y_pred)} and mask {mask.shape}: "
+            "their first two axes must be the mask's (B, T)"
+        )
+    return b

@@ -47,12 +47,30 @@ class LossCheckError(AssertionError):
         self.expected = expected
         #: How many generated examples ran before the first failure (before shrinking).
         self.examples = examples
+        #: The other properties that failed too (each on the smallest batch seen), by label.
+        self.others: dict[str, Finding] = {}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A property that failed besides the reported one: its label, the two numbers and the smallest batch seen."""
+
+    property: str
+    gradient: bool
+    actual: Any
+    expected: Any
+    batch: PaddedBatch
 
 
 class _Failure(Exception):
     def __init__(self, prop: str, batch: PaddedBatch, actual: Any, expected: Any, detail: str) -> None:
         super().__init__(prop)
         self.prop, self.batch, self.actual, self.expected, self.detail = prop, batch, actual, expected, detail
+        self.gradient = False
+
+    @property
+    def label(self) -> str:
+        return self.prop + (" (gradient)" if self.gradient else "")
 
 
 _PROPERTIES = {
@@ -71,6 +89,36 @@ _PROPERTIES = {
     "single-token batch": "a batch with a single valid step gives the wrong result",
     "all-masked batch": "a batch with no valid step gives the wrong result",
 }
+
+#: Short names a user may pass in ``known=`` for a property (the property names, with ``_`` for spaces, also work).
+KNOWN_ALIASES = {"nan_leak": "padding content"}
+
+
+def known_labels(known: object) -> frozenset[str]:
+    """``check_loss(known=)`` as property labels; a ValueError naming any unknown entry."""
+    if known is None:
+        return frozenset()
+    names = [known] if isinstance(known, str) else known
+    try:
+        entries = list(names)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"known must be a property name or a collection of them, got {known!r:.80}") from None
+    out = set()
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise TypeError(f"known= entries must be property names (str), got {entry!r:.80}")
+        name, grad = entry, ""
+        if name.endswith(" (gradient)"):
+            name, grad = name[: -len(" (gradient)")], " (gradient)"
+        name = KNOWN_ALIASES.get(name, name.replace("_", " "))
+        if name not in _PROPERTIES:
+            raise ValueError(
+                f"known={entry!r} is not a property of check_loss: use one of "
+                f"{', '.join(repr(p) for p in _PROPERTIES)} (optionally + ' (gradient)'), or {', '.join(KNOWN_ALIASES)}"
+            )
+        out.update([name + grad] if grad else [name, name + " (gradient)"])
+    return frozenset(out)
+
 
 #: Dtypes from the highest precision to the lowest (the tolerance rows a result may move to).
 _PRECISION_ORDER = ("float64", "float32", "float16", "bfloat16")
@@ -96,7 +144,10 @@ class _Checker:
     splittable: bool  # the micro-batch weights are known (``like`` is a maskloss loss)
     scale: float = 1.0  # the candidate is scale * like
     returned_dtype: str | None = None  # the lowest precision the candidate has returned
-    shift: int = 0  # causal shift: like sees labels[:, s:] against predictions[:, :-s]
+    shift: int = 0  # causal shift: step t's prediction scores label t + s
+    #: ``like`` computes the shift itself (its ``shift=`` option); else the checker slices the batch
+    #: (labels[:, s:] against predictions[:, :-s]) before calling it.
+    oracle_shifts: bool = False
     gradient: bool = False  # which of value/gradient is being checked
     #: A framework mirror's entry (maskloss.testing.likes): how candidate and oracle are called.
     spec: Any = None
@@ -110,6 +161,33 @@ class _Checker:
     #: cached (batches are never modified in place).
     _memo: dict[tuple[str, int], tuple[PaddedBatch, Any]] = field(default_factory=dict, repr=False)
     _totals: Callable[..., MaskedTotals] | None = field(default=None, repr=False)  # masked_totals(oracle), built once
+    #: Labels (``"prop"`` / ``"prop (gradient)"``) set aside by ``known=``: checked, never failing.
+    known: frozenset[str] = frozenset()
+    #: Failures of the current batch, raised (the first) by :meth:`flush` after every property ran.
+    pending: list[_Failure] = field(default_factory=list, repr=False)
+    #: Every label that failed so far, with the smallest failing batch seen.
+    seen: dict[str, _Failure] = field(default_factory=dict, repr=False)
+    #: Run every property of a batch before raising (until the first failure of a search: while
+    #: hypothesis shrinks, the first failing property is raised at once, as fast as before).
+    collecting: bool = True
+
+    def _fail(self, failure: _Failure) -> None:
+        """Note a failure; keep checking the other properties of the batch (they are reported too)."""
+        failure.gradient = self.gradient
+        old = self.seen.get(failure.label)
+        if old is None or failure.batch.mask.size < old.batch.mask.size:
+            self.seen[failure.label] = failure
+        if failure.label not in self.known:
+            if not self.collecting:
+                raise failure
+            self.pending.append(failure)
+
+    def flush(self) -> None:
+        """Raise the first failure of the properties just run (hypothesis then shrinks it)."""
+        if self.pending:
+            first, self.pending = self.pending[0], []
+            self.collecting = False
+            raise first
 
     def _cached(self, what: str, b: PaddedBatch, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per batch object: the oracle is asked once about each batch it sees."""
@@ -138,7 +216,7 @@ class _Checker:
         )
 
     def _oracle_args(self, b: PaddedBatch) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return self._args(self._shifted(b))
+        return self._args(b if self.oracle_shifts else self._shifted(b))
 
     def _args(self, b: PaddedBatch) -> tuple[tuple[Any, ...], dict[str, Any]]:
         kwargs = {} if b.sample_weight is None else {"sample_weight": b.sample_weight}
@@ -202,7 +280,7 @@ class _Checker:
             assert self.oracle_grad is not None
             with np.errstate(all="ignore"):
                 g = self.scale * np.asarray(self.oracle_grad(*args, **kwargs, **self.options))
-            if self.shift:  # d loss / d y_pred[:, -s:] is 0: those predictions score no label
+            if self.shift and not self.oracle_shifts:  # d loss / d y_pred[:, -s:] is 0: they score no label
                 g = np.concatenate([g, np.zeros((g.shape[0], self.shift, *g.shape[2:]))], axis=1)
             return g
         value = self.oracle_value(b)
@@ -230,6 +308,14 @@ class _Checker:
             return self.oracle(*args, **kwargs, **self.options)
 
     def check(self, prop: str, b: PaddedBatch, expected: Any = None, before: Any = None) -> Any:
+        """The candidate's result on ``b``, or None when ``prop`` fails there (noted, see :meth:`flush`)."""
+        try:
+            return self._check(prop, b, expected, before)
+        except _Failure as failure:
+            self._fail(failure)
+            return None
+
+    def _check(self, prop: str, b: PaddedBatch, expected: Any = None, before: Any = None) -> Any:
         expected = self.expect(b) if expected is None else expected
         actual = self.run_candidate(prop, b)
         if self.gradient and np.isnan(self.oracle_value(b)):
@@ -303,7 +389,11 @@ class _Checker:
         if b.mask.shape[0] > 1:
             self.check("batch order", _take(b, slice(None, None, -1)), before=clean)
             if self.splittable:
-                self.split(b)
+                try:
+                    self.split(b)
+                except _Failure as failure:
+                    self._fail(failure)
+        self.flush()
 
     def split(self, b: PaddedBatch) -> None:
         half = b.mask.shape[0] // 2
@@ -366,11 +456,11 @@ def _tiny_offset(actual: Any, expected: Any) -> float:
 def _error(
     failure: _Failure, name: str, like_call: str, checker: _Checker, count: list[int]
 ) -> LossCheckError:
-    what = "gradient" if checker.gradient else "value"
+    what = "gradient" if failure.gradient else "value"
     prop = failure.prop
     lines = [
         f"check_loss: {name} is not {like_call}",
-        f"property broken: {prop}{' (gradient)' if checker.gradient else ''}: {_PROPERTIES[prop]}",
+        f"property broken: {prop}{' (gradient)' if failure.gradient else ''}: {_PROPERTIES[prop]}",
         f"  candidate {what}: {_fmt_value(failure.actual)}",
         f"  expected {what}:  {_fmt_value(failure.expected)}",
     ]
@@ -390,7 +480,23 @@ def _error(
         _describe_batch(failure.batch),
         "reproduce: candidate(batch.y_true, batch.y_pred, batch.mask) with this batch (error.batch)",
     ]
-    return LossCheckError(
+    others = {
+        label: Finding(f.prop, f.gradient, f.actual, f.expected, f.batch)
+        for label, f in checker.seen.items()
+        if label != failure.label and label not in checker.known
+    }
+    if others:
+        lines.append(
+            f"{len(others)} more propert{'y' if len(others) == 1 else 'ies'} failed (not shrunk; the smallest batch "
+            "seen is in error.others[label].batch; set a finding aside with known={...}):"
+        )
+        for label, found in others.items():
+            b = found.batch
+            lines.append(
+                f"  - {label}: candidate {_fmt_value(found.actual)}, expected {_fmt_value(found.expected)} "
+                f"(batch={b.mask.shape[0]}, steps={b.mask.shape[1]}, padding={b.padding!r})"
+            )
+    error = LossCheckError(
         "\n".join(lines),
         prop=prop,
         batch=failure.batch,
@@ -398,3 +504,5 @@ def _error(
         expected=failure.expected,
         examples=count[1] or count[0],
     )
+    error.others = others
+    return error

@@ -8,18 +8,21 @@ every option that contradicts ``like`` is a ``ValueError`` naming it and its val
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from maskloss import losses, registry
+from maskloss import loss_options, registry
 from maskloss.accumulation import masked_totals
+from maskloss.loss_options import CONVENTION_OPTIONS
 from maskloss.pointwise import SMOOTHING_FORMS, SMOOTHING_RULES
 from maskloss.reductions import WEIGHT_NORMALIZATIONS
 from maskloss.strategies import PaddedBatch
 from maskloss.testing import oracles
+from maskloss.testing.bounds import Bounds
 from maskloss.testing.likes import Like, like_of
 
 
@@ -28,7 +31,6 @@ def kind_of(like: Callable[..., Any]) -> str | None:
     spec = registry.spec_of(like)
     return None if spec is None else spec.kind
 
-WEIGHT_SHAPES = (False, True, "sequence", "step")
 
 
 @dataclass
@@ -46,6 +48,8 @@ class Setup:
     splittable: bool = True
     min_features: int | None = None
     not_applicable: dict[str, str] = field(default_factory=dict)
+    shift: int = 0  # the causal shift (what validity means)
+    oracle_shifts: bool = False  # like computes the shift itself (else the checker slices the batch)
 
 
 def _fmt(options: dict[str, Any]) -> str:
@@ -149,47 +153,69 @@ def resolve(
     like: Callable[..., Any],
     options: dict[str, Any],
     *,
-    kind: str | None,
-    pad_label: int | None,
-    shift: int,
+    bounds: Bounds,
     grad: object,
-    weights: object,
-    min_features: int | None,
-    smoothing_rule: str | None,
-    smoothing_form: str | None,
-    weight_normalization: str | None,
+    weight_normalization: str | None = None,
 ) -> Setup:
-    """The oracle, its options and the micro-batch rule for ``like``; ValueError on a contradiction."""
-    if weights not in WEIGHT_SHAPES or not isinstance(weights, (bool, str)):
-        raise ValueError(f"weights must be one of {WEIGHT_SHAPES}, got {weights!r}")
-    extra = {
-        key: value
-        for key, value in (
-            ("smoothing_rule", smoothing_rule),
-            ("smoothing_form", smoothing_form),
-            ("weight_normalization", weight_normalization),
-        )
-        if value is not None
-    }
+    """The oracle, its options and the micro-batch rule for ``like``; ValueError on a contradiction.
+
+    The convention options (:data:`maskloss.loss_options.CONVENTION_OPTIONS`) in ``options`` go
+    to ``like``, which computes them; ``weight_normalization`` (deprecated, checker-side) wraps it.
+    """
+    kind, pad_label, weights, min_features = bounds.kind, bounds.pad_label, bounds.weights, bounds.min_features
     spec = like_of(like)
     if spec is not None:
-        return _mirror(like, spec, options, kind, pad_label, shift, grad, weights, min_features, extra)
+        rest = {k: v for k, v in options.items() if k not in CONVENTION_OPTIONS}
+        extra = {k: v for k, v in options.items() if k in CONVENTION_OPTIONS and k != "shift"}
+        if weight_normalization is not None:
+            extra["weight_normalization"] = weight_normalization
+        shift = _shift_of(options)
+        return _mirror(like, spec, rest, kind, pad_label, shift, grad, weights, min_features, extra)
     registered = kind_of(like) is not None
     kind = kind_of(like) if kind is None else kind
+    name = getattr(like, "__name__", like)
     if kind is None:
-        raise ValueError(f"like={getattr(like, '__name__', like)!r} is not a maskloss loss or mirror; pass kind=")
+        raise ValueError(
+            f"like={name!r} is not a maskloss loss or mirror; pass kind= in bounds=Bounds(kind=...)"
+        )
+    shift = _shift_of(options)
+    if shift and kind != "sparse":
+        raise ValueError(
+            f"shift={shift} is the causal language-model shift of sparse labels; it does not apply "
+            f"to kind={kind!r} (like={name!r})"
+        )
+    options = dict(options)
+    oracle_shifts = bool(shift)
+    if registered:
+        loss_options.check_applies(like, options)
+    elif shift and not _takes(like, "shift"):  # a custom like without shift=: the old checker-side shift
+        warnings.warn(
+            f"check_loss(shift={shift}) for like={name!r}, which takes no shift=, is deprecated: the checker "
+            "slices labels[:, s:] and predictions[:, :-s] itself; give like a shift= keyword (or use "
+            "maskloss.sparse_categorical_crossentropy, which computes it) instead",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        del options["shift"]
+        oracle_shifts = False
     check_options_apply(like, options)
     reduction = options.get("reduction", "token_mean")
     ignore_index = options.get("ignore_index")
     check_pad_label(pad_label, kind, ignore_index, min_features)
+    rule, form = options.get("smoothing_rule"), options.get("smoothing_form")
+    if registered and (rule is not None or form is not None):
+        _check_smoothing(options, rule, form, ignore_index, min_features)
     oracle, denominator_of = like, None
-    if smoothing_rule is not None or smoothing_form is not None:
-        oracle = _smoothing(like, options, smoothing_rule, smoothing_form, ignore_index, min_features)
     if weight_normalization is not None:
+        if oracle_shifts:  # the weight rule wraps like's totals: shift checker-side, as before
+            del options["shift"]
+            oracle_shifts = False
         oracle, denominator_of = _weights(like, options, weight_normalization, weights, reduction, shift, oracle)
-    elif oracle is not like and reduction != "none":
-        denominator_of = _denominator_of(like, options, reduction, shift)
-    name = getattr(like, "__name__", like)
+    elif shift and not oracle_shifts and reduction == "none":
+        raise ValueError(f"shift={shift} needs a scalar reduction, not reduction='none'")
+    extra = {} if weight_normalization is None else {"weight_normalization": weight_normalization}
+    if shift and not oracle_shifts:
+        extra["shift"] = shift
     call = {**options, **extra}
     return Setup(
         kind=kind,
@@ -203,19 +229,32 @@ def resolve(
         pure=registered,
         splittable=registered,
         min_features=min_features,
+        shift=shift,
+        oracle_shifts=oracle_shifts,
     )
 
 
-def _smoothing(
-    like: Callable[..., Any], options: dict[str, Any], rule: str | None, form: str | None,
-    ignore_index: int | None, min_features: int | None,
-) -> Callable[..., Any]:
-    if like is not losses.sparse_categorical_crossentropy:
-        what = "smoothing_rule" if rule is not None else "smoothing_form"
-        raise ValueError(
-            f"option {what}={rule if rule is not None else form!r} applies to "
-            f"like=maskloss.sparse_categorical_crossentropy only, not like={getattr(like, '__name__', like)!r}"
-        )
+def _shift_of(options: dict[str, Any]) -> int:
+    """The causal shift in ``options`` (0 when absent), validated."""
+    shift = options.get("shift", 0)
+    if isinstance(shift, bool) or not isinstance(shift, (int, np.integer)) or shift < 0:
+        raise ValueError(f"shift must be an int >= 0 (the causal shift), got {shift!r}")
+    return int(shift)
+
+
+def _takes(like: Callable[..., Any], key: str) -> bool:
+    """Whether ``like``'s signature takes the keyword ``key`` (or any keyword)."""
+    try:
+        params = inspect.signature(like).parameters
+    except (TypeError, ValueError):
+        return False
+    return key in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _check_smoothing(
+    options: dict[str, Any], rule: str | None, form: str | None, ignore_index: int | None, min_features: int | None,
+) -> None:
+    """Eager checks of ``smoothing_rule``/``smoothing_form`` against the generated classes (like computes them)."""
     if rule is not None and rule not in SMOOTHING_RULES:
         raise ValueError(f"smoothing_rule must be one of {SMOOTHING_RULES}, got {rule!r}")
     if form is not None and form not in SMOOTHING_FORMS:
@@ -226,7 +265,8 @@ def _smoothing(
             f"smoothing_rule={rule!r} contradicts label_smoothing={eps!r}: a loss without smoothing has no rule; "
             "pass label_smoothing > 0"
         )
-    if options.get("class_weight") is not None:
+    if options.get("class_weight") is not None and (rule not in (None, "uniform") or form not in (None,
+                                                                                                "cross_entropy")):
         raise ValueError(
             f"smoothing_rule={rule!r} / smoothing_form={form!r} do not take class_weight= "
             f"(got {options['class_weight']!r}): only the uniform cross-entropy form weighs classes"
@@ -240,21 +280,14 @@ def _smoothing(
         classes = 2 if min_features is None else min_features
         if classes < 3:
             raise ValueError(
-                f"smoothing_rule='others_except_pad' spreads eps / (C - 2): pass min_features >= 3, got "
-                f"min_features={min_features!r}"
+                f"smoothing_rule='others_except_pad' spreads eps / (C - 2): bounds=Bounds(min_features=...) must have "
+                f"min_features >= 3, got min_features={min_features!r}"
             )
         if not 0 <= int(ignore_index) < classes:
             raise ValueError(
                 f"smoothing_rule='others_except_pad' needs the pad class ignore_index={ignore_index!r} to be a "
                 f"class, in [0, {classes - 1}] (min_features={min_features!r})"
             )
-    rule_, form_ = rule or "uniform", form or "cross_entropy"
-
-    def oracle(y_true: Any, y_pred: Any, mask: Any = None, **kwargs: Any) -> Any:
-        return oracles.smoothed_sparse(y_true, y_pred, mask, smoothing_rule=rule_, smoothing_form=form_, **kwargs)
-
-    oracle.__name__ = "sparse_categorical_crossentropy"
-    return oracle
 
 
 def _weights(
@@ -266,7 +299,7 @@ def _weights(
     if not weights:
         raise ValueError(
             f"weight_normalization={normalization!r} says how sample weights are normalised, but weights="
-            f"{weights!r} draws none; pass weights=True, 'sequence' or 'step'"
+            f"{weights!r} draws none; pass bounds=Bounds(weights=True, 'sequence' or 'step')"
         )
     if reduction == "none":
         raise ValueError(f"weight_normalization={normalization!r} needs a scalar reduction, not reduction='none'")
