@@ -16,6 +16,7 @@ import numpy as np
 from hypothesis import HealthCheck, Verbosity, given, settings
 from hypothesis.strategies import SearchStrategy
 
+from maskloss import loss_options, registry
 from maskloss.loss_options import CONVENTION_OPTIONS
 from maskloss.strategies import PaddedBatch, padded_batches, round_to_bfloat16
 from maskloss.testing import linear_check
@@ -86,18 +87,19 @@ def _oracle_grad(like: Callable[..., Any]) -> Callable[..., Any]:
     return expected
 
 
-#: check_loss's keywords kept only as deprecated spellings: conventions no maskloss loss computes yet,
-#: applied by the checker, with what to use instead.
+#: check_loss's conventions that are options of the maskloss losses (``scale=`` of every pipeline loss,
+#: ``weight_normalization=`` of those with ``sample_weight=``, :mod:`maskloss.loss_options`): passed
+#: to such a ``like`` as options. For any other ``like`` (a mirror, your own function) they stay
+#: deprecated checker-side spellings, applied by the checker, with what to use instead.
 _CHECKER_SIDE = {
     "scale": (
         1.0,
-        "a candidate divided by the constant, check_loss(lambda *a, **k: candidate(*a, **k) / scale, like); "
-        "no maskloss loss takes scale= yet, so it stays a checker-side convention until one does",
+        "a maskloss loss with scale= as like (every pipeline loss takes it), or a candidate divided by the "
+        "constant, check_loss(lambda *a, **k: candidate(*a, **k) / scale, like)",
     ),
     "weight_normalization": (
         None,
-        "no maskloss loss takes weight_normalization= yet, so it stays a checker-side convention (with "
-        "bounds=Bounds(weights=...)) until one does",
+        "a maskloss loss with sample_weight= as like: it takes weight_normalization= itself",
     ),
 }
 
@@ -121,16 +123,29 @@ def _bounds_from(bounds: Bounds | None, options: dict[str, Any]) -> Bounds:
     return Bounds(**old)
 
 
-def _checker_side(options: dict[str, Any]) -> dict[str, Any]:
-    """The deprecated checker-side conventions popped from ``options`` (defaults for those not given)."""
+def _checker_side(like: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The checker-side conventions popped from ``options`` (defaults for those not given).
+
+    A maskloss loss that takes ``scale=`` computes it: the option stays in ``options`` (passed to
+    ``like``) and the checker's scale is 1. ``weight_normalization=`` of a loss that takes it is
+    no longer deprecated; the checker still reads it, because it also sets how split batches
+    recombine (the value is the loss's own: :func:`maskloss.reductions.renormalized_value`).
+    Anything else is a deprecated spelling, with a warning that says what to use.
+    """
+    spec = registry.spec_of(like)
+    takes = loss_options.OPTIONS_OF.get(spec.name, ()) if spec is not None else ()
     out = {}
     for key, (default, instead) in _CHECKER_SIDE.items():
-        if key in options:
-            value = options.pop(key)
-            _warn_deprecated(f"check_loss({key}={value!r})", instead)
-            out[key] = value
-        else:
+        if key not in options:
             out[key] = default
+        elif key == "scale" and key in takes:
+            out[key] = default  # like computes it
+        elif key in takes:
+            out[key] = options.pop(key)
+        else:
+            value = options.pop(key)
+            _warn_deprecated(f"check_loss({key}={value!r}) with like={getattr(like, '__name__', like)!r}", instead)
+            out[key] = value
     return out
 
 
@@ -329,7 +344,7 @@ def check_loss(
         raise ValueError(f"max_examples must be an int >= 1, got {max_examples!r}")
     options = dict(options)
     bounds = _bounds_from(bounds, options)
-    side = _checker_side(options)
+    side = _checker_side(like, options)
     scale, weight_normalization = side["scale"], side["weight_normalization"]
     if "packed" in options:  # packed rows with position_ids= / cu_seqlens=: maskloss.testing.packed_check
         from maskloss.testing.packed_check import check_packed_loss
