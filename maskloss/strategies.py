@@ -176,18 +176,24 @@ def _check_bool(value: object, name: str) -> bool:
     return value
 
 
-def _check_paddings(padding: object) -> tuple[str, ...]:
-    styles = (padding,) if isinstance(padding, str) else padding
+def _check_choices(value: object, name: str, allowed: tuple[str, ...], why: str = "") -> tuple[str, ...]:
+    """``value``, one of ``allowed`` or a non-empty sequence of them, in ``allowed``'s order.
+
+    The simplest-first order of ``allowed`` is kept whatever order the caller gave, so
+    shrinking is the same.
+    """
+    chosen = (value,) if isinstance(value, str) else value
     if (
-        not isinstance(styles, Sequence)
-        or not styles
-        or any(not isinstance(s, str) or s not in PADDINGS for s in styles)
+        not isinstance(chosen, Sequence)
+        or not chosen
+        or any(not isinstance(c, str) or c not in allowed for c in chosen)
     ):
-        raise InvalidArgument(
-            f"padding={padding!r} must be one of {PADDINGS} or a non-empty sequence of them"
-        )
-    # Keep the simplest-first order whatever order the caller gave, so shrinking is the same.
-    return tuple(s for s in PADDINGS if s in styles)
+        raise InvalidArgument(f"{name}={value!r} must be one of {allowed} or a non-empty sequence of them{why}")
+    return tuple(c for c in allowed if c in chosen)
+
+
+def _check_paddings(padding: object) -> tuple[str, ...]:
+    return _check_choices(padding, "padding", PADDINGS)
 
 
 def _check_dtype(dtype: Any) -> str:
@@ -776,17 +782,10 @@ def head_options(
         raise InvalidArgument(f"min_temperature={min_temperature!r} must be <= max_temperature={max_temperature!r}")
     s_hi = _check_int(max_shift, "max_shift", 0)
     eps_hi = _check_real(max_label_smoothing, "max_label_smoothing", low=0.0, strict=False, high=1.0)
-    rules = (smoothing_rules,) if isinstance(smoothing_rules, str) else smoothing_rules
-    if (
-        not isinstance(rules, Sequence)
-        or not rules
-        or any(not isinstance(r, str) or r not in _HEAD_RULES for r in rules)
-    ):
-        raise InvalidArgument(
-            f"smoothing_rules={smoothing_rules!r} must be a non-empty sequence of {_HEAD_RULES} "
-            "('others_except_pad' needs ignore_index= to be a class of each batch: pass it yourself)"
-        )
-    ordered = tuple(r for r in _HEAD_RULES if r in rules)  # simplest first, whatever order was given
+    ordered = _check_choices(
+        smoothing_rules, "smoothing_rules", _HEAD_RULES,
+        " ('others_except_pad' needs ignore_index= to be a class of each batch: pass it yourself)",
+    )
 
     def optional(default: Any, values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
         return st.one_of(st.just(default), values)  # shrinks to the default
