@@ -183,6 +183,9 @@ OTHER_LOSSES = {
     "z_loss": lambda y, z, m: ((z, m), {"coefficient": 0.5, "temperature": 0.7}),
     "token_accuracy": lambda y, z, m: ((y, z, m), {}),
     "policy_gradient_objective": lambda y, z, m: ((y, z, _weight(y), m), {"temperature": 0.7}),
+    # values, old values and returns, one per step, read off the logits' classes (junk under the mask)
+    "clipped_value_loss": lambda y, z, m: ((z[..., 0], z[..., -1], 0.5 * z[..., 0] + 0.25, m),
+                                           {"value_clip_range": 0.2}),
 }
 #: Registered losses with a test of their own below (not a pipeline: hidden states and a head).
 OWN_TEST = {"linear_cross_entropy"}

@@ -358,9 +358,12 @@ def test_reference_lowp_in_check_loss():
     check_loss(fp32_inside, SPARSE, adapter=torch_adapter, dtype="float16", from_logits=True, **small)
     check_loss(fp32_inside, SPARSE, adapter=torch_adapter, dtype="float16", reference_lowp=torch_ce,
                from_logits=True, **small)
+    # The failing search at the default sizes: at 2 x 3 it found the error within 16 examples when run
+    # alone, but not within 100 after the whole suite's imports (hypothesis draws constants collected
+    # from the imported modules, so the example sequence depends on what was imported before).
     with pytest.raises(LossCheckError, match=r"<= 2 x \|reference_lowp - expected\| \+ 0.001"):
         check_loss(fp16_throughout, SPARSE, adapter=torch_adapter, dtype="float16", reference_lowp=torch_ce,
-                   from_logits=True, **small)
+                   from_logits=True, max_examples=100)
 
 
 def test_torch_adapter_types():
@@ -476,7 +479,7 @@ def test_scale_states_a_constant_factor():
         return 2.0 * np_sparse_ce(labels, logits, mask)
 
     check_loss(doubled, SPARSE, from_logits=True, scale=2.0, max_examples=20)
-    with pytest.raises(LossCheckError, match=r"2.0 \* maskloss"):
+    with pytest.raises(LossCheckError, match=r"maskloss\.sparse_categorical_crossentropy\(.*scale=2\.0\)"):
         check_loss(np_sparse_ce, SPARSE, from_logits=True, scale=2.0, max_examples=20)
 
 
@@ -492,7 +495,7 @@ def test_pad_label_and_scale_bad_input():
         check_loss(np_sparse_ce, maskloss.mse, pad_label=0)
     with pytest.raises(TypeError, match=r"pad_label must be an int.*'0'"):
         check_loss(np_sparse_ce, SPARSE, pad_label="0")
-    with pytest.raises(ValueError, match=r"scale must be a finite nonzero number.*nan"):
+    with pytest.raises(ValueError, match=r"scale must be a finite non-?zero number.*nan"):
         check_loss(np_sparse_ce, SPARSE, scale=float("nan"))
     with pytest.raises(ValueError, match=r"scale must be.*got 0"):
         check_loss(np_sparse_ce, SPARSE, scale=0)

@@ -139,6 +139,7 @@ def _checker_side(like: Callable[..., Any], options: dict[str, Any]) -> dict[str
         if key not in options:
             out[key] = default
         elif key == "scale" and key in takes:
+            loss_options.check_scale(options[key])  # a clear error now, not from inside the search
             out[key] = default  # like computes it
         elif key in takes:
             out[key] = options.pop(key)
