@@ -17,6 +17,9 @@ The rest are attacks that found nothing, kept as regression guards.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -141,3 +144,210 @@ def test_shard_scales_shares_the_count_rule() -> None:
                           global_count=own * (1 - COUNT_RTOL / 2))
     with pytest.raises(ValueError, match="below"):
         maskloss.shard_scales(m, layout, reduction="global_token_mean", global_count=float(np.nextafter(10.0, 0)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Attacks that found nothing (regression guards)
+# ---------------------------------------------------------------------------------------------
+
+def _probs(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    p = np.random.default_rng(seed).uniform(0.05, 1.0, shape)
+    return p / p.sum(-1, keepdims=True)
+
+
+def _dense_case(name: str) -> tuple[Any, tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """(loss, (y_true, y_pred), options) of one dense loss on (B, T, C) inputs."""
+    rng = np.random.default_rng(7)
+    if name in ("mse", "mae"):
+        return getattr(maskloss, name), (rng.normal(size=(B, T, C)), rng.normal(size=(B, T, C))), {}
+    if name == "binary_crossentropy":
+        return maskloss.binary_crossentropy, (rng.integers(0, 2, (B, T, C)).astype(float),
+                                              rng.uniform(0.05, 0.95, (B, T, C))), {}
+    if name == "categorical_crossentropy":
+        return maskloss.categorical_crossentropy, (_probs((B, T, C), 1), _probs((B, T, C), 2)), {}
+    if name == "kl_divergence":
+        return maskloss.kl_divergence, (_probs((B, T, C), 3), _probs((B, T, C), 4)), {}
+    raise AssertionError(name)
+
+
+DENSE = ("mse", "mae", "binary_crossentropy", "categorical_crossentropy", "kl_divergence")
+MASK = np.array([[1, 1, 1, 0, 0], [1, 0, 1, 1, 0]], bool)
+GARBAGE = (np.nan, np.inf, -np.inf, 1e308)
+
+
+@pytest.mark.parametrize("garbage", GARBAGE, ids=["nan", "inf", "-inf", "1e308"])
+@pytest.mark.parametrize("name", DENSE)
+def test_garbage_under_the_mask_changes_neither_value_nor_gradient(name: str, garbage: float) -> None:
+    fn, (yt, yp), kw = _dense_case(name)
+    dt, dp = yt.copy(), yp.copy()
+    dt[~MASK], dp[~MASK] = garbage, garbage
+    v0, g0 = maskloss.value_and_grad(fn)(yt, yp, MASK, **kw)
+    v1, g1 = maskloss.value_and_grad(fn)(dt, dp, MASK, **kw)
+    assert float(v0) == float(v1) and np.array_equal(g0, g1)
+    assert np.all(g1[~MASK] == 0)
+
+
+@pytest.mark.parametrize("garbage", [99, -1, -100, C])
+def test_garbage_labels_under_the_mask_sparse(garbage: int) -> None:
+    lab, logits = _labels(), _logits()
+    dirty = lab.copy()
+    dirty[~MASK] = garbage
+    ce = maskloss.value_and_grad(maskloss.sparse_categorical_crossentropy)
+    v0, g0 = ce(lab, logits, MASK, from_logits=True)
+    v1, g1 = ce(dirty, logits, MASK, from_logits=True)
+    assert float(v0) == float(v1) and np.array_equal(g0, g1)
+
+
+@pytest.mark.parametrize("name", DENSE)
+def test_read_only_inputs_are_never_written(name: str) -> None:
+    fn, (yt, yp), kw = _dense_case(name)
+    copies = yt.copy(), yp.copy(), MASK.copy()
+    for a in (yt, yp):
+        a.setflags(write=False)
+    m = MASK.copy()
+    m.setflags(write=False)
+    maskloss.value_and_grad(fn)(yt, yp, m, **kw)
+    for a, c in zip((yt, yp, m), copies, strict=True):
+        assert np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("variant", ["big_endian", "non_contiguous", "fortran", "lists", "float32_exact"])
+@pytest.mark.parametrize("name", ["mse", "mae"])
+def test_input_zoo_layouts_give_the_float64_value(name: str, variant: str) -> None:
+    fn, (yt, yp), _ = _dense_case(name)
+    if variant == "float32_exact":  # values exactly representable in float32
+        yt, yp = yt.astype(np.float32).astype(np.float64), yp.astype(np.float32).astype(np.float64)
+    expected = float(fn(yt, yp, MASK))
+    if variant == "big_endian":
+        args: tuple[Any, ...] = (yt.astype(">f8"), yp.astype(">f8"), MASK)
+    elif variant == "non_contiguous":
+        args = (np.repeat(yt, 2, axis=-1)[..., ::2], np.repeat(yp, 2, axis=-1)[..., ::2], MASK)
+    elif variant == "fortran":
+        args = (np.asfortranarray(yt), np.asfortranarray(yp), np.asfortranarray(MASK))
+    elif variant == "lists":
+        args = (yt.tolist(), yp.tolist(), MASK.tolist())
+    else:
+        args = (yt.astype(np.float32), yp.astype(np.float32), MASK)
+    assert float(fn(*args)) == expected
+
+
+@pytest.mark.parametrize("bad", [np.array([[1, 2]], dtype=object), "abc", None])
+def test_object_string_none_predictions_are_refused(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        maskloss.mse(np.zeros((1, 2)), bad)
+
+
+def test_bool_labels_are_refused() -> None:
+    with pytest.raises(TypeError, match="bool"):
+        maskloss.sparse_categorical_crossentropy(np.ones((B, T), bool), _logits(), from_logits=True)
+
+
+@pytest.mark.parametrize("name", DENSE)
+@pytest.mark.parametrize("scale", [2.0, 0.5, 3.0])
+def test_scale_multiplies_value_and_gradient(name: str, scale: float) -> None:
+    fn, (yt, yp), kw = _dense_case(name)
+    v0, g0 = maskloss.value_and_grad(fn)(yt, yp, MASK, **kw)
+    v1, g1 = maskloss.value_and_grad(fn)(yt, yp, MASK, scale=scale, **kw)
+    assert float(v1) == pytest.approx(scale * float(v0), rel=1e-14)
+    np.testing.assert_allclose(g1, scale * g0, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "2", None, [2.0]])
+def test_bad_scale_is_refused_naming_it(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="scale"):
+        maskloss.mse(np.zeros((1, 2)), np.ones((1, 2)), scale=bad)
+
+
+@pytest.mark.parametrize("name", ["sparse_categorical_crossentropy", "mse"])
+def test_many_threads_give_the_serial_bits(name: str) -> None:
+    # 8 callers at once while the pool has 2 threads: each result is bit-identical to serial.
+    if name == "mse":
+        yt, yp = np.random.default_rng(3).normal(size=(2, 2000, 8)), np.random.default_rng(4).normal(size=(2, 2000, 8))
+
+        def call() -> Any:
+            return maskloss.value_and_grad(maskloss.mse)(yt, yp)
+    else:
+        lab = np.random.default_rng(5).integers(0, 16, (4, 1000))
+        lg = np.random.default_rng(6).normal(size=(4, 1000, 16))
+
+        def call() -> Any:
+            return maskloss.value_and_grad(maskloss.sparse_categorical_crossentropy)(lab, lg, from_logits=True)
+    old = maskloss.get_num_threads()
+    try:
+        maskloss.set_num_threads(2)
+        v0, g0 = call()
+        out: list[Any] = [None] * 8
+
+        def run(i: int) -> None:
+            out[i] = call()
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        maskloss.set_num_threads(old)
+    for v, g in out:
+        assert float(v) == float(v0) and np.array_equal(g, g0)
+
+
+@pytest.mark.parametrize("bad", [True, 0, -1, 1.5, "2", None, 10**9])
+def test_set_num_threads_bad_values_are_refused(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        maskloss.set_num_threads(bad)
+
+
+def _run(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=120)
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-3", "1.5", "1e3"])
+def test_bad_maskloss_num_threads_names_the_variable(value: str) -> None:
+    r = _run("import maskloss", {"MASKLOSS_NUM_THREADS": value})
+    assert r.returncode != 0 and "MASKLOSS_NUM_THREADS" in r.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("value", [" 2 ", "", "   "])
+def test_blank_or_padded_maskloss_num_threads_is_read(value: str) -> None:
+    r = _run("import maskloss; print(maskloss.get_num_threads())", {"MASKLOSS_NUM_THREADS": value})
+    assert r.returncode == 0, r.stderr
+    if value.strip():
+        assert r.stdout.strip() == "2"
+
+
+def test_fork_after_the_pool_exists_returns() -> None:
+    # A fork()ed child of a process whose pool has run must not deadlock.
+    code = (
+        "import os, numpy as np, maskloss\n"
+        "maskloss.set_num_threads(2)\n"
+        "x = np.random.default_rng(0).normal(size=(2, 4000, 4))\n"
+        "v = float(maskloss.mse(x, 0 * x))\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if float(maskloss.mse(x, 0 * x)) == v else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status))\n"
+    )
+    r = _run(code)
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
+
+
+def test_conformance_help_exits_zero() -> None:
+    r = subprocess.run([sys.executable, "-m", "maskloss", "conformance", "--help"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "usage" in r.stdout
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--bogus"], ["nope"], ["evaluate", "mse", "/nonexistent.npy"]])
+def test_cli_bad_options_exit_non_zero_without_a_traceback(argv: list[str]) -> None:
+    r = subprocess.run([sys.executable, "-m", "maskloss", *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_demo_into_a_closed_pipe_is_quiet() -> None:
+    r = subprocess.run(f"{sys.executable} -m maskloss demo | head -1", shell=True, capture_output=True,
+                       text=True, timeout=120)
+    assert "BrokenPipe" not in r.stderr and "Traceback" not in r.stderr
