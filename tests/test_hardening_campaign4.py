@@ -351,3 +351,145 @@ def test_demo_into_a_closed_pipe_is_quiet() -> None:
     r = subprocess.run(f"{sys.executable} -m maskloss demo | head -1", shell=True, capture_output=True,
                        text=True, timeout=120)
     assert "BrokenPipe" not in r.stderr and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding 3: a count beyond float64 is a ValueError naming it, not a bare OverflowError
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("mode", "kw"), [("global_token_mean", {"global_count": 10**400}),
+                                          ("constant", {"constant": -(10**400)})])
+def test_aggregate_count_beyond_float64_names_it(mode: str, kw: dict[str, Any]) -> None:
+    # Before the fix: OverflowError "int too large to convert to float", naming nothing.
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        maskloss.aggregate(np.ones((1, 3)), mode=mode, **kw)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# More attacks that found nothing: linear CE, post-training, counts, masks
+# ---------------------------------------------------------------------------------------------
+
+_H = np.random.default_rng(11).normal(size=(B, T, 3))
+_W = np.random.default_rng(12).normal(size=(7, 3))
+_LAB = np.random.default_rng(13).integers(0, 7, (B, T))
+
+
+@pytest.mark.parametrize("kw", [{}, {"shift": 1}, {"softcap": 5.0}, {"temperature": 0.7},
+                                {"label_smoothing": 0.1, "smoothing_rule": "others"},
+                                {"label_smoothing": 0.1, "smoothing_form": "kl"}, {"z_loss": 1e-4},
+                                {"segment_ids": SEG}, {"segment_ids": SEG, "shift": 1}])
+def test_linear_cross_entropy_equals_sparse_ce_of_the_logits(kw: dict[str, Any]) -> None:
+    a = maskloss.linear_cross_entropy(_H, _W, _LAB, **kw)
+    b = maskloss.sparse_categorical_crossentropy(_LAB, _H @ _W.T, from_logits=True, **kw)
+    assert float(a) == pytest.approx(float(b), rel=1e-14)
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_linear_cross_entropy_ignores_garbage_under_segment_padding(shift: int) -> None:
+    dirty = np.where(SEG < 0, 999, _LAB)
+    assert float(maskloss.linear_cross_entropy(_H, _W, dirty, segment_ids=SEG, shift=shift)) == float(
+        maskloss.linear_cross_entropy(_H, _W, _LAB, segment_ids=SEG, shift=shift))
+
+
+@pytest.mark.parametrize("kw", [{"shift": -1}, {"shift": True}, {"softcap": 0.0}, {"temperature": float("nan")},
+                                {"smoothing_rule": "x"}, {"smoothing_form": "y"}])
+def test_linear_cross_entropy_bad_options_name_them(kw: dict[str, Any]) -> None:
+    with pytest.raises((TypeError, ValueError), match=next(iter(kw))):
+        maskloss.linear_cross_entropy(_H, _W, _LAB, **kw)
+
+
+def test_linear_cross_entropy_garbage_under_the_mask() -> None:
+    hg, lg = _H.copy(), _LAB.copy()
+    hg[~MASK], lg[~MASK] = np.nan, 999
+    assert float(maskloss.linear_cross_entropy(hg, _W, lg, MASK)) == float(
+        maskloss.linear_cross_entropy(_H, _W, _LAB, MASK))
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_kl_estimate_garbage_under_the_mask_is_zero_and_unread(estimator: str) -> None:
+    lp = np.random.default_rng(14).normal(size=(B, T)) - 2
+    ref = lp + 1e-3
+    dirty = np.where(MASK, lp, np.nan)
+    a, b = maskloss.kl_estimate(dirty, ref, MASK, estimator=estimator), maskloss.kl_estimate(lp, ref, MASK,
+                                                                                              estimator=estimator)
+    assert np.array_equal(a, b) and np.all(a[~MASK] == 0)
+
+
+@pytest.mark.parametrize("estimator", ["low_var_kl", "abs", "K3", ""])
+def test_kl_estimate_unknown_estimator_is_refused(estimator: str) -> None:
+    with pytest.raises(ValueError, match="estimator"):
+        maskloss.kl_estimate(np.zeros((1, 2)), np.zeros((1, 2)), estimator=estimator)
+
+
+@pytest.mark.parametrize("threshold", [1.5, -0.1, float("nan")])
+def test_high_entropy_mask_bad_threshold(threshold: float) -> None:
+    with pytest.raises(ValueError, match="threshold"):
+        maskloss.high_entropy_mask(np.ones((B, T)), MASK, threshold)
+
+
+def test_high_entropy_mask_nan_under_the_mask_and_empty_mask() -> None:
+    ent = np.random.default_rng(15).uniform(size=(B, T))
+    assert np.array_equal(maskloss.high_entropy_mask(np.where(MASK, ent, np.nan), MASK, 0.5),
+                          maskloss.high_entropy_mask(ent, MASK, 0.5))
+    assert not maskloss.high_entropy_mask(ent, np.zeros((B, T), bool), 0.2).any()
+
+
+def test_clipped_value_loss_garbage_under_the_mask_value_and_gradient() -> None:
+    rng = np.random.default_rng(16)
+    v, ret = rng.normal(size=(B, T)), rng.normal(size=(B, T))
+    ov = v + 0.1
+    vg = maskloss.value_and_grad(maskloss.clipped_value_loss)
+    a = vg(np.where(MASK, v, np.nan), np.where(MASK, ov, np.inf), np.where(MASK, ret, -np.inf), MASK)
+    b = vg(v, ov, ret, MASK)
+    assert float(a[0]) == float(b[0]) and np.array_equal(a[1], b[1]) and np.all(a[1][~MASK] == 0)
+
+
+@pytest.mark.parametrize("clip", [-0.1, float("nan"), float("inf")])
+def test_clipped_value_loss_bad_clip_range(clip: float) -> None:
+    with pytest.raises(ValueError, match="value_clip_range"):
+        maskloss.clipped_value_loss(np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, 2)), value_clip_range=clip)
+
+
+@pytest.mark.parametrize("kw", [{"f_divergence_type": "bogus"}, {"beta": 0.0}, {"beta": float("inf")},
+                                {"f_divergence_type": "alpha_divergence", "f_alpha_divergence_coef": float("nan")}])
+def test_dpo_bad_options_name_them(kw: dict[str, Any]) -> None:
+    c = np.array([-1.0, -2.0])
+    with pytest.raises((TypeError, ValueError), match=list(kw)[-1]):
+        maskloss.dpo_loss(c, c - 1, c, c, **kw)
+
+
+@pytest.mark.parametrize("ftype", ["forward_kl", "alpha_divergence"])
+def test_dpo_overflowing_f_divergence_score_is_an_error_not_inf(ftype: str) -> None:
+    c = np.array([-1e6, -2.0])
+    with pytest.raises(ValueError, match="overflows"):
+        maskloss.dpo_loss(c, np.array([-1.0, -1.0]), np.array([-1.0, -2.0]), np.array([-1.0, -1.0]),
+                          f_divergence_type=ftype)
+
+
+def test_policy_gradient_weight_garbage_under_the_mask_and_inf_at_valid() -> None:
+    logits = _H @ _W.T
+    w = np.random.default_rng(17).normal(size=(B, T))
+    assert float(maskloss.policy_gradient_objective(_LAB, logits, np.where(MASK, w, np.nan), MASK)) == float(
+        maskloss.policy_gradient_objective(_LAB, logits, w, MASK))
+    with pytest.raises(ValueError, match="weight"):
+        maskloss.policy_gradient_objective(_LAB, logits, np.where(MASK, np.inf, 0.0), MASK)
+
+
+@pytest.mark.parametrize(("lengths", "maxlen", "error"), [
+    ([3, -1], 4, ValueError), ([3], 2**62, ValueError), ([2.5], 4, TypeError), ([5], 4, ValueError),
+    ([True], 4, TypeError), ([2], 4.0, TypeError)])
+def test_mask_from_lengths_bad_inputs(lengths: Any, maxlen: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        maskloss.mask_from_lengths(lengths, maxlen)
+
+
+@pytest.mark.parametrize("tokens", [-1, float("nan"), float("inf")])
+def test_global_counts_bad_tokens(tokens: float) -> None:
+    with pytest.raises(ValueError, match="tokens"):
+        maskloss.GlobalCounts(tokens=tokens, nonempty_sequences=1, sequences=1, steps=1)
+
+
+@pytest.mark.parametrize("count", [True, "5", float("inf"), 0, -2])
+def test_aggregate_bad_global_count(count: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="global_count"):
+        maskloss.aggregate(np.ones((1, 3)), mode="global_token_mean", global_count=count)
