@@ -493,3 +493,83 @@ def test_global_counts_bad_tokens(tokens: float) -> None:
 def test_aggregate_bad_global_count(count: Any) -> None:
     with pytest.raises((TypeError, ValueError), match="global_count"):
         maskloss.aggregate(np.ones((1, 3)), mode="global_token_mean", global_count=count)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input zoo: framework tensors of odd dtypes, masks, 0-d and empty inputs (found nothing)
+# ---------------------------------------------------------------------------------------------
+
+_X = np.random.default_rng(20).normal(size=(2, 5, 3))
+_Y = np.random.default_rng(21).normal(size=(2, 5, 3))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_low_precision_tensors_give_the_value_of_their_rounded_values(framework: str, dtype: str) -> None:
+    torch = pytest.importorskip("torch")
+    t = getattr(torch, dtype)
+    # the tensors' own values, read back as float64 by torch itself: the expected inputs
+    xr, yr = (torch.tensor(a).to(t).to(torch.float64).numpy() for a in (_X, _Y))
+    expected = float(maskloss.mse(xr, yr))
+    if framework == "torch":
+        args: tuple[Any, ...] = (torch.tensor(_X).to(t), torch.tensor(_Y).to(t))
+    else:
+        jnp = pytest.importorskip("jax.numpy")
+        args = (jnp.asarray(xr, dtype=dtype), jnp.asarray(yr, dtype=dtype))
+    assert float(maskloss.mse(*args)) == expected
+
+
+@pytest.mark.parametrize("variant", ["requires_grad", "transposed", "int_mask"])
+def test_torch_tensor_variants_read_as_numpy(variant: str) -> None:
+    torch = pytest.importorskip("torch")
+    if variant == "requires_grad":
+        got = maskloss.mse(torch.tensor(_X, requires_grad=True), torch.tensor(_Y))
+        assert float(got) == float(maskloss.mse(_X, _Y))
+    elif variant == "transposed":
+        got = maskloss.mse(torch.tensor(_X).transpose(0, 1), torch.tensor(_Y).transpose(0, 1))
+        assert float(got) == float(maskloss.mse(_X.transpose(1, 0, 2), _Y.transpose(1, 0, 2)))
+    else:
+        got = maskloss.mse(_X, _Y, torch.tensor(MASK.astype(np.int64)))
+        assert float(got) == float(maskloss.mse(_X, _Y, MASK))
+
+
+@pytest.mark.parametrize("bad", ["complex_numpy", "complex_torch"])
+def test_complex_inputs_are_refused(bad: str) -> None:
+    if bad == "complex_torch":
+        torch = pytest.importorskip("torch")
+        arg: Any = torch.tensor([[1 + 1j]])
+    else:
+        arg = np.array([[1 + 1j]])
+    with pytest.raises(TypeError, match="real numbers"):
+        maskloss.mse(arg, np.ones((1, 1)))
+
+
+@pytest.mark.parametrize("mask", [np.full((2, 5), 0.5), np.full((2, 5), np.nan), np.full((2, 5), 2, np.uint8)])
+def test_masks_that_are_not_0_1_are_refused(mask: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="mask must hold only 0/1"):
+        maskloss.mse(_X, _Y, mask)
+
+
+def test_zero_d_inputs_are_refused_naming_the_argument() -> None:
+    with pytest.raises(ValueError, match="y_true"):
+        maskloss.mse(1.0, 2.0)
+
+
+@pytest.mark.parametrize("shape", [(0, 5, 3), (2, 0, 3)])
+def test_empty_batches_are_nan_as_0_over_0(shape: tuple[int, ...]) -> None:
+    assert np.isnan(float(maskloss.mse(np.zeros(shape), np.zeros(shape))))
+
+
+def test_sample_weight_nan_under_the_mask_and_negative_at_valid() -> None:
+    m = np.zeros((2, 5), bool)
+    m[:, :2] = True
+    assert float(maskloss.mse(_X, _Y, m, sample_weight=np.where(m, 1.0, np.nan))) == float(maskloss.mse(_X, _Y, m))
+    with pytest.raises(ValueError, match="sample_weight"):
+        maskloss.mse(_X, _Y, sample_weight=-np.ones((2, 5)))
+
+
+@pytest.mark.parametrize(("kw", "name"), [({"weight_normalization": "x"}, "weight_normalization"),
+                                          ({"reduction": "mean"}, "reduction")])
+def test_bad_loss_options_name_them(kw: dict[str, Any], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        maskloss.mse(_X, _Y, **kw)
