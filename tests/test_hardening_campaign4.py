@@ -17,6 +17,7 @@ The rest are attacks that found nothing, kept as regression guards.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -573,3 +574,77 @@ def test_sample_weight_nan_under_the_mask_and_negative_at_valid() -> None:
 def test_bad_loss_options_name_them(kw: dict[str, Any], name: str) -> None:
     with pytest.raises(ValueError, match=name):
         maskloss.mse(_X, _Y, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding 4: maskloss.dask / `maskloss evaluate` with predictions lacking the class axis blamed
+# y_true ("y_true must have shape (2,), got (2, 5)"); it now says what the in-memory loss says
+# ---------------------------------------------------------------------------------------------
+
+def test_dask_sparse_predictions_without_a_class_axis_are_named() -> None:
+    da = pytest.importorskip("dask.array")
+    from maskloss import dask as mdask
+
+    labels = np.zeros((2, 5), np.int64)
+    with pytest.raises(ValueError, match=r"y_pred must have shape y_true\.shape \+ \(classes,\)"):
+        mdask.evaluate(maskloss.sparse_categorical_crossentropy, da.from_array(labels),
+                          da.from_array(np.zeros((2, 5))), from_logits=True)
+
+
+def _evaluate(tmp: Any, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "maskloss", "evaluate", *argv], capture_output=True, text=True,
+                          timeout=120, cwd=tmp)
+
+
+@pytest.fixture
+def files(tmp_path: Any) -> Any:
+    rng = np.random.default_rng(30)
+    lab = rng.integers(0, 4, (2, 5))
+    np.save(tmp_path / "lab.npy", lab)
+    np.save(tmp_path / "lg.npy", rng.normal(size=(2, 5, 4)))
+    np.save(tmp_path / "garbage.npy", np.where(np.arange(5) >= 3, 99, lab))
+    np.save(tmp_path / "part.npy", np.arange(5)[None].repeat(2, 0) < 3)
+    np.save(tmp_path / "none.npy", np.zeros((2, 5), bool))
+    (tmp_path / "junk.npy").write_text("not numpy")
+    return tmp_path
+
+
+def test_evaluate_predictions_without_a_class_axis_one_line(files: Any) -> None:
+    r = _evaluate(files, "sparse_categorical_crossentropy", "lab.npy", "lab.npy", "--from-logits")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "y_pred must have shape" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["--label-smoothing", "nan"], ["--label-smoothing", "2"], ["--mask", "lg.npy"], ["--mask", "junk.npy"],
+])
+def test_evaluate_bad_options_and_files_one_line(files: Any, argv: list[str]) -> None:
+    r = _evaluate(files, "sparse_categorical_crossentropy", "lab.npy", "lg.npy", "--from-logits", *argv)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_evaluate_ignores_garbage_labels_under_the_mask(files: Any) -> None:
+    r = _evaluate(files, "sparse_categorical_crossentropy", "garbage.npy", "lg.npy", "--from-logits",
+                  "--mask", "part.npy", "--json")
+    assert r.returncode == 0, r.stderr
+    lab, lg, m = (np.load(files / n) for n in ("garbage.npy", "lg.npy", "part.npy"))
+    expected = float(maskloss.sparse_categorical_crossentropy(lab, lg, m, from_logits=True))
+    assert json.loads(r.stdout)["values"]["token_mean"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_evaluate_empty_mask_json_is_null_not_nan(files: Any) -> None:
+    r = _evaluate(files, "sparse_categorical_crossentropy", "lab.npy", "lg.npy", "--from-logits",
+                  "--mask", "none.npy", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["values"]["token_mean"] is None
+
+
+def test_evaluate_ignore_index_zero_is_kept(files: Any) -> None:
+    r = _evaluate(files, "sparse_categorical_crossentropy", "lab.npy", "lg.npy", "--from-logits",
+                  "--ignore-index", "0", "--json")
+    lab, lg = np.load(files / "lab.npy"), np.load(files / "lg.npy")
+    expected = float(maskloss.sparse_categorical_crossentropy(lab, lg, from_logits=True, ignore_index=0))
+    assert json.loads(r.stdout)["values"]["token_mean"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_evaluate_option_of_another_loss_is_refused(files: Any) -> None:
+    r = _evaluate(files, "mse", "lg.npy", "lg.npy", "--ignore-index", "0")
+    assert r.returncode == 1 and "ignore_index" in r.stderr and len(r.stderr.strip().splitlines()) == 1
