@@ -648,3 +648,45 @@ def test_evaluate_ignore_index_zero_is_kept(files: Any) -> None:
 def test_evaluate_option_of_another_loss_is_refused(files: Any) -> None:
     r = _evaluate(files, "mse", "lg.npy", "lg.npy", "--ignore-index", "0")
     assert r.returncode == 1 and "ignore_index" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts and strategies (found nothing)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("counts", [
+    {"tokens": 3, "nonempty_sequences": 3, "sequences": 2, "steps": 3},   # more non-empty than sequences
+    {"tokens": 3, "nonempty_sequences": 0, "sequences": 0, "steps": 3},   # tokens without sequences
+    {"tokens": 3, "nonempty_sequences": 2**53 + 1, "sequences": 2**53 + 1, "steps": 3},  # beyond the steps
+])
+def test_global_counts_impossible_combinations(counts: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="impossible counts"):
+        maskloss.GlobalCounts(**counts)
+
+
+@pytest.mark.parametrize("array", [[1, 2, 3], [[1, 2], [3, 4]]])
+def test_global_counts_from_array_wrong_shape(array: Any) -> None:
+    with pytest.raises(ValueError, match="4-vector"):
+        maskloss.GlobalCounts.from_array(array)
+
+
+def test_masked_totals_negative_denominator_refused_where_it_divides() -> None:
+    totals = maskloss.MaskedTotals.from_terms(np.ones((2, 3)), -np.ones((2, 3)))
+    with pytest.raises(ValueError, match="denominator"):
+        totals.value("token_mean")
+    with pytest.raises(TypeError, match=r"parts\[0\]"):
+        maskloss.MaskedTotals.concat([1, 2])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("kw", [{"kind": "x"}, {"kind": "sparse", "ignore_index": True},
+                                {"kind": "regression", "max_magnitude": float("nan")},
+                                {"kind": "regression", "max_magnitude": -1.0},
+                                {"kind": "regression", "max_batch": 0},
+                                {"kind": "regression", "min_steps": 5, "max_steps": 2}])
+def test_padded_batches_bad_bounds_fail_eagerly(kw: dict[str, Any]) -> None:
+    from hypothesis.errors import InvalidArgument
+
+    from maskloss import strategies
+
+    with pytest.raises((InvalidArgument, TypeError, ValueError)):
+        strategies.padded_batches(**kw)
