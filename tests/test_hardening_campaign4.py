@@ -11,6 +11,11 @@ here (each test fails without its fix):
   below the micro-batch's own float sum (``test_weighted_global_count_*``): the rule is now
   exact for whole-number counts, a relative ``COUNT_RTOL`` for weighted ones, shared with
   ``shard_scales``.
+- ``aggregate(global_count=10**400)`` (any post-training count or coefficient given as an int
+  beyond float64) raised a bare OverflowError; now a ValueError naming the argument.
+- ``maskloss.dask.evaluate`` / ``maskloss evaluate`` of the sparse cross-entropy with predictions
+  lacking the class axis blamed ``y_true`` with a wrong expected shape; now it names ``y_pred``
+  as the in-memory loss does.
 
 The rest are attacks that found nothing, kept as regression guards.
 """
