@@ -62,7 +62,7 @@ def test_token_logprobs_of_packed_rows_are_each_documents_own(batch, shift):
     padded = maskloss.token_logprobs(p.y_true, p.y_pred, p.mask, shift=shift)
     if shift < p.y_true.shape[1]:
         full = np.pad(padded, ((0, 0), (0, shift)))
-        moved = batch.packing.pack_array(full)[:, : batch.segment_ids.shape[1] - shift]
+        moved = batch.packing.pack_array(full)[:, : max(batch.segment_ids.shape[1] - shift, 0)]  # (B, 0) if s >= L
         _close(got, moved)
 
 
