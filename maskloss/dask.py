@@ -244,6 +244,12 @@ def _prepare(loss: Callable[..., Any], y_true: Any, y_pred: Any, mask: Any, opti
     letters = string.ascii_lowercase[: pred.ndim]
     steps_index = letters[:-1]
     if loss is sparse_categorical_crossentropy:
+        true_shape = tuple(int(n) for n in np.shape(y_true))
+        if true_shape != steps_shape:  # as the in-memory loss says it: y_pred may lack the class axis
+            raise ValueError(
+                f"y_pred must have shape y_true.shape + (classes,); got y_true {true_shape} and y_pred "
+                f"{tuple(int(n) for n in pred.shape)}"
+            )
         true = _align(y_true, "y_true", steps_shape, steps_chunks)
         true_index = steps_index
     else:

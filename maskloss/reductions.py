@@ -100,6 +100,21 @@ GIVEN_COUNTS: dict[str, tuple[str, ScalarReduction]] = {
     "constant": ("constant", "sum"),
     "global_token_mean": ("global_count", "token_mean"),
 }
+#: How far a given weighted count (``global_count=`` with ``sample_weight=``) may fall below the
+#: step's own before it is refused: float sums of the same weights in another order (per rank,
+#: per micro-batch) differ in the last bits. Unweighted counts are whole numbers: exact.
+COUNT_RTOL = 1e-9
+
+
+def count_below(given: float, own: float, *, weighted: bool) -> bool:
+    r"""Whether a given count is below the step's own ``own`` (weighted: by more than :data:`COUNT_RTOL`).
+
+    >>> count_below(2.9999999999999996, 3.0000000000000004, weighted=True), count_below(2.0, 3.0, weighted=False)
+    (False, True)
+    """
+    return given < own * (1.0 - COUNT_RTOL) if weighted else given < own
+
+
 #: Every mode of the table that gives a scalar: the scalar reductions, then the given-count modes.
 SCALAR_MODES: tuple[ScalarReduction | Aggregation, ...] = (*SCALAR_REDUCTIONS, "constant", "global_token_mean")
 assert tuple(COUNT_OF) == SCALAR_REDUCTIONS and tuple(GIVEN_COUNTS) == SCALAR_MODES[len(COUNT_OF) :]

@@ -42,8 +42,10 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 import numpy as np
 
 from maskloss import loss_options
+from maskloss._checks import check_mask
 from maskloss._types import LossValue as _LossValue
 from maskloss.pipeline import Pipeline
+from maskloss.reductions import segment_ids_for
 
 __all__ = [
     "BATCH_KINDS",
@@ -213,7 +215,7 @@ def _with_pipeline_options(build: Callable[..., Pipeline]) -> Callable[..., Pipe
                 f"option weight_normalization={weight_normalization!r} does not apply to maskloss.{build.__name__}: "
                 "it takes no sample_weight="
             )
-        pipeline = build(*args, **kwargs).with_segments(segment_ids)
+        pipeline = _build_segmented(build, signature, args, kwargs, segment_ids)
         return pipeline.with_options(
             scale=scale, weight_normalization=weight_normalization, sample_weight=kwargs.get("sample_weight")
         )
@@ -230,6 +232,64 @@ def _with_pipeline_options(build: Callable[..., Pipeline]) -> Callable[..., Pipe
     del optioned.__wrapped__
     loss_options.declare(build.__name__, ("scale", "weight_normalization") if weighted else ("scale",))
     return optioned
+
+
+def _build_segmented(
+    build: Callable[..., Pipeline], signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any],
+    segment_ids: Any,
+) -> Pipeline:
+    """``build(*args, **kwargs).with_segments(segment_ids)``, the segments' dropped steps masked first.
+
+    If the masked call fails but the plain one builds, ``segment_ids`` itself is wrong (its
+    shape): :meth:`Pipeline.with_segments` then names it. Otherwise the masked call's error
+    stands (it never concerns a step the segments drop).
+    """
+    if segment_ids is None:
+        return build(*args, **kwargs)
+    try:
+        masked = _mask_segments(signature, args, kwargs, segment_ids)
+        return build(*masked[0], **masked[1]).with_segments(segment_ids)
+    except (ValueError, TypeError) as error:
+        try:
+            plain = build(*args, **kwargs)
+        except (ValueError, TypeError):
+            raise error from None
+        return plain.with_segments(segment_ids)
+
+
+def _mask_segments(
+    signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any], segment_ids: Any
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``args``/``kwargs`` with ``mask`` also False where :meth:`Pipeline.with_segments` drops the step.
+
+    Steps at -1 (padding) and, with ``shift`` :math:`s`, labels whose predicting step lies in
+    another document never count: the loss's own checks (labels in range, ...) must not read
+    them either, so garbage under padding is ignored, never refused. Without a ``mask``
+    parameter, or when the call cannot be bound (its own error comes from ``build``), unchanged.
+    """
+    if "mask" not in signature.parameters:
+        return args, kwargs
+    try:
+        bound = signature.bind_partial(*args, **kwargs)
+    except TypeError:
+        return args, kwargs
+    seg = segment_ids_for(segment_ids, np.shape(segment_ids))
+    shift = bound.arguments.get("shift", 0)
+    s = shift if isinstance(shift, int) and not isinstance(shift, bool) and 0 < shift < seg.shape[-1] else 0
+    keep = seg >= 0
+    if s:  # label u is scored by the prediction at u - s: both in one document
+        before = np.zeros_like(keep)
+        before[..., s:] = (seg[..., :-s] >= 0) & (seg[..., s:] == seg[..., :-s])
+        keep = before
+    mask = bound.arguments.get("mask")
+    if mask is None:
+        bound.arguments["mask"] = keep
+    else:
+        given = np.asarray(mask)
+        if given.shape != keep.shape or given.dtype == object:
+            return args, kwargs  # the loss names the bad mask
+        bound.arguments["mask"] = check_mask(mask, keep.shape) & keep
+    return bound.args, bound.kwargs
 
 
 #: Appended to the docstring of every pipeline loss (the keywords :func:`_with_pipeline_options` adds).

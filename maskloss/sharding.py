@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_mask, check_sample_weight
 from maskloss._types import Aggregation, FloatArray, ScalarReduction
-from maskloss.reductions import GIVEN_COUNTS, SCALAR_MODES, MaskedTotals
+from maskloss.reductions import GIVEN_COUNTS, SCALAR_MODES, MaskedTotals, count_below
 
 __all__ = ["GRAD_REDUCTIONS", "SHARD_MODES", "Shard", "ShardLayout", "ShardScales", "shard_scales"]
 
@@ -358,7 +358,7 @@ def shard_scales(
         g, own = float(given), float(weight.sum())
         if not np.isfinite(g) or g <= 0:
             raise ValueError(f"global_count must be finite and > 0, got {global_count!r}")
-        if g < own * (1.0 - 1e-12):
+        if count_below(g, own, weighted=sample_weight is not None):
             raise ValueError(
                 f"global_count={global_count!r} is below this step's own {own:g} valid tokens; it counts the "
                 "valid tokens of every step it averages over (the generation batch)"

@@ -21,9 +21,12 @@ __all__ = ["check_mask", "check_reduction"]  # re-exported for the package's mod
 def _positive(value: object, name: str, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    x = float(value)
+    bound = ">= 0" if allow_zero else "> 0"
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond float64 (10**400)
+        raise ValueError(f"{name} must be finite and {bound}, got an int of {len(str(abs(value)))} digits") from None
     if not np.isfinite(x) or x < 0 or (x == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {bound}, got {x!r}")
     return x
 

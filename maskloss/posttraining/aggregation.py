@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from maskloss._types import Aggregation, ScalarReduction
 from maskloss.posttraining._common import _positive, _steps, _valid_values, check_mask, check_reduction
-from maskloss.reductions import GIVEN_COUNTS, overflow_free, reduce, segment_ids_for
+from maskloss.reductions import GIVEN_COUNTS, count_below, overflow_free, reduce, segment_ids_for
 
 #: Names accepted by :func:`aggregate`'s ``mode``: rows of the table of :mod:`maskloss.reductions`.
 AGGREGATIONS: tuple[Aggregation, ...] = typing.get_args(Aggregation)
@@ -34,9 +34,12 @@ def aggregate(
     length); ``global_count`` is the number of valid tokens of the whole optimiser step, all
     micro-batches and ranks, for ``mode="global_token_mean"`` (DAPO): summing the micro-batch
     values then gives the global token mean exactly (with ``sample_weight``, the weighted count
-    :math:`\sum m\,w` of the step). ``sample_weight`` (shape of the mask, ``(B,)`` or a scalar;
-    finite and >= 0 at valid steps) weighs each token as in :func:`maskloss.reduce`. Values at
-    masked steps are never read; non-finite values at valid steps are errors. ``"token_mean"`` and
+    :math:`\sum m\,w` of the step; a count below the micro-batch's own is refused, exactly for
+    whole-number counts and beyond a relative :data:`maskloss.reductions.COUNT_RTOL` for weighted
+    ones, whose float sums differ in the last bits by order). ``sample_weight`` (shape of the
+    mask, ``(B,)`` or a scalar; finite and >= 0 at valid steps) weighs each token as in
+    :func:`maskloss.reduce`. Values at masked steps are never read; non-finite values at valid
+    steps are errors. ``"token_mean"`` and
     ``"sequence_mean"`` of a batch with no valid token are NaN (0/0); ``"sequence_mean"`` leaves
     empty responses out of its count. ``segment_ids`` (packed rows, the mask's shape, -1 at
     padding; see :mod:`maskloss.segments`) makes every mode treat each document as one response,
@@ -86,7 +89,7 @@ def aggregate(
     divisor = _positive(count, keyword)
     if mode == "global_token_mean":
         local = reduce(valid, valid, reduction="sum", sample_weight=sample_weight)
-        if divisor < local:
+        if count_below(divisor, float(local), weighted=sample_weight is not None):
             own = int(local) if sample_weight is None else float(local)
             raise ValueError(
                 f"global_count={count!r} is below this micro-batch's own {own} valid tokens; it counts the "
