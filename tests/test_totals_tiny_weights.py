@@ -207,7 +207,8 @@ def test_ordinary_weights_keep_plain_sums_and_a_zero_exponent():
     # the fields are the plain sums of w * cw * loss, computed here by hand.
     y_true = np.array([[0, 1]])
     y_pred = np.array([[[0.5, 0.5], [0.25, 0.75]]])
-    t = totals_of(y_true, y_pred, np.ones((1, 2), bool), sample_weight=np.array([0.3]), class_weight=np.array([0.7, 0.1]))
+    mask = np.ones((1, 2), bool)
+    t = totals_of(y_true, y_pred, mask, sample_weight=np.array([0.3]), class_weight=np.array([0.7, 0.1]))
     assert t.exponent.tolist() == [0]
     assert t.numerator.tolist() == [0.3 * 0.7 * -math.log(0.5) + 0.3 * 0.1 * -math.log(0.75)]
     assert t.denominator.tolist() == [0.3 * 0.7 + 0.3 * 0.1]
