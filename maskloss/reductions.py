@@ -202,15 +202,22 @@ class MaskedTotals:
         return typing.cast(FloatArray, _unscaled(self.denominator, self.exponent))
 
     def _aligned(self) -> tuple[FloatArray, FloatArray, int]:
-        """``(N', D', top)`` with :math:`N_b = N'_b 2^{top}`: every sequence scaled to the largest exponent.
+        r"""``(N', D', top)`` with :math:`N_b = N'_b 2^{top}`: every sequence on one exponent.
 
-        The fields themselves (and ``top = 0``) when every exponent is 0, so no bit changes.
+        ``top`` brings the largest finite :math:`|N_b|, |D_b|` into :math:`[1/2, 1)` (an exact
+        power of two; a sequence of zeros or of exponent 0 does not set it), so only terms far
+        below the largest lose bits, as in any float sum. The fields themselves (and
+        ``top = 0``) when every exponent is 0, so no bit changes.
         """
         e = self.exponent
         if not e.size or not e.any():
             return self.numerator, self.denominator, 0
-        top = int(e.max())
-        with np.errstate(under="ignore"):
+        largest = np.maximum(np.abs(self.numerator), np.abs(self.denominator))
+        kept = np.isfinite(largest) & (largest > 0)
+        if not kept.any():
+            return self.numerator, self.denominator, 0
+        top = int((np.frexp(largest[kept])[1] + e[kept]).max())
+        with np.errstate(under="ignore", over="ignore"):
             return np.ldexp(self.numerator, e - top), np.ldexp(self.denominator, e - top), top
 
     @classmethod
