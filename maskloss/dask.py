@@ -34,7 +34,7 @@ import math
 import os
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from maskloss._checks import as_numeric, check_reduction
 from maskloss.losses import sparse_categorical_crossentropy
 from maskloss.pipeline import Pipeline
-from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, Reduction, ScalarReduction, power_of_two_scale
+from maskloss.reductions import SCALAR_REDUCTIONS, MaskedTotals, Reduction, ScalarReduction
 from maskloss.registry import pipeline_of, pipeline_transform
 
 #: A dask array (dask ships no type information).
@@ -72,6 +72,8 @@ _STATS_PAIRS = (7, 9, 11)
 _HEADROOM = 64
 #: The exponent a zero mantissa carries (below any float64's), so that it never sets the scale of a sum.
 _ZERO_EXPONENT = -(2.0**20)
+#: The smallest normal float64: a plain sum below it may have lost bits to underflow.
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 @dataclass(frozen=True)
@@ -129,9 +131,12 @@ class Summary:
         r"""Sum ``index`` (0: numerator, 1: denominator, 2: sequence ratios) as ``(m, e)``, the sum
         :math:`m\,2^e`: the plain sum when finite (``e = 0``), else the pair when kept."""
         plain = (self.numerator, self.denominator, self.sequence_ratios)[index]
-        if math.isfinite(plain) or self.scaled is None:
+        if self.scaled is None:
             return plain, 0
         mantissa, exponent = self.scaled[index]
+        # The plain sum unless it overflowed, or underflowed (0 or subnormal) where the pair did not.
+        if math.isfinite(plain) and (abs(plain) >= _TINY or mantissa == 0):
+            return plain, 0
         return (mantissa, int(exponent)) if math.isfinite(mantissa) else (plain, 0)
 
     def value(self, reduction: ScalarReduction) -> np.float64:
@@ -290,15 +295,14 @@ def _block_totals(loss: Callable[..., Any], names: list[str], options: dict[str,
     pipeline = pipeline_of(loss)(**kwargs, **options)  # type: ignore[misc]
     with np.errstate(over="ignore"):  # sums beyond float64 are redone scaled below
         totals: MaskedTotals = pipeline.totals()
-    n, d = totals.numerator, totals.denominator
-    n_pair, d_pair = _pair(n), _pair(d)
-    plain = np.isfinite(n) & np.isfinite(d)
-    if not plain.all():  # those sequences again from the weights times 2**-e (exact): finite where the true sums are
-        weight, exponent = power_of_two_scale(pipeline.weight)
+    n, d = totals.true_numerator, totals.true_denominator
+    n_pair, d_pair = _pair(totals.numerator, totals.exponent), _pair(totals.denominator, totals.exponent)
+    plain = np.isfinite(totals.numerator) & np.isfinite(totals.denominator)
+    if not plain.all():  # those sequences again, weights times 2**-e-headroom (exact): finite where the true sums are
         with np.errstate(over="ignore"):  # a term beyond float64 (an infinite loss) stays inf
-            scaled = replace(pipeline, weight=np.ldexp(weight, -_HEADROOM)).totals()
+            scaled = pipeline.totals(headroom=_HEADROOM)
         for pair, total in ((n_pair, scaled.numerator), (d_pair, scaled.denominator)):
-            m, e = _pair(total, exponent + _HEADROOM)
+            m, e = _pair(total, scaled.exponent)
             pair[0][~plain], pair[1][~plain] = m[~plain], e[~plain]
     batch, per_sequence = pipeline.valid.shape[0], math.prod(pipeline.valid.shape[1:])
     valid = pipeline.valid.reshape(batch, per_sequence).sum(axis=1).astype(np.float64)  # B = 0 is a shape too
@@ -346,9 +350,11 @@ def _merger(pairs: tuple[int, ...]) -> Callable[..., Any]:
 def _sequence_stats(seq: Any) -> Any:
     """Per-sequence contributions to the thirteen sums, from ``(b, 8)`` totals."""
     n, d, s, v, nm, ne, dm, de = (seq[:, i] for i in range(_N_TOTALS))
-    nonempty = d > 0
-    with np.errstate(over="ignore", invalid="ignore"):
-        ratio = np.where(nonempty, n / np.where(nonempty, d, 1.0), 0.0)
+    nonempty = (d > 0) | (dm > 0)  # dm > 0 also where the plain sum of tiny weights underflowed to 0
+    plain = d >= _TINY  # below: a subnormal or 0 plain D_b, N_b/D_b comes from the pairs
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        from_pairs = np.ldexp(nm / np.where(dm != 0, dm, 1.0), (ne - de).astype(np.int64))
+        ratio = np.where(nonempty, np.where(plain, n / np.where(plain, d, 1.0), from_pairs), 0.0)
         # N_b/D_b from the pairs: |nm/dm| < 2, so only its exponent can be out of range.
         rm, re = _pair(np.where(nonempty & (dm != 0), nm / np.where(dm != 0, dm, 1.0), 0.0), ne - de)
     return np.stack([n, d, s, np.ones_like(n), ratio, nonempty.astype(np.float64), v, nm, ne, dm, de, rm, re],

@@ -38,6 +38,7 @@ from maskloss.reductions import (
     segment_ids_for,
     totals_of_terms,
     unscale,
+    with_exponent,
 )
 
 __all__ = ["Pipeline", "per_step", "step_losses"]
@@ -241,10 +242,19 @@ class Pipeline:
         """The loss under ``reduction`` (an array of the steps' shape for ``"none"``)."""
         return self._reduce(step_losses(self.step, self.valid, *self.arrays))
 
-    def totals(self) -> MaskedTotals:
-        """The per-sequence numerator and denominator sums behind every scalar reduction."""
+    def totals(self, headroom: int = 0) -> MaskedTotals:
+        """The per-sequence numerator and denominator sums behind every scalar reduction.
+
+        They are summed on the weights brought near 1 (:meth:`_weight_scale`), as the direct
+        loss takes them, and times ``2**-headroom`` more (room for sums of huge terms): sums of
+        products such as ``1e-170 * 1e-170`` would underflow to 0 (or overflow to inf) and give
+        0/0 where the loss does not (:func:`maskloss.reductions.with_exponent`).
+        """
         losses = step_losses(self.step, self.valid, *self.arrays)
-        return self._totals(self._scaled(self.weight * losses), self._denominator_terms())
+        w, exponent = self._weight_scale()
+        if headroom:
+            w = np.ldexp(w, -headroom)
+        return with_exponent(self._totals(self._scaled(w * losses), self._denominator_terms(w)), exponent + headroom)
 
     def value_and_grad(self, out: np.ndarray[Any, Any] | None = None) -> tuple[np.float64, Any]:
         r"""The scalar loss and its gradient with respect to ``y_pred`` (float64, ``pred_shape``).

@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 import typing
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,7 +55,7 @@ import numpy.typing as npt
 
 from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
 from maskloss._deprecation import renamed_keyword
-from maskloss._types import Aggregation, FloatArray, LossValue, Reduction, ScalarReduction
+from maskloss._types import Aggregation, FloatArray, IntArray, LossValue, Reduction, ScalarReduction
 from maskloss.segments import check_segment_ids
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "renormalized_value",
     "segment_ids_for",
     "totals_of_terms",
+    "with_exponent",
 ]
 
 #: Sums along an axis (``ndarray.sum``'s ufunc without its Python wrapper: same bits, less overhead on small calls).
@@ -133,6 +134,12 @@ class MaskedTotals:
         :math:`D_b = \sum_t d_{bt}`.
     steps : ndarray, shape (B,)
         :math:`S_b`, the number of steps of sequence ``b``, padding included.
+    exponent : ndarray of int, shape (B,), optional
+        :math:`e_b`: the true sums are ``numerator * 2**exponent`` and
+        ``denominator * 2**exponent`` (default 0: the fields are the sums). A loss sets it
+        only for a sequence whose sums of weights brought near 1 (:func:`power_of_two_scale`)
+        would under- or overflow when multiplied back, so ordinary totals keep ``e_b = 0``;
+        read the true sums with :attr:`true_numerator` and :attr:`true_denominator`.
 
     Examples
     --------
@@ -151,9 +158,11 @@ class MaskedTotals:
     numerator: FloatArray
     denominator: FloatArray
     steps: FloatArray
+    exponent: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
 
     def __post_init__(self) -> None:
         """Refuse totals no loss can produce: they would give a wrong value, not an error."""
+        self._check_exponent()
         shape = None
         for name in ("numerator", "denominator", "steps"):
             raw = getattr(self, name)
@@ -180,6 +189,51 @@ class MaskedTotals:
         if den.size and np.isnan(den).any():
             bad = int(np.flatnonzero(np.isnan(den))[0])
             raise ValueError(f"MaskedTotals: denominator[{bad}] is nan (a sum of step weights)")
+
+    def _check_exponent(self) -> None:
+        """``exponent``: whole numbers of shape (B,), or the default empty array for all zeros."""
+        raw = self.exponent
+        if not isinstance(raw, np.ndarray) or raw.dtype.kind not in "biu":
+            raise TypeError(
+                f"MaskedTotals: exponent must be a numpy array of integers of shape (B,), got "
+                f"{type(raw).__name__} {raw!r:.60}"
+            )
+        batch = np.shape(self.numerator)
+        if raw.size == 0 and raw.ndim == 1 and batch != (0,):
+            object.__setattr__(self, "exponent", np.zeros(batch, dtype=np.intp))
+        elif raw.shape != batch:
+            raise ValueError(f"MaskedTotals: exponent must have the numerator's shape {batch}, got {raw.shape}")
+        elif raw.dtype != np.intp:
+            object.__setattr__(self, "exponent", raw.astype(np.intp))
+
+    @property
+    def true_numerator(self) -> FloatArray:
+        r""":math:`N_b` in float64: ``numerator * 2**exponent`` (+-inf or 0 beyond the float64 range)."""
+        return typing.cast(FloatArray, _unscaled(self.numerator, self.exponent))
+
+    @property
+    def true_denominator(self) -> FloatArray:
+        r""":math:`D_b` in float64: ``denominator * 2**exponent`` (inf or 0 beyond the float64 range)."""
+        return typing.cast(FloatArray, _unscaled(self.denominator, self.exponent))
+
+    def _aligned(self) -> tuple[FloatArray, FloatArray, int]:
+        r"""``(N', D', top)`` with :math:`N_b = N'_b 2^{top}`: every sequence on one exponent.
+
+        ``top`` brings the largest finite :math:`|N_b|, |D_b|` into :math:`[1/2, 1)` (an exact
+        power of two; a sequence of zeros or of exponent 0 does not set it), so only terms far
+        below the largest lose bits, as in any float sum. The fields themselves (and
+        ``top = 0``) when every exponent is 0, so no bit changes.
+        """
+        e = self.exponent
+        if not e.size or not e.any():
+            return self.numerator, self.denominator, 0
+        largest = np.maximum(np.abs(self.numerator), np.abs(self.denominator))
+        kept = np.isfinite(largest) & (largest > 0)
+        if not kept.any():
+            return self.numerator, self.denominator, 0
+        top = int((np.frexp(largest[kept])[1] + e[kept]).max())
+        with np.errstate(under="ignore", over="ignore"):
+            return np.ldexp(self.numerator, e - top), np.ldexp(self.denominator, e - top), top
 
     @classmethod
     def from_terms(cls, numerator_terms: FloatArray, denominator_terms: FloatArray) -> MaskedTotals:
@@ -272,6 +326,7 @@ class MaskedTotals:
             np.concatenate([p.numerator for p in items]),
             np.concatenate([p.denominator for p in items]),
             np.concatenate([p.steps for p in items]),
+            np.concatenate([p.exponent for p in items]),
         )
 
     def count(self, reduction: ScalarReduction) -> float:
@@ -297,7 +352,9 @@ class MaskedTotals:
         if name is None:
             return 1.0
         if name == "tokens":
-            return float(_add(self.denominator))
+            _, den, top = self._aligned()
+            with np.errstate(over="ignore"):  # a count beyond float64 is inf
+                return float(np.ldexp(_add(den), top))
         if name == "nonempty_sequences":
             return float(np.count_nonzero(self.denominator > 0))
         if name == "sequences":
@@ -324,22 +381,29 @@ class MaskedTotals:
         """
         with np.errstate(over="ignore"):  # a sum beyond float64 is redone scaled below, not warned about
             rule, den = self._rule(reduction, count)
+        numerator, denominator, top = self._aligned()
         if reduction == "sum" and count is None:
+            if top or self.exponent.any():  # the true sum as (mantissa, exponent), then to float64
+                total, exp = _scaled_total(numerator)
+                return _scaled_ratio((total, exp + top), (1.0, 0))
             with np.errstate(over="ignore"):  # a sum of finite terms beyond float64 is +-inf: the true value
                 return np.float64(float(_add(self.numerator)))
         if rule in SCALE_FREE_REDUCTIONS:
             self._check_denominators(reduction)
         den_total, den_exp = (den, 0)
         if rule == "token_mean" and count is None:
-            den_total, den_exp = _scaled_total(self.denominator)
+            den_total, den_exp = _scaled_total(denominator)
+            den_exp += top
         if rule == "sequence_mean":
             if den == 0:
                 return np.float64(np.nan)
             nonempty = self.denominator > 0
             with np.errstate(over="ignore"):  # a ratio beyond float64 is inf, as the true value is
+                # N_b / D_b: the sequence's exponent cancels
                 per_sequence = self.numerator[nonempty] / self.denominator[nonempty]
             return _scaled_ratio(_scaled_total(per_sequence), (den, 0))
-        return _scaled_ratio(_scaled_total(self.numerator), (den_total, den_exp))
+        num_total, num_exp = _scaled_total(numerator)
+        return _scaled_ratio((num_total, num_exp + top), (den_total, den_exp))
 
     def sequence_scale(self, reduction: ScalarReduction | Aggregation, *, count: float | None = None) -> FloatArray:
         r"""The derivative of the scalar loss with respect to each :math:`N_b`, shape (B,).
@@ -357,7 +421,11 @@ class MaskedTotals:
         if rule == "sequence_mean":
             nonempty = self.denominator > 0
             safe = np.where(nonempty, self.denominator, 1.0)
-            return np.where(nonempty, 1.0 / (safe * (den if den != 0 else 1.0)), 0.0)
+            return np.where(nonempty, _unscaled(1.0 / (safe * (den if den != 0 else 1.0)), -self.exponent), 0.0)
+        if rule == "token_mean" and count is None and self.exponent.any():
+            _, aligned, top = self._aligned()
+            total = _add(aligned)
+            return np.full(batch, _unscaled(np.float64(1.0 / total), -top) if total != 0 else 0.0)
         return np.full(batch, 1.0 / den if den != 0 else 0.0)
 
     def step_scale(
@@ -386,16 +454,23 @@ class MaskedTotals:
         if rule == "sequence_mean" and segment_ids is not None:
             seg = np.asarray(segment_ids)
             doc_den = np.where(seg >= 0, self.denominator[np.maximum(seg, 0)] if self.denominator.size else 0.0, 0.0)
+            doc_exp = np.where(seg >= 0, self.exponent[np.maximum(seg, 0)] if self.exponent.size else 0, 0)
             doc_den = doc_den.reshape(seg.shape + (1,) * (w.ndim - seg.ndim))
+            doc_exp = doc_exp.reshape(doc_den.shape)
             nonempty = doc_den > 0
             safe = np.where(nonempty, doc_den, 1.0)
-            return np.where(nonempty, w / safe / (den if den != 0 else 1.0), 0.0)
+            return np.where(nonempty, _unscaled(w / safe, -doc_exp) / (den if den != 0 else 1.0), 0.0)
         if rule == "sequence_mean":
             per_sequence = w.reshape(w.shape[0], int(np.prod(w.shape[1:])))
             nonempty = self.denominator > 0
             safe = np.where(nonempty, self.denominator, 1.0)
-            factors = np.where(nonempty[:, None], per_sequence / safe[:, None] / (den if den != 0 else 1.0), 0.0)
+            ratio = _unscaled(per_sequence / safe[:, None], -self.exponent[:, None])
+            factors = np.where(nonempty[:, None], ratio / (den if den != 0 else 1.0), 0.0)
             return factors.reshape(w.shape)
+        if rule == "token_mean" and count is None and self.exponent.any():
+            _, aligned, top = self._aligned()
+            total = _add(aligned)
+            return _unscaled(w / total, -top) if total != 0 else np.zeros_like(w)
         return w / den if den != 0 else np.zeros_like(w)
 
     def _check_denominators(self, reduction: str) -> None:
@@ -506,6 +581,37 @@ def totals_of_terms(
         np.asarray(denominator_terms, dtype=np.float64),
         np.asarray(segment_ids, dtype=np.int64),
         documents,
+    )
+
+
+def _unscaled(x: Any, exponent: Any) -> Any:
+    """``x * 2**exponent`` exactly where representable (``x`` itself where every exponent is 0)."""
+    e = np.asarray(exponent)
+    if not e.any():
+        return x
+    with np.errstate(over="ignore", under="ignore"):  # beyond float64: inf or 0, the nearest values
+        return np.ldexp(x, e)
+
+
+def with_exponent(scaled: MaskedTotals, exponent: int) -> MaskedTotals:
+    r"""The totals of sums ``scaled`` taken on weights multiplied by :math:`2^{-e}` (:func:`power_of_two_scale`).
+
+    A sequence whose sums multiply back exactly (neither under- nor overflows) keeps them
+    multiplied back, with exponent 0: the same numbers as sums of the unscaled weights, so
+    ordinary totals are unchanged. Only a sequence whose true sums leave the float64 range
+    (weights of ``1e-170 * 1e-170``) keeps its scaled sums and ``e`` as its exponent.
+    """
+    if exponent == 0 or not scaled.numerator.size:
+        return scaled
+    with np.errstate(over="ignore", under="ignore"):
+        num, den = np.ldexp(scaled.numerator, exponent), np.ldexp(scaled.denominator, exponent)
+        exact = (np.ldexp(num, -exponent) == scaled.numerator) & (np.ldexp(den, -exponent) == scaled.denominator)
+    exact |= ~(np.isfinite(scaled.numerator) & np.isfinite(scaled.denominator))  # nan/inf terms stay as they are
+    return MaskedTotals(
+        np.where(exact, num, scaled.numerator),
+        np.where(exact, den, scaled.denominator),
+        scaled.steps,
+        np.where(exact, 0, exponent).astype(np.intp),
     )
 
 

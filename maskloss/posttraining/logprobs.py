@@ -195,6 +195,6 @@ def sequence_logprobs(
     pipeline = _logprob_pipeline(labels, logits, mask, ignore_index, temperature, None, "none", softcap, shift)
     totals = pipeline.with_segments(segment_ids).totals()
     if not average:
-        return totals.numerator
-    nonempty = totals.denominator > 0
+        return totals.true_numerator
+    nonempty = totals.denominator > 0  # N_b / D_b: the sequence's exponent cancels
     return np.where(nonempty, totals.numerator / np.where(nonempty, totals.denominator, 1.0), np.nan)

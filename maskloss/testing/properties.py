@@ -351,7 +351,7 @@ class _Checker:
 
     def denominators(self, b: PaddedBatch) -> npt.NDArray[np.float64]:
         """Per-sequence denominators of ``like`` on ``b`` (its :class:`MaskedTotals`), once per batch."""
-        return self.totals(b).denominator
+        return self.totals(b).true_denominator
 
     def _totals_of(self, b: PaddedBatch) -> MaskedTotals:
         if self._totals is None:
