@@ -445,7 +445,8 @@ def kept_linear_section(path: str) -> str:
     """
     if not os.path.exists(path):
         return ""
-    text = open(path).read()
+    with open(path) as f:  # closed at once: an unclosed file is a ResourceWarning (an error in the suite)
+        text = f.read()
     if LINEAR_HEADING not in text:
         return ""
     rest = text.split(LINEAR_HEADING, 1)[1]

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 import maskloss
+from maskloss.testing import Bounds
 
 IGNORE = -100
 
@@ -239,7 +240,7 @@ GALLERY: tuple[Entry, ...] = (
           fixed_select_with_where, SPARSE, {"from_logits": True}, properties=("padding content",)),
     Entry("3. mean of per-sequence means as a token mean", bug_mean_of_sequence_means,
           bug_mean_of_sequence_means, SPARSE, {"from_logits": True},
-          fixed_options={"from_logits": True, "reduction": "sequence_mean", "all_masked": 0.0},
+          fixed_options={"from_logits": True, "reduction": "sequence_mean", "bounds": Bounds(all_masked=0.0)},
           properties=("agreement",)),
     Entry("4. label smoothing that counts ignored tokens", bug_smoothing_counts_ignored,
           fixed_smoothing_over_valid, SPARSE,
@@ -258,7 +259,7 @@ GALLERY: tuple[Entry, ...] = (
     Entry("9a. all-masked batch gives 0 where the convention says NaN", bug_clamped_count,
           bug_plain_count, SPARSE, {"from_logits": True}, properties=("all-masked batch",)),
     Entry("9b. all-masked batch gives NaN where the convention says 0", bug_plain_count,
-          bug_clamped_count, SPARSE, {"from_logits": True, "all_masked": 0.0},
+          bug_clamped_count, SPARSE, {"from_logits": True, "bounds": Bounds(all_masked=0.0)},
           properties=("all-masked batch",)),
 )
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 import maskloss
+from maskloss.testing import Bounds
 
 SPARSE = maskloss.sparse_categorical_crossentropy
 
@@ -216,7 +217,7 @@ CASES = [
         "d2l MaskedSoftmaxCELoss",
         d2l_masked_softmax_ce,
         SPARSE,
-        {"from_logits": True, "pad_label": 0},
+        {"from_logits": True, "bounds": Bounds(pad_label=0)},
         "padding amount",
         "denominator num_steps (padding counted)",
     ),
@@ -224,7 +225,7 @@ CASES = [
         "d2l MaskedSoftmaxCELoss (as element_mean)",
         d2l_masked_softmax_ce,
         SPARSE,
-        {"from_logits": True, "pad_label": 0, "reduction": "element_mean"},
+        {"from_logits": True, "bounds": Bounds(pad_label=0), "reduction": "element_mean"},
         "padding content",
         "NaN * 0 leaks through loss * mask",
     ),
@@ -232,7 +233,7 @@ CASES = [
         "AllenNLP sequence_cross_entropy_with_logits",
         allennlp_sequence_ce,
         SPARSE,
-        {"from_logits": True, "pad_label": 0, "reduction": "sequence_mean"},
+        {"from_logits": True, "bounds": Bounds(pad_label=0), "reduction": "sequence_mean"},
         "padding content",
         "NaN * 0 leaks through the weights",
     ),
@@ -280,7 +281,7 @@ CASES = [
         "verl value loss, token-mean",
         verl_value_loss_token_mean,
         maskloss.mse,
-        {"scale": 0.5, "min_features": 1, "max_features": 1},
+        {"scale": 0.5, "bounds": Bounds(min_features=1, max_features=1)},
         "agreement",
         "a tiny constant offset: mask.sum() + 1e-8 (then, with rtol=1e-7: NaN * 0 leaks)",
     ),
@@ -288,7 +289,7 @@ CASES = [
         "verl value loss, seq-mean-token-sum",
         verl_value_loss_seq_mean_token_sum,
         maskloss.mse,
-        {"scale": 0.5, "reduction": "batch_mean", "min_features": 1, "max_features": 1},
+        {"scale": 0.5, "reduction": "batch_mean", "bounds": Bounds(min_features=1, max_features=1)},
         "padding content",
         "NaN * 0 leaks through loss * mask",
     ),
@@ -317,7 +318,7 @@ CASES = [
             "label_smoothing": 0.1,
             "smoothing_rule": "others_except_pad",
             "smoothing_form": "kl",
-            "min_features": 3,
+            "bounds": Bounds(min_features=3),
         },
         "padding content",
         "the rule and form agree (eps/(C-2) without the pad class, KL); kl_div's 0 * output leaks NaN",
@@ -334,7 +335,7 @@ CASES = [
         "PyTorch chatbot tutorial maskNLLLoss",
         chatbot_mask_nll_objective,
         SPARSE,
-        {"from_logits": True, "pad_label": 0},
+        {"from_logits": True, "bounds": Bounds(pad_label=0)},
         "padding amount",
         "a sum of per-step means: a fully padded step is NaN, not T times the token mean",
     ),
@@ -350,7 +351,7 @@ CASES = [
         "Graph WaveNet masked_mae",
         graph_wavenet_masked_mae,
         maskloss.mae,
-        {"all_masked": 0.0},
+        {"bounds": Bounds(all_masked=0.0)},
         "passes",
         "correct on padded batches: where(isnan) after the product; 0 when nothing is valid",
     ),

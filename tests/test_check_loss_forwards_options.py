@@ -53,6 +53,8 @@ def test_scale_with_a_like_that_does_not_take_it_is_deprecated():
     def like(y_true, y_pred, mask=None, *, reduction="token_mean"):
         return maskloss.mse(y_true, y_pred, mask, reduction=reduction)
 
-    with pytest.warns(DeprecationWarning, match="scale=0.25"):
+    # a lambda-like custom like: check_loss also says, on purpose, that it cannot check split and recombine
+    with pytest.warns(DeprecationWarning, match="scale=0.25"), \
+            pytest.warns(UserWarning, match="split and recombine not checked for like='like'"):
         check_loss(_mse_sum_over(4.0), like, reduction="sum", scale=0.25, bounds=Bounds(kind="regression"),
                    max_examples=10)

@@ -14,7 +14,7 @@ pytest.importorskip("hypothesis")
 import maskloss
 import maskloss.testing.check as check_module
 import maskloss.testing.properties as properties_module
-from maskloss.testing import check_loss
+from maskloss.testing import Bounds, check_loss
 from maskloss.testing.tolerances import _compare
 
 
@@ -71,7 +71,7 @@ def _recording(monkeypatch):
 )
 def test_the_oracle_is_asked_once_about_each_batch(monkeypatch, like, options):
     oracles, totals = _recording(monkeypatch)
-    check_loss(lambda *a, **k: like(*a, **k, **options), like, weights=True, max_examples=30, **options)
+    check_loss(lambda *a, **k: like(*a, **k, **options), like, bounds=Bounds(weights=True), max_examples=30, **options)
     (oracle,) = oracles
     assert len(oracle.calls) > 30  # every example asks about several batches
     assert oracle.repeated() == 0

@@ -102,8 +102,9 @@ def test_summary_counts_are_the_batch_counts():
 
 @pytest.fixture(scope="module")
 def client():
+    # dashboard on any free port: None still asks for 8787, and distributed warns when it is taken
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB", dashboard_address=None,
+        n_workers=2, threads_per_worker=1, processes=True, memory_limit="1GiB", dashboard_address=":0",
         host="127.0.0.1",
     )
     with distributed.Client(cluster) as c:

@@ -154,7 +154,8 @@ def test_mirror_matches_trl_alpha_divergence_in_float32(alpha, loss_type, seed, 
     pytest.importorskip("trl")
     ours, theirs = _both(*_trl_case(seed, scale=scale), loss_type, 0.1, "alpha_divergence", alpha, np.float32)
     if math.isinf(theirs):  # ipo squares a clamped score of ~e^80: float32 overflows in TRL, float64 does not
-        assert loss_type == "ipo" and scale > 1 and ours > np.finfo(np.float32).max
+        # float(...): a Python float ours > a float32 max would cast ours to float32 and warn (overflow)
+        assert loss_type == "ipo" and scale > 1 and ours > float(np.finfo(np.float32).max)
         return
     assert ours == pytest.approx(theirs, rel=2e-5, abs=1e-6)
 

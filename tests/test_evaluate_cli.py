@@ -73,8 +73,9 @@ def test_unreachable_scheduler_fails_fast(files):
 def test_scheduler_on_a_running_cluster(files, capsys):
     distributed = pytest.importorskip("distributed")
     path, labels, logits, _ = files
+    # dashboard on any free port: None still asks for 8787, and distributed warns when it is taken
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                                  dashboard_address=None,
+                                  dashboard_address=":0",
                                   host="127.0.0.1") as cluster:
         code = main(["evaluate", "sparse_categorical_crossentropy", str(path / "labels.npy"),
                      str(path / "logits.npy"), "--from-logits", "--ignore-index", "-100", "--json",

@@ -65,10 +65,13 @@ def test_dpo_label_smoothing_numpy_scalar_is_accepted() -> None:
 def test_check_loss_options_are_validated_first(kwargs: dict[str, object], error: type[Exception], name: str) -> None:
     # rtol=-1/nan reported a "mismatch" of equal values, rtol="x" a format-code error, and
     # max_batch=2**40 could end in a 74 GiB MemoryError.
-    from maskloss.testing import check_loss
+    from maskloss.testing import Bounds, check_loss
 
+    options = dict(kwargs)  # the sizes are fields of Bounds (check_loss(max_batch=) is deprecated)
+    sizes = {k: options.pop(k) for k in ("max_batch", "max_steps") if k in options}
     with pytest.raises(error, match=name):
-        check_loss(maskloss.mae, maskloss.mae, max_examples=2, **kwargs)  # type: ignore[arg-type]
+        check_loss(maskloss.mae, maskloss.mae, max_examples=2, bounds=Bounds(**sizes) if sizes else None,  # type: ignore[arg-type]
+                   **options)
 
 
 def test_global_token_mean_refuses_a_count_below_the_valid_tokens() -> None:

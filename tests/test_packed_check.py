@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import maskloss
+from maskloss.testing import Bounds
 from maskloss.testing.packed_check import PackedCheckError, check_packed_loss
 
 torch = pytest.importorskip("torch")
@@ -178,4 +179,4 @@ def test_check_loss_forwards_its_checking_parameters_to_the_packed_check_and_ref
     # named parameters the packed check has no use for are refused, not dropped in silence
     with pytest.raises(ValueError, match=r"check_loss\(packed=\.\.\.\) does not take grad=.*, padding='left'"):
         maskloss_testing.check_loss(per_document_mean, SCCE, packed="position_ids", from_logits=True,
-                                    grad=per_document_mean, padding="left")
+                                    grad=per_document_mean, bounds=Bounds(padding="left"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import maskloss
-from maskloss.testing import LossCheckError, check_loss
+from maskloss.testing import Bounds, LossCheckError, check_loss
 from tests import real_code
 from tests.real_code import CASES
 
@@ -38,13 +38,13 @@ def test_each_real_loss_gets_its_verdict(case):
     ],
 )
 def test_an_epsilon_in_a_denominator_is_reported_as_a_tiny_offset(candidate, like, rtol):
-    options = {"scale": 0.5, "min_features": 1, "max_features": 1} if "verl" in candidate.__name__ else {}
+    options = {"scale": 0.5, "bounds": Bounds(min_features=1, max_features=1)} if "verl" in candidate.__name__ else {}
     with pytest.raises(LossCheckError) as info:
         check_loss(candidate, like, **options)
     assert info.value.property == "agreement"
     assert "tiny constant offset" in str(info.value)
     if "keras225" in candidate.__name__:  # selects with where: only the epsilon was wrong
-        check_loss(candidate, like, rtol=rtol, all_masked=0.0, **options)  # 0 / (0 + eps) = 0
+        check_loss(candidate, like, rtol=rtol, bounds=Bounds(all_masked=0.0), **options)  # 0 / (0 + eps) = 0
     else:  # the real finding behind the offset: NaN * 0 through the mask
         with pytest.raises(LossCheckError) as info:
             check_loss(candidate, like, rtol=rtol, **options)

@@ -10,6 +10,7 @@ import pytest
 import maskloss
 from maskloss.testing import (
     TOLERANCES,
+    Bounds,
     LossCheckError,
     assert_loss_close,
     check_loss,
@@ -107,7 +108,7 @@ def test_properties_are_sound_for_every_reduction(reduction):
     def candidate(labels, logits, mask, sample_weight=None):
         return SPARSE(labels, logits, mask, sample_weight=sample_weight, **options)
 
-    check_loss(candidate, SPARSE, weights=True, max_examples=25, **options)
+    check_loss(candidate, SPARSE, bounds=Bounds(weights=True), max_examples=25, **options)
 
 
 @pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
@@ -119,10 +120,11 @@ def test_class_weights_enter_the_micro_batch_weights(reduction):
     def candidate(labels, logits, mask, sample_weight=None):
         return SPARSE(labels, logits, mask, sample_weight=sample_weight, **options)
 
-    check_loss(candidate, SPARSE, weights=True, min_features=3, max_features=3, max_examples=25, **options)
+    check_loss(candidate, SPARSE, bounds=Bounds(weights=True, min_features=3, max_features=3), max_examples=25,
+               **options)
     with pytest.raises(LossCheckError):  # the same loss without class weights is told apart
         check_loss(lambda *a: SPARSE(*a, from_logits=True, reduction=reduction), SPARSE,
-                   min_features=3, max_features=3, max_examples=25, **options)
+                   bounds=Bounds(min_features=3, max_features=3), max_examples=25, **options)
 
 
 @pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean", "batch_mean", "element_mean", "sum"])
@@ -132,7 +134,7 @@ def test_split_and_recombine_weights(reduction):
     def candidate(y_true, y_pred, mask, sample_weight=None):
         return maskloss.mae(y_true, y_pred, mask, reduction=reduction, sample_weight=sample_weight)
 
-    check_loss(candidate, maskloss.mae, weights=True, reduction=reduction, max_examples=25)
+    check_loss(candidate, maskloss.mae, bounds=Bounds(weights=True), reduction=reduction, max_examples=25)
 
 
 @pytest.mark.parametrize("kind_loss", [maskloss.mae, maskloss.binary_crossentropy,
@@ -191,7 +193,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="dtype"):
         check_loss(np_sparse_ce, SPARSE, dtype="int8")
     with pytest.raises(TypeError, match="all_masked"):
-        check_loss(np_sparse_ce, SPARSE, all_masked="zero")
+        check_loss(np_sparse_ce, SPARSE, bounds=Bounds(all_masked="zero"))
     with pytest.raises(TypeError, match="callables"):
         check_loss(None, SPARSE)
     with pytest.raises(TypeError, match="seed"):
@@ -354,7 +356,7 @@ def test_reference_lowp_in_check_loss():
         return _manual_ce(labels, logits.float(), mask).half()
 
     # Measured: the default sizes find fp16_throughout's error within 5 examples, 2 x 3 within 16.
-    small = {"max_batch": 2, "max_steps": 3, "max_examples": 100}
+    small = {"bounds": Bounds(max_batch=2, max_steps=3), "max_examples": 100}
     check_loss(fp32_inside, SPARSE, adapter=torch_adapter, dtype="float16", from_logits=True, **small)
     check_loss(fp32_inside, SPARSE, adapter=torch_adapter, dtype="float16", reference_lowp=torch_ce,
                from_logits=True, **small)
@@ -396,7 +398,7 @@ def test_jax_candidate():
 
     # JAX computes in float32 by default: say so with dtype="float32".
     # JAX compiles for every new shape: jit, and keep the shapes few.
-    small = {"max_batch": 2, "max_steps": 2, "max_examples": 10}
+    small = {"bounds": Bounds(max_batch=2, max_steps=2), "max_examples": 10}
     check_loss(jax_ce, SPARSE, adapter=jax_adapter, dtype="float32", from_logits=True, **small)
     check_loss(jax_mse, maskloss.mse, adapter=jax_adapter, grad=jax_grad(jax_mse), dtype="float32",
                expected_grad=mse_grad_closed_form, **small)
@@ -447,7 +449,7 @@ def test_junk_labels_are_their_own_finding_and_pad_label_states_the_contract():
         check_loss(ce_at_every_step, SPARSE, from_logits=True, max_examples=20)
     assert info.value.property == "junk labels"
     assert "raised IndexError" in str(info.value) and "pad_label=" in str(info.value)
-    check_loss(ce_at_every_step, SPARSE, from_logits=True, pad_label=1, max_examples=20)
+    check_loss(ce_at_every_step, SPARSE, from_logits=True, bounds=Bounds(pad_label=1), max_examples=20)
 
     def also_times_mask(labels, logits, mask):  # the real finding behind the crash: NaN * 0
         lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -458,7 +460,7 @@ def test_junk_labels_are_their_own_finding_and_pad_label_states_the_contract():
         check_loss(also_times_mask, SPARSE, from_logits=True, max_examples=20)
     assert info.value.property == "padding content"
     with pytest.raises(LossCheckError) as info:
-        check_loss(also_times_mask, SPARSE, from_logits=True, pad_label=0, max_examples=20)
+        check_loss(also_times_mask, SPARSE, from_logits=True, bounds=Bounds(pad_label=0), max_examples=20)
     assert info.value.property == "padding content"
 
 
@@ -469,7 +471,7 @@ def test_pad_label_fills_every_padded_label():
         seen.append(np.unique(labels[~mask]))
         return np_sparse_ce(labels, logits, mask)
 
-    check_loss(spy, SPARSE, from_logits=True, pad_label=1, max_examples=20)
+    check_loss(spy, SPARSE, from_logits=True, bounds=Bounds(pad_label=1), max_examples=20)
     padded = np.concatenate(seen)
     assert padded.size and set(padded.tolist()) == {1}
 
@@ -485,16 +487,16 @@ def test_scale_states_a_constant_factor():
 
 def test_pad_label_and_scale_bad_input():
     with pytest.raises(ValueError, match=r"pad_label=2 is outside the classes.*\[0, 1\]"):
-        check_loss(np_sparse_ce, SPARSE, pad_label=2)
-    check_loss(np_sparse_ce, SPARSE, from_logits=True, pad_label=2, min_features=3, max_examples=2)
+        check_loss(np_sparse_ce, SPARSE, bounds=Bounds(pad_label=2))
+    check_loss(np_sparse_ce, SPARSE, from_logits=True, bounds=Bounds(pad_label=2, min_features=3), max_examples=2)
     with pytest.raises(ValueError, match=r"pad_label=-1 is outside"):
-        check_loss(np_sparse_ce, SPARSE, pad_label=-1)
+        check_loss(np_sparse_ce, SPARSE, bounds=Bounds(pad_label=-1))
     with pytest.raises(ValueError, match="pad_label=0 contradicts ignore_index=-100"):
-        check_loss(np_sparse_ce, SPARSE, pad_label=0, ignore_index=-100)
+        check_loss(np_sparse_ce, SPARSE, bounds=Bounds(pad_label=0), ignore_index=-100)
     with pytest.raises(ValueError, match=r"pad_label=0 applies only to sparse labels.*'regression'"):
-        check_loss(np_sparse_ce, maskloss.mse, pad_label=0)
+        check_loss(np_sparse_ce, maskloss.mse, bounds=Bounds(pad_label=0))
     with pytest.raises(TypeError, match=r"pad_label must be an int.*'0'"):
-        check_loss(np_sparse_ce, SPARSE, pad_label="0")
+        check_loss(np_sparse_ce, SPARSE, bounds=Bounds(pad_label="0"))
     with pytest.raises(ValueError, match=r"scale must be a finite non-?zero number.*nan"):
         check_loss(np_sparse_ce, SPARSE, scale=float("nan"))
     with pytest.raises(ValueError, match=r"scale must be.*got 0"):
@@ -506,7 +508,7 @@ def test_a_custom_like_says_split_and_recombine_is_not_checked():
         return SPARSE(labels, logits, mask, from_logits=True)
 
     with pytest.warns(UserWarning, match=r"split and recombine not checked for like='my_oracle'.*unknown"):
-        check_loss(np_sparse_ce, my_oracle, kind="sparse", max_examples=5)
+        check_loss(np_sparse_ce, my_oracle, bounds=Bounds(kind="sparse"), max_examples=5)
 
 
 def test_an_option_that_contradicts_like_is_named():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import maskloss
-from maskloss.testing import check_loss, jax_adapter, torch_adapter
+from maskloss.testing import Bounds, check_loss, jax_adapter, torch_adapter
 
 
 def test_float32_torch_loss_passes_at_default_settings() -> None:
@@ -63,8 +63,8 @@ def test_all_masked_not_applied_while_shifted_steps_are_valid() -> None:
     # Left padding: the padded step just before the first token predicts a valid label, so junk
     # there gives a real NaN in oracle and candidate alike. all_masked=0.0 once replaced that NaN
     # (valid steps remain) by 0 and reported a correct loss as broken.
-    check_loss(_shifted_ce, maskloss.sparse_categorical_crossentropy, shift=1, all_masked=0.0,
-               padding="left", from_logits=True, max_examples=40)
+    check_loss(_shifted_ce, maskloss.sparse_categorical_crossentropy, shift=1,
+               bounds=Bounds(all_masked=0.0, padding="left"), from_logits=True, max_examples=40)
 
 
 def test_all_masked_still_applies_when_nothing_is_valid() -> None:
@@ -74,5 +74,5 @@ def test_all_masked_still_applies_when_nothing_is_valid() -> None:
         return np.nan if not mask[:, 1:].any() else value
 
     with pytest.raises(AssertionError, match=r"expected value:  0\.0"):
-        check_loss(nan_when_empty, maskloss.sparse_categorical_crossentropy, shift=1, all_masked=0.0,
-                   padding="left", from_logits=True, max_examples=10)
+        check_loss(nan_when_empty, maskloss.sparse_categorical_crossentropy, shift=1,
+                   bounds=Bounds(all_masked=0.0, padding="left"), from_logits=True, max_examples=10)

@@ -222,17 +222,17 @@ def test_contradicting_options_are_named():
     with pytest.raises(ValueError, match=r"needs the option epsilon="):
         check_loss(cv.fairseq.label_smoothed_nll_loss, cv.fairseq.label_smoothed_nll_loss)
     with pytest.raises(ValueError, match=r"kind='dense' contradicts"):
-        check_loss(ce, ce, kind="dense")
+        check_loss(ce, ce, bounds=Bounds(kind="dense"))
     with pytest.raises(ValueError, match=r"shift=1 does not apply.*shifts the labels itself"):
         check_loss(cv.hf.for_causal_lm_loss, cv.hf.for_causal_lm_loss, shift=1)
     with pytest.raises(ValueError, match=r"weights=True does not apply to .*torch.cross_entropy"):
-        check_loss(ce, ce, weights=True)
+        check_loss(ce, ce, bounds=Bounds(weights=True))
     with pytest.raises(ValueError, match=r"grad= is not supported"):
         check_loss(ce, ce, grad=ce)
     with pytest.raises(ValueError, match=r"smoothing_rule='others' does not apply to .*a framework mirror"):
         check_loss(ce, ce, smoothing_rule="others")
     with pytest.raises(ValueError, match=r"pad_label=0 contradicts ignore_index=-100"):
-        check_loss(ce, ce, pad_label=0)
+        check_loss(ce, ce, bounds=Bounds(pad_label=0))
 
 
 @pytest.mark.parametrize(

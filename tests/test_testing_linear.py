@@ -13,12 +13,12 @@ from __future__ import annotations
 import pytest
 
 import maskloss
-from maskloss.testing import LossCheckError, check_loss, torch_adapter, torch_linear_grad
+from maskloss.testing import Bounds, LossCheckError, check_loss, torch_adapter, torch_linear_grad
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 IGNORE = -100
-FAST = {"max_examples": 15, "max_batch": 3, "max_steps": 5}
+FAST = {"max_examples": 15, "bounds": Bounds(max_batch=3, max_steps=5)}
 
 
 def _logits(h, weight, bias):
@@ -198,7 +198,7 @@ def test_catches_weight_gradient_accumulated_in_bfloat16(fixed):
     bf16 = {"adapter": lambda f: torch_adapter(f, dtype=torch.bfloat16)}
     kwargs = {"dtype": "bfloat16", "reference_lowp": naive_sum, "reference_lowp_grad": torch_linear_grad(naive_sum),
               "grad": torch_linear_grad(liger_830), "ignore_index": IGNORE, "reduction": "sum",
-              "max_examples": 15, "max_batch": 4, "max_steps": 40, "atol": 1e-3}
+              "max_examples": 15, "bounds": Bounds(max_batch=4, max_steps=40), "atol": 1e-3}
     if fixed:
         check_loss(liger_830, maskloss.linear_cross_entropy, **bf16, **kwargs)
     else:

@@ -11,7 +11,7 @@ import pytest
 import maskloss
 import maskloss.conventions as cv
 from maskloss.pointwise import SMOOTHING_FORMS, SMOOTHING_RULES
-from maskloss.testing import LossCheckError, check_loss
+from maskloss.testing import Bounds, LossCheckError, check_loss
 from maskloss.testing.oracles import smoothed_sparse
 from tests import real_code
 
@@ -123,7 +123,7 @@ def test_opennmt_agrees_and_its_only_finding_is_the_leak():
         return real_code.opennmt_label_smoothing_loss(target, np.where((target != 1)[..., None], logits, 0.0), mask)
 
     opts = dict(from_logits=True, ignore_index=1, reduction="sum", label_smoothing=0.1,
-                smoothing_rule="others_except_pad", smoothing_form="kl", min_features=3)
+                smoothing_rule="others_except_pad", smoothing_form="kl", bounds=Bounds(min_features=3))
     check_loss(opennmt_selected, SPARSE, **opts)
     with pytest.raises(LossCheckError) as info:
         check_loss(opennmt_selected, SPARSE, **{**opts, "smoothing_rule": "others"})
@@ -151,13 +151,13 @@ def test_smoothing_bad_input():
         check_loss(real_code.fairseq_label_smoothed_nll, SPARSE, label_smoothing=0.1, smoothing_form="kld")
     with pytest.raises(ValueError, match=r"'others_except_pad' excludes the pad class.*ignore_index=None"):
         check_loss(real_code.fairseq_label_smoothed_nll, SPARSE, label_smoothing=0.1,
-                   smoothing_rule="others_except_pad", min_features=3)
+                   smoothing_rule="others_except_pad", bounds=Bounds(min_features=3))
     with pytest.raises(ValueError, match=r"min_features >= 3, got min_features=None"):
         check_loss(real_code.fairseq_label_smoothed_nll, SPARSE, label_smoothing=0.1, ignore_index=1,
                    smoothing_rule="others_except_pad")
     with pytest.raises(ValueError, match=r"ignore_index=-100 to be a class"):
         check_loss(real_code.fairseq_label_smoothed_nll, SPARSE, label_smoothing=0.1, ignore_index=-100,
-                   smoothing_rule="others_except_pad", min_features=3)
+                   smoothing_rule="others_except_pad", bounds=Bounds(min_features=3))
     with pytest.raises(ValueError, match=r"class_weight"):
         check_loss(real_code.fairseq_label_smoothed_nll, SPARSE, label_smoothing=0.1, smoothing_rule="others",
-                   class_weight=[1.0, 2.0], min_features=2, max_features=2)
+                   class_weight=[1.0, 2.0], bounds=Bounds(min_features=2, max_features=2))

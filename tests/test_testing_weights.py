@@ -12,7 +12,7 @@ import pytest
 import maskloss
 import maskloss.conventions as cv
 from maskloss.reductions import WEIGHT_NORMALIZATIONS
-from maskloss.testing import LossCheckError, check_loss
+from maskloss.testing import Bounds, LossCheckError, check_loss
 from maskloss.testing.oracles import weight_normalized
 
 
@@ -83,14 +83,14 @@ def keras2_style(y_true, y_pred, mask, sample_weight=None):
 
 @pytest.mark.parametrize("weights", [True, "sequence", "step"])
 def test_check_loss_takes_each_normalization(weights):
-    check_loss(keras3_style, maskloss.mse, weights=weights, weight_normalization="numerator")
-    check_loss(keras2_style, maskloss.mse, weights=weights, weight_normalization="nonzero_fraction")
+    check_loss(keras3_style, maskloss.mse, bounds=Bounds(weights=weights), weight_normalization="numerator")
+    check_loss(keras2_style, maskloss.mse, bounds=Bounds(weights=weights), weight_normalization="nonzero_fraction")
     with pytest.raises(LossCheckError) as info:
-        check_loss(keras3_style, maskloss.mse, weights=weights, weight_normalization="weighted")
+        check_loss(keras3_style, maskloss.mse, bounds=Bounds(weights=weights), weight_normalization="weighted")
     assert info.value.property == "agreement"
     if weights == "step":  # padded weights count in nnz(w): K / nnz(w) != 1 on most batches
         with pytest.raises(LossCheckError):
-            check_loss(keras2_style, maskloss.mse, weights=weights, weight_normalization="numerator")
+            check_loss(keras2_style, maskloss.mse, bounds=Bounds(weights=weights), weight_normalization="numerator")
 
 
 def test_weights_sequence_and_step_draw_those_shapes():
@@ -100,10 +100,10 @@ def test_weights_sequence_and_step_draw_those_shapes():
         shapes.add(None if sample_weight is None else sample_weight.ndim)
         return maskloss.mse(y_true, y_pred, mask, sample_weight=sample_weight)
 
-    check_loss(spy, maskloss.mse, weights="sequence", max_examples=30)
+    check_loss(spy, maskloss.mse, bounds=Bounds(weights="sequence"), max_examples=30)
     assert shapes <= {None, 1} and 1 in shapes
     shapes.clear()
-    check_loss(spy, maskloss.mse, weights="step", max_examples=30)
+    check_loss(spy, maskloss.mse, bounds=Bounds(weights="step"), max_examples=30)
     assert shapes <= {None, 2} and 2 in shapes
 
 
@@ -111,11 +111,12 @@ def test_weight_bad_input():
     with pytest.raises(ValueError, match=r"weight_normalization='numerator' says how.*weights=False"):
         check_loss(keras3_style, maskloss.mse, weight_normalization="numerator")
     with pytest.raises(ValueError, match=r"weight_normalization must be one of .*'keras'"):
-        check_loss(keras3_style, maskloss.mse, weights=True, weight_normalization="keras")
+        check_loss(keras3_style, maskloss.mse, bounds=Bounds(weights=True), weight_normalization="keras")
     with pytest.raises(ValueError, match=r"needs a scalar reduction, not reduction='none'"):
-        check_loss(keras3_style, maskloss.mse, weights=True, weight_normalization="numerator", reduction="none")
+        check_loss(keras3_style, maskloss.mse, bounds=Bounds(weights=True), weight_normalization="numerator",
+                   reduction="none")
     with pytest.raises(ValueError, match=r"weights must be one of .*'tokens'"):
-        check_loss(keras3_style, maskloss.mse, weights="tokens")
+        check_loss(keras3_style, maskloss.mse, bounds=Bounds(weights="tokens"))
 
 
 def per_sequence_means(y_true, y_pred, mask):
@@ -129,9 +130,9 @@ def test_allow_empty_rows_false_generates_none():
     with pytest.raises(LossCheckError):
         check_loss(per_sequence_means, maskloss.mse, reduction="sequence_mean")
     with pytest.warns(UserWarning, match=r"all-masked batch not checked: allow_empty_rows=False"):
-        check_loss(per_sequence_means, maskloss.mse, reduction="sequence_mean", allow_empty_rows=False)
+        check_loss(per_sequence_means, maskloss.mse, reduction="sequence_mean", bounds=Bounds(allow_empty_rows=False))
     with pytest.raises(TypeError, match=r"allow_empty_rows must be True or False, got 'no'"):
-        check_loss(per_sequence_means, maskloss.mse, allow_empty_rows="no")
+        check_loss(per_sequence_means, maskloss.mse, bounds=Bounds(allow_empty_rows="no"))
 
 
 def test_no_warning_by_default():

@@ -17,7 +17,7 @@ pytest.importorskip("jax")
 keras = pytest.importorskip("keras")
 
 import maskloss  # noqa: E402
-from maskloss.testing import LossCheckError, check_loss  # noqa: E402
+from maskloss.testing import Bounds, LossCheckError, check_loss  # noqa: E402
 
 
 def keras_mse(y_true, y_pred, mask, sample_weight=None):
@@ -34,7 +34,8 @@ def test_real_keras3_is_the_numerator_rule(weights):
     assert keras.backend.backend() == "jax", (
         f"keras was imported with the {keras.backend.backend()} backend before this module; run with KERAS_BACKEND=jax")
     with pytest.raises(LossCheckError) as info:
-        check_loss(keras_mse, maskloss.mse, weights=weights, weight_normalization="numerator", max_examples=40)
+        check_loss(keras_mse, maskloss.mse, bounds=Bounds(weights=weights), weight_normalization="numerator",
+                   max_examples=40)
     assert info.value.property == "padding content", str(info.value)
 
     def keras_mse_selected(y_true, y_pred, mask, sample_weight=None):
@@ -42,8 +43,8 @@ def test_real_keras3_is_the_numerator_rule(weights):
         w = sample_weight if sample_weight is None or sample_weight.ndim == 1 else np.where(mask, sample_weight, 0)
         return keras_mse(np.where(m, y_true, 0.0), np.where(m, y_pred, 0.0), mask, w)
 
-    check_loss(keras_mse_selected, maskloss.mse, weights=weights, weight_normalization="numerator", all_masked=0.0,
-               max_examples=40)  # Keras: divide_no_nan, 0 when nothing is valid
+    check_loss(keras_mse_selected, maskloss.mse, bounds=Bounds(weights=weights, all_masked=0.0),
+               weight_normalization="numerator", max_examples=40)  # Keras: divide_no_nan, 0 when nothing is valid
     with pytest.raises(LossCheckError) as info:
-        check_loss(keras_mse_selected, maskloss.mse, weights=weights, max_examples=40)
+        check_loss(keras_mse_selected, maskloss.mse, bounds=Bounds(weights=weights), max_examples=40)
     assert info.value.property == "agreement", str(info.value)

@@ -14,6 +14,28 @@ import warnings
 import numpy as np
 
 
+def _shown(options: dict[str, object]) -> dict[str, object]:
+    """``options`` with ``bounds=Bounds(...)`` shown as ``bounds=Bounds(<the fields it changes>)``."""
+    import dataclasses
+
+    from maskloss.testing import Bounds
+
+    out = dict(options)
+    bounds = out.get("bounds")
+    if isinstance(bounds, Bounds):
+        changed = {f.name: getattr(bounds, f.name) for f in dataclasses.fields(bounds)
+                   if getattr(bounds, f.name) != getattr(Bounds(), f.name)}
+        out["bounds"] = _Spelled("Bounds(" + ", ".join(f"{k}={v!r}" for k, v in changed.items()) + ")")
+    return out
+
+
+class _Spelled(str):
+    """A string whose repr is itself (a call spelled out in the table)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def _row(case: object) -> str:
     from maskloss.testing import LossCheckError, check_loss
 
@@ -32,7 +54,8 @@ def _row(case: object) -> str:
     from tests.real_code import SOURCES
 
     source = SOURCES[candidate]
-    opts = ", ".join(f"`{k}={v!r}`" if not isinstance(v, float) else f"`{k}={v:.4g}`" for k, v in options.items())
+    shown = _shown(options)
+    opts = ", ".join(f"`{k}={v!r}`" if not isinstance(v, float) else f"`{k}={v:.4g}`" for k, v in shown.items())
     return f"| {name} | {source} | `{like.__name__}` {opts} | {verdict} | {case.finding} | {batch} | {seconds:.1f} s |"  # type: ignore[attr-defined]
 
 
