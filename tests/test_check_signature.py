@@ -203,7 +203,7 @@ def test_user_batches_find_the_bug_they_draw():
         return _mse(y_true, y_pred, mask) + (mask.shape[0] >= 6)
 
     check_loss(wrong_when_large, maskloss.mse, max_examples=20)  # the default bound (4 sequences) never sees it
-    large = padded_batches("regression", max_batch=8).filter(lambda b: b.mask.shape[0] >= 6)
+    large = padded_batches("regression", min_batch=6, max_batch=8)  # min_batch, not .filter: no rejected draws
     with pytest.raises(LossCheckError, match="agreement"):
         check_loss(wrong_when_large, maskloss.mse, batches=large, max_examples=20)
 
