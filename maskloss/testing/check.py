@@ -20,6 +20,7 @@ from maskloss import loss_options, registry
 from maskloss.loss_options import CONVENTION_OPTIONS
 from maskloss.strategies import PaddedBatch, padded_batches, round_to_bfloat16
 from maskloss.testing import linear_check
+from maskloss.testing._search import no_local_constants
 from maskloss.testing.batches import (
     _all_masked_batch,
     _junk_label_variants,
@@ -145,6 +146,8 @@ def _checker_side(like: Callable[..., Any], options: dict[str, Any]) -> dict[str
             out[key] = options.pop(key)
         else:
             value = options.pop(key)
+            if key == "scale":  # the one home of the check: TypeError for a non-number, ValueError for 0/inf/nan
+                loss_options.check_scale(value)
             _warn_deprecated(f"check_loss({key}={value!r}) with like={getattr(like, '__name__', like)!r}", instead)
             out[key] = value
     return out
@@ -266,7 +269,10 @@ def check_loss(
     derandomize : bool, default True
         Use hypothesis's fixed example sequence so that a test is reproducible (the
         sequence is derived from check_loss's own code, so it changes between maskloss
-        versions).
+        versions). It does not depend on what the caller has imported: hypothesis's
+        "local constants" (drawn from the imported modules) are switched off during the
+        search (:func:`maskloss.testing._search.no_local_constants`; with a hypothesis
+        version without those internals the plain behaviour applies).
     seed : int, optional
         Another reproducible sequence (``hypothesis.seed``); overrides ``derandomize``.
     dtype : {"float64", "float32", "float16", "bfloat16"}
@@ -391,8 +397,6 @@ def check_loss(
     weights, allow_empty_rows = bounds.weights, bounds.allow_empty_rows
     if grad is not None and reduction == "none":
         raise ValueError("grad= needs a scalar reduction, not reduction='none'")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale == 0:
-        raise ValueError(f"scale must be a finite nonzero number (the candidate is scale * like), got {scale!r}")
     wrap = adapter if adapter is not None else (lambda f: f)
     checker = _Checker(
         candidate=wrap(candidate),
@@ -474,7 +478,7 @@ def check_loss(
         )(given(strategy)(one_batch))
         if seed is not None:
             test = hypothesis.seed(seed)(test)
-        with _private_storage():
+        with _private_storage(), no_local_constants():  # the same batches whatever the caller imported
             test()
         with np.errstate(all="ignore"):
             base = _base_batch(checker, kind, weights)
