@@ -226,7 +226,9 @@ def resolve(
         from_logits=bool(options.get("from_logits", False)),
         like_call=f"maskloss.{name}({_fmt(call)})",
         denominator_of=denominator_of,
-        pure=registered,
+        # Keras 2's nonzero_fraction counts the weights at padded steps too (K / nnz(w)): the
+        # oracle reads padding by definition, so junk there is compared with the oracle on it
+        pure=registered and weight_normalization != "nonzero_fraction",
         splittable=registered,
         min_features=min_features,
         shift=shift,
