@@ -157,3 +157,11 @@ def test_linear_check_catches_the_wrong_smoothing_rule() -> None:
     with pytest.raises(LossCheckError):
         check_loss(uniform, maskloss.linear_cross_entropy, adapter=torch_adapter, label_smoothing=0.1,
                    smoothing_rule="others", bounds=Bounds(max_batch=3, max_steps=4), max_examples=15)
+
+
+def test_a_mirror_says_no_gradient_can_be_derived_and_what_to_use() -> None:
+    from maskloss import conventions as cv
+
+    ce = cv.torch.cross_entropy
+    with pytest.raises(ValueError, match=r"no expected gradient can be derived for a framework mirror.*maskloss loss"):
+        check_loss(ce, ce, grad=ce)

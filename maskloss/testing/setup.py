@@ -121,7 +121,13 @@ def _mirror(
             + ("the mirror shifts the labels itself" if spec.name.startswith("hf.") else "it is not a causal LM loss")
         )
     if grad is not None:
-        raise ValueError(f"grad= is not supported with {name}; check the gradient against a maskloss loss")
+        raise ValueError(
+            f"grad= is not supported with {name}: no expected gradient can be derived for a framework mirror "
+            "(its candidate is called in the framework's own shapes, and expected_grad= is not taken here); "
+            "check the gradient with like= the maskloss loss that states the same convention (e.g. "
+            "maskloss.sparse_categorical_crossentropy with from_logits=True, ignore_index=, label_smoothing=, "
+            "smoothing_rule=), which derives it"
+        )
     if weights and not spec.takes_weights:
         raise ValueError(f"weights={weights!r} does not apply to {name}: it takes no per-sequence or per-step weight")
     call_options = dict(options)
