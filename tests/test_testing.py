@@ -503,6 +503,18 @@ def test_pad_label_and_scale_bad_input():
         check_loss(np_sparse_ce, SPARSE, scale=0)
 
 
+def test_checker_side_scale_is_checked_by_loss_options():
+    """The deprecated checker-side scale= (a like that does not take scale) is checked by
+    maskloss.loss_options.check_scale, before the deprecation warning: TypeError for a non-number."""
+    def my_mse(y_true, y_pred, mask):
+        return maskloss.mse(y_true, y_pred, mask)
+
+    with pytest.raises(TypeError, match=r"scale must be a finite non-zero number.*got '2'"):
+        check_loss(my_mse, my_mse, bounds=Bounds(kind="regression"), scale="2")
+    with pytest.raises(ValueError, match=r"scale must be a finite non-zero number.*got inf"):
+        check_loss(my_mse, my_mse, bounds=Bounds(kind="regression"), scale=float("inf"))
+
+
 def test_a_custom_like_says_split_and_recombine_is_not_checked():
     def my_oracle(labels, logits, mask):
         return SPARSE(labels, logits, mask, from_logits=True)

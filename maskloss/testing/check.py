@@ -19,7 +19,8 @@ from hypothesis.strategies import SearchStrategy
 from maskloss import loss_options, registry
 from maskloss.loss_options import CONVENTION_OPTIONS
 from maskloss.strategies import PaddedBatch, padded_batches, round_to_bfloat16
-from maskloss.testing import linear_check
+from maskloss.testing import linear_check, oracles
+from maskloss.testing._search import no_local_constants
 from maskloss.testing.batches import (
     _all_masked_batch,
     _junk_label_variants,
@@ -71,7 +72,9 @@ def _private_storage() -> Iterator[None]:
         configuration.set_hypothesis_home_dir(previous)
 
 
-def _oracle_grad(like: Callable[..., Any]) -> Callable[..., Any]:
+def _oracle_grad(oracle: Callable[..., Any], like: Callable[..., Any]) -> Callable[..., Any]:
+    """d oracle / d y_pred, derived from the maskloss loss the oracle is (or carries, see
+    :func:`maskloss.testing.oracles.gradient_of`); else a ValueError saying to pass ``expected_grad=``."""
     try:
         from maskloss.gradients import value_and_grad  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
@@ -79,10 +82,29 @@ def _oracle_grad(like: Callable[..., Any]) -> Callable[..., Any]:
             "check_loss(grad=...) compares with maskloss.gradients.value_and_grad, which this version of "
             "maskloss does not have; pass expected_grad= (a callable returning the true gradient) instead"
         ) from exc
-    value_grad = value_and_grad(like)
+    loss, extra = oracles.gradient_of(oracle)
+    spec = registry.spec_of(loss)
+    name = getattr(like, "__name__", like)
+    if spec is None or not spec.grad:
+        raise ValueError(
+            f"check_loss(grad=...): no expected gradient can be derived for like={name!r}: "
+            + ("it is not" if loss is like else f"its oracle is built on {getattr(loss, '__name__', loss)!r}, not")
+            + f" one of maskloss's losses with a gradient ({', '.join(registry.names(grad=True))}); pass "
+            "expected_grad= (a callable with like's call shape returning d loss / d y_pred), or use such a "
+            "loss as like"
+        )
+    takes = loss_options.OPTIONS_OF.get(spec.name, ())
+    missing = [k for k in extra if k in _CHECKER_SIDE and k not in takes]  # partial keywords: the loss checks
+    if missing:
+        raise ValueError(
+            f"check_loss(grad=...): no expected gradient can be derived for like={name!r} with "
+            f"{', '.join(f'{k}={extra[k]!r}' for k in missing)}: maskloss.{spec.name} does not take it; pass "
+            "expected_grad= (a callable with like's call shape returning d loss / d y_pred)"
+        )
+    value_grad = value_and_grad(loss)
 
     def expected(*args: Any, **kwargs: Any) -> Any:
-        return value_grad(*args, **kwargs)[1]
+        return value_grad(*args, **kwargs, **extra)[1]
 
     return expected
 
@@ -145,6 +167,8 @@ def _checker_side(like: Callable[..., Any], options: dict[str, Any]) -> dict[str
             out[key] = options.pop(key)
         else:
             value = options.pop(key)
+            if key == "scale":  # the one home of the check: TypeError for a non-number, ValueError for 0/inf/nan
+                loss_options.check_scale(value)
             _warn_deprecated(f"check_loss({key}={value!r}) with like={getattr(like, '__name__', like)!r}", instead)
             out[key] = value
     return out
@@ -266,7 +290,10 @@ def check_loss(
     derandomize : bool, default True
         Use hypothesis's fixed example sequence so that a test is reproducible (the
         sequence is derived from check_loss's own code, so it changes between maskloss
-        versions).
+        versions). It does not depend on what the caller has imported: hypothesis's
+        "local constants" (drawn from the imported modules) are switched off during the
+        search (:func:`maskloss.testing._search.no_local_constants`; with a hypothesis
+        version without those internals the plain behaviour applies).
     seed : int, optional
         Another reproducible sequence (``hypothesis.seed``); overrides ``derandomize``.
     dtype : {"float64", "float32", "float16", "bfloat16"}
@@ -358,7 +385,10 @@ def check_loss(
         return check_packed_loss(candidate, like, max_examples=max_examples, rtol=rtol, atol=atol,
                                  derandomize=derandomize, seed=seed, **options)
     if linear_check.is_linear(like):  # hidden states and a head's weight, not logits: its own module
-        conventions = {k: options[k] for k in CONVENTION_OPTIONS if k in options}
+        # smoothing_rule= / smoothing_form= go to linear_cross_entropy (the oracle computes them);
+        # shift= is still refused: the linear check's padding properties do not know the shift yet
+        conventions = {k: options[k] for k in CONVENTION_OPTIONS if k in options
+                       and k not in ("smoothing_rule", "smoothing_form")}
         _refuse_changed(
             "check_loss(like=linear_cross_entropy)", bounds, ("kind", "pad_label", "weights"), batches=batches,
             known=known, scale=scale, weight_normalization=weight_normalization, expected_grad=expected_grad,
@@ -391,14 +421,12 @@ def check_loss(
     weights, allow_empty_rows = bounds.weights, bounds.allow_empty_rows
     if grad is not None and reduction == "none":
         raise ValueError("grad= needs a scalar reduction, not reduction='none'")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale == 0:
-        raise ValueError(f"scale must be a finite nonzero number (the candidate is scale * like), got {scale!r}")
     wrap = adapter if adapter is not None else (lambda f: f)
     checker = _Checker(
         candidate=wrap(candidate),
         grad=None if grad is None else wrap(grad),
         oracle=setup.oracle,
-        oracle_grad=None if grad is None else (expected_grad or _oracle_grad(setup.oracle)),
+        oracle_grad=None if grad is None else (expected_grad or _oracle_grad(setup.oracle, like)),
         reference_lowp=None if reference_lowp is None else wrap(reference_lowp),
         options=setup.options,
         reduction=reduction,
@@ -474,7 +502,7 @@ def check_loss(
         )(given(strategy)(one_batch))
         if seed is not None:
             test = hypothesis.seed(seed)(test)
-        with _private_storage():
+        with _private_storage(), no_local_constants():  # the same batches whatever the caller imported
             test()
         with np.errstate(all="ignore"):
             base = _base_batch(checker, kind, weights)

@@ -9,6 +9,7 @@ than taken from the losses' pipeline, so it is an independent reading of that ru
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from maskloss import pointwise
 from maskloss.accumulation import masked_totals
 from maskloss.reductions import MaskedTotals, Reduction, reduce, renormalized_value
 
-__all__ = ["smoothed_sparse", "weight_normalized"]
+__all__ = ["gradient_of", "smoothed_sparse", "weight_normalized"]
 
 
 def _log_probabilities(pred: npt.NDArray[np.float64], from_logits: bool) -> npt.NDArray[np.float64]:
@@ -104,7 +105,28 @@ def weight_normalized(like: Callable[..., Any], normalization: str) -> Callable[
         return renormalized_value(weighted, unweighted, reduction, normalization, sample_weight)
 
     oracle.__name__ = getattr(like, "__name__", "like")
+    # The gradient it carries: like's own weight_normalization= (every maskloss loss with
+    # sample_weight= takes it), read by check_loss(grad=) through :func:`gradient_of`.
+    setattr(oracle, _GRADIENT, (like, {"weight_normalization": normalization}))
     return oracle
+
+
+#: The attribute an oracle carries its differentiable form in: (a maskloss loss, options for it).
+_GRADIENT = "maskloss_gradient_of"
+
+
+def gradient_of(oracle: Callable[..., Any]) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The maskloss loss and extra options whose gradient is ``oracle``'s: ``oracle`` itself with no
+    options, the loss and keywords of a ``functools.partial`` of one (no positional arguments), or
+    the one it carries (:func:`weight_normalized`)."""
+    if isinstance(oracle, functools.partial) and not oracle.args:  # partial(maskloss.mse, reduction="sum")
+        inner, extra = gradient_of(oracle.func)
+        return inner, {**extra, **oracle.keywords}
+    carried = getattr(oracle, _GRADIENT, None)
+    if carried is None:
+        return oracle, {}
+    like, extra = carried
+    return like, dict(extra)
 
 
 def denominator(totals: MaskedTotals, reduction: str) -> float:

@@ -121,7 +121,13 @@ def _mirror(
             + ("the mirror shifts the labels itself" if spec.name.startswith("hf.") else "it is not a causal LM loss")
         )
     if grad is not None:
-        raise ValueError(f"grad= is not supported with {name}; check the gradient against a maskloss loss")
+        raise ValueError(
+            f"grad= is not supported with {name}: no expected gradient can be derived for a framework mirror "
+            "(its candidate is called in the framework's own shapes, and expected_grad= is not taken here); "
+            "check the gradient with like= the maskloss loss that states the same convention (e.g. "
+            "maskloss.sparse_categorical_crossentropy with from_logits=True, ignore_index=, label_smoothing=, "
+            "smoothing_rule=), which derives it"
+        )
     if weights and not spec.takes_weights:
         raise ValueError(f"weights={weights!r} does not apply to {name}: it takes no per-sequence or per-step weight")
     call_options = dict(options)
@@ -226,7 +232,9 @@ def resolve(
         from_logits=bool(options.get("from_logits", False)),
         like_call=f"maskloss.{name}({_fmt(call)})",
         denominator_of=denominator_of,
-        pure=registered,
+        # Keras 2's nonzero_fraction counts the weights at padded steps too (K / nnz(w)): the
+        # oracle reads padding by definition, so junk there is compared with the oracle on it
+        pure=registered and weight_normalization != "nonzero_fraction",
         splittable=registered,
         min_features=min_features,
         shift=shift,
