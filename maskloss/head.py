@@ -44,6 +44,7 @@ __all__ = [
     "head_cross_entropy",
     "head_grad",
     "logsumexp",
+    "shift_overflowed_rows",
     "softcap",
     "softcap_grad",
     "through_head",
@@ -120,10 +121,41 @@ def apply_head(
     >>> apply_head(np.array([[2.0, -4.0]]), temperature=2.0)
     array([[ 1., -2.]])
     """
-    if out is None:
-        return softcap(np.asarray(logits, dtype=np.float64) / temperature, cap)
-    np.divide(logits, temperature, out=out)
+    # x / T beyond float64 is +-inf, which the softcap brings to +-c exactly (its true value);
+    # without a softcap :func:`through_head` recomputes such rows shifted by their maximum.
+    with np.errstate(over="ignore"):
+        if out is None:
+            return softcap(np.asarray(logits, dtype=np.float64) / temperature, cap)
+        np.divide(logits, temperature, out=out)
     return softcap(out, cap, out=out)
+
+
+def shift_overflowed_rows(
+    logits: FloatArray, h: FloatArray, temperature: float
+) -> tuple[FloatArray, FloatArray | None]:
+    r"""Rows whose :math:`x / T` overflowed while :math:`x` is finite, as :math:`(x - \max x) / T`.
+
+    A softmax loss of a row does not change when the row is shifted, so those rows keep their
+    true value (logits of ``1.8e308`` at :math:`T = 1/2` give :math:`\log 2`, not ``nan``);
+    the second result is each row's offset :math:`\max x / T` (0 elsewhere, ``inf`` when it
+    overflows), which the z-loss adds back. ``None`` when no row overflowed: every other row
+    keeps its bits.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    if x.ndim != 2:
+        return h, None
+    with np.errstate(invalid="ignore"):
+        rows = (np.isinf(h) & np.isfinite(x)).any(axis=-1) & ~(np.isposinf(x) | np.isnan(x)).any(axis=-1)
+    if not rows.any():
+        return h, None
+    picked = x[rows]
+    top = picked.max(axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):
+        h = np.array(h, dtype=np.float64)
+        h[rows] = (picked - top) / temperature
+        offset = np.zeros(x.shape[0])
+        offset[rows] = top[:, 0] / temperature
+    return h, offset
 
 
 def head_grad(
@@ -213,21 +245,25 @@ def z_loss_terms(logits: FloatArray, z: float) -> FloatArray:
 
 def z_loss_from_lse(lse: FloatArray, z: float) -> FloatArray:
     r""":math:`z \operatorname{lse}^2` from the rows' log-sum-exp (as :func:`z_loss_terms`)."""
-    out: FloatArray = z * lse * lse
+    with np.errstate(over="ignore"):  # beyond float64 it is +inf, the true value saturated
+        out: FloatArray = z * lse * lse
     return out
 
 
 def z_loss_slope(lse: FloatArray, z: float) -> FloatArray:
     r""":math:`\partial (z \operatorname{lse}^2) / \partial \operatorname{lse} = 2 z \operatorname{lse}`;
     times :math:`\operatorname{softmax}(h)` it is the z-loss's gradient (:func:`z_loss_grad`)."""
-    out: FloatArray = (2.0 * z) * lse
+    with np.errstate(over="ignore"):  # beyond float64 it is +-inf, the true value saturated
+        out: FloatArray = (2.0 * z) * lse
     return out
 
 
 def z_loss_grad(logits: FloatArray, z: float) -> FloatArray:
     r"""Gradient of :func:`z_loss_terms`: :math:`2 z \operatorname{lse}(h) \operatorname{softmax}(h)`."""
     _, p = log_softmax_and_softmax(np.asarray(logits, dtype=np.float64))
-    p *= z_loss_slope(logsumexp(logits), z)[:, None]
+    slope = z_loss_slope(logsumexp(logits), z)[:, None]
+    with np.errstate(over="ignore"):  # an infinite slope times a probability of 0 is 0, not nan
+        np.multiply(p, slope, out=p, where=p != 0)
     return p
 
 
@@ -304,7 +340,12 @@ def through_head(
     array([3.55989456])
     """
     h = apply_head(logits, temperature=temperature, cap=cap)
+    offset = None
+    if cap is None and temperature < 1.0:
+        h, offset = shift_overflowed_rows(logits, h, temperature)
     out = row_loss(h, grad)
+    if offset is not None and z:  # the z-loss is not shift-invariant: lse of the true row
+        return _with_shifted_z_loss(out, h, offset, z, grad, temperature)
     if not grad:
         return out + z_loss_terms(h, z) if z else out
     loss, g = out
@@ -312,3 +353,17 @@ def through_head(
         loss = loss + z_loss_terms(h, z)
         g = g + z_loss_grad(h, z)
     return loss, head_grad(h, g, temperature=temperature, cap=cap)
+
+
+def _with_shifted_z_loss(out: Any, h: FloatArray, offset: FloatArray, z: float, grad: bool, temperature: float) -> Any:
+    """:func:`through_head`'s z-loss on rows shifted by ``offset`` (:func:`shift_overflowed_rows`)."""
+    with np.errstate(over="ignore"):
+        lse = logsumexp(h) + offset
+        terms = z_loss_from_lse(lse, z)
+    if not grad:
+        return out + terms
+    loss, g = out
+    _, p = log_softmax_and_softmax(h)
+    with np.errstate(over="ignore", invalid="ignore"):  # an infinite slope times a probability of 0 is 0
+        zg = np.multiply(p, z_loss_slope(lse, z)[:, None], out=np.zeros_like(p), where=p > 0)
+    return loss + terms, head_grad(h, g + zg, temperature=temperature)
