@@ -121,12 +121,13 @@ def apply_head(
     >>> apply_head(np.array([[2.0, -4.0]]), temperature=2.0)
     array([[ 1., -2.]])
     """
-    # x / T beyond float64 is +-inf, which the softcap brings to +-c exactly (its true value);
-    # without a softcap :func:`through_head` recomputes such rows shifted by their maximum.
-    with np.errstate(over="ignore"):
-        if out is None:
-            return softcap(np.asarray(logits, dtype=np.float64) / temperature, cap)
-        np.divide(logits, temperature, out=out)
+    if out is None:
+        # x / T beyond float64 is +-inf, which the softcap brings to +-c exactly (its true value);
+        # without a softcap :func:`through_head` recomputes such rows shifted by their maximum.
+        with np.errstate(over="ignore"):
+            scaled = np.asarray(logits, dtype=np.float64) / temperature
+        return softcap(scaled, cap)
+    np.divide(logits, temperature, out=out)  # linear CE's tiles: an overflow still warns there
     return softcap(out, cap, out=out)
 
 
