@@ -46,7 +46,7 @@ import numpy.typing as npt
 from maskloss._checks import as_numeric, check_mask, check_reduction, check_sample_weight
 from maskloss._types import FloatArray, ScalarReduction
 from maskloss.pipeline import Pipeline
-from maskloss.reductions import COUNT_OF, SCALAR_REDUCTIONS, MaskedTotals
+from maskloss.reductions import COUNT_OF, SCALAR_REDUCTIONS, MaskedTotals, count_below
 from maskloss.registry import pipeline_transform
 
 __all__ = ["GlobalCounts", "masked_totals", "micro_batch_value_and_grad"]
@@ -269,8 +269,10 @@ class GlobalCounts:
         name = COUNT_OF[reduction]
         if name is None or (name == "steps" and not totals.steps.any()):
             return
-        local = totals.count(reduction)
-        if local > getattr(self, name) * (1 + 1e-9):
+        local, given = float(totals.count(reduction)), float(getattr(self, name))
+        # The one rule of maskloss.reductions.count_below: whole numbers exactly, a weighted
+        # (fractional) count within COUNT_RTOL of a float sum in another order.
+        if count_below(given, local, weighted=not (local.is_integer() and given.is_integer())):
             raise ValueError(
                 f"counts.{name}={getattr(self, name)} is smaller than this micro-batch's own {local}: "
                 "counts must be summed over every micro-batch and rank of the optimizer step"

@@ -90,3 +90,28 @@ def test_integer_totals_are_read_as_float64() -> None:
     assert totals.numerator.dtype == np.float64
     assert totals.value("token_mean") == 4 / 3
     assert maskloss.MaskedTotals.concat([totals, totals]).value("sum") == 8.0
+
+
+def test_whole_number_global_counts_are_compared_exactly() -> None:
+    # One rule with aggregate and shard_scales (maskloss.reductions.count_below): a micro-batch of
+    # 10**10 + 1 tokens under a global count of 10**10 means the counts were not summed. The old
+    # relative 1e-9 let it pass (it allowed up to 10 tokens too few at this size).
+    big = 10.0**10 + 1
+    totals = maskloss.MaskedTotals(np.array([0.0]), np.array([big]), np.array([big]))
+    short = maskloss.GlobalCounts(tokens=big - 1, nonempty_sequences=1, sequences=1, steps=big)
+    with pytest.raises(ValueError, match=r"counts.tokens=.* is smaller than this micro-batch's own"):
+        short.loss(totals, "token_mean")
+    exact = maskloss.GlobalCounts(tokens=big, nonempty_sequences=1, sequences=1, steps=big)
+    assert exact.loss(totals, "token_mean") == 0.0
+
+
+def test_a_weighted_global_count_one_ulp_below_is_accepted() -> None:
+    # Ten weights of 0.1: summed left to right 0.9999999999999999, by numpy's pairwise sum 1.0.
+    weights = [0.1] * 10
+    in_order = 0.0
+    for w in weights:
+        in_order += w
+    totals = maskloss.MaskedTotals(np.array([0.5]), np.array([float(np.sum(weights))]), np.array([10.0]))
+    counts = maskloss.GlobalCounts(tokens=in_order, nonempty_sequences=1, sequences=1, steps=10)
+    assert in_order < float(np.sum(weights))
+    assert counts.loss(totals, "token_mean") == pytest.approx(0.5)
