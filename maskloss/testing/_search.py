@@ -13,11 +13,14 @@ the plain behaviour (constants from the imported modules) applies.
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-__all__ = ["no_local_constants"]
+__all__ = ["isolated_search", "no_local_constants"]
 
 _lock = threading.Lock()
 _depth = [0]
@@ -74,3 +77,35 @@ def no_local_constants() -> Iterator[None]:
             if _depth[0] == 0:
                 providers._get_local_constants = _saved.pop()
                 _clear_cache(providers)
+
+
+@contextlib.contextmanager
+def _private_storage() -> Iterator[None]:
+    """Keep hypothesis's files out of the user's working directory while check_loss runs.
+
+    ``database=None`` is not enough: hypothesis caches the constants it reads from local
+    modules (its "local constants" for generation) under ``storage_directory("constants")``,
+    whose default home is ``.hypothesis/`` in the current directory. Unless the user chose
+    a home (``HYPOTHESIS_STORAGE_DIRECTORY`` or ``set_hypothesis_home_dir``), point it at a
+    directory under the system temp dir for the duration of the check and restore it after.
+    """
+    from hypothesis import configuration
+
+    key = "__hypothesis_home_directory"
+    previous = vars(configuration).get(key)
+    if previous is not None or os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        yield  # the user's own choice of storage: leave it alone
+        return
+    configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "maskloss-hypothesis")
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(previous)
+
+
+@contextlib.contextmanager
+def isolated_search() -> Iterator[None]:
+    """A check's hypothesis search apart from its caller: the same batches whatever the caller
+    imported (:func:`no_local_constants`) and no files in the caller's directory (:func:`_private_storage`)."""
+    with _private_storage(), no_local_constants():
+        yield

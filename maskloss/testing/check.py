@@ -2,13 +2,9 @@ r""":func:`check_loss`: a user's masked loss against the oracle on generated pad
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Collection, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import hypothesis
@@ -20,7 +16,7 @@ from maskloss import loss_options, registry
 from maskloss.loss_options import CONVENTION_OPTIONS
 from maskloss.strategies import PaddedBatch, padded_batches, round_to_bfloat16
 from maskloss.testing import linear_check, oracles
-from maskloss.testing._search import no_local_constants
+from maskloss.testing._search import isolated_search
 from maskloss.testing.batches import (
     _all_masked_batch,
     _junk_label_variants,
@@ -46,30 +42,6 @@ _QUIET_CHECKS = [
     HealthCheck.filter_too_much,
     HealthCheck.large_base_example,
 ]
-
-
-@contextlib.contextmanager
-def _private_storage() -> Iterator[None]:
-    """Keep hypothesis's files out of the user's working directory while check_loss runs.
-
-    ``database=None`` is not enough: hypothesis caches the constants it reads from local
-    modules (its "local constants" for generation) under ``storage_directory("constants")``,
-    whose default home is ``.hypothesis/`` in the current directory. Unless the user chose
-    a home (``HYPOTHESIS_STORAGE_DIRECTORY`` or ``set_hypothesis_home_dir``), point it at a
-    directory under the system temp dir for the duration of the check and restore it after.
-    """
-    from hypothesis import configuration
-
-    key = "__hypothesis_home_directory"
-    previous = vars(configuration).get(key)
-    if previous is not None or os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
-        yield  # the user's own choice of storage: leave it alone
-        return
-    configuration.set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "maskloss-hypothesis")
-    try:
-        yield
-    finally:
-        configuration.set_hypothesis_home_dir(previous)
 
 
 def _oracle_grad(oracle: Callable[..., Any], like: Callable[..., Any]) -> Callable[..., Any]:
@@ -502,7 +474,7 @@ def check_loss(
         )(given(strategy)(one_batch))
         if seed is not None:
             test = hypothesis.seed(seed)(test)
-        with _private_storage(), no_local_constants():  # the same batches whatever the caller imported
+        with isolated_search():  # the same batches whatever the caller imported; no files in its directory
             test()
         with np.errstate(all="ignore"):
             base = _base_batch(checker, kind, weights)

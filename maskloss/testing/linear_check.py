@@ -53,6 +53,7 @@ from hypothesis import strategies as st
 
 from maskloss.linear import linear_cross_entropy, linear_cross_entropy_value_and_grad
 from maskloss.strategies import PADDINGS, round_to_bfloat16
+from maskloss.testing._search import isolated_search
 from maskloss.testing.tolerances import TOLERANCES, _dtype_name, assert_loss_close
 
 __all__ = ["LinearCase", "check_linear_loss", "is_linear"]
@@ -373,10 +374,7 @@ def check_linear_loss(
     options_text = ", ".join(f"{k}={v!r}" for k, v in {**opts, **own}.items() if k != "reference_lowp_grad")
     like_call = f"maskloss.linear_cross_entropy({options_text})"
     try:
-        from maskloss.testing._search import no_local_constants
-        from maskloss.testing.check import _private_storage
-
-        with _private_storage(), no_local_constants():  # the same batches whatever the caller imported
+        with isolated_search():  # the same batches whatever the caller imported
             test()
         with np.errstate(all="ignore"):
             _special(checker, grad is not None, vocab[0], dt, allow_empty_rows, bool(own.get("bias", False)))

@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 from maskloss import registry
 from maskloss.packing import Packing, pack
 from maskloss.strategies import PaddedBatch, padded_batches
+from maskloss.testing._search import isolated_search
 from maskloss.testing.tolerances import assert_loss_close
 
 __all__ = ["PACKED_LAYOUTS", "PackedCheckError", "check_packed_loss"]
@@ -203,10 +204,7 @@ def check_packed_loss(
         given(documents, row_lengths)(one))
     if seed is not None:
         test = hypothesis.seed(seed)(test)
-    from maskloss.testing._search import no_local_constants
-    from maskloss.testing.check import _private_storage
-
-    with _private_storage(), no_local_constants():  # the same batches whatever the caller imported
+    with isolated_search():  # the same batches whatever the caller imported
         test()
 
 

@@ -25,10 +25,10 @@ from maskloss import registry
 from maskloss.gradients import value_and_grad
 from maskloss.sharding import GRAD_REDUCTIONS, Shard, ShardLayout, shard_scales
 from maskloss.strategies import PaddedBatch, padded_batches
-from maskloss.testing._search import no_local_constants
+from maskloss.testing._search import isolated_search
 from maskloss.testing.adapters import _torch_to_numpy, torch_adapter
 from maskloss.testing.batches import _describe_batch
-from maskloss.testing.check import _QUIET_CHECKS, _private_storage
+from maskloss.testing.check import _QUIET_CHECKS
 from maskloss.testing.setup import check_options_apply, kind_of
 from maskloss.testing.tolerances import TOLERANCES, _check_tolerance, _dtype_name
 
@@ -579,5 +579,5 @@ def check_training_step(
     )(given(st.sampled_from(_SHAPES).flatmap(strategy))(one_batch))
     if seed is not None:
         test = hypothesis.seed(seed)(test)
-    with _private_storage(), no_local_constants():  # the same batches whatever the caller imported
+    with isolated_search():  # the same batches whatever the caller imported
         test()
