@@ -56,6 +56,7 @@ from maskloss.head import RunningLogSumExp, apply_head, head_grad, z_loss_from_l
 from maskloss.reductions import (
     SCALAR_REDUCTIONS,
     power_of_two_scale,
+    same_document,
     segment_ids_for,
     totals_of_terms,
     unscale,
@@ -184,7 +185,7 @@ def _check(
         valid, lab = valid[..., s:], lab[..., s:]
         if seg is not None:  # as Pipeline.with_segments: never across a document boundary
             full, seg = seg, seg[..., : seg.shape[-1] - s]  # the predicting positions' documents
-            valid = valid & (seg >= 0) & (full[..., s:] == seg)
+            valid = valid & same_document(full, s)
             sw = np.where(valid, sw, 0.0)
             documents = int(full.max()) + 1 if full.size else 0  # a document of <= s tokens still counts
         predicts = np.zeros(h.shape[:-1], dtype=bool)

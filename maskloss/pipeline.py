@@ -35,6 +35,7 @@ from maskloss.reductions import (
     MaskedTotals,
     power_of_two_scale,
     reduce_terms,
+    same_document,
     segment_ids_for,
     totals_of_terms,
     unscale,
@@ -165,7 +166,7 @@ class Pipeline:
         s = self.shift
         full = segment_ids_for(segment_ids, self.valid.shape[:-1] + (self.valid.shape[-1] + s,))
         seg = full[..., : full.shape[-1] - s]  # the predicting positions' documents (all of them for s = 0)
-        valid = self.valid & (seg >= 0) & (full[..., s:] == seg)
+        valid = self.valid & same_document(full, s)
         # With a shift, a document of at most s tokens has no step left but still counts.
         documents = (int(full.max()) + 1 if full.size else 0) if s else None
         return replace(self, valid=valid, weight=np.where(valid, self.weight, 0.0), segment_ids=seg,

@@ -74,6 +74,7 @@ __all__ = [
     "reduce",
     "reduce_terms",
     "renormalized_value",
+    "same_document",
     "segment_ids_for",
     "totals_of_terms",
     "with_exponent",
@@ -756,6 +757,24 @@ def segment_ids_for(segment_ids: npt.ArrayLike, steps_shape: tuple[int, ...]) ->
             f"segment_ids must have the shape of the steps {steps_shape} (the mask's), got {seg.shape}"
         )
     return seg
+
+
+def same_document(segment_ids: npt.NDArray[np.int64], shift: int = 0) -> npt.NDArray[np.bool_]:
+    r"""Which predictions count in packed rows: :math:`s_t \ge 0` and :math:`s_{t+k} = s_t` (shift :math:`k`).
+
+    ``segment_ids`` of shape ``(..., L)`` (checked, -1 at padding); the result has shape
+    ``(..., L - k)``, indexed by the predicting position :math:`t`, which scores the label at
+    :math:`t + k`: padding never counts, and the shift never crosses a document boundary
+    (the one rule of :meth:`maskloss.pipeline.Pipeline.with_segments`, the linear
+    cross-entropy and the registry's masking of dropped steps).
+
+    >>> import numpy as np
+    >>> same_document(np.array([[0, 0, 1, 1, -1]]), 1).astype(int)
+    array([[1, 0, 1, 0]])
+    """
+    start = segment_ids[..., : segment_ids.shape[-1] - shift]
+    counts: npt.NDArray[np.bool_] = (start >= 0) & (segment_ids[..., shift:] == start)
+    return counts
 
 
 #: How a sample weight enters a mean (see :func:`renormalized_value`).

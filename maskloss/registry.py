@@ -45,7 +45,7 @@ from maskloss import loss_options
 from maskloss._checks import check_mask
 from maskloss._types import LossValue as _LossValue
 from maskloss.pipeline import Pipeline
-from maskloss.reductions import segment_ids_for
+from maskloss.reductions import same_document, segment_ids_for
 
 __all__ = [
     "BATCH_KINDS",
@@ -276,11 +276,8 @@ def _mask_segments(
     seg = segment_ids_for(segment_ids, np.shape(segment_ids))
     shift = bound.arguments.get("shift", 0)
     s = shift if isinstance(shift, int) and not isinstance(shift, bool) and 0 < shift < seg.shape[-1] else 0
-    keep = seg >= 0
-    if s:  # label u is scored by the prediction at u - s: both in one document
-        before = np.zeros_like(keep)
-        before[..., s:] = (seg[..., :-s] >= 0) & (seg[..., s:] == seg[..., :-s])
-        keep = before
+    keep = np.zeros(seg.shape, dtype=bool)  # label u is scored by the prediction at u - s: both in one document
+    keep[..., s:] = same_document(seg, s)
     mask = bound.arguments.get("mask")
     if mask is None:
         bound.arguments["mask"] = keep
