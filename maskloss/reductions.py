@@ -236,6 +236,11 @@ class MaskedTotals:
         with np.errstate(under="ignore", over="ignore"):
             return np.ldexp(self.numerator, e - top), np.ldexp(self.denominator, e - top), top
 
+    def _token_total(self) -> tuple[float, int]:
+        r"""``(d, top)`` with :math:`\sum_b D_b = d\,2^{top}`: the aligned denominators summed."""
+        _, den, top = self._aligned()
+        return float(_add(den)), top
+
     @classmethod
     def from_terms(cls, numerator_terms: FloatArray, denominator_terms: FloatArray) -> MaskedTotals:
         """Sum ``(B, ...)`` per-step terms (already 0 at masked steps) per sequence."""
@@ -353,9 +358,9 @@ class MaskedTotals:
         if name is None:
             return 1.0
         if name == "tokens":
-            _, den, top = self._aligned()
+            total, top = self._token_total()
             with np.errstate(over="ignore"):  # a count beyond float64 is inf
-                return float(np.ldexp(_add(den), top))
+                return float(np.ldexp(total, top))
         if name == "nonempty_sequences":
             return float(np.count_nonzero(self.denominator > 0))
         if name == "sequences":
@@ -384,7 +389,7 @@ class MaskedTotals:
             rule, den = self._rule(reduction, count)
         numerator, denominator, top = self._aligned()
         if reduction == "sum" and count is None:
-            if top or self.exponent.any():  # the true sum as (mantissa, exponent), then to float64
+            if self.exponent.any():  # the true sum as (mantissa, exponent), then to float64 (top != 0 only then)
                 total, exp = _scaled_total(numerator)
                 return _scaled_ratio((total, exp + top), (1.0, 0))
             with np.errstate(over="ignore"):  # a sum of finite terms beyond float64 is +-inf: the true value
@@ -424,8 +429,7 @@ class MaskedTotals:
             safe = np.where(nonempty, self.denominator, 1.0)
             return np.where(nonempty, _unscaled(1.0 / (safe * (den if den != 0 else 1.0)), -self.exponent), 0.0)
         if rule == "token_mean" and count is None and self.exponent.any():
-            _, aligned, top = self._aligned()
-            total = _add(aligned)
+            total, top = self._token_total()
             return np.full(batch, _unscaled(np.float64(1.0 / total), -top) if total != 0 else 0.0)
         return np.full(batch, 1.0 / den if den != 0 else 0.0)
 
@@ -469,8 +473,7 @@ class MaskedTotals:
             factors = np.where(nonempty[:, None], ratio / (den if den != 0 else 1.0), 0.0)
             return factors.reshape(w.shape)
         if rule == "token_mean" and count is None and self.exponent.any():
-            _, aligned, top = self._aligned()
-            total = _add(aligned)
+            total, top = self._token_total()
             return _unscaled(w / total, -top) if total != 0 else np.zeros_like(w)
         return w / den if den != 0 else np.zeros_like(w)
 
