@@ -128,19 +128,18 @@ def _checker_side(like: Callable[..., Any], options: dict[str, Any]) -> dict[str
     """
     spec = registry.spec_of(like)
     takes = loss_options.OPTIONS_OF.get(spec.name, ()) if spec is not None else ()
+    if "scale" in options:  # a clear error now, not from inside the search (before any deprecation warning)
+        loss_options.check_scale(options["scale"])  # the one home: TypeError for a non-number, ValueError for 0/inf/nan
     out = {}
     for key, (default, instead) in _CHECKER_SIDE.items():
         if key not in options:
             out[key] = default
         elif key == "scale" and key in takes:
-            loss_options.check_scale(options[key])  # a clear error now, not from inside the search
             out[key] = default  # like computes it
         elif key in takes:
             out[key] = options.pop(key)
         else:
             value = options.pop(key)
-            if key == "scale":  # the one home of the check: TypeError for a non-number, ValueError for 0/inf/nan
-                loss_options.check_scale(value)
             _warn_deprecated(f"check_loss({key}={value!r}) with like={getattr(like, '__name__', like)!r}", instead)
             out[key] = value
     return out
