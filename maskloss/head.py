@@ -259,10 +259,14 @@ def z_loss_slope(lse: FloatArray, z: float) -> FloatArray:
     return out
 
 
-def z_loss_grad(logits: FloatArray, z: float) -> FloatArray:
-    r"""Gradient of :func:`z_loss_terms`: :math:`2 z \operatorname{lse}(h) \operatorname{softmax}(h)`."""
+def z_loss_grad(logits: FloatArray, z: float, lse: FloatArray | None = None) -> FloatArray:
+    r"""Gradient of :func:`z_loss_terms`: :math:`2 z \operatorname{lse}(h) \operatorname{softmax}(h)`.
+
+    ``lse``: the rows' log-sum-exp when ``logits`` are the rows shifted
+    (:func:`shift_overflowed_rows`; the softmax does not change, the log-sum-exp does).
+    """
     _, p = log_softmax_and_softmax(np.asarray(logits, dtype=np.float64))
-    slope = z_loss_slope(logsumexp(logits), z)[:, None]
+    slope = z_loss_slope(logsumexp(logits) if lse is None else lse, z)[:, None]
     with np.errstate(over="ignore"):  # an infinite slope times a probability of 0 is 0, not nan
         np.multiply(p, slope, out=p, where=p != 0)
     return p
@@ -345,26 +349,14 @@ def through_head(
     if cap is None and temperature < 1.0:
         h, offset = shift_overflowed_rows(logits, h, temperature)
     out = row_loss(h, grad)
-    if offset is not None and z:  # the z-loss is not shift-invariant: lse of the true row
-        return _with_shifted_z_loss(out, h, offset, z, grad, temperature)
-    if not grad:
-        return out + z_loss_terms(h, z) if z else out
-    loss, g = out
-    if z:
-        loss = loss + z_loss_terms(h, z)
-        g = g + z_loss_grad(h, z)
-    return loss, head_grad(h, g, temperature=temperature, cap=cap)
-
-
-def _with_shifted_z_loss(out: Any, h: FloatArray, offset: FloatArray, z: float, grad: bool, temperature: float) -> Any:
-    """:func:`through_head`'s z-loss on rows shifted by ``offset`` (:func:`shift_overflowed_rows`)."""
-    with np.errstate(over="ignore"):
-        lse = logsumexp(h) + offset
-        terms = z_loss_from_lse(lse, z)
+    if not z:
+        return out if not grad else (out[0], head_grad(h, out[1], temperature=temperature, cap=cap))
+    lse = logsumexp(h)
+    if offset is not None:  # the z-loss is not shift-invariant: lse of the true rows
+        with np.errstate(over="ignore"):
+            lse = lse + offset
+    terms = z_loss_from_lse(lse, z)
     if not grad:
         return out + terms
     loss, g = out
-    _, p = log_softmax_and_softmax(h)
-    with np.errstate(over="ignore", invalid="ignore"):  # an infinite slope times a probability of 0 is 0
-        zg = np.multiply(p, z_loss_slope(lse, z)[:, None], out=np.zeros_like(p), where=p > 0)
-    return loss + terms, head_grad(h, g + zg, temperature=temperature)
+    return loss + terms, head_grad(h, g + z_loss_grad(h, z, lse), temperature=temperature, cap=cap)
