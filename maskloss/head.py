@@ -43,6 +43,7 @@ __all__ = [
     "apply_head",
     "head_cross_entropy",
     "head_grad",
+    "head_rows",
     "logsumexp",
     "shift_overflowed_rows",
     "softcap",
@@ -129,6 +130,18 @@ def apply_head(
         return softcap(scaled, cap)
     np.divide(logits, temperature, out=out)  # linear CE's tiles: an overflow still warns there
     return softcap(out, cap, out=out)
+
+
+def head_rows(
+    logits: FloatArray, *, temperature: float = 1.0, cap: float | None = None
+) -> tuple[FloatArray, FloatArray | None]:
+    r"""The head's rows for a softmax loss: :func:`apply_head`, with rows whose :math:`x / T`
+    overflowed shifted by their maximum (:func:`shift_overflowed_rows`, whose offsets come second;
+    ``None`` when no row was shifted)."""
+    h = apply_head(logits, temperature=temperature, cap=cap)
+    if cap is None and temperature < 1.0:
+        return shift_overflowed_rows(logits, h, temperature)
+    return h, None
 
 
 def shift_overflowed_rows(
@@ -344,10 +357,7 @@ def through_head(
     >>> through_head(nll, np.array([[3.0, 3.0]]), temperature=3.0, z=1.0)   # as head_cross_entropy's example
     array([3.55989456])
     """
-    h = apply_head(logits, temperature=temperature, cap=cap)
-    offset = None
-    if cap is None and temperature < 1.0:
-        h, offset = shift_overflowed_rows(logits, h, temperature)
+    h, offset = head_rows(logits, temperature=temperature, cap=cap)
     out = row_loss(h, grad)
     if not z:
         return out if not grad else (out[0], head_grad(h, out[1], temperature=temperature, cap=cap))

@@ -11,7 +11,7 @@ from maskloss import loss_options, pointwise
 from maskloss._checks import as_numeric, check_head_option, check_ignore_index, check_mask, first_bad_position
 from maskloss._rows import as_rows, to_float64
 from maskloss._types import FloatArray, Reduction
-from maskloss.head import shift_overflowed_rows, through_head
+from maskloss.head import head_rows, through_head
 from maskloss.pipeline import Pipeline
 from maskloss.posttraining._common import _positive, _steps
 
@@ -71,11 +71,7 @@ def _logprob_pipeline(
         return through_head(logprob, to_float64(z_rows), temperature=tau, cap=cap, grad=grad)
 
     def step(rows: Any, lab_rows: Any, z_rows: Any, grad: bool = False) -> Any:
-        x = to_float64(z_rows)
-        with np.errstate(over="ignore"):
-            scaled = x / tau
-        if tau < 1.0:  # rows whose x / tau overflowed: shifted by their maximum (the same log-softmax)
-            scaled, _ = shift_overflowed_rows(x, scaled, tau)
+        scaled, _ = head_rows(to_float64(z_rows), temperature=tau)  # overflowed rows shifted: the same log-softmax
         picked = np.arange(scaled.shape[0])
         if not grad:
             return pointwise.log_softmax(scaled)[picked, lab_rows]
